@@ -1,0 +1,28 @@
+//! Operator implementations, one file per family. Each family exposes `register`, which adds its
+//! ops to the registry with the lowest opset it implements. To add an op: implement `Op` in the
+//! family's file, write its builder (parse attributes, resolve opset differences), register it.
+
+pub mod util;
+
+mod constant;
+mod elementwise;
+mod matmul;
+mod nn;
+mod reduce;
+mod resize;
+mod rnn;
+mod shape;
+
+use crate::registry::Registry;
+
+/// Adds every built-in operator to `r`.
+pub fn register_all(r: &mut Registry) {
+    constant::register(r);
+    elementwise::register(r);
+    matmul::register(r);
+    nn::register(r);
+    reduce::register(r);
+    resize::register(r);
+    rnn::register(r);
+    shape::register(r);
+}

@@ -1,0 +1,5 @@
+//! resize operators.
+
+use crate::registry::Registry;
+
+pub fn register(_r: &mut Registry) {}
