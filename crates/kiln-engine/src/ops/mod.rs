@@ -16,6 +16,7 @@ mod resize;
 mod rnn;
 mod sequence;
 mod shape;
+mod text;
 
 use crate::registry::Registry;
 
@@ -33,4 +34,5 @@ pub fn register_all(r: &mut Registry) {
     rnn::register(r);
     sequence::register(r);
     shape::register(r);
+    text::register(r);
 }
