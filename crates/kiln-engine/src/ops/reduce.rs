@@ -3,6 +3,7 @@
 use kiln_tensor::{bf16, f16, DType, Dim, Shape, Tensor, TensorData, Value, ValueType};
 
 use crate::error::{OpError, OpResult};
+use crate::bail;
 use crate::op::{Inputs, NodeInfo, Op};
 use crate::ops::util::norm_axis;
 use crate::registry::Registry;
