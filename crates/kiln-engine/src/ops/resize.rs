@@ -206,7 +206,7 @@ impl ResizeOp {
             }
             for (i, &d) in axes.iter().enumerate() {
                 let sc = s[i];
-                if !(sc > 0.0) || !sc.is_finite() {
+                if !sc.is_finite() || sc <= 0.0 {
                     bail!("scale {sc} for axis {d} must be positive and finite");
                 }
                 scales[d] = sc;
@@ -617,10 +617,7 @@ impl Op for ResizeOp {
                 out.into_iter().map($back).collect()
             }};
         }
-        fn sat<T: TryFrom<i64> + Copy>(x: f64, lo: f64, hi: f64) -> T
-        where
-            T: Default,
-        {
+        fn sat<T: TryFrom<i64> + Copy + Default>(x: f64, lo: f64, hi: f64) -> T {
             let r = x.round_ties_even().clamp(lo, hi);
             T::try_from(r as i64).unwrap_or_default()
         }

@@ -312,7 +312,7 @@ fn build(n: &NodeInfo, cell: Cell) -> OpResult<Box<dyn Op>> {
     let acts = parse_acts(&names, &alphas, &betas)?;
     let clip = n.attr_float("clip")?;
     if let Some(c) = clip {
-        if !(c > 0.0) {
+        if c.is_nan() || c <= 0.0 {
             bail!("clip must be positive, got {c}");
         }
     }
