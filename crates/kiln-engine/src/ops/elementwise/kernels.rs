@@ -5,7 +5,7 @@ use kiln_tensor::{bf16, checked_numel, f16, Elem};
 
 use crate::error::OpResult;
 use crate::ops::util::broadcast_all;
-use crate::{bail, ensure};
+use crate::ensure;
 
 // ---------------------------------------------------------------------------------------------
 // Element traits
@@ -327,8 +327,6 @@ pub trait Real:
     fn round_even(self) -> Self;
     fn abs(self) -> Self;
     fn powf(self, e: Self) -> Self;
-    fn is_nan(self) -> bool;
-    fn is_infinite(self) -> bool;
 }
 
 macro_rules! impl_real {
@@ -428,14 +426,6 @@ macro_rules! impl_real {
             #[inline(always)]
             fn powf(self, e: Self) -> Self {
                 $t::powf(self, e)
-            }
-            #[inline(always)]
-            fn is_nan(self) -> bool {
-                $t::is_nan(self)
-            }
-            #[inline(always)]
-            fn is_infinite(self) -> bool {
-                $t::is_infinite(self)
             }
         }
     };
@@ -762,15 +752,6 @@ pub fn ternary<A, B, C, O>(
         }
     });
     Ok((w.shape, out))
-}
-
-/// Checks a slice length against a shape (tensors guarantee it; this keeps the kernels total).
-pub fn check_len(len: usize, shape: &[usize]) -> OpResult<()> {
-    let n = checked_numel(shape)?;
-    if n != len {
-        bail!("tensor of shape {shape:?} has {len} elements");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

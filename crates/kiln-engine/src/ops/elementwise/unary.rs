@@ -330,12 +330,12 @@ impl Op for FloatTest {
         let name = if self.nan { "IsNaN" } else { "IsInf" };
         dispatch!(float x.data(), name, |v: T| {
             let out: Vec<bool> = if self.nan {
-                map(v, |a: T| a.to_r().is_nan())
+                map(v, |a: T| a.is_nan_())
             } else {
                 let (neg, pos) = (self.neg, self.pos);
                 map(v, |a: T| {
-                    let r = a.to_r();
-                    r.is_infinite() && ((pos && r > T::R::c(0.0)) || (neg && r < T::R::c(0.0)))
+                    let f = a.to_f64();
+                    f.is_infinite() && ((pos && f > 0.0) || (neg && f < 0.0))
                 })
             };
             single(shape, out)
