@@ -159,7 +159,8 @@ fn shortest_sci(x: f32, round_trips: impl Fn(&str) -> bool) -> String {
     format!("{x:e}")
 }
 
-/// Formats like numpy's `str()` of a float scalar: positional for 1e-4 <= |x| < 1e16 (always
+/// Formats like numpy's `str()` of a float scalar: positional for 1e-4 <= |x| < 1e16 (decided on
+/// the shortest digits, as numpy compares in the value's own precision; always
 /// with a fractional part), scientific with a signed two-digit exponent otherwise. `sci` gives
 /// the shortest round-trip digits in Rust's `{:e}` form.
 fn numpy_float(x: f64, sci: impl Fn() -> String) -> String {
@@ -178,8 +179,7 @@ fn numpy_float(x: f64, sci: impl Fn() -> String) -> String {
     };
     let digits: String = mant.chars().filter(|c| *c != '.').collect();
     let sign = if neg { "-" } else { "" };
-    let ax = x.abs();
-    if ax == 0.0 || (1e-4..1e16).contains(&ax) {
+    if x == 0.0 || (-4..16).contains(&exp) {
         let body = if exp >= 0 {
             let e = exp as usize;
             let mut int_part: String = digits.chars().take(e + 1).collect();

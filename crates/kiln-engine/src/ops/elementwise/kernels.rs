@@ -574,7 +574,14 @@ pub fn erf_f32(x: f32) -> f32 {
     q = q * x2 + -1.682_827e-3;
     q = q * x2 + -7.373_329e-3;
     q = q * x2 + -1.426_473_9e-2;
-    p / q
+    let r = p / q;
+    if x > 4.0 {
+        1.0
+    } else if x < -4.0 {
+        -1.0
+    } else {
+        r
+    }
 }
 
 /// erf for f64: erf(x) = 2/sqrt(pi) * e^{-x^2} * sum_n (2x^2)^n x / (2n+1)!!, a series of
