@@ -26,6 +26,12 @@ pub trait Op: Send + Sync {
         None
     }
 
+    /// Outputs that are known at load from the input types alone (e.g. `Shape` of a tensor whose
+    /// shape is static); they become constants. Default: not foldable.
+    fn fold_from_types(&self, _inputs: &[Option<&ValueType>]) -> Option<Vec<Value>> {
+        None
+    }
+
     /// False for ops whose result must not be computed at load (random generators).
     fn is_deterministic(&self) -> bool {
         true

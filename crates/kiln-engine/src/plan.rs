@@ -365,6 +365,18 @@ pub(crate) fn compile(
             continue;
         }
         let type_refs: Vec<Option<&ValueType>> = input_types.iter().map(|t| t.as_ref()).collect();
+        if env.optimize && !has_subgraph {
+            if let Some(vals) = op.fold_from_types(&type_refs) {
+                if vals.len() >= n.output.iter().filter(|o| !o.is_empty()).count() {
+                    for (o, v) in n.output.iter().zip(vals) {
+                        if !o.is_empty() {
+                            known.insert(o.clone(), Known::Const(Arc::new(v)));
+                        }
+                    }
+                    continue;
+                }
+            }
+        }
         let const_refs: Vec<Option<&kiln_tensor::Tensor>> =
             const_inputs.iter().map(|c| c.as_deref().and_then(|v| v.as_tensor())).collect();
         let inferred = op.infer(&type_refs, &const_refs);
