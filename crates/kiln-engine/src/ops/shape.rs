@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 use kiln_tensor::{bf16, f16, Dim, Elem, Shape, Tensor, TensorData, Value, ValueType};
 
 use crate::error::{OpError, OpResult};
-use crate::op::{Inputs, NodeInfo};
+use crate::op::Inputs;
 use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
@@ -161,11 +161,6 @@ pub(crate) fn attr_or_const(attr: &Option<Vec<i64>>, consts: &[Option<&Tensor>],
         Some(Some(t)) => t.to_i64_vec().ok().map(Some),
         _ => None,
     }
-}
-
-/// Reads an optional ints attribute.
-pub(crate) fn ints_attr(n: &NodeInfo, name: &str) -> OpResult<Option<Vec<i64>>> {
-    n.attr_ints(name)
 }
 
 /// Type of input `i` at load time, split into dtype and (maybe) shape.

@@ -316,6 +316,12 @@ impl Op for ShapeOp {
         let (s, e) = self.range(rank);
         Some(tensor_type(DType::I64, Some(Shape::fixed(&[e - s]))))
     }
+    fn fold_from_types(&self, inputs: &[Option<&ValueType>]) -> Option<Vec<Value>> {
+        let dims = in_type(inputs, 0)?.1?.as_fixed()?;
+        let (s, e) = self.range(dims.len());
+        let v: Vec<i64> = dims[s..e].iter().map(|&d| d as i64).collect();
+        Some(vec![Value::Tensor(Tensor::from_vec(vec![v.len()], v).ok()?)])
+    }
 }
 
 struct SizeOp;
@@ -327,6 +333,10 @@ impl Op for SizeOp {
     }
     fn infer(&self, _: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         Some(tensor_type(DType::I64, Some(Shape(vec![]))))
+    }
+    fn fold_from_types(&self, inputs: &[Option<&ValueType>]) -> Option<Vec<Value>> {
+        let n = numel(&in_type(inputs, 0)?.1?.as_fixed()?).ok()?;
+        Some(vec![Value::Tensor(Tensor::scalar(n as i64))])
     }
 }
 
