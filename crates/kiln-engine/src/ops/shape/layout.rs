@@ -481,7 +481,7 @@ struct SpaceOp {
 
 fn build_space(n: &NodeInfo, to_space: bool) -> OpResult<Box<dyn Op>> {
     let block = n.attr_int("blocksize")?.ok_or_else(|| OpError::new("blocksize is required"))?;
-    ensure!(block > 0, "blocksize must be positive, got {block}");
+    ensure!(block > 0 && block <= 1 << 16, "blocksize {block} is out of range");
     let mode = n.attr_string_or("mode", "DCR")?;
     let crd = match mode.as_str() {
         "DCR" => false,
@@ -498,10 +498,12 @@ impl SpaceOp {
         let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
         if self.to_space {
             ensure!(c % (b * b) == 0, "channels {c} are not divisible by blocksize² {}", b * b);
-            Ok(vec![n, c / (b * b), h * b, w * b])
+            let grow = |d: usize| d.checked_mul(b).ok_or_else(|| OpError::new("output is too large"));
+            Ok(vec![n, c / (b * b), grow(h)?, grow(w)?])
         } else {
             ensure!(h % b == 0 && w % b == 0, "spatial dims {h}x{w} are not divisible by blocksize {b}");
-            Ok(vec![n, c * b * b, h / b, w / b])
+            let c2 = c.checked_mul(b * b).ok_or_else(|| OpError::new("output is too large"))?;
+            Ok(vec![n, c2, h / b, w / b])
         }
     }
 }
@@ -716,5 +718,42 @@ mod tests {
         let mut v: Vec<i32> = (1..=9).collect();
         trilu(&mut v, 3, 3, 0, false);
         assert_eq!(v, vec![1, 0, 0, 4, 5, 0, 7, 8, 9]);
+    }
+}
+
+#[cfg(test)]
+mod infer_tests {
+    use super::*;
+
+    fn ty(dt: DType, dims: Vec<Dim>) -> ValueType {
+        ValueType::Tensor { dtype: dt, shape: Some(Shape(dims)) }
+    }
+
+    #[test]
+    fn reshape_infer_keeps_symbols() {
+        let op = Reshape { shape_attr: None, allowzero: false };
+        let x = ty(DType::F32, vec![Dim::Sym("b".into()), Dim::Fixed(12), Dim::Fixed(64)]);
+        let spec = Tensor::from_vec(vec![4], vec![0i64, 0, 4, 16]).unwrap();
+        let out = op.infer(&[Some(&x), None], &[None, Some(&spec)]).unwrap();
+        let want = ty(DType::F32, vec![Dim::Sym("b".into()), Dim::Fixed(12), Dim::Fixed(4), Dim::Fixed(16)]);
+        assert_eq!(out, vec![want]);
+    }
+
+    #[test]
+    fn shape_folds_static_dims() {
+        let op = ShapeOp { start: 1, end: None };
+        let x = ty(DType::F32, vec![Dim::Fixed(2), Dim::Fixed(3), Dim::Fixed(4)]);
+        let v = op.fold_from_types(&[Some(&x)]).unwrap();
+        assert_eq!(v, vec![Value::Tensor(Tensor::from_vec(vec![2], vec![3i64, 4]).unwrap())]);
+        let sym = ty(DType::F32, vec![Dim::Sym("b".into()), Dim::Fixed(3)]);
+        assert!(op.fold_from_types(&[Some(&sym)]).is_none());
+        assert_eq!(op.infer(&[Some(&sym)], &[None]).unwrap(), vec![ty(DType::I64, vec![Dim::Fixed(1)])]);
+    }
+
+    #[test]
+    fn unsqueeze_infer() {
+        let op = Unsqueeze { axes: Some(vec![0]) };
+        let x = ty(DType::I64, vec![]);
+        assert_eq!(op.infer(&[Some(&x)], &[None]).unwrap(), vec![ty(DType::I64, vec![Dim::Fixed(1)])]);
     }
 }

@@ -5,7 +5,7 @@ use kiln_tensor::{Dim, Shape, Tensor, TensorData, Value, ValueType};
 
 use super::{
     attr_or_const, attr_or_input, axis_of, axis_map_indices, gather_with_fill, in_type, istrides, numel, one_out,
-    strided_data, take_data, tensor, tensor_type, Fill,
+    same, strided_data, take_data, tensor, tensor_type, Fill,
 };
 use crate::error::{OpError, OpResult};
 use crate::op::{Inputs, NodeInfo, Op};
@@ -64,15 +64,15 @@ impl Op for Concat {
         }
         let outer: usize = out_shape[..axis].iter().product();
         let inner: usize = out_shape[axis + 1..].iter().product();
-        let mut data = TensorData::with_capacity(first.dtype(), n);
-        for o in 0..outer {
-            for t in &ts {
-                let block = t.shape()[axis] * inner;
-                if block > 0 {
-                    data.extend_from(t.data(), o * block..(o + 1) * block);
-                }
+        let blocks: Vec<usize> = ts.iter().map(|t| t.shape()[axis] * inner).collect();
+        let data = kiln_tensor::map_data!(first.data(), v => {
+            let mut parts = Vec::with_capacity(ts.len());
+            parts.push(v.as_slice());
+            for t in &ts[1..] {
+                parts.push(same(t.data(), "every Concat input")?);
             }
-        }
+            concat(&parts, &blocks, outer, n)
+        });
         one_out(tensor(out_shape, data)?)
     }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
@@ -95,6 +95,16 @@ impl Op for Concat {
         }
         Some(tensor_type(dt, Some(Shape(dims))))
     }
+}
+
+fn concat<T: Clone>(parts: &[&[T]], blocks: &[usize], outer: usize, n: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(n);
+    for o in 0..outer {
+        for (p, &b) in parts.iter().zip(blocks) {
+            out.extend_from_slice(&p[o * b..(o + 1) * b]);
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,13 +161,12 @@ impl Op for Split {
         for &s in &sizes {
             let mut shape = x.shape().to_vec();
             shape[axis] = s;
-            let mut data = TensorData::with_capacity(x.dtype(), outer * s * inner);
-            if s * inner > 0 {
-                for o in 0..outer {
-                    let b = (o * dim + at) * inner;
-                    data.extend_from(x.data(), b..b + s * inner);
-                }
-            }
+            let data = if s == 0 || inner == 0 {
+                TensorData::zeros(x.dtype(), 0)
+            } else {
+                let sel: Vec<usize> = (at..at + s).collect();
+                take_data(x.data(), outer, dim, inner, &sel)
+            };
             at += s;
             outs.push(Value::Tensor(tensor(shape, data)?));
         }
@@ -387,18 +396,21 @@ impl Op for Pad {
         if before.iter().chain(&after).all(|&p| p == 0) {
             return one_out(x.clone());
         }
-        let mut maps = Vec::with_capacity(rank);
+        let mut shape = Vec::with_capacity(rank);
         for a in 0..rank {
             let dim = x.shape()[a];
-            let out = dim as i64 + before[a] + after[a];
+            let out = (dim as i128) + before[a] as i128 + after[a] as i128;
             ensure!(out >= 0, "Pad removes more than the {dim} elements of axis {a}");
-            let out = out as usize;
+            let out = usize::try_from(out).map_err(|_| OpError(format!("Pad output axis {a} is too large")))?;
             if self.mode != PadMode::Constant && dim == 0 && out > 0 {
                 bail!("Pad cannot extend empty axis {a} in this mode");
             }
-            maps.push((0..out).map(|o| pad_src(self.mode, o, before[a], dim)).collect::<Vec<_>>());
+            shape.push(out);
         }
-        let shape: Vec<usize> = maps.iter().map(|m| m.len()).collect();
+        numel(&shape)?;
+        let maps: Vec<Vec<Option<usize>>> = (0..rank)
+            .map(|a| (0..shape[a]).map(|o| pad_src(self.mode, o, before[a], x.shape()[a])).collect())
+            .collect();
         let idx = axis_map_indices(x.shape(), &maps)?;
         let fill = match (inputs.opt_tensor(2)?, self.value_attr) {
             (Some(t), _) => Fill::Tensor(t),
@@ -454,9 +466,14 @@ impl Op for CenterCropPad {
             None => (0..rank).collect(),
         };
         ensure!(target.len() == axes.len(), "CenterCropPad shape {target:?} must have one entry per axis ({} axes)", axes.len());
-        let mut maps: Vec<Vec<Option<usize>>> = x.shape().iter().map(|&d| (0..d).map(Some).collect()).collect();
+        let mut shape = x.shape().to_vec();
         for (&a, &t) in axes.iter().zip(&target) {
-            let t = usize::try_from(t).map_err(|_| OpError(format!("CenterCropPad shape has a negative dim {t}")))?;
+            shape[a] = usize::try_from(t).map_err(|_| OpError(format!("CenterCropPad shape has a negative dim {t}")))?;
+        }
+        numel(&shape)?;
+        let mut maps: Vec<Vec<Option<usize>>> = x.shape().iter().map(|&d| (0..d).map(Some).collect()).collect();
+        for &a in &axes {
+            let t = shape[a];
             let dim = x.shape()[a];
             maps[a] = if t <= dim {
                 let start = (dim - t) / 2;
@@ -466,7 +483,6 @@ impl Op for CenterCropPad {
                 (0..t).map(|o| if o >= start && o < start + dim { Some(o - start) } else { None }).collect()
             };
         }
-        let shape: Vec<usize> = maps.iter().map(|m| m.len()).collect();
         let idx = axis_map_indices(x.shape(), &maps)?;
         let data = gather_with_fill(x.data(), &idx, &Fill::Zero)?;
         one_out(tensor(shape, data)?)
@@ -582,5 +598,35 @@ mod tests {
         assert_eq!(m(PadMode::Edge), vec![Some(0), Some(0), Some(0), Some(1), Some(2), Some(2), Some(2)]);
         assert_eq!(m(PadMode::Wrap), vec![Some(1), Some(2), Some(0), Some(1), Some(2), Some(0), Some(1)]);
         assert_eq!(m(PadMode::Constant), vec![None, None, Some(0), Some(1), Some(2), None, None]);
+    }
+}
+
+#[cfg(test)]
+mod infer_tests {
+    use super::*;
+    use kiln_tensor::DType;
+
+    fn ty(dims: Vec<Dim>) -> ValueType {
+        ValueType::Tensor { dtype: DType::F32, shape: Some(Shape(dims)) }
+    }
+
+    #[test]
+    fn slice_infer_with_symbolic_dim() {
+        let op = Slice { starts: None, ends: None, axes: None };
+        let x = ty(vec![Dim::Sym("b".into()), Dim::Fixed(10)]);
+        let s = Tensor::from_vec(vec![2], vec![0i64, 2]).unwrap();
+        let e = Tensor::from_vec(vec![2], vec![i64::MAX, -1]).unwrap();
+        let i = ty(vec![Dim::Fixed(2)]);
+        let out = op.infer(&[Some(&x), Some(&i), Some(&i)], &[None, Some(&s), Some(&e)]).unwrap();
+        assert_eq!(out, vec![ty(vec![Dim::Sym("b".into()), Dim::Fixed(7)])]);
+    }
+
+    #[test]
+    fn concat_infer() {
+        let op = Concat { axis: -1 };
+        let a = ty(vec![Dim::Sym("b".into()), Dim::Fixed(3)]);
+        let b = ty(vec![Dim::Sym("b".into()), Dim::Fixed(4)]);
+        let out = op.infer(&[Some(&a), Some(&b)], &[None, None]).unwrap();
+        assert_eq!(out, vec![ty(vec![Dim::Sym("b".into()), Dim::Fixed(7)])]);
     }
 }
