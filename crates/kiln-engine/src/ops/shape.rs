@@ -232,7 +232,7 @@ pub(crate) fn strided<T: Clone + Default>(src: &[T], offset: usize, shape: &[usi
         if inner_s == 1 {
             out.extend_from_slice(&src[b..b + inner_n]);
         } else if inner_s == 0 {
-            out.extend(std::iter::repeat(src[b].clone()).take(inner_n));
+            out.extend(std::iter::repeat_n(src[b].clone(), inner_n));
         } else {
             let mut p = base;
             for _ in 0..inner_n {
@@ -392,7 +392,7 @@ pub(crate) fn axis_map_indices(in_shape: &[usize], maps: &[Vec<Option<usize>>]) 
         for m in &maps[axis] {
             match (base, m) {
                 (Some(b), Some(s)) => rec(axis + 1, Some(b + s * st[axis]), maps, st, sizes, out),
-                _ => out.extend(std::iter::repeat(FILL).take(sizes[axis])),
+                _ => out.extend(std::iter::repeat_n(FILL, sizes[axis])),
             }
         }
     }

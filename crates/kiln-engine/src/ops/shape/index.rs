@@ -154,7 +154,7 @@ fn nd_offsets(dshape: &[usize], ishape: &[usize], ind: &[i64], b: usize, what: &
     let tuples = ind.len() / k;
     let mut offs = Vec::with_capacity(tuples);
     for (t, tuple) in ind.chunks(k).enumerate() {
-        let batch = if per_batch == 0 { 0 } else { t / per_batch };
+        let batch = t.checked_div(per_batch).unwrap_or(0);
         let mut off = batch * batch_size;
         for (j, &v) in tuple.iter().enumerate() {
             off += resolve(v, dshape[b + j], what)? * ds[b + j];

@@ -358,6 +358,10 @@ fn build_constant_of_shape(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     Ok(Box::new(ConstantOfShape { value }))
 }
 
+fn filled<T: Clone>(v: &[T], n: usize) -> Vec<T> {
+    vec![v[0].clone(); n]
+}
+
 fn shape_from_ints(v: &[i64], what: &str) -> OpResult<Vec<usize>> {
     v.iter()
         .map(|&d| usize::try_from(d).map_err(|_| OpError(format!("{what} has a negative dim {d}"))))
@@ -368,7 +372,7 @@ impl Op for ConstantOfShape {
     fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
         let shape = shape_from_ints(&inputs.tensor(0)?.to_i64_vec()?, "ConstantOfShape input")?;
         let n = numel(&shape)?;
-        let data = kiln_tensor::map_data!(self.value.data(), v => vec![v[0].clone(); n]);
+        let data = kiln_tensor::map_data!(self.value.data(), v => filled(v, n));
         one_out(tensor(shape, data)?)
     }
     fn infer(&self, inputs: &[Option<&ValueType>], consts: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
@@ -605,7 +609,9 @@ impl Op for Range {
             let (start, limit, delta) = (scalar_f64(s, "start")?, scalar_f64(l, "limit")?, scalar_f64(d, "delta")?);
             ensure!(delta != 0.0, "Range delta must not be zero");
             let n = ((limit - start) / delta).ceil().max(0.0);
-            ensure!(n <= kiln_tensor::MAX_ELEMENTS as f64, "Range would produce {n} elements");
+            if n > kiln_tensor::MAX_ELEMENTS as f64 {
+                bail!("Range would produce {n} elements");
+            }
             let n = n as usize;
             let data = match dt {
                 DType::F32 => {
