@@ -2,9 +2,7 @@
 //! ops to the registry with the lowest opset it implements. To add an op: implement `Op` in the
 //! family's file, write its builder (parse attributes, resolve opset differences), register it.
 
-pub mod util;
-
-mod attention;
+pub mod attention;
 mod constant;
 mod control;
 mod elementwise;
@@ -12,12 +10,16 @@ mod loss;
 mod matmul;
 mod nn;
 mod quant;
+mod random;
 mod reduce;
 mod resize;
 mod rnn;
 mod sequence;
 mod shape;
+mod signal;
 mod text;
+mod training;
+mod vision;
 
 use crate::registry::Registry;
 
@@ -31,10 +33,14 @@ pub fn register_all(r: &mut Registry) {
     matmul::register(r);
     nn::register(r);
     quant::register(r);
+    random::register(r);
     reduce::register(r);
     resize::register(r);
     rnn::register(r);
     sequence::register(r);
     shape::register(r);
+    signal::register(r);
     text::register(r);
+    training::register(r);
+    vision::register(r);
 }
