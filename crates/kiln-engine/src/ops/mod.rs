@@ -2,7 +2,9 @@
 //! ops to the registry with the lowest opset it implements. To add an op: implement `Op` in the
 //! family's file, write its builder (parse attributes, resolve opset differences), register it.
 
-pub mod attention;
+pub mod util;
+
+mod attention;
 mod constant;
 mod control;
 mod elementwise;
