@@ -369,35 +369,52 @@ impl Op for MaxUnpoolOp {
         ensure!(ind.shape() == s, "MaxUnpool indices shape {:?} differs from input shape {s:?}", ind.shape());
         let r = s.len() - 2;
         ensure!(self.kernel.len() == r, "kernel_shape has {} dims but the input has {r} spatial dims", self.kernel.len());
+        let mut inferred = s[..2].to_vec();
+        for i in 0..r {
+            let st = self.strides.as_ref().map_or(1, |v| v.get(i).copied().unwrap_or(1));
+            let (pb, pe) = self.pads.as_ref().map_or((0, 0), |p| (p.get(i).copied().unwrap_or(0), p.get(i + r).copied().unwrap_or(0)));
+            let full = (s[2 + i].max(1) - 1) * st + self.kernel[i];
+            ensure!(full >= pb + pe, "MaxUnpool pads exceed the output size");
+            inferred.push(full - pb - pe);
+        }
         let out_shape: Vec<usize> = match inputs.opt_tensor(2)? {
             Some(os) => os
                 .to_i64_vec()?
                 .iter()
                 .map(|&d| crate::ops::util::to_usize(d, "output_shape"))
                 .collect::<OpResult<Vec<_>>>()?,
-            None => {
-                let mut v = s[..2].to_vec();
-                for i in 0..r {
-                    let st = self.strides.as_ref().map_or(1, |v| v.get(i).copied().unwrap_or(1));
-                    let (pb, pe) = self.pads.as_ref().map_or((0, 0), |p| (p.get(i).copied().unwrap_or(0), p.get(i + r).copied().unwrap_or(0)));
-                    let full = (s[2 + i].max(1) - 1) * st + self.kernel[i];
-                    ensure!(full >= pb + pe, "MaxUnpool pads exceed the output size");
-                    v.push(full - pb - pe);
-                }
-                v
-            }
+            None => inferred.clone(),
         };
         ensure!(out_shape.len() == s.len(), "output_shape has rank {} but the input has rank {}", out_shape.len(), s.len());
+        // Indices address the unpooled shape implied by the attributes; that block is then
+        // placed at the origin of a (possibly larger) output_shape.
+        let inf_total = kiln_tensor::checked_numel(&inferred)?;
         let total = kiln_tensor::checked_numel(&out_shape)?;
         let idx = ind.to_i64_vec()?;
+        let inf_strides = kiln_tensor::strides_of(&inferred);
+        let out_strides = kiln_tensor::strides_of(&out_shape);
+        let mut dest = Vec::with_capacity(idx.len());
+        for &i in &idx {
+            let f = usize::try_from(i)
+                .ok()
+                .filter(|&f| f < inf_total)
+                .ok_or_else(|| OpError(format!("MaxUnpool index {i} is out of range for shape {inferred:?}")))?;
+            let mut rem = f;
+            let mut o = 0usize;
+            for d in 0..inferred.len() {
+                let c = rem / inf_strides[d];
+                rem %= inf_strides[d];
+                ensure!(c < out_shape[d], "MaxUnpool index {i} does not fit output_shape {out_shape:?}");
+                o += c * out_strides[d];
+            }
+            dest.push(o);
+        }
         let mut out = kiln_tensor::TensorData::zeros(x.dtype(), total);
         macro_rules! scatter {
             ($($var:ident),*) => {
                 match (&mut out, x.data()) {
                     $( (TensorData::$var(o), TensorData::$var(v)) => {
-                        for (&i, val) in idx.iter().zip(v.iter()) {
-                            let i = usize::try_from(i).ok().filter(|&i| i < total)
-                                .ok_or_else(|| OpError(format!("MaxUnpool index {i} is out of range for output {out_shape:?}")))?;
+                        for (&i, val) in dest.iter().zip(v.iter()) {
                             o[i] = val.clone();
                         }
                     } )*

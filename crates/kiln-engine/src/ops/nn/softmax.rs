@@ -161,17 +161,46 @@ fn build_dropout(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     }))
 }
 
-/// SplitMix64: a small deterministic generator for training-mode dropout.
-struct SplitMix(u64);
+/// MT19937 with numpy's legacy `RandomState(seed).uniform(0, 1)` doubles, so a seeded
+/// training-mode Dropout draws the same mask as the ONNX reference implementation.
+struct Mt19937 {
+    mt: Box<[u32; 624]>,
+    idx: usize,
+}
 
-impl SplitMix {
-    fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 40) as f32 / (1u64 << 24) as f32
+impl Mt19937 {
+    fn new(seed: u32) -> Mt19937 {
+        let mut mt = Box::new([0u32; 624]);
+        mt[0] = seed;
+        for i in 1..624 {
+            mt[i] = 1812433253u32.wrapping_mul(mt[i - 1] ^ (mt[i - 1] >> 30)).wrapping_add(i as u32);
+        }
+        Mt19937 { mt, idx: 624 }
+    }
+    fn next_u32(&mut self) -> u32 {
+        if self.idx >= 624 {
+            for i in 0..624 {
+                let y = (self.mt[i] & 0x8000_0000) | (self.mt[(i + 1) % 624] & 0x7fff_ffff);
+                let mut v = self.mt[(i + 397) % 624] ^ (y >> 1);
+                if y & 1 != 0 {
+                    v ^= 0x9908_b0df;
+                }
+                self.mt[i] = v;
+            }
+            self.idx = 0;
+        }
+        let mut y = self.mt[self.idx];
+        self.idx += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^= y >> 18;
+        y
+    }
+    fn next_f64(&mut self) -> f64 {
+        let a = (self.next_u32() >> 5) as f64;
+        let b = (self.next_u32() >> 6) as f64;
+        (a * 67108864.0 + b) / 9007199254740992.0
     }
 }
 
@@ -201,16 +230,17 @@ impl Op for DropoutOp {
             mask_bool = vec![true; n];
             x.clone()
         } else {
-            let mut rng = SplitMix(self.seed.map_or_else(
+            let seed = self.seed.map_or_else(
                 || {
                     std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_nanos() as u64)
+                        .map(|d| d.subsec_nanos() ^ d.as_secs() as u32)
                         .unwrap_or(0x5EED)
                 },
-                |s| s as u64,
-            ));
-            mask_bool = (0..n).map(|_| rng.next_f32() >= ratio).collect();
+                |s| s as u32,
+            );
+            let mut rng = Mt19937::new(seed);
+            mask_bool = (0..n).map(|_| rng.next_f64() >= ratio as f64).collect();
             let scale = 1.0 / (1.0 - ratio as f64);
             let dt = x.dtype();
             real_dispatch!(dt, "Dropout", |T| {
@@ -253,5 +283,13 @@ mod tests {
         let mut h = vec![1.0f32, 3.0, 3.0];
         row(&mut h, Kind::Hardmax);
         assert_eq!(h, vec![0.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn mt19937_reference_output() {
+        // First outputs of MT19937 seeded with 5489 (the generator's published default).
+        let mut g = Mt19937::new(5489);
+        assert_eq!(g.next_u32(), 3499211612);
+        assert_eq!(g.next_u32(), 581869302);
     }
 }
