@@ -170,6 +170,21 @@ fn depthwise_2d<T: GemmElem>(x: &[T], w: &[T], dims: &ConvDims, group: usize, y:
     if osz == 0 {
         return;
     }
+    // Valid output column range per kernel column, and where its first input sits.
+    let ranges: Vec<(usize, usize, usize)> = (0..kw)
+        .map(|b| {
+            let off = (b * dw) as isize - pw;
+            let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(sw) };
+            let hi = if iw as isize - off <= 0 { 0 } else { ((iw as isize - off) as usize).div_ceil(sw).min(ow) };
+            let lo = lo.min(hi);
+            (lo, hi, (lo as isize * sw as isize + off).max(0) as usize)
+        })
+        .collect();
+    // With stride s, each input row is split into s phases (columns p, p+s, ...) so every
+    // kernel tap reads a contiguous run.
+    let pw_len = iw.div_ceil(sw);
+    let lo3 = ranges.iter().map(|r| r.0).max().unwrap_or(0);
+    let hi3 = ranges.iter().map(|r| r.1).min().unwrap_or(0);
     let chunks: Vec<(usize, &mut [T])> = y.chunks_mut(osz).enumerate().collect();
     let work = |(idx, out): (usize, &mut [T])| {
         let nimg = idx / dims.m;
@@ -178,15 +193,23 @@ fn depthwise_2d<T: GemmElem>(x: &[T], w: &[T], dims: &ConvDims, group: usize, y:
         let xc = &x[(nimg * dims.c + ci) * isz..][..isz];
         let wk = &w[m * kh * kw..][..kh * kw];
         out.iter_mut().for_each(|v| *v = T::zero());
-        // Valid output column range per kernel column.
-        let ranges: Vec<(usize, usize, isize)> = (0..kw)
-            .map(|b| {
-                let off = (b * dw) as isize - pw;
-                let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(sw) };
-                let hi = if iw as isize - off <= 0 { 0 } else { ((iw as isize - off) as usize).div_ceil(sw).min(ow) };
-                (lo.min(hi), hi, off)
-            })
-            .collect();
+        let phased: Vec<T>;
+        let (src, row_len): (&[T], usize) = if sw == 1 {
+            (xc, iw)
+        } else {
+            let mut ph = vec![T::zero(); sw * ih * pw_len];
+            for r in 0..ih {
+                let xrow = &xc[r * iw..][..iw];
+                for p in 0..sw.min(iw) {
+                    let dst = &mut ph[(p * ih + r) * pw_len..][..pw_len];
+                    for (d, &v) in dst.iter_mut().zip(xrow[p..].iter().step_by(sw)) {
+                        *d = v;
+                    }
+                }
+            }
+            phased = ph;
+            (&phased, pw_len)
+        };
         for o_r in 0..oh {
             let orow = &mut out[o_r * ow..][..ow];
             for a in 0..kh {
@@ -194,19 +217,39 @@ fn depthwise_2d<T: GemmElem>(x: &[T], w: &[T], dims: &ConvDims, group: usize, y:
                 if i_r < 0 || i_r >= ih as isize {
                     continue;
                 }
-                let xrow = &xc[i_r as usize * iw..][..iw];
-                for (b, &(lo, hi, off)) in ranges.iter().enumerate() {
+                let i_r = i_r as usize;
+                if kw == 3 && lo3 < hi3 {
+                    // Three taps fused over the columns where all are valid; edges below.
+                    let n3 = hi3 - lo3;
+                    let tap = |b: usize| -> &[T] {
+                        let (lo, _, q) = ranges[b];
+                        let (phase, start) = (q % sw, q / sw);
+                        &src[(phase * ih + i_r) * row_len + start + (lo3 - lo)..][..n3]
+                    };
+                    let (x0, x1, x2) = (tap(0), tap(1), tap(2));
+                    let (w0, w1, w2) = (wk[a * 3], wk[a * 3 + 1], wk[a * 3 + 2]);
+                    for (((o, &v0), &v1), &v2) in orow[lo3..hi3].iter_mut().zip(x0).zip(x1).zip(x2) {
+                        *o = o.add(w0.mul(v0).add(w1.mul(v1)).add(w2.mul(v2)));
+                    }
+                    for (b, &(lo, hi, q)) in ranges.iter().enumerate() {
+                        let wv = wk[a * 3 + b];
+                        let (phase, start) = (q % sw, q / sw);
+                        let xrow = &src[(phase * ih + i_r) * row_len..][..row_len];
+                        for j in (lo..hi.min(lo3)).chain(lo3.max(hi3).max(lo)..hi) {
+                            orow[j] = orow[j].add(wv.mul(xrow[start + j - lo]));
+                        }
+                    }
+                    continue;
+                }
+                for (b, &(lo, hi, q)) in ranges.iter().enumerate() {
+                    if lo >= hi {
+                        continue;
+                    }
                     let wv = wk[a * kw + b];
-                    if sw == 1 {
-                        let start = (lo as isize + off) as usize;
-                        for (o, &xv) in orow[lo..hi].iter_mut().zip(&xrow[start..start + (hi - lo)]) {
-                            *o = o.add(wv.mul(xv));
-                        }
-                    } else {
-                        for (j, o) in orow[lo..hi].iter_mut().enumerate() {
-                            let xi = ((lo + j) * sw) as isize + off;
-                            *o = o.add(wv.mul(xrow[xi as usize]));
-                        }
+                    let (phase, start) = (q % sw, q / sw);
+                    let xrow = &src[(phase * ih + i_r) * row_len..][..row_len];
+                    for (o, &xv) in orow[lo..hi].iter_mut().zip(&xrow[start..start + (hi - lo)]) {
+                        *o = o.add(wv.mul(xv));
                     }
                 }
             }
@@ -603,6 +646,46 @@ mod tests {
         w[4..].iter_mut().for_each(|v| *v = 2.0);
         let y = conv_compute::<f32>(&x, &w, &d, 2).unwrap();
         assert_eq!(y, vec![8., 12., 20., 24., 2. * 44., 2. * 48., 2. * 56., 2. * 60.]);
+    }
+
+    /// Direct definition of a depthwise 2-D convolution, one output per loop nest.
+    fn naive_dw(x: &[f64], w: &[f64], c: usize, h: usize, wd: usize, k: usize, s: usize, p: usize) -> Vec<f64> {
+        let oh = (h + 2 * p - k) / s + 1;
+        let ow = (wd + 2 * p - k) / s + 1;
+        let mut y = vec![0.0; c * oh * ow];
+        for ch in 0..c {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut acc = 0.0;
+                    for a in 0..k {
+                        for b in 0..k {
+                            let (r, q) = ((i * s + a) as isize - p as isize, (j * s + b) as isize - p as isize);
+                            if r >= 0 && q >= 0 && (r as usize) < h && (q as usize) < wd {
+                                acc += x[ch * h * wd + r as usize * wd + q as usize] * w[ch * k * k + a * k + b];
+                            }
+                        }
+                    }
+                    y[ch * oh * ow + i * ow + j] = acc;
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn depthwise_strided_matches_definition() {
+        for (k, s, p, h, wd) in [(3usize, 1usize, 1usize, 7usize, 9usize), (3, 2, 1, 8, 11), (5, 2, 2, 9, 6), (3, 2, 0, 5, 5)] {
+            let c = 3;
+            let op = ConvOp {
+                attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![s, s]), dilations: None, pads: Some(vec![p; 4]), ceil_mode: false },
+                group: c,
+            };
+            let d = op.dims(&[1, c, h, wd], &[c, 1, k, k]).unwrap();
+            let x: Vec<f64> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
+            let w: Vec<f64> = (0..c * k * k).map(|i| ((i * 5) % 11) as f64 - 5.0).collect();
+            let got = conv_compute::<f64>(&x, &w, &d, c).unwrap();
+            assert_eq!(got, naive_dw(&x, &w, c, h, wd, k, s, p), "k{k} s{s} p{p}");
+        }
     }
 
     #[test]
