@@ -1,1 +1,73 @@
-fn main() {}
+//! `kiln`: the command-line front door. Subcommands: `run`, `inspect`, `demo`.
+//!
+//! Parses arguments, reads and writes .npy files and JSON, and maps every error to one line on
+//! stderr and exit code 2. Depends on kiln-engine (the Session API), kiln-onnx (for `inspect`,
+//! which must work even on models Kiln cannot run) and kiln-tensor.
+
+mod demo;
+mod inspect;
+mod json;
+mod run;
+
+use std::process::ExitCode;
+
+/// A user-facing failure: one line, exit code 2.
+pub struct CliError(pub String);
+
+impl<E: std::fmt::Display> From<E> for CliError {
+    fn from(e: E) -> CliError {
+        CliError(e.to_string())
+    }
+}
+
+const USAGE: &str = "usage:
+  kiln run MODEL --input NAME=FILE.npy [--input ...] --output-dir DIR [--threads N]
+  kiln inspect MODEL [--json]
+  kiln demo
+  kiln --version";
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        eprintln!("kiln: internal error: {msg} (please report this)");
+    }));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => run::main(&args[1..]),
+        Some("inspect") => inspect::main(&args[1..]),
+        Some("demo") => demo::main(&args[1..]),
+        Some("--version") | Some("-V") => {
+            println!("kiln {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Some("--help") | Some("-h") | Some("help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(CliError(format!("unknown command '{other}'\n{USAGE}"))),
+        None => Err(CliError(USAGE.to_string())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln: {}", e.0);
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Pulls the value following a flag.
+pub fn flag_value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'a String, CliError> {
+    it.next().ok_or_else(|| CliError(format!("{flag} needs a value")))
+}
+
+/// Parses `--threads N`.
+pub fn parse_threads(s: &str) -> Result<usize, CliError> {
+    s.parse::<usize>()
+        .map_err(|_| CliError(format!("--threads must be a non-negative integer, got '{s}'")))
+}

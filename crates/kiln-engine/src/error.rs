@@ -38,15 +38,31 @@ impl fmt::Display for Error {
             Error::Io(m) => write!(f, "{m}"),
             Error::InvalidModel(m) => write!(f, "invalid model: {m}"),
             Error::Unsupported(nodes) => {
+                // Grouped by op (and reason), each group naming all of its nodes.
+                let mut groups: Vec<(String, &str, Vec<&str>)> = Vec::new();
+                for n in nodes {
+                    let dom = if n.domain.is_empty() { "ai.onnx" } else { &n.domain };
+                    let key = format!("{dom}:{} (opset {})", n.op_type, n.opset);
+                    match groups.iter_mut().find(|g| g.0 == key && g.1 == n.reason) {
+                        Some(g) => g.2.push(&n.node),
+                        None => groups.push((key, &n.reason, vec![&n.node])),
+                    }
+                }
                 write!(f, "{} unsupported node(s): ", nodes.len())?;
-                for (i, n) in nodes.iter().enumerate() {
+                for (i, (op, reason, names)) in groups.iter().enumerate() {
                     if i > 0 {
                         f.write_str("; ")?;
                     }
-                    let dom = if n.domain.is_empty() { "ai.onnx" } else { &n.domain };
-                    write!(f, "'{}' ({}:{} opset {})", n.node, dom, n.op_type, n.opset)?;
-                    if !n.reason.is_empty() {
-                        write!(f, ": {}", n.reason)?;
+                    write!(f, "{op}")?;
+                    if !reason.is_empty() {
+                        write!(f, " [{reason}]")?;
+                    }
+                    write!(f, " at ")?;
+                    for (k, name) in names.iter().enumerate() {
+                        if k > 0 {
+                            f.write_str(", ")?;
+                        }
+                        write!(f, "'{name}'")?;
                     }
                 }
                 Ok(())

@@ -71,10 +71,10 @@ impl Session {
     pub fn from_file(path: &Path, options: SessionOptions) -> Result<Session, Error> {
         let model = kiln_onnx::load_model_file(path).map_err(|e| {
             let msg = e.to_string();
-            if msg.contains("No such file") || msg.contains("cannot open") || msg.contains("os error") {
-                Error::Io(format!("{}: {msg}", path.display()))
+            if msg.starts_with("cannot ") {
+                Error::Io(msg)
             } else {
-                Error::Decode(format!("{}: {msg}", path.display()))
+                Error::Decode(msg)
             }
         })?;
         let dir: PathBuf = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."));

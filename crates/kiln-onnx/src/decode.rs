@@ -10,7 +10,10 @@ use crate::wire::{Context, DecodeError, Field, Reader};
 type Result<T> = std::result::Result<T, DecodeError>;
 
 /// Decodes a whole buffer as one top-level message.
-pub fn decode_root<T: Default>(bytes: &[u8], merge: fn(&mut Reader<'_>, &mut T, u32) -> Result<()>) -> Result<T> {
+pub fn decode_root<T: Default>(
+    bytes: &[u8],
+    merge: fn(&mut Reader<'_>, &mut T, u32) -> Result<()>,
+) -> Result<T> {
     let mut msg = T::default();
     merge(&mut Reader::new(bytes), &mut msg, 0)?;
     Ok(msg)
@@ -39,7 +42,8 @@ fn merge_opt<'a, T: Default>(
     name: &str,
     merge: fn(&mut Reader<'a>, &mut T, u32) -> Result<()>,
 ) -> Result<()> {
-    r.message(f, depth, slot.get_or_insert_with(T::default), merge).ctx(name)
+    r.message(f, depth, slot.get_or_insert_with(T::default), merge)
+        .ctx(name)
 }
 
 /// Like `merge_opt` for boxed (recursive) messages.
@@ -51,7 +55,13 @@ fn merge_boxed<'a, T: Default>(
     name: &str,
     merge: fn(&mut Reader<'a>, &mut T, u32) -> Result<()>,
 ) -> Result<()> {
-    r.message(f, depth, slot.get_or_insert_with(Box::default).as_mut(), merge).ctx(name)
+    r.message(
+        f,
+        depth,
+        slot.get_or_insert_with(Box::default).as_mut(),
+        merge,
+    )
+    .ctx(name)
 }
 
 fn push_string(r: &mut Reader<'_>, f: Field, list: &mut Vec<String>, name: &str) -> Result<()> {
@@ -76,8 +86,22 @@ pub fn merge_model(r: &mut Reader<'_>, m: &mut ModelProto, depth: u32) -> Result
             5 => m.model_version = r.int64(f).ctx("model_version")?,
             6 => m.doc_string = r.string(f).ctx("doc_string")?,
             7 => merge_opt(r, f, depth, &mut m.graph, "graph", merge_graph)?,
-            8 => push_message(r, f, depth, &mut m.opset_import, "opset_import", merge_opset)?,
-            14 => push_message(r, f, depth, &mut m.metadata_props, "metadata_props", merge_string_entry)?,
+            8 => push_message(
+                r,
+                f,
+                depth,
+                &mut m.opset_import,
+                "opset_import",
+                merge_opset,
+            )?,
+            14 => push_message(
+                r,
+                f,
+                depth,
+                &mut m.metadata_props,
+                "metadata_props",
+                merge_string_entry,
+            )?,
             25 => push_message(r, f, depth, &mut m.functions, "functions", merge_function)?,
             _ => r.skip(f)?,
         }
@@ -96,7 +120,11 @@ fn merge_opset(r: &mut Reader<'_>, m: &mut OperatorSetIdProto, _depth: u32) -> R
     Ok(())
 }
 
-fn merge_string_entry(r: &mut Reader<'_>, m: &mut StringStringEntryProto, _depth: u32) -> Result<()> {
+fn merge_string_entry(
+    r: &mut Reader<'_>,
+    m: &mut StringStringEntryProto,
+    _depth: u32,
+) -> Result<()> {
     while let Some(f) = r.field()? {
         match f.number {
             1 => m.key = r.string(f).ctx("key")?,
@@ -116,7 +144,14 @@ pub fn merge_graph(r: &mut Reader<'_>, m: &mut GraphProto, depth: u32) -> Result
             10 => m.doc_string = r.string(f).ctx("doc_string")?,
             11 => push_message(r, f, depth, &mut m.input, "input", merge_value_info)?,
             12 => push_message(r, f, depth, &mut m.output, "output", merge_value_info)?,
-            13 => push_message(r, f, depth, &mut m.value_info, "value_info", merge_value_info)?,
+            13 => push_message(
+                r,
+                f,
+                depth,
+                &mut m.value_info,
+                "value_info",
+                merge_value_info,
+            )?,
             15 => push_message(
                 r,
                 f,
@@ -187,8 +222,22 @@ fn merge_attribute(r: &mut Reader<'_>, m: &mut AttributeProto, depth: u32) -> Re
             15 => push_message(r, f, depth, &mut m.type_protos, "type_protos", merge_type)?,
             20 => m.r#type = attribute_type(r.int32(f).ctx("type")?),
             21 => m.ref_attr_name = r.string(f).ctx("ref_attr_name")?,
-            22 => merge_opt(r, f, depth, &mut m.sparse_tensor, "sparse_tensor", merge_sparse_tensor)?,
-            23 => push_message(r, f, depth, &mut m.sparse_tensors, "sparse_tensors", merge_sparse_tensor)?,
+            22 => merge_opt(
+                r,
+                f,
+                depth,
+                &mut m.sparse_tensor,
+                "sparse_tensor",
+                merge_sparse_tensor,
+            )?,
+            23 => push_message(
+                r,
+                f,
+                depth,
+                &mut m.sparse_tensors,
+                "sparse_tensors",
+                merge_sparse_tensor,
+            )?,
             _ => r.skip(f)?,
         }
     }
@@ -206,10 +255,21 @@ pub fn merge_tensor(r: &mut Reader<'_>, m: &mut TensorProto, depth: u32) -> Resu
             7 => r.repeated_int64(f, &mut m.int64_data).ctx("int64_data")?,
             8 => m.name = r.string(f).ctx("name")?,
             9 => m.raw_data = r.bytes(f).ctx("raw_data")?,
-            10 => r.repeated_double(f, &mut m.double_data).ctx("double_data")?,
-            11 => r.repeated_uint64(f, &mut m.uint64_data).ctx("uint64_data")?,
+            10 => r
+                .repeated_double(f, &mut m.double_data)
+                .ctx("double_data")?,
+            11 => r
+                .repeated_uint64(f, &mut m.uint64_data)
+                .ctx("uint64_data")?,
             12 => m.doc_string = r.string(f).ctx("doc_string")?,
-            13 => push_message(r, f, depth, &mut m.external_data, "external_data", merge_string_entry)?,
+            13 => push_message(
+                r,
+                f,
+                depth,
+                &mut m.external_data,
+                "external_data",
+                merge_string_entry,
+            )?,
             14 => {
                 let at = r.offset();
                 m.data_location = match r.int32(f).ctx("data_location")? {
@@ -274,7 +334,8 @@ fn merge_shape(r: &mut Reader<'_>, dims: &mut Vec<DimProto>, depth: u32) -> Resu
         match f.number {
             1 => {
                 let mut d = DimProto::Unknown;
-                r.message(f, depth, &mut d, merge_dim).ctx_at("dim", dims.len())?;
+                r.message(f, depth, &mut d, merge_dim)
+                    .ctx_at("dim", dims.len())?;
                 dims.push(d);
             }
             _ => r.skip(f)?,
@@ -330,13 +391,19 @@ pub fn merge_type(r: &mut Reader<'_>, m: &mut TypeProto, depth: u32) -> Result<(
             1 | 8 => {
                 let sparse = f.number == 8;
                 let mut t = match m.value.take() {
-                    Some(TypeValue::Tensor { elem_type, shape }) if !sparse => TensorTypeFields { elem_type, shape },
+                    Some(TypeValue::Tensor { elem_type, shape }) if !sparse => {
+                        TensorTypeFields { elem_type, shape }
+                    }
                     Some(TypeValue::SparseTensor { elem_type, shape }) if sparse => {
                         TensorTypeFields { elem_type, shape }
                     }
                     _ => TensorTypeFields::default(),
                 };
-                let name = if sparse { "sparse_tensor_type" } else { "tensor_type" };
+                let name = if sparse {
+                    "sparse_tensor_type"
+                } else {
+                    "tensor_type"
+                };
                 r.message(f, depth, &mut t, merge_tensor_type).ctx(name)?;
                 let TensorTypeFields { elem_type, shape } = t;
                 m.value = Some(if sparse {
@@ -350,16 +417,27 @@ pub fn merge_type(r: &mut Reader<'_>, m: &mut TypeProto, depth: u32) -> Result<(
                     Some(TypeValue::Sequence(e)) => e,
                     _ => None,
                 };
-                r.message(f, depth, &mut elem, merge_elem_type).ctx("sequence_type")?;
+                r.message(f, depth, &mut elem, merge_elem_type)
+                    .ctx("sequence_type")?;
                 m.value = Some(TypeValue::Sequence(elem));
             }
             5 => {
                 let mut t = match m.value.take() {
-                    Some(TypeValue::Map { key_type, value_type }) => MapTypeFields { key_type, value_type },
+                    Some(TypeValue::Map {
+                        key_type,
+                        value_type,
+                    }) => MapTypeFields {
+                        key_type,
+                        value_type,
+                    },
                     _ => MapTypeFields::default(),
                 };
-                r.message(f, depth, &mut t, merge_map_type).ctx("map_type")?;
-                m.value = Some(TypeValue::Map { key_type: t.key_type, value_type: t.value_type });
+                r.message(f, depth, &mut t, merge_map_type)
+                    .ctx("map_type")?;
+                m.value = Some(TypeValue::Map {
+                    key_type: t.key_type,
+                    value_type: t.value_type,
+                });
             }
             6 => m.denotation = r.string(f).ctx("denotation")?,
             9 => {
@@ -367,7 +445,8 @@ pub fn merge_type(r: &mut Reader<'_>, m: &mut TypeProto, depth: u32) -> Result<(
                     Some(TypeValue::Optional(e)) => e,
                     _ => None,
                 };
-                r.message(f, depth, &mut elem, merge_elem_type).ctx("optional_type")?;
+                r.message(f, depth, &mut elem, merge_elem_type)
+                    .ctx("optional_type")?;
                 m.value = Some(TypeValue::Optional(elem));
             }
             _ => r.skip(f)?,
@@ -385,9 +464,23 @@ fn merge_function(r: &mut Reader<'_>, m: &mut FunctionProto, depth: u32) -> Resu
             6 => push_string(r, f, &mut m.attribute, "attribute")?,
             7 => push_message(r, f, depth, &mut m.node, "node", merge_node)?,
             8 => m.doc_string = r.string(f).ctx("doc_string")?,
-            9 => push_message(r, f, depth, &mut m.opset_import, "opset_import", merge_opset)?,
+            9 => push_message(
+                r,
+                f,
+                depth,
+                &mut m.opset_import,
+                "opset_import",
+                merge_opset,
+            )?,
             10 => m.domain = r.string(f).ctx("domain")?,
-            11 => push_message(r, f, depth, &mut m.attribute_proto, "attribute_proto", merge_attribute)?,
+            11 => push_message(
+                r,
+                f,
+                depth,
+                &mut m.attribute_proto,
+                "attribute_proto",
+                merge_attribute,
+            )?,
             13 => m.overload = r.string(f).ctx("overload")?,
             _ => r.skip(f)?,
         }
@@ -400,7 +493,14 @@ pub fn merge_sequence(r: &mut Reader<'_>, m: &mut SequenceProto, depth: u32) -> 
         match f.number {
             1 => m.name = r.string(f).ctx("name")?,
             2 => m.elem_type = r.int32(f).ctx("elem_type")?,
-            3 => push_message(r, f, depth, &mut m.tensor_values, "tensor_values", merge_tensor)?,
+            3 => push_message(
+                r,
+                f,
+                depth,
+                &mut m.tensor_values,
+                "tensor_values",
+                merge_tensor,
+            )?,
             4 => push_message(
                 r,
                 f,
@@ -409,9 +509,23 @@ pub fn merge_sequence(r: &mut Reader<'_>, m: &mut SequenceProto, depth: u32) -> 
                 "sparse_tensor_values",
                 merge_sparse_tensor,
             )?,
-            5 => push_message(r, f, depth, &mut m.sequence_values, "sequence_values", merge_sequence)?,
+            5 => push_message(
+                r,
+                f,
+                depth,
+                &mut m.sequence_values,
+                "sequence_values",
+                merge_sequence,
+            )?,
             6 => push_message(r, f, depth, &mut m.map_values, "map_values", merge_map)?,
-            7 => push_message(r, f, depth, &mut m.optional_values, "optional_values", merge_optional)?,
+            7 => push_message(
+                r,
+                f,
+                depth,
+                &mut m.optional_values,
+                "optional_values",
+                merge_optional,
+            )?,
             _ => r.skip(f)?,
         }
     }
@@ -437,11 +551,39 @@ pub fn merge_optional(r: &mut Reader<'_>, m: &mut OptionalProto, depth: u32) -> 
         match f.number {
             1 => m.name = r.string(f).ctx("name")?,
             2 => m.elem_type = r.int32(f).ctx("elem_type")?,
-            3 => merge_opt(r, f, depth, &mut m.tensor_value, "tensor_value", merge_tensor)?,
-            4 => merge_opt(r, f, depth, &mut m.sparse_tensor_value, "sparse_tensor_value", merge_sparse_tensor)?,
-            5 => merge_boxed(r, f, depth, &mut m.sequence_value, "sequence_value", merge_sequence)?,
+            3 => merge_opt(
+                r,
+                f,
+                depth,
+                &mut m.tensor_value,
+                "tensor_value",
+                merge_tensor,
+            )?,
+            4 => merge_opt(
+                r,
+                f,
+                depth,
+                &mut m.sparse_tensor_value,
+                "sparse_tensor_value",
+                merge_sparse_tensor,
+            )?,
+            5 => merge_boxed(
+                r,
+                f,
+                depth,
+                &mut m.sequence_value,
+                "sequence_value",
+                merge_sequence,
+            )?,
             6 => merge_opt(r, f, depth, &mut m.map_value, "map_value", merge_map)?,
-            7 => merge_boxed(r, f, depth, &mut m.optional_value, "optional_value", merge_optional)?,
+            7 => merge_boxed(
+                r,
+                f,
+                depth,
+                &mut m.optional_value,
+                "optional_value",
+                merge_optional,
+            )?,
             _ => r.skip(f)?,
         }
     }
@@ -466,7 +608,11 @@ mod tests {
     fn sample_model() -> Vec<u8> {
         let attr_alpha = Msg::new().str(1, "alpha").float(2, 0.5).int(20, 1);
         // ints both unpacked and packed in one attribute: 1, then [2, -3]
-        let attr_axes = Msg::new().str(1, "axes").int(8, 1).packed_ints(8, &[2, -3]).int(20, 7);
+        let attr_axes = Msg::new()
+            .str(1, "axes")
+            .int(8, 1)
+            .packed_ints(8, &[2, -3])
+            .int(20, 7);
         let node = Msg::new()
             .str(1, "x")
             .str(1, "w")
@@ -478,9 +624,21 @@ mod tests {
         let init = tensor("w", 1, &[2]).bytes(9, &[0, 0, 128, 63, 0, 0, 0, 64]);
         let input = Msg::new().str(1, "x").msg(
             2,
-            tensor_type(1, vec![Msg::new().str(2, "batch"), dim_value(2), Msg::new(), dim_value(-1)]),
+            tensor_type(
+                1,
+                vec![
+                    Msg::new().str(2, "batch"),
+                    dim_value(2),
+                    Msg::new(),
+                    dim_value(-1),
+                ],
+            ),
         );
-        let graph = Msg::new().msg(1, node).str(2, "g").msg(5, init).msg(11, input);
+        let graph = Msg::new()
+            .msg(1, node)
+            .str(2, "g")
+            .msg(5, init)
+            .msg(11, input);
         Msg::new()
             .int(1, 8)
             .str(2, "test")
@@ -494,11 +652,20 @@ mod tests {
         let m = decode_model(&sample_model()).unwrap();
         assert_eq!(m.ir_version, 8);
         assert_eq!(m.producer_name, "test");
-        assert_eq!(m.opset_import, vec![OperatorSetIdProto { domain: String::new(), version: 17 }]);
+        assert_eq!(
+            m.opset_import,
+            vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17
+            }]
+        );
         let g = m.graph.unwrap();
         assert_eq!(g.name, "g");
         let n = &g.node[0];
-        assert_eq!((n.input.clone(), n.output.clone()), (vec!["x".into(), "w".into()], vec!["y".into()]));
+        assert_eq!(
+            (n.input.clone(), n.output.clone()),
+            (vec!["x".into(), "w".into()], vec!["y".into()])
+        );
         assert_eq!(n.op_type, "Add");
         assert_eq!(n.attribute[0].r#type, AttributeType::Float);
         assert_eq!(n.attribute[0].f, 0.5);
@@ -523,7 +690,13 @@ mod tests {
 
     #[test]
     fn unknown_fields_of_every_wire_type_are_skipped() {
-        let noise = |m: Msg| m.int(99, 5).fixed32(98, 7).fixed64(97, 9).str(96, "x").msg(95, Msg::new().int(1, 1));
+        let noise = |m: Msg| {
+            m.int(99, 5)
+                .fixed32(98, 7)
+                .fixed64(97, 9)
+                .str(96, "x")
+                .msg(95, Msg::new().int(1, 1))
+        };
         let graph = noise(Msg::new().str(2, "g"));
         let bytes = noise(Msg::new()).msg(7, graph).int(1, 9).build();
         let m = decode_model(&bytes).unwrap();
@@ -534,8 +707,14 @@ mod tests {
     #[test]
     fn repeated_singular_messages_merge() {
         let bytes = Msg::new()
-            .msg(7, Msg::new().str(2, "first").msg(1, Msg::new().str(4, "Relu")))
-            .msg(7, Msg::new().str(10, "doc").msg(1, Msg::new().str(4, "Neg")))
+            .msg(
+                7,
+                Msg::new().str(2, "first").msg(1, Msg::new().str(4, "Relu")),
+            )
+            .msg(
+                7,
+                Msg::new().str(10, "doc").msg(1, Msg::new().str(4, "Neg")),
+            )
             .build();
         let g = decode_model(&bytes).unwrap().graph.unwrap();
         assert_eq!(g.name, "first");
@@ -546,9 +725,14 @@ mod tests {
     #[test]
     fn wrong_wire_type_is_an_error_with_a_path() {
         let node = Msg::new().int(4, 3); // op_type as a varint
-        let bytes = Msg::new().msg(7, Msg::new().msg(1, Msg::new()).msg(1, node)).build();
+        let bytes = Msg::new()
+            .msg(7, Msg::new().msg(1, Msg::new()).msg(1, node))
+            .build();
         let e = decode_model(&bytes).unwrap_err().0;
-        assert!(e.contains("wire type varint, expected length-delimited"), "{e}");
+        assert!(
+            e.contains("wire type varint, expected length-delimited"),
+            "{e}"
+        );
         assert!(e.ends_with("in ModelProto.graph.node[1].op_type"), "{e}");
     }
 
@@ -559,7 +743,10 @@ mod tests {
             let _ = decode_model(&bytes[..cut]);
         }
         let e = decode_model(&bytes[..bytes.len() - 1]).unwrap_err().0;
-        assert!(e.contains("at byte") && e.contains("ModelProto.graph"), "{e}");
+        assert!(
+            e.contains("at byte") && e.contains("ModelProto.graph"),
+            "{e}"
+        );
         let e = decode_model(&[0x08, 0x80]).unwrap_err().0;
         assert_eq!(e, "truncated varint at byte 1 in ModelProto.ir_version");
     }
@@ -596,19 +783,31 @@ mod tests {
 
     #[test]
     fn type_oneof_merges_and_replaces() {
-        let t = tensor_type(1, vec![dim_value(3)]).msg(1, Msg::new().int(1, 7)).build();
+        let t = tensor_type(1, vec![dim_value(3)])
+            .msg(1, Msg::new().int(1, 7))
+            .build();
         let tp = decode_type(&t).unwrap();
         assert_eq!(
             tp.value,
-            Some(TypeValue::Tensor { elem_type: 7, shape: Some(vec![DimProto::Value(3)]) })
+            Some(TypeValue::Tensor {
+                elem_type: 7,
+                shape: Some(vec![DimProto::Value(3)])
+            })
         );
-        let t = tensor_type(1, vec![]).msg(9, Msg::new().msg(1, tensor_type(7, vec![]))).build();
+        let t = tensor_type(1, vec![])
+            .msg(9, Msg::new().msg(1, tensor_type(7, vec![])))
+            .build();
         let tp = decode_type(&t).unwrap();
         assert!(matches!(tp.value, Some(TypeValue::Optional(Some(_)))));
-        let map = Msg::new().msg(5, Msg::new().int(1, 8).msg(2, tensor_type(1, vec![]))).build();
+        let map = Msg::new()
+            .msg(5, Msg::new().int(1, 8).msg(2, tensor_type(1, vec![])))
+            .build();
         assert!(matches!(
             decode_type(&map).unwrap().value,
-            Some(TypeValue::Map { key_type: 8, value_type: Some(_) })
+            Some(TypeValue::Map {
+                key_type: 8,
+                value_type: Some(_)
+            })
         ));
     }
 
@@ -636,9 +835,18 @@ mod tests {
     #[test]
     fn malformed_packed_fixed_and_groups_are_errors() {
         let t = tensor("t", 1, &[1]).bytes(4, &[0, 0, 128]).build();
-        assert!(crate::decode_tensor(&t).unwrap_err().0.contains("multiple of 4"));
-        assert!(crate::decode_tensor(&[0x1b, 0x1c]).unwrap_err().0.contains("group"));
+        assert!(crate::decode_tensor(&t)
+            .unwrap_err()
+            .0
+            .contains("multiple of 4"));
+        assert!(crate::decode_tensor(&[0x1b, 0x1c])
+            .unwrap_err()
+            .0
+            .contains("group"));
         let bad_location = tensor("t", 1, &[1]).int(14, 5).build();
-        assert!(crate::decode_tensor(&bad_location).unwrap_err().0.contains("data location"));
+        assert!(crate::decode_tensor(&bad_location)
+            .unwrap_err()
+            .0
+            .contains("data location"));
     }
 }

@@ -16,13 +16,13 @@ mod testenc;
 mod wire;
 
 pub use proto::{
-    AttributeProto, AttributeType, DataLocation, DimProto, FunctionProto, GraphProto, MapProto, ModelProto,
-    NodeProto, OperatorSetIdProto, OptionalProto, SequenceProto, SparseTensorProto, StringStringEntryProto,
-    TensorProto, TypeProto, TypeValue, ValueInfoProto,
+    AttributeProto, AttributeType, DataLocation, DimProto, FunctionProto, GraphProto, MapProto,
+    ModelProto, NodeProto, OperatorSetIdProto, OptionalProto, SequenceProto, SparseTensorProto,
+    StringStringEntryProto, TensorProto, TypeProto, TypeValue, ValueInfoProto,
 };
 pub use tensor::{
-    tensor_from_proto, value_from_file_bytes, value_from_map, value_from_optional, value_from_sequence,
-    value_type_from_proto,
+    tensor_from_proto, value_from_file_bytes, value_from_map, value_from_optional,
+    value_from_sequence, value_type_from_proto,
 };
 pub use wire::MAX_DEPTH;
 
@@ -88,7 +88,9 @@ pub fn model_dir(path: &Path) -> PathBuf {
 /// `tensor_from_proto` to resolve the initializers' external data.
 pub fn load_model_file(path: &Path) -> Result<ModelProto, OnnxError> {
     let shown = path.display();
-    let fail = |what: &str, e: std::io::Error| OnnxError(format!("cannot {what} model file '{shown}': {e}"));
+    let fail = |what: &str, e: std::io::Error| {
+        OnnxError(format!("cannot {what} model file '{shown}': {e}"))
+    };
     let decoded = |bytes: &[u8]| {
         if bytes.is_empty() {
             return Err(OnnxError(format!("model file '{shown}' is empty")));

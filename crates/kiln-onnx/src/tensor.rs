@@ -7,10 +7,13 @@
 
 use std::path::Path;
 
-use kiln_tensor::{bf16, checked_numel, f16, DType, Dim, MapKey, Shape, Tensor, TensorData, Value, ValueType};
+use kiln_tensor::{
+    bf16, checked_numel, f16, DType, Dim, MapKey, Shape, Tensor, TensorData, Value, ValueType,
+};
 
 use crate::proto::{
-    DataLocation, DimProto, MapProto, OptionalProto, SequenceProto, TensorProto, TypeProto, TypeValue,
+    DataLocation, DimProto, MapProto, OptionalProto, SequenceProto, TensorProto, TypeProto,
+    TypeValue,
 };
 use crate::wire::MAX_DEPTH;
 use crate::OnnxError;
@@ -43,7 +46,10 @@ fn dtype_of(code: i32, what: impl FnOnce() -> String) -> Result<DType> {
         OnnxError(match (code, name) {
             (0, _) => format!("{} has no data type (undefined)", what()),
             (_, "unknown") => format!("{} has unknown data type code {code}", what()),
-            _ => format!("{} has data type {name}, which Kiln does not support", what()),
+            _ => format!(
+                "{} has data type {name}, which Kiln does not support",
+                what()
+            ),
         })
     })
 }
@@ -65,21 +71,30 @@ pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Ten
         .dims
         .iter()
         .map(|&d| {
-            usize::try_from(d).map_err(|_| OnnxError(format!("{label} has invalid dimension {d} in {:?}", t.dims)))
+            usize::try_from(d).map_err(|_| {
+                OnnxError(format!("{label} has invalid dimension {d} in {:?}", t.dims))
+            })
         })
         .collect::<Result<Vec<usize>>>()?;
-    let numel = checked_numel(&shape)
-        .map_err(|_| OnnxError(format!("{label} declares shape {shape:?}, which is too large to allocate")))?;
+    let numel = checked_numel(&shape).map_err(|_| {
+        OnnxError(format!(
+            "{label} declares shape {shape:?}, which is too large to allocate"
+        ))
+    })?;
 
     let data = if t.data_location == DataLocation::External {
         if dtype == DType::String {
-            return err(format!("{label} is a string tensor with external data, which ONNX does not allow"));
+            return err(format!(
+                "{label} is a string tensor with external data, which ONNX does not allow"
+            ));
         }
         let bytes = read_external(t, &label, dtype, numel, base_dir)?;
         from_raw(&bytes, dtype, numel, &label, "external data")?
     } else if !t.raw_data.is_empty() {
         if dtype == DType::String {
-            return err(format!("{label} is a string tensor but stores raw_data; strings must use string_data"));
+            return err(format!(
+                "{label} is a string tensor but stores raw_data; strings must use string_data"
+            ));
         }
         from_raw(&t.raw_data, dtype, numel, &label, "raw_data")?
     } else {
@@ -89,7 +104,13 @@ pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Ten
 }
 
 /// Decodes little-endian element bytes (any alignment) after checking their size.
-fn from_raw(bytes: &[u8], dtype: DType, numel: usize, label: &str, source: &str) -> Result<TensorData> {
+fn from_raw(
+    bytes: &[u8],
+    dtype: DType,
+    numel: usize,
+    label: &str,
+    source: &str,
+) -> Result<TensorData> {
     let expected = numel.checked_mul(dtype.size());
     if expected != Some(bytes.len()) {
         return err(format!(
@@ -119,13 +140,23 @@ fn from_raw(bytes: &[u8], dtype: DType, numel: usize, label: &str, source: &str)
         DType::U32 => TensorData::U32(le(bytes, u32::from_le_bytes)),
         DType::U64 => TensorData::U64(le(bytes, u64::from_le_bytes)),
         DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-        DType::String => return err(format!("{label} is a string tensor and cannot use {source}")),
+        DType::String => {
+            return err(format!(
+                "{label} is a string tensor and cannot use {source}"
+            ))
+        }
     })
 }
 
 /// Decodes the type-specific repeated field that holds `dtype` per the ONNX spec.
 fn from_typed(t: &TensorProto, dtype: DType, numel: usize, label: &str) -> Result<TensorData> {
-    fn take<S: Copy, T>(src: &[S], numel: usize, label: &str, field: &str, conv: fn(S) -> T) -> Result<Vec<T>> {
+    fn take<S: Copy, T>(
+        src: &[S],
+        numel: usize,
+        label: &str,
+        field: &str,
+        conv: fn(S) -> T,
+    ) -> Result<Vec<T>> {
         if src.len() != numel {
             return err(format!(
                 "{label} has {} values in {field}, but its shape needs {numel}",
@@ -145,9 +176,15 @@ fn from_typed(t: &TensorProto, dtype: DType, numel: usize, label: &str) -> Resul
         DType::U16 => TensorData::U16(take(i32s, numel, label, "int32_data", |x| x as u16)?),
         DType::U8 => TensorData::U8(take(i32s, numel, label, "int32_data", |x| x as u8)?),
         DType::Bool => TensorData::Bool(take(i32s, numel, label, "int32_data", |x| x != 0)?),
-        DType::F16 => TensorData::F16(take(i32s, numel, label, "int32_data", |x| f16::from_bits(x as u16))?),
-        DType::BF16 => TensorData::BF16(take(i32s, numel, label, "int32_data", |x| bf16::from_bits(x as u16))?),
-        DType::U32 => TensorData::U32(take(&t.uint64_data, numel, label, "uint64_data", |x| x as u32)?),
+        DType::F16 => TensorData::F16(take(i32s, numel, label, "int32_data", |x| {
+            f16::from_bits(x as u16)
+        })?),
+        DType::BF16 => TensorData::BF16(take(i32s, numel, label, "int32_data", |x| {
+            bf16::from_bits(x as u16)
+        })?),
+        DType::U32 => TensorData::U32(take(&t.uint64_data, numel, label, "uint64_data", |x| {
+            x as u32
+        })?),
         DType::U64 => TensorData::U64(take(&t.uint64_data, numel, label, "uint64_data", |x| x)?),
         DType::String => {
             if t.string_data.len() != numel {
@@ -161,8 +198,9 @@ fn from_typed(t: &TensorProto, dtype: DType, numel: usize, label: &str) -> Resul
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    String::from_utf8(s.clone())
-                        .map_err(|_| OnnxError(format!("{label} has invalid UTF-8 in string element {i}")))
+                    String::from_utf8(s.clone()).map_err(|_| {
+                        OnnxError(format!("{label} has invalid UTF-8 in string element {i}"))
+                    })
                 })
                 .collect::<Result<Vec<String>>>()?;
             TensorData::String(strings)
@@ -180,9 +218,12 @@ fn checked_location<'p>(location: &'p str, label: &str) -> Result<&'p Path> {
     let escapes = location.starts_with('/')
         || location.starts_with('\\')
         || path.is_absolute()
-        || path
-            .components()
-            .any(|c| matches!(c, Component::RootDir | Component::Prefix(_) | Component::ParentDir))
+        || path.components().any(|c| {
+            matches!(
+                c,
+                Component::RootDir | Component::Prefix(_) | Component::ParentDir
+            )
+        })
         || location.split(['/', '\\']).any(|seg| seg == "..");
     if escapes {
         return err(format!(
@@ -193,22 +234,37 @@ fn checked_location<'p>(location: &'p str, label: &str) -> Result<&'p Path> {
 }
 
 fn external_entry<'t>(t: &'t TensorProto, key: &str) -> Option<&'t str> {
-    t.external_data.iter().rev().find(|e| e.key == key).map(|e| e.value.as_str())
+    t.external_data
+        .iter()
+        .rev()
+        .find(|e| e.key == key)
+        .map(|e| e.value.as_str())
 }
 
 fn parse_u64(v: Option<&str>, key: &str, label: &str) -> Result<Option<u64>> {
     v.map(|s| {
-        s.trim()
-            .parse::<u64>()
-            .map_err(|_| OnnxError(format!("{label} has external data {key} '{s}', which is not a byte count")))
+        s.trim().parse::<u64>().map_err(|_| {
+            OnnxError(format!(
+                "{label} has external data {key} '{s}', which is not a byte count"
+            ))
+        })
     })
     .transpose()
 }
 
 /// Reads a tensor's external data bytes, checking location, range and size first.
-fn read_external(t: &TensorProto, label: &str, dtype: DType, numel: usize, base_dir: Option<&Path>) -> Result<Vec<u8>> {
-    let location = external_entry(t, "location")
-        .ok_or_else(|| OnnxError(format!("{label} has external data without a 'location' entry")))?;
+fn read_external(
+    t: &TensorProto,
+    label: &str,
+    dtype: DType,
+    numel: usize,
+    base_dir: Option<&Path>,
+) -> Result<Vec<u8>> {
+    let location = external_entry(t, "location").ok_or_else(|| {
+        OnnxError(format!(
+            "{label} has external data without a 'location' entry"
+        ))
+    })?;
     let rel = checked_location(location, label)?;
     let offset = parse_u64(external_entry(t, "offset"), "offset", label)?.unwrap_or(0);
     let expected = numel
@@ -232,11 +288,18 @@ fn read_external(t: &TensorProto, label: &str, dtype: DType, numel: usize, base_
 #[cfg(not(target_arch = "wasm32"))]
 fn read_file_range(path: &Path, offset: u64, length: u64, label: &str) -> Result<Vec<u8>> {
     let shown = path.display();
-    let file = std::fs::File::open(path)
-        .map_err(|e| OnnxError(format!("{label}: cannot open external data file '{shown}': {e}")))?;
+    let file = std::fs::File::open(path).map_err(|e| {
+        OnnxError(format!(
+            "{label}: cannot open external data file '{shown}': {e}"
+        ))
+    })?;
     let file_len = file
         .metadata()
-        .map_err(|e| OnnxError(format!("{label}: cannot read external data file '{shown}': {e}")))?
+        .map_err(|e| {
+            OnnxError(format!(
+                "{label}: cannot read external data file '{shown}': {e}"
+            ))
+        })?
         .len();
     let end = offset.checked_add(length).filter(|&e| e <= file_len).ok_or_else(|| {
         OnnxError(format!(
@@ -249,13 +312,20 @@ fn read_file_range(path: &Path, offset: u64, length: u64, label: &str) -> Result
     }
     // SAFETY: the map is read-only and only borrowed for this copy. As with any file-backed
     // map, another process truncating the file meanwhile is outside what Kiln can guard against.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|e| OnnxError(format!("{label}: cannot map external data file '{shown}': {e}")))?;
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| {
+        OnnxError(format!(
+            "{label}: cannot map external data file '{shown}': {e}"
+        ))
+    })?;
     let range = usize::try_from(offset).ok().zip(usize::try_from(end).ok());
     range
         .and_then(|(s, e)| map.get(s..e))
         .map(<[u8]>::to_vec)
-        .ok_or_else(|| OnnxError(format!("{label}: external data file '{shown}' changed while reading it")))
+        .ok_or_else(|| {
+            OnnxError(format!(
+                "{label}: external data file '{shown}' changed while reading it"
+            ))
+        })
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -269,7 +339,8 @@ fn read_file_range(path: &Path, _offset: u64, _length: u64, label: &str) -> Resu
 fn dim_from_proto(d: &DimProto) -> Result<Dim> {
     Ok(match d {
         DimProto::Value(n) if *n >= 0 => Dim::Fixed(
-            usize::try_from(*n).map_err(|_| OnnxError(format!("dimension {n} is too large for this platform")))?,
+            usize::try_from(*n)
+                .map_err(|_| OnnxError(format!("dimension {n} is too large for this platform")))?,
         ),
         DimProto::Param(s) if !s.is_empty() => Dim::Sym(s.clone()),
         _ => Dim::unknown(),
@@ -295,16 +366,26 @@ fn type_from_proto(tp: &TypeProto, depth: u32) -> Result<ValueType> {
             dtype: dtype_of(*elem_type, || "tensor type".to_string())?,
             shape: shape
                 .as_ref()
-                .map(|dims| dims.iter().map(dim_from_proto).collect::<Result<Vec<Dim>>>().map(Shape))
+                .map(|dims| {
+                    dims.iter()
+                        .map(dim_from_proto)
+                        .collect::<Result<Vec<Dim>>>()
+                        .map(Shape)
+                })
                 .transpose()?,
         }),
         Some(TypeValue::Sequence(e)) => Ok(ValueType::Sequence(Box::new(elem(e, "sequence")?))),
         Some(TypeValue::Optional(e)) => Ok(ValueType::Optional(Box::new(elem(e, "optional")?))),
-        Some(TypeValue::Map { key_type, value_type }) => {
+        Some(TypeValue::Map {
+            key_type,
+            value_type,
+        }) => {
             let key = map_key_dtype(*key_type, || "map type".to_string())?;
             Ok(ValueType::Map(key, Box::new(elem(value_type, "map")?)))
         }
-        Some(TypeValue::SparseTensor { .. }) => err("sparse tensor types are not supported by Kiln"),
+        Some(TypeValue::SparseTensor { .. }) => {
+            err("sparse tensor types are not supported by Kiln")
+        }
     }
 }
 
@@ -313,7 +394,10 @@ fn map_key_dtype(code: i32, what: impl Fn() -> String) -> Result<DType> {
     if key.is_int() || key == DType::String {
         Ok(key)
     } else {
-        err(format!("{} has key type {key}; map keys must be integers or strings", what()))
+        err(format!(
+            "{} has key type {key}; map keys must be integers or strings",
+            what()
+        ))
     }
 }
 
@@ -327,7 +411,10 @@ fn value_label(kind: &str, name: &str) -> String {
 
 /// Placeholder element type when the data does not say (an empty sequence or optional).
 fn unknown_elem(elem_type: i32) -> ValueType {
-    let tensor = ValueType::Tensor { dtype: DType::F32, shape: None };
+    let tensor = ValueType::Tensor {
+        dtype: DType::F32,
+        shape: None,
+    };
     match elem_type {
         ELEM_SEQUENCE => ValueType::Sequence(Box::new(tensor)),
         ELEM_MAP => ValueType::Map(DType::I64, Box::new(tensor)),
@@ -339,7 +426,10 @@ fn unknown_elem(elem_type: i32) -> ValueType {
 /// The element type of a non-empty collection: tensors keep their dtype, not their shape.
 fn elem_type_of(v: &Value) -> ValueType {
     match v {
-        Value::Tensor(t) => ValueType::Tensor { dtype: t.dtype(), shape: None },
+        Value::Tensor(t) => ValueType::Tensor {
+            dtype: t.dtype(),
+            shape: None,
+        },
         other => other.value_type(),
     }
 }
@@ -374,10 +464,26 @@ fn sequence_value(s: &SequenceProto, depth: u32) -> Result<Value> {
             .iter()
             .map(|t| tensor_from_proto(t, None).map(Value::Tensor))
             .collect::<Result<Vec<Value>>>()?,
-        ELEM_SEQUENCE => s.sequence_values.iter().map(|v| sequence_value(v, depth + 1)).collect::<Result<_>>()?,
-        ELEM_MAP => s.map_values.iter().map(|v| map_value(v, depth + 1)).collect::<Result<_>>()?,
-        ELEM_OPTIONAL => s.optional_values.iter().map(|v| optional_value(v, depth + 1)).collect::<Result<_>>()?,
-        ELEM_SPARSE_TENSOR => return err(format!("{label} holds sparse tensors, which Kiln does not support")),
+        ELEM_SEQUENCE => s
+            .sequence_values
+            .iter()
+            .map(|v| sequence_value(v, depth + 1))
+            .collect::<Result<_>>()?,
+        ELEM_MAP => s
+            .map_values
+            .iter()
+            .map(|v| map_value(v, depth + 1))
+            .collect::<Result<_>>()?,
+        ELEM_OPTIONAL => s
+            .optional_values
+            .iter()
+            .map(|v| optional_value(v, depth + 1))
+            .collect::<Result<_>>()?,
+        ELEM_SPARSE_TENSOR => {
+            return err(format!(
+                "{label} holds sparse tensors, which Kiln does not support"
+            ))
+        }
         other => return err(format!("{label} has unknown element type code {other}")),
     };
     let elem = match items.first() {
@@ -385,7 +491,11 @@ fn sequence_value(s: &SequenceProto, depth: u32) -> Result<Value> {
         None => unknown_elem(elem_type),
     };
     if let Some(dtype) = elem.tensor_dtype() {
-        if let Some(bad) = items.iter().filter_map(Value::as_tensor).find(|t| t.dtype() != dtype) {
+        if let Some(bad) = items
+            .iter()
+            .filter_map(Value::as_tensor)
+            .find(|t| t.dtype() != dtype)
+        {
             return err(format!("{label} mixes {dtype} and {} tensors", bad.dtype()));
         }
     }
@@ -422,9 +532,17 @@ fn map_value(m: &MapProto, depth: u32) -> Result<Value> {
         None => (unknown_elem(ELEM_TENSOR), Vec::new()),
     };
     if keys.len() != items.len() {
-        return err(format!("{label} has {} keys but {} values", keys.len(), items.len()));
+        return err(format!(
+            "{label} has {} keys but {} values",
+            keys.len(),
+            items.len()
+        ));
     }
-    Ok(Value::Map { key, value, entries: keys.into_iter().zip(items).collect() })
+    Ok(Value::Map {
+        key,
+        value,
+        entries: keys.into_iter().zip(items).collect(),
+    })
 }
 
 /// Converts an `OptionalProto` to `Value::Optional`.
@@ -452,25 +570,42 @@ fn optional_value(o: &OptionalProto, depth: u32) -> Result<Value> {
         };
     }
     let inner = match elem_type {
-        ELEM_TENSOR => o.tensor_value.as_ref().map(|t| tensor_from_proto(t, None).map(Value::Tensor)),
-        ELEM_SEQUENCE => o.sequence_value.as_deref().map(|s| sequence_value(s, depth + 1)),
+        ELEM_TENSOR => o
+            .tensor_value
+            .as_ref()
+            .map(|t| tensor_from_proto(t, None).map(Value::Tensor)),
+        ELEM_SEQUENCE => o
+            .sequence_value
+            .as_deref()
+            .map(|s| sequence_value(s, depth + 1)),
         ELEM_MAP => o.map_value.as_ref().map(|m| map_value(m, depth + 1)),
-        ELEM_OPTIONAL => o.optional_value.as_deref().map(|v| optional_value(v, depth + 1)),
-        ELEM_SPARSE_TENSOR => return err(format!("{label} holds a sparse tensor, which Kiln does not support")),
+        ELEM_OPTIONAL => o
+            .optional_value
+            .as_deref()
+            .map(|v| optional_value(v, depth + 1)),
+        ELEM_SPARSE_TENSOR => {
+            return err(format!(
+                "{label} holds a sparse tensor, which Kiln does not support"
+            ))
+        }
         other => return err(format!("{label} has unknown element type code {other}")),
     }
     .transpose()?;
-    let elem = inner.as_ref().map_or_else(|| unknown_elem(elem_type), elem_type_of);
-    Ok(Value::Optional { elem, value: inner.map(Box::new) })
+    let elem = inner
+        .as_ref()
+        .map_or_else(|| unknown_elem(elem_type), elem_type_of);
+    Ok(Value::Optional {
+        elem,
+        value: inner.map(Box::new),
+    })
 }
 
 /// Whether a type inferred from data fits a declared one (dtypes and structure agree).
 fn fits(inferred: &ValueType, declared: &ValueType) -> bool {
     match (inferred, declared) {
         (ValueType::Tensor { dtype: a, .. }, ValueType::Tensor { dtype: b, .. }) => a == b,
-        (ValueType::Sequence(a), ValueType::Sequence(b)) | (ValueType::Optional(a), ValueType::Optional(b)) => {
-            fits(a, b)
-        }
+        (ValueType::Sequence(a), ValueType::Sequence(b))
+        | (ValueType::Optional(a), ValueType::Optional(b)) => fits(a, b),
         (ValueType::Map(ka, a), ValueType::Map(kb, b)) => ka == kb && fits(a, b),
         _ => false,
     }
@@ -499,7 +634,14 @@ fn adopt_declared(v: &mut Value, declared: &ValueType) {
             }
             *elem = choose_elem(value.as_deref(), d);
         }
-        (Value::Map { key, value, entries }, ValueType::Map(k, d)) if key == k => {
+        (
+            Value::Map {
+                key,
+                value,
+                entries,
+            },
+            ValueType::Map(k, d),
+        ) if key == k => {
             entries.iter_mut().for_each(|(_, i)| adopt_declared(i, d));
             *value = choose_elem(entries.first().map(|(_, i)| i), d);
         }
@@ -511,12 +653,20 @@ fn adopt_declared(v: &mut Value, declared: &ValueType) {
 /// output it belongs to.
 pub fn value_from_file_bytes(bytes: &[u8], declared: &TypeProto) -> Result<Value> {
     let mut value = match &declared.value {
-        Some(TypeValue::Tensor { .. }) => Value::Tensor(tensor_from_proto(&crate::decode_tensor(bytes)?, None)?),
+        Some(TypeValue::Tensor { .. }) => {
+            Value::Tensor(tensor_from_proto(&crate::decode_tensor(bytes)?, None)?)
+        }
         Some(TypeValue::Sequence(_)) => value_from_sequence(&crate::decode_sequence(bytes)?)?,
         Some(TypeValue::Map { .. }) => value_from_map(&crate::decode_map(bytes)?)?,
         Some(TypeValue::Optional(_)) => value_from_optional(&crate::decode_optional(bytes)?)?,
-        Some(TypeValue::SparseTensor { .. }) => return err("sparse tensor values are not supported by Kiln"),
-        None => return err("the declared type has no value (neither tensor, sequence, map nor optional)"),
+        Some(TypeValue::SparseTensor { .. }) => {
+            return err("sparse tensor values are not supported by Kiln")
+        }
+        None => {
+            return err(
+                "the declared type has no value (neither tensor, sequence, map nor optional)",
+            )
+        }
     };
     if !matches!(value, Value::Tensor(_)) {
         adopt_declared(&mut value, &value_type_from_proto(declared)?);
@@ -530,7 +680,12 @@ mod tests {
     use crate::proto::StringStringEntryProto;
 
     fn proto(name: &str, data_type: DType, dims: &[i64]) -> TensorProto {
-        TensorProto { name: name.into(), data_type: data_type as i32, dims: dims.to_vec(), ..Default::default() }
+        TensorProto {
+            name: name.into(),
+            data_type: data_type as i32,
+            dims: dims.to_vec(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -546,15 +701,33 @@ mod tests {
 
         let mut t = proto("b", DType::Bool, &[2, 2]);
         t.raw_data = vec![0, 1, 2, 0];
-        assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<bool>().unwrap(), &[false, true, true, false]);
+        assert_eq!(
+            tensor_from_proto(&t, None)
+                .unwrap()
+                .as_slice::<bool>()
+                .unwrap(),
+            &[false, true, true, false]
+        );
 
         let mut t = proto("h", DType::F16, &[]);
         t.raw_data = f16::from_f32(0.5).to_bits().to_le_bytes().to_vec();
-        assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<f16>().unwrap(), &[f16::from_f32(0.5)]);
+        assert_eq!(
+            tensor_from_proto(&t, None)
+                .unwrap()
+                .as_slice::<f16>()
+                .unwrap(),
+            &[f16::from_f32(0.5)]
+        );
 
         let mut t = proto("u", DType::U64, &[1]);
         t.raw_data = u64::MAX.to_le_bytes().to_vec();
-        assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<u64>().unwrap(), &[u64::MAX]);
+        assert_eq!(
+            tensor_from_proto(&t, None)
+                .unwrap()
+                .as_slice::<u64>()
+                .unwrap(),
+            &[u64::MAX]
+        );
     }
 
     #[test]
@@ -562,48 +735,99 @@ mod tests {
         let mut t = proto("w", DType::F32, &[2, 2]);
         t.raw_data = vec![0; 12];
         let e = tensor_from_proto(&t, None).unwrap_err().0;
-        assert!(e.contains("tensor 'w' has 12 bytes of raw_data") && e.contains("16 bytes"), "{e}");
+        assert!(
+            e.contains("tensor 'w' has 12 bytes of raw_data") && e.contains("16 bytes"),
+            "{e}"
+        );
     }
 
     #[test]
     fn typed_fields_follow_the_onnx_spec() {
         let mut t = proto("a", DType::I8, &[3]);
         t.int32_data = vec![-1, 127, -128];
-        assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<i8>().unwrap(), &[-1, 127, -128]);
+        assert_eq!(
+            tensor_from_proto(&t, None)
+                .unwrap()
+                .as_slice::<i8>()
+                .unwrap(),
+            &[-1, 127, -128]
+        );
 
         let mut t = proto("a", DType::U16, &[1]);
         t.int32_data = vec![65535];
-        assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<u16>().unwrap(), &[65535]);
+        assert_eq!(
+            tensor_from_proto(&t, None)
+                .unwrap()
+                .as_slice::<u16>()
+                .unwrap(),
+            &[65535]
+        );
 
         let mut t = proto("a", DType::Bool, &[2]);
         t.int32_data = vec![1, 0];
-        assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<bool>().unwrap(), &[true, false]);
+        assert_eq!(
+            tensor_from_proto(&t, None)
+                .unwrap()
+                .as_slice::<bool>()
+                .unwrap(),
+            &[true, false]
+        );
 
         let mut t = proto("a", DType::BF16, &[1]);
         t.int32_data = vec![i32::from(bf16::from_f32(-3.0).to_bits())];
-        assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<bf16>().unwrap(), &[bf16::from_f32(-3.0)]);
+        assert_eq!(
+            tensor_from_proto(&t, None)
+                .unwrap()
+                .as_slice::<bf16>()
+                .unwrap(),
+            &[bf16::from_f32(-3.0)]
+        );
 
         let mut t = proto("a", DType::F16, &[1]);
         t.int32_data = vec![i32::from(f16::from_f32(2.0).to_bits())];
-        assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<f16>().unwrap(), &[f16::from_f32(2.0)]);
+        assert_eq!(
+            tensor_from_proto(&t, None)
+                .unwrap()
+                .as_slice::<f16>()
+                .unwrap(),
+            &[f16::from_f32(2.0)]
+        );
 
         let mut t = proto("a", DType::U32, &[2]);
         t.uint64_data = vec![7, u64::from(u32::MAX)];
-        assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<u32>().unwrap(), &[7, u32::MAX]);
+        assert_eq!(
+            tensor_from_proto(&t, None)
+                .unwrap()
+                .as_slice::<u32>()
+                .unwrap(),
+            &[7, u32::MAX]
+        );
 
         let mut t = proto("a", DType::I64, &[1, 2]);
         t.int64_data = vec![-5, 6];
         let out = tensor_from_proto(&t, None).unwrap();
-        assert_eq!((out.shape(), out.as_slice::<i64>().unwrap()), (&[1usize, 2][..], &[-5i64, 6][..]));
+        assert_eq!(
+            (out.shape(), out.as_slice::<i64>().unwrap()),
+            (&[1usize, 2][..], &[-5i64, 6][..])
+        );
 
         let mut t = proto("a", DType::F64, &[1]);
         t.double_data = vec![0.25];
-        assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<f64>().unwrap(), &[0.25]);
+        assert_eq!(
+            tensor_from_proto(&t, None)
+                .unwrap()
+                .as_slice::<f64>()
+                .unwrap(),
+            &[0.25]
+        );
 
         let mut t = proto("s", DType::String, &[2]);
         t.string_data = vec![b"hi".to_vec(), "é".as_bytes().to_vec()];
         assert_eq!(
-            tensor_from_proto(&t, None).unwrap().as_slice::<String>().unwrap(),
+            tensor_from_proto(&t, None)
+                .unwrap()
+                .as_slice::<String>()
+                .unwrap(),
             &["hi".to_string(), "é".to_string()]
         );
     }
@@ -613,7 +837,10 @@ mod tests {
         let mut t = proto("c", DType::F32, &[3]);
         t.float_data = vec![1.0];
         let e = tensor_from_proto(&t, None).unwrap_err().0;
-        assert_eq!(e, "tensor 'c' has 1 values in float_data, but its shape needs 3");
+        assert_eq!(
+            e,
+            "tensor 'c' has 1 values in float_data, but its shape needs 3"
+        );
         let empty = proto("e", DType::F32, &[0, 4]);
         assert_eq!(tensor_from_proto(&empty, None).unwrap().shape(), &[0, 4]);
     }
@@ -629,11 +856,20 @@ mod tests {
     #[test]
     fn huge_or_negative_shapes_are_errors_without_allocating() {
         let t = proto("big", DType::F32, &[1 << 40, 1 << 40]);
-        assert!(tensor_from_proto(&t, None).unwrap_err().0.contains("too large"));
+        assert!(tensor_from_proto(&t, None)
+            .unwrap_err()
+            .0
+            .contains("too large"));
         let t = proto("big", DType::F64, &[1 << 30, 1 << 5]);
-        assert!(tensor_from_proto(&t, None).unwrap_err().0.contains("0 values in double_data"));
+        assert!(tensor_from_proto(&t, None)
+            .unwrap_err()
+            .0
+            .contains("0 values in double_data"));
         let t = proto("neg", DType::F32, &[2, -1]);
-        assert!(tensor_from_proto(&t, None).unwrap_err().0.contains("invalid dimension -1"));
+        assert!(tensor_from_proto(&t, None)
+            .unwrap_err()
+            .0
+            .contains("invalid dimension -1"));
     }
 
     #[test]
@@ -648,17 +884,29 @@ mod tests {
         t.data_type = 22;
         assert!(tensor_from_proto(&t, None).unwrap_err().0.contains("int4"));
         t.data_type = 0;
-        assert!(tensor_from_proto(&t, None).unwrap_err().0.contains("undefined"));
+        assert!(tensor_from_proto(&t, None)
+            .unwrap_err()
+            .0
+            .contains("undefined"));
         t.data_type = 1000;
-        assert!(tensor_from_proto(&t, None).unwrap_err().0.contains("unknown data type code 1000"));
+        assert!(tensor_from_proto(&t, None)
+            .unwrap_err()
+            .0
+            .contains("unknown data type code 1000"));
     }
 
     fn external(location: &str, extra: &[(&str, &str)]) -> TensorProto {
         let mut t = proto("ext", DType::I32, &[2]);
         t.data_location = DataLocation::External;
-        t.external_data.push(StringStringEntryProto { key: "location".into(), value: location.into() });
+        t.external_data.push(StringStringEntryProto {
+            key: "location".into(),
+            value: location.into(),
+        });
         for (k, v) in extra {
-            t.external_data.push(StringStringEntryProto { key: (*k).into(), value: (*v).into() });
+            t.external_data.push(StringStringEntryProto {
+                key: (*k).into(),
+                value: (*v).into(),
+            });
         }
         t
     }
@@ -679,10 +927,19 @@ mod tests {
         assert!(tensor_from_proto(&t, Some(&dir)).is_ok());
 
         let cases = [
-            (external("sub/w.bin", &[("offset", "4")]), "has only 11 bytes"),
-            (external("sub/w.bin", &[("offset", "18446744073709551615")]), "has only 11 bytes"),
+            (
+                external("sub/w.bin", &[("offset", "4")]),
+                "has only 11 bytes",
+            ),
+            (
+                external("sub/w.bin", &[("offset", "18446744073709551615")]),
+                "has only 11 bytes",
+            ),
             (external("sub/w.bin", &[("length", "4")]), "length 4"),
-            (external("sub/w.bin", &[("offset", "x")]), "not a byte count"),
+            (
+                external("sub/w.bin", &[("offset", "x")]),
+                "not a byte count",
+            ),
             (external("../w.bin", &[]), "relative path inside"),
             (external("sub/../../w.bin", &[]), "relative path inside"),
             (external("/etc/passwd", &[]), "relative path inside"),
@@ -693,53 +950,95 @@ mod tests {
             let e = tensor_from_proto(&t, Some(&dir)).unwrap_err().0;
             assert!(e.contains(want) && e.contains("tensor 'ext'"), "{e}");
         }
-        let e = tensor_from_proto(&external("sub/w.bin", &[]), None).unwrap_err().0;
+        let e = tensor_from_proto(&external("sub/w.bin", &[]), None)
+            .unwrap_err()
+            .0;
         assert!(e.contains("not loaded from a file"), "{e}");
         let mut no_location = external("x", &[]);
         no_location.external_data.clear();
-        assert!(tensor_from_proto(&no_location, Some(&dir)).unwrap_err().0.contains("'location'"));
+        assert!(tensor_from_proto(&no_location, Some(&dir))
+            .unwrap_err()
+            .0
+            .contains("'location'"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn tensor_type(dtype: i32, shape: Option<Vec<DimProto>>) -> TypeProto {
-        TypeProto { value: Some(TypeValue::Tensor { elem_type: dtype, shape }), denotation: String::new() }
+        TypeProto {
+            value: Some(TypeValue::Tensor {
+                elem_type: dtype,
+                shape,
+            }),
+            denotation: String::new(),
+        }
     }
 
     #[test]
     fn value_types() {
         let t = tensor_type(
             1,
-            Some(vec![DimProto::Value(3), DimProto::Param("batch".into()), DimProto::Unknown, DimProto::Value(-1)]),
+            Some(vec![
+                DimProto::Value(3),
+                DimProto::Param("batch".into()),
+                DimProto::Unknown,
+                DimProto::Value(-1),
+            ]),
         );
         assert_eq!(
             value_type_from_proto(&t).unwrap(),
             ValueType::Tensor {
                 dtype: DType::F32,
-                shape: Some(Shape(vec![Dim::Fixed(3), Dim::Sym("batch".into()), Dim::unknown(), Dim::unknown()])),
+                shape: Some(Shape(vec![
+                    Dim::Fixed(3),
+                    Dim::Sym("batch".into()),
+                    Dim::unknown(),
+                    Dim::unknown()
+                ])),
             }
         );
         assert_eq!(
             value_type_from_proto(&tensor_type(7, None)).unwrap(),
-            ValueType::Tensor { dtype: DType::I64, shape: None }
+            ValueType::Tensor {
+                dtype: DType::I64,
+                shape: None
+            }
         );
-        let seq = TypeProto { value: Some(TypeValue::Sequence(Some(Box::new(tensor_type(9, None))))), ..Default::default() };
+        let seq = TypeProto {
+            value: Some(TypeValue::Sequence(Some(Box::new(tensor_type(9, None))))),
+            ..Default::default()
+        };
         let map = TypeProto {
-            value: Some(TypeValue::Map { key_type: 8, value_type: Some(Box::new(seq.clone())) }),
+            value: Some(TypeValue::Map {
+                key_type: 8,
+                value_type: Some(Box::new(seq.clone())),
+            }),
             ..Default::default()
         };
         assert_eq!(
             value_type_from_proto(&map).unwrap(),
             ValueType::Map(
                 DType::String,
-                Box::new(ValueType::Sequence(Box::new(ValueType::Tensor { dtype: DType::Bool, shape: None })))
+                Box::new(ValueType::Sequence(Box::new(ValueType::Tensor {
+                    dtype: DType::Bool,
+                    shape: None
+                })))
             )
         );
         let bad_key = TypeProto {
-            value: Some(TypeValue::Map { key_type: 1, value_type: Some(Box::new(seq)) }),
+            value: Some(TypeValue::Map {
+                key_type: 1,
+                value_type: Some(Box::new(seq)),
+            }),
             ..Default::default()
         };
-        assert!(value_type_from_proto(&bad_key).unwrap_err().0.contains("key type float"));
-        assert!(value_type_from_proto(&tensor_type(19, None)).unwrap_err().0.contains("float8e5m2"));
+        assert!(value_type_from_proto(&bad_key)
+            .unwrap_err()
+            .0
+            .contains("key type float"));
+        assert!(value_type_from_proto(&tensor_type(19, None))
+            .unwrap_err()
+            .0
+            .contains("float8e5m2"));
         assert!(value_type_from_proto(&TypeProto::default()).is_err());
     }
 
@@ -757,30 +1056,71 @@ mod tests {
             tensor_values: vec![f32_tensor("a", &[1.0]), f32_tensor("b", &[2.0, 3.0])],
             ..Default::default()
         };
-        let Value::Sequence { elem, items } = value_from_sequence(&s).unwrap() else { panic!() };
-        assert_eq!(elem, ValueType::Tensor { dtype: DType::F32, shape: None });
+        let Value::Sequence { elem, items } = value_from_sequence(&s).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            elem,
+            ValueType::Tensor {
+                dtype: DType::F32,
+                shape: None
+            }
+        );
         assert_eq!(items.len(), 2);
-        assert_eq!(items[1].as_tensor().unwrap().as_slice::<f32>().unwrap(), &[2.0, 3.0]);
+        assert_eq!(
+            items[1].as_tensor().unwrap().as_slice::<f32>().unwrap(),
+            &[2.0, 3.0]
+        );
 
-        let empty = SequenceProto { elem_type: ELEM_TENSOR, ..Default::default() };
+        let empty = SequenceProto {
+            elem_type: ELEM_TENSOR,
+            ..Default::default()
+        };
         assert_eq!(
             value_from_sequence(&empty).unwrap(),
-            Value::Sequence { elem: ValueType::Tensor { dtype: DType::F32, shape: None }, items: vec![] }
+            Value::Sequence {
+                elem: ValueType::Tensor {
+                    dtype: DType::F32,
+                    shape: None
+                },
+                items: vec![]
+            }
         );
 
         let mut mixed = s.clone();
         let mut i = proto("i", DType::I64, &[1]);
         i.int64_data = vec![1];
         mixed.tensor_values.push(i);
-        assert!(value_from_sequence(&mixed).unwrap_err().0.contains("mixes float and int64"));
+        assert!(value_from_sequence(&mixed)
+            .unwrap_err()
+            .0
+            .contains("mixes float and int64"));
 
-        let nested = SequenceProto { elem_type: ELEM_SEQUENCE, sequence_values: vec![s, empty], ..Default::default() };
-        let Value::Sequence { elem, items } = value_from_sequence(&nested).unwrap() else { panic!() };
-        assert_eq!(elem, ValueType::Sequence(Box::new(ValueType::Tensor { dtype: DType::F32, shape: None })));
+        let nested = SequenceProto {
+            elem_type: ELEM_SEQUENCE,
+            sequence_values: vec![s, empty],
+            ..Default::default()
+        };
+        let Value::Sequence { elem, items } = value_from_sequence(&nested).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            elem,
+            ValueType::Sequence(Box::new(ValueType::Tensor {
+                dtype: DType::F32,
+                shape: None
+            }))
+        );
         assert_eq!(items.len(), 2);
 
-        let sparse = SequenceProto { elem_type: ELEM_SPARSE_TENSOR, ..Default::default() };
-        assert!(value_from_sequence(&sparse).unwrap_err().0.contains("sparse"));
+        let sparse = SequenceProto {
+            elem_type: ELEM_SPARSE_TENSOR,
+            ..Default::default()
+        };
+        assert!(value_from_sequence(&sparse)
+            .unwrap_err()
+            .0
+            .contains("sparse"));
     }
 
     #[test]
@@ -797,32 +1137,79 @@ mod tests {
             values: Some(values.clone()),
             ..Default::default()
         };
-        let Value::Map { key, value, entries } = value_from_map(&m).unwrap() else { panic!() };
+        let Value::Map {
+            key,
+            value,
+            entries,
+        } = value_from_map(&m).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(key, DType::String);
-        assert_eq!(value, ValueType::Tensor { dtype: DType::F32, shape: None });
+        assert_eq!(
+            value,
+            ValueType::Tensor {
+                dtype: DType::F32,
+                shape: None
+            }
+        );
         assert_eq!(entries[1].0, MapKey::Str("b".into()));
 
-        let ints = MapProto { key_type: DType::I64 as i32, keys: vec![5, 6], values: Some(values), ..Default::default() };
-        let Value::Map { entries, .. } = value_from_map(&ints).unwrap() else { panic!() };
+        let ints = MapProto {
+            key_type: DType::I64 as i32,
+            keys: vec![5, 6],
+            values: Some(values),
+            ..Default::default()
+        };
+        let Value::Map { entries, .. } = value_from_map(&ints).unwrap() else {
+            panic!()
+        };
         assert_eq!(entries[0].0, MapKey::Int(5));
 
-        let short = MapProto { keys: vec![1], ..ints };
-        assert!(value_from_map(&short).unwrap_err().0.contains("1 keys but 2 values"));
-        let float_keys = MapProto { key_type: 1, ..Default::default() };
+        let short = MapProto {
+            keys: vec![1],
+            ..ints
+        };
+        assert!(value_from_map(&short)
+            .unwrap_err()
+            .0
+            .contains("1 keys but 2 values"));
+        let float_keys = MapProto {
+            key_type: 1,
+            ..Default::default()
+        };
         assert!(value_from_map(&float_keys).is_err());
     }
 
     #[test]
     fn optionals() {
-        let some = OptionalProto { elem_type: ELEM_TENSOR, tensor_value: Some(f32_tensor("x", &[4.0])), ..Default::default() };
-        let Value::Optional { elem, value } = value_from_optional(&some).unwrap() else { panic!() };
-        assert_eq!(elem, ValueType::Tensor { dtype: DType::F32, shape: None });
+        let some = OptionalProto {
+            elem_type: ELEM_TENSOR,
+            tensor_value: Some(f32_tensor("x", &[4.0])),
+            ..Default::default()
+        };
+        let Value::Optional { elem, value } = value_from_optional(&some).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            elem,
+            ValueType::Tensor {
+                dtype: DType::F32,
+                shape: None
+            }
+        );
         assert!(value.is_some());
 
         let none = OptionalProto::default();
         assert_eq!(
             value_from_optional(&none).unwrap(),
-            Value::Optional { elem: ValueType::Tensor { dtype: DType::F32, shape: None }, value: None }
+            Value::Optional {
+                elem: ValueType::Tensor {
+                    dtype: DType::F32,
+                    shape: None
+                },
+                value: None
+            }
         );
     }
 
@@ -839,11 +1226,22 @@ mod tests {
         };
         let bytes = Msg::new().str(1, "opt").build();
         let v = value_from_file_bytes(&bytes, &declared).unwrap();
-        let want = ValueType::Sequence(Box::new(ValueType::Tensor { dtype: DType::I64, shape: None }));
-        assert_eq!(v, Value::Optional { elem: want, value: None });
+        let want = ValueType::Sequence(Box::new(ValueType::Tensor {
+            dtype: DType::I64,
+            shape: None,
+        }));
+        assert_eq!(
+            v,
+            Value::Optional {
+                elem: want,
+                value: None
+            }
+        );
 
         let declared = tensor_type(7, Some(vec![DimProto::Value(2)]));
-        let bytes = crate::testenc::tensor("t", 7, &[2]).packed_ints(7, &[3, -4]).build();
+        let bytes = crate::testenc::tensor("t", 7, &[2])
+            .packed_ints(7, &[3, -4])
+            .build();
         let v = value_from_file_bytes(&bytes, &declared).unwrap();
         assert_eq!(v.as_tensor().unwrap().as_slice::<i64>().unwrap(), &[3, -4]);
         assert!(value_from_file_bytes(&[0xff], &declared).is_err());

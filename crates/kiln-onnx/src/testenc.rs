@@ -74,5 +74,8 @@ impl Msg {
 
 /// A `TensorProto` with name, data type and dims.
 pub fn tensor(name: &str, data_type: i32, dims: &[i64]) -> Msg {
-    Msg::new().str(8, name).int(2, i64::from(data_type)).packed_ints(1, dims)
+    Msg::new()
+        .str(8, name)
+        .int(2, i64::from(data_type))
+        .packed_ints(1, dims)
 }

@@ -20,7 +20,11 @@ pub struct DecodeError {
 
 impl DecodeError {
     pub fn new(msg: impl Into<String>, at: usize) -> DecodeError {
-        DecodeError { msg: msg.into(), at, path: Vec::new() }
+        DecodeError {
+            msg: msg.into(),
+            at,
+            path: Vec::new(),
+        }
     }
 
     /// Renders the error with the root message name, e.g.
@@ -99,7 +103,11 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, pos: 0, base: 0 }
+        Reader {
+            buf,
+            pos: 0,
+            base: 0,
+        }
     }
 
     /// Absolute offset of the next unread byte.
@@ -169,11 +177,18 @@ impl<'a> Reader<'a> {
             5 => WireType::Fixed32,
             3 | 4 => {
                 return Err(DecodeError::new(
-                    format!("field {number} uses the deprecated group wire type, which is not supported"),
+                    format!(
+                    "field {number} uses the deprecated group wire type, which is not supported"
+                ),
                     at,
                 ))
             }
-            w => return Err(DecodeError::new(format!("field {number} has invalid wire type {w}"), at)),
+            w => {
+                return Err(DecodeError::new(
+                    format!("field {number} has invalid wire type {w}"),
+                    at,
+                ))
+            }
         };
         Ok(Some(Field { number, wire, at }))
     }
@@ -193,7 +208,10 @@ impl<'a> Reader<'a> {
             Ok(())
         } else {
             Err(DecodeError::new(
-                format!("field {} has wire type {}, expected {}", f.number, f.wire, wire),
+                format!(
+                    "field {} has wire type {}, expected {}",
+                    f.number, f.wire, wire
+                ),
                 f.at,
             ))
         }
@@ -216,7 +234,11 @@ impl<'a> Reader<'a> {
     fn sub(&mut self, f: Field) -> Result<Reader<'a>, DecodeError> {
         self.expect(f, WireType::Len)?;
         let buf = self.len_delimited()?;
-        Ok(Reader { buf, pos: 0, base: self.offset().saturating_sub(buf.len()) })
+        Ok(Reader {
+            buf,
+            pos: 0,
+            base: self.offset().saturating_sub(buf.len()),
+        })
     }
 
     pub fn bytes(&mut self, f: Field) -> Result<Vec<u8>, DecodeError> {
@@ -322,7 +344,10 @@ impl<'a> Reader<'a> {
         let mut sub = self.sub(f)?;
         if sub.buf.len() % N != 0 {
             return Err(DecodeError::new(
-                format!("packed {wire} field of {} bytes is not a multiple of {N}", sub.buf.len()),
+                format!(
+                    "packed {wire} field of {} bytes is not a multiple of {N}",
+                    sub.buf.len()
+                ),
                 at,
             ));
         }
@@ -360,7 +385,9 @@ mod tests {
 
     #[test]
     fn varints() {
-        let mut r = Reader::new(&[0x96, 0x01, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        let mut r = Reader::new(&[
+            0x96, 0x01, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ]);
         assert_eq!(r.varint().unwrap(), 150);
         assert_eq!(r.varint().unwrap(), 0);
         assert_eq!(r.varint().unwrap(), u64::MAX);

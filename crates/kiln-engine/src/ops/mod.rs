@@ -4,25 +4,37 @@
 
 pub mod util;
 
+mod attention;
 mod constant;
+mod control;
 mod elementwise;
+mod loss;
 mod matmul;
 mod nn;
+mod quant;
 mod reduce;
 mod resize;
 mod rnn;
+mod sequence;
 mod shape;
+mod text;
 
 use crate::registry::Registry;
 
 /// Adds every built-in operator to `r`.
 pub fn register_all(r: &mut Registry) {
+    attention::register(r);
     constant::register(r);
+    control::register(r);
     elementwise::register(r);
+    loss::register(r);
     matmul::register(r);
     nn::register(r);
+    quant::register(r);
     reduce::register(r);
     resize::register(r);
     rnn::register(r);
+    sequence::register(r);
     shape::register(r);
+    text::register(r);
 }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what it needs, then runs
+#   1. the ONNX backend node tests (conformance), enforcing conformance/passing.txt;
+#   2. unit, integration, model-parity and CLI tests (cargo test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "Python venv for reference data (.venv)"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r conformance/requirements.txt
+
+step "Generating the ONNX backend node tests (onnx $(.venv/bin/python -c 'import onnx; print(onnx.__version__)'))"
+.venv/bin/python conformance/generate.py --output conformance/data
+
+step "Building (release)"
+cargo build --release --workspace --locked 2>&1 | tail -n 3
+
+step "Conformance: ONNX backend node tests"
+./target/release/kiln-conformance --data conformance/data/node --list conformance/passing.txt --enforce --quiet
+
+step "Unit, integration, model parity and CLI tests"
+cargo test --release --workspace --locked
