@@ -70,11 +70,7 @@ fn resolve_position(pos: i64, n: usize, extra: usize, what: &str) -> OpResult<us
 
 fn check_item_fits(elem: &ValueType, v: &Value) -> OpResult<()> {
     if let (Some(want), Value::Tensor(t)) = (elem.tensor_dtype(), v) {
-        ensure!(
-            t.dtype() == want,
-            "cannot put a {} tensor into a sequence of {want} tensors",
-            t.dtype()
-        );
+        ensure!(t.dtype() == want, "cannot put a {} tensor into a sequence of {want} tensors", t.dtype());
     }
     Ok(())
 }
@@ -92,10 +88,9 @@ struct SequenceEmptyOp(DType);
 
 fn build_sequence_empty(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let code = n.attr_int_or("dtype", DType::F32 as i64)?;
-    let dtype = i32::try_from(code)
-        .ok()
-        .and_then(DType::from_onnx)
-        .ok_or_else(|| OpError(format!("SequenceEmpty dtype {code} ({}) is not supported", DType::onnx_code_name(code as i32))))?;
+    let dtype = i32::try_from(code).ok().and_then(DType::from_onnx).ok_or_else(|| {
+        OpError(format!("SequenceEmpty dtype {code} ({}) is not supported", DType::onnx_code_name(code as i32)))
+    })?;
     Ok(Box::new(SequenceEmptyOp(dtype)))
 }
 
@@ -320,7 +315,9 @@ impl Op for ConcatFromSequenceOp {
         let (_, items) = sequence_input(inputs, 0)?;
         let ts: Vec<&Tensor> = items
             .iter()
-            .map(|v| v.as_tensor().ok_or_else(|| OpError(format!("ConcatFromSequence needs tensors, got {}", v.describe()))))
+            .map(|v| {
+                v.as_tensor().ok_or_else(|| OpError(format!("ConcatFromSequence needs tensors, got {}", v.describe())))
+            })
             .collect::<OpResult<_>>()?;
         let first = ts.first().ok_or_else(|| OpError::new("ConcatFromSequence on an empty sequence"))?;
         let dtype = first.dtype();
@@ -381,10 +378,7 @@ fn build_optional(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
         None => None,
     };
     let has_input = n.num_inputs > 0;
-    ensure!(
-        declared.is_some() || has_input,
-        "Optional without an input needs the 'type' attribute"
-    );
+    ensure!(declared.is_some() || has_input, "Optional without an input needs the 'type' attribute");
     Ok(Box::new(OptionalOp(declared)))
 }
 

@@ -7,11 +7,11 @@ use std::collections::HashSet;
 
 use kiln_tensor::{DType, Shape, Tensor, Value, ValueType};
 
+use crate::bail;
 use crate::error::{OpError, OpResult};
 use crate::op::{Inputs, NodeInfo, Op};
 use crate::ops::util::{broadcast_index_map, broadcast_shapes, broadcast_symbolic};
 use crate::registry::Registry;
-use crate::bail;
 
 pub fn register(r: &mut Registry) {
     r.add("StringNormalizer", 10, build_string_normalizer);
@@ -204,13 +204,13 @@ fn is_py_space(c: char) -> bool {
 }
 
 /// Splits on runs of whitespace, dropping leading/trailing whitespace; after `maxsplit` splits
-/// the rest (leading whitespace removed) is one piece.
+/// the rest (without its leading and trailing whitespace) is one piece.
 fn split_whitespace<'s>(s: &'s str, maxsplit: Option<usize>, out: &mut Vec<&'s str>) {
     let mut rest = s.trim_start_matches(is_py_space);
     let mut splits = 0usize;
     while !rest.is_empty() {
         if maxsplit.is_some_and(|m| splits >= m) {
-            out.push(rest);
+            out.push(rest.trim_end_matches(is_py_space));
             return;
         }
         let end = rest.find(is_py_space).unwrap_or(rest.len());
@@ -273,9 +273,8 @@ impl Op for StringSplitOp {
 struct RegexFullMatchOp(regex::Regex);
 
 fn build_regex_full_match(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
-    let pattern = n
-        .attr_string("pattern")?
-        .ok_or_else(|| OpError::new("RegexFullMatch needs the 'pattern' attribute"))?;
+    let pattern =
+        n.attr_string("pattern")?.ok_or_else(|| OpError::new("RegexFullMatch needs the 'pattern' attribute"))?;
     Ok(Box::new(RegexFullMatchOp(re2::compile_full_match(&pattern)?)))
 }
 
@@ -334,7 +333,7 @@ mod tests {
     fn split_whitespace_with_maxsplit() {
         let mut v = Vec::new();
         split_whitespace("  a  b c  ", Some(1), &mut v);
-        assert_eq!(v, vec!["a", "b c  "]);
+        assert_eq!(v, vec!["a", "b c"]);
         v.clear();
         split_whitespace("   ", None, &mut v);
         assert!(v.is_empty());

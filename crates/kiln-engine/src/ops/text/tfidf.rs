@@ -70,7 +70,8 @@ struct TfIdfOp {
     /// Output column of each pooled n-gram.
     ngram_indexes: Vec<usize>,
     output_size: usize,
-    /// Per output column.
+    /// Weight of each output column (the weight of the pooled n-gram mapped to it); empty when
+    /// no weights are given.
     weights: Vec<f32>,
     pool: Pool,
 }
@@ -98,7 +99,7 @@ fn build_trie<K: Hash + Eq + Clone>(
         );
         let grams = &pool[start..end];
         ensure!(
-            grams.len() % size == 0,
+            grams.len().is_multiple_of(size),
             "TfIdfVectorizer pool section of {size}-grams has {} items, not a multiple of {size}",
             grams.len()
         );
@@ -110,6 +111,18 @@ fn build_trie<K: Hash + Eq + Clone>(
         }
     }
     Ok((trie, next_id - 1))
+}
+
+/// Moves per-n-gram weights to the output columns the n-grams are counted in.
+fn column_weights(pool_weights: &[f32], ngram_indexes: &[usize], output_size: usize) -> Vec<f32> {
+    if pool_weights.is_empty() {
+        return Vec::new();
+    }
+    let mut w = vec![0.0; output_size];
+    for (&col, &wt) in ngram_indexes.iter().zip(pool_weights) {
+        w[col] = wt;
+    }
+    w
 }
 
 pub fn build(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
@@ -163,12 +176,14 @@ pub fn build(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
         "TfIdfVectorizer pool holds {num_grams} n-grams but ngram_indexes has {} entries",
         ngram_indexes.len()
     );
-    let weights = n.attr_floats("weights")?.unwrap_or_default();
+    let pool_weights = n.attr_floats("weights")?.unwrap_or_default();
     ensure!(
-        weights.is_empty() || weights.len() >= output_size,
-        "TfIdfVectorizer has {} weights for {output_size} output columns",
-        weights.len()
+        pool_weights.is_empty() || pool_weights.len() == ngram_indexes.len(),
+        "TfIdfVectorizer has {} weights but {} ngram_indexes",
+        pool_weights.len(),
+        ngram_indexes.len()
     );
+    let weights = column_weights(&pool_weights, &ngram_indexes, output_size);
     Ok(Box::new(TfIdfOp { mode, min_gram, max_gram, max_skip, ngram_indexes, output_size, weights, pool }))
 }
 
@@ -238,7 +253,9 @@ impl Op for TfIdfOp {
                 self.count_all(t, &v, rows, cols)
             }
             (Pool::Strings(t), TensorData::String(v)) => self.count_all(t, v, rows, cols),
-            (Pool::Ints(_), _) => bail!("TfIdfVectorizer with pool_int64s needs an int32 or int64 input, got {}", x.dtype()),
+            (Pool::Ints(_), _) => {
+                bail!("TfIdfVectorizer with pool_int64s needs an int32 or int64 input, got {}", x.dtype())
+            }
             (Pool::Strings(_), _) => bail!("TfIdfVectorizer with pool_strings needs a string input, got {}", x.dtype()),
         };
         let w = &self.weights;
@@ -267,7 +284,7 @@ impl Op for TfIdfOp {
     }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         let shape = match inputs.first().copied().flatten()? {
-            ValueType::Tensor { shape: Some(s), dtype } if matches!(dtype, DType::I32 | DType::I64 | DType::String) => s,
+            ValueType::Tensor { shape: Some(s), dtype: DType::I32 | DType::I64 | DType::String } => s,
             _ => return None,
         };
         let out = match shape.rank() {
@@ -324,6 +341,13 @@ mod tests {
         let x = [2, 2, 3, 3, 3, 4];
         assert_eq!(run(&op(Mode::Idf, 1, 1, 0, w.clone()), &[2, 3], &x), vec![0.5, 2., 0., 0., 0., 2., 0., 0.]);
         assert_eq!(run(&op(Mode::TfIdf, 1, 1, 0, w), &[2, 3], &x), vec![1.0, 2., 0., 0., 0., 4., 0., 0.]);
+    }
+
+    #[test]
+    fn weights_follow_their_ngram_to_its_column() {
+        // n-gram 0 is counted in column 2, n-gram 1 in column 0; column 1 holds no n-gram.
+        assert_eq!(column_weights(&[0.1, 0.2], &[2, 0], 3), vec![0.2, 0.0, 0.1]);
+        assert!(column_weights(&[], &[2, 0], 3).is_empty());
     }
 
     #[test]
