@@ -49,8 +49,8 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             Ok(())
         }
-        Some(other) => Err(CliError(format!("unknown command '{other}'\n{USAGE}"))),
-        None => Err(CliError(USAGE.to_string())),
+        Some(other) => Err(CliError(format!("unknown command '{other}' (commands: run, inspect, demo; see kiln --help)"))),
+        None => Err(CliError("missing command (commands: run, inspect, demo; see kiln --help)".into())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,12 +12,16 @@ mod loss;
 mod matmul;
 mod nn;
 mod quant;
+mod random;
 mod reduce;
 mod resize;
 mod rnn;
 mod sequence;
 mod shape;
+mod signal;
 mod text;
+mod training;
+mod vision;
 
 use crate::registry::Registry;
 
@@ -31,10 +35,14 @@ pub fn register_all(r: &mut Registry) {
     matmul::register(r);
     nn::register(r);
     quant::register(r);
+    random::register(r);
     reduce::register(r);
     resize::register(r);
     rnn::register(r);
     sequence::register(r);
     shape::register(r);
+    signal::register(r);
     text::register(r);
+    training::register(r);
+    vision::register(r);
 }

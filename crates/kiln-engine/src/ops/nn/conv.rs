@@ -1,0 +1,699 @@
+//! Convolutions: Conv (im2col + GEMM, direct 1x1 and depthwise paths), ConvTranspose (GEMM +
+//! col2im) and ConvInteger.
+
+use kiln_tensor::{DType, Dim, Shape, Tensor, Value, ValueType};
+
+use super::{nc_shape, AutoPad, Geometry, WindowAttrs};
+use crate::error::OpResult;
+use crate::op::{Inputs, NodeInfo, Op};
+use crate::ops::matmul::{par_each, par_gemm, real_tensor, widen_i32, GemmElem, Real};
+use crate::registry::Registry;
+use crate::{bail, ensure, real_dispatch};
+
+pub(super) fn register(r: &mut Registry) {
+    r.add("Conv", 1, build_conv);
+    r.add("ConvInteger", 10, build_conv_integer);
+    r.add("ConvTranspose", 1, build_conv_transpose);
+}
+
+struct ConvOp {
+    attrs: WindowAttrs,
+    group: usize,
+}
+
+fn build_conv(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
+    let group = n.attr_int_or("group", 1)?;
+    ensure!(group >= 1, "group must be >= 1, got {group}");
+    Ok(Box::new(ConvOp { attrs: WindowAttrs::parse(n)?, group: group as usize }))
+}
+
+fn build_conv_integer(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
+    let group = n.attr_int_or("group", 1)?;
+    ensure!(group >= 1, "group must be >= 1, got {group}");
+    Ok(Box::new(ConvIntegerOp(ConvOp { attrs: WindowAttrs::parse(n)?, group: group as usize })))
+}
+
+/// Validated dims of a convolution: X [N, C, in...], W [M, C/group, k...].
+struct ConvDims {
+    n: usize,
+    c: usize,
+    m: usize,
+    geo: Geometry,
+}
+
+impl ConvOp {
+    fn dims(&self, x: &[usize], w: &[usize]) -> OpResult<ConvDims> {
+        ensure!(x.len() >= 3, "Conv input must have rank >= 3 ([N, C, spatial...]), got {x:?}");
+        ensure!(w.len() == x.len(), "Conv weight rank {} differs from input rank {}", w.len(), x.len());
+        let g = self.group;
+        let (n, c, m) = (x[0], x[1], w[0]);
+        ensure!(c % g == 0 && m % g == 0, "channels C={c} and M={m} must be divisible by group {g}");
+        ensure!(w[1] * g == c, "weight has {} input channels per group but input has {c} channels and group {g}", w[1]);
+        let kernel = match &self.attrs.kernel_shape {
+            Some(k) => {
+                ensure!(k[..] == w[2..], "kernel_shape {k:?} disagrees with weight shape {w:?}");
+                k.clone()
+            }
+            None => w[2..].to_vec(),
+        };
+        let geo = self.attrs.geometry(&x[2..], &kernel)?;
+        Ok(ConvDims { n, c, m, geo })
+    }
+
+    fn infer_shape(&self, x: &Shape, w: &Shape) -> Option<Shape> {
+        if x.rank() < 3 || w.rank() != x.rank() {
+            return None;
+        }
+        let kernel: Vec<usize> = match &self.attrs.kernel_shape {
+            Some(k) => k.clone(),
+            None => w.0[2..].iter().map(Dim::fixed).collect::<Option<Vec<_>>>()?,
+        };
+        let sp = self.attrs.infer_spatial(&x.0[2..], &kernel)?;
+        Some(nc_shape(x, w.0[0].clone(), sp))
+    }
+}
+
+/// Unfolds the [c, in...] image into col [c·K, out] (zero outside the input).
+fn im2col<T: Copy + Default + Send + Sync>(x: &[T], c: usize, geo: &Geometry, col: &mut [T]) {
+    let ksz = geo.kernel_size();
+    let osz = geo.out_size();
+    let isz = geo.in_size();
+    if osz == 0 {
+        return;
+    }
+    let chunks: Vec<(usize, &mut [T])> = col.chunks_mut(ksz * osz).enumerate().take(c).collect();
+    let r = geo.input.len();
+    let in_strides = kiln_tensor::strides_of(&geo.input);
+    let work = move |(ci, rows): (usize, &mut [T])| {
+        let xc = &x[ci * isz..(ci + 1) * isz];
+        let mut kidx = vec![0usize; r];
+        for row in rows.chunks_mut(osz) {
+            fill_row(xc, geo, &in_strides, &kidx, row);
+            for d in (0..r).rev() {
+                kidx[d] += 1;
+                if kidx[d] < geo.kernel[d] {
+                    break;
+                }
+                kidx[d] = 0;
+            }
+        }
+    };
+    if c * ksz * osz >= 1 << 16 {
+        par_each(chunks, work);
+    } else {
+        chunks.into_iter().for_each(work);
+    }
+}
+
+/// One im2col row: input values at kernel offset `kidx` for every output position.
+fn fill_row<T: Copy + Default>(xc: &[T], geo: &Geometry, in_strides: &[usize], kidx: &[usize], row: &mut [T]) {
+    let r = geo.input.len();
+    let last = r - 1;
+    let ol = geo.output[last];
+    let s_l = geo.strides[last];
+    let off_l = (kidx[last] * geo.dilations[last]) as isize - geo.pad_begin[last] as isize;
+    let in_l = geo.input[last] as isize;
+    // valid output range along the last dim: 0 <= o*s + off < in
+    let lo = if off_l >= 0 { 0 } else { ((-off_l) as usize).div_ceil(s_l) };
+    let hi = if in_l - off_l <= 0 { 0 } else { (((in_l - off_l) as usize).div_ceil(s_l)).min(ol) };
+    let lo = lo.min(hi);
+    let mut oidx = vec![0usize; last];
+    for seg in row.chunks_mut(ol) {
+        // offset of the outer dims
+        let mut base: isize = 0;
+        let mut valid = true;
+        for d in 0..last {
+            let i = (oidx[d] * geo.strides[d] + kidx[d] * geo.dilations[d]) as isize - geo.pad_begin[d] as isize;
+            if i < 0 || i >= geo.input[d] as isize {
+                valid = false;
+                break;
+            }
+            base += i * in_strides[d] as isize;
+        }
+        if !valid || lo >= hi {
+            seg.iter_mut().for_each(|v| *v = T::default());
+        } else {
+            seg[..lo].iter_mut().for_each(|v| *v = T::default());
+            seg[hi..].iter_mut().for_each(|v| *v = T::default());
+            let start = base + lo as isize * s_l as isize + off_l;
+            let src = &xc[start as usize..];
+            if s_l == 1 {
+                seg[lo..hi].copy_from_slice(&src[..hi - lo]);
+            } else {
+                for (j, v) in seg[lo..hi].iter_mut().enumerate() {
+                    *v = src[j * s_l];
+                }
+            }
+        }
+        for d in (0..last).rev() {
+            oidx[d] += 1;
+            if oidx[d] < geo.output[d] {
+                break;
+            }
+            oidx[d] = 0;
+        }
+    }
+}
+
+/// Depthwise 2-D convolution (one input channel per group): direct accumulation per channel.
+fn depthwise_2d<T: GemmElem>(x: &[T], w: &[T], dims: &ConvDims, group: usize, y: &mut [T]) {
+    let geo = &dims.geo;
+    let (ih, iw) = (geo.input[0], geo.input[1]);
+    let (oh, ow) = (geo.output[0], geo.output[1]);
+    let (kh, kw) = (geo.kernel[0], geo.kernel[1]);
+    let (sh, sw) = (geo.strides[0], geo.strides[1]);
+    let (dh, dw) = (geo.dilations[0], geo.dilations[1]);
+    let (ph, pw) = (geo.pad_begin[0] as isize, geo.pad_begin[1] as isize);
+    let mult = dims.m / group;
+    let isz = ih * iw;
+    let osz = oh * ow;
+    if osz == 0 {
+        return;
+    }
+    // Valid output column range per kernel column, and where its first input sits.
+    let ranges: Vec<(usize, usize, usize)> = (0..kw)
+        .map(|b| {
+            let off = (b * dw) as isize - pw;
+            let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(sw) };
+            let hi = if iw as isize - off <= 0 { 0 } else { ((iw as isize - off) as usize).div_ceil(sw).min(ow) };
+            let lo = lo.min(hi);
+            (lo, hi, (lo as isize * sw as isize + off).max(0) as usize)
+        })
+        .collect();
+    // With stride s, each input row is split into s phases (columns p, p+s, ...) so every
+    // kernel tap reads a contiguous run.
+    let pw_len = iw.div_ceil(sw);
+    let lo3 = ranges.iter().map(|r| r.0).max().unwrap_or(0);
+    let hi3 = ranges.iter().map(|r| r.1).min().unwrap_or(0);
+    let chunks: Vec<(usize, &mut [T])> = y.chunks_mut(osz).enumerate().collect();
+    let work = |(idx, out): (usize, &mut [T])| {
+        let nimg = idx / dims.m;
+        let m = idx % dims.m;
+        let ci = m / mult;
+        let xc = &x[(nimg * dims.c + ci) * isz..][..isz];
+        let wk = &w[m * kh * kw..][..kh * kw];
+        out.iter_mut().for_each(|v| *v = T::zero());
+        let phased: Vec<T>;
+        let (src, row_len): (&[T], usize) = if sw == 1 {
+            (xc, iw)
+        } else {
+            let mut ph = vec![T::zero(); sw * ih * pw_len];
+            for r in 0..ih {
+                let xrow = &xc[r * iw..][..iw];
+                for p in 0..sw.min(iw) {
+                    let dst = &mut ph[(p * ih + r) * pw_len..][..pw_len];
+                    for (d, &v) in dst.iter_mut().zip(xrow[p..].iter().step_by(sw)) {
+                        *d = v;
+                    }
+                }
+            }
+            phased = ph;
+            (&phased, pw_len)
+        };
+        for o_r in 0..oh {
+            let orow = &mut out[o_r * ow..][..ow];
+            for a in 0..kh {
+                let i_r = (o_r * sh + a * dh) as isize - ph;
+                if i_r < 0 || i_r >= ih as isize {
+                    continue;
+                }
+                let i_r = i_r as usize;
+                if kw == 3 && lo3 < hi3 {
+                    // Three taps fused over the columns where all are valid; edges below.
+                    let n3 = hi3 - lo3;
+                    let tap = |b: usize| -> &[T] {
+                        let (lo, _, q) = ranges[b];
+                        let (phase, start) = (q % sw, q / sw);
+                        &src[(phase * ih + i_r) * row_len + start + (lo3 - lo)..][..n3]
+                    };
+                    let (x0, x1, x2) = (tap(0), tap(1), tap(2));
+                    let (w0, w1, w2) = (wk[a * 3], wk[a * 3 + 1], wk[a * 3 + 2]);
+                    for (((o, &v0), &v1), &v2) in orow[lo3..hi3].iter_mut().zip(x0).zip(x1).zip(x2) {
+                        *o = o.add(w0.mul(v0).add(w1.mul(v1)).add(w2.mul(v2)));
+                    }
+                    for (b, &(lo, hi, q)) in ranges.iter().enumerate() {
+                        let wv = wk[a * 3 + b];
+                        let (phase, start) = (q % sw, q / sw);
+                        let xrow = &src[(phase * ih + i_r) * row_len..][..row_len];
+                        for j in (lo..hi.min(lo3)).chain(lo3.max(hi3).max(lo)..hi) {
+                            orow[j] = orow[j].add(wv.mul(xrow[start + j - lo]));
+                        }
+                    }
+                    continue;
+                }
+                for (b, &(lo, hi, q)) in ranges.iter().enumerate() {
+                    if lo >= hi {
+                        continue;
+                    }
+                    let wv = wk[a * kw + b];
+                    let (phase, start) = (q % sw, q / sw);
+                    let xrow = &src[(phase * ih + i_r) * row_len..][..row_len];
+                    for (o, &xv) in orow[lo..hi].iter_mut().zip(&xrow[start..start + (hi - lo)]) {
+                        *o = o.add(wv.mul(xv));
+                    }
+                }
+            }
+        }
+    };
+    if dims.n * dims.m * osz * kh * kw >= 1 << 15 {
+        par_each(chunks, work);
+    } else {
+        chunks.into_iter().for_each(work);
+    }
+}
+
+/// Convolution of contiguous buffers; returns Y [N, M, out...] without bias.
+fn conv_compute<T: GemmElem>(x: &[T], w: &[T], d: &ConvDims, group: usize) -> OpResult<Vec<T>> {
+    let geo = &d.geo;
+    let osz = geo.out_size();
+    let isz = geo.in_size();
+    let ksz = geo.kernel_size();
+    let total = kiln_tensor::checked_numel(&[d.n, d.m, osz])?;
+    let mut y = vec![T::zero(); total];
+    if total == 0 {
+        return Ok(y);
+    }
+    let cg = d.c / group;
+    let mg = d.m / group;
+    if cg == 1 && geo.input.len() == 2 && group > 1 {
+        depthwise_2d(x, w, d, group, &mut y);
+        return Ok(y);
+    }
+    let pointwise = ksz == 1
+        && geo.strides.iter().all(|&s| s == 1)
+        && geo.pad_begin.iter().chain(&geo.pad_end).all(|&p| p == 0);
+    let kdim = cg * ksz;
+    let mut col = if pointwise { Vec::new() } else { vec![T::zero(); kiln_tensor::checked_numel(&[kdim, osz])?] };
+    for img in 0..d.n {
+        for g in 0..group {
+            let xg = &x[(img * d.c + g * cg) * isz..][..cg * isz];
+            let wg = &w[g * mg * kdim..][..mg * kdim];
+            let yg = &mut y[(img * d.m + g * mg) * osz..][..mg * osz];
+            let b: &[T] = if pointwise {
+                xg
+            } else {
+                im2col(xg, cg, geo, &mut col);
+                &col
+            };
+            par_gemm(mg, kdim, osz, wg, kdim as isize, 1, b, osz as isize, 1, false, yg);
+        }
+    }
+    Ok(y)
+}
+
+fn add_bias<T: GemmElem>(y: &mut [T], bias: &[T], m: usize, osz: usize) -> OpResult<()> {
+    ensure!(bias.len() == m, "bias has {} elements; expected {m}", bias.len());
+    if osz == 0 {
+        return Ok(());
+    }
+    for (i, ch) in y.chunks_mut(osz).enumerate() {
+        let b = bias[i % m];
+        ch.iter_mut().for_each(|v| *v = v.add(b));
+    }
+    Ok(())
+}
+
+fn out_shape(d: &ConvDims) -> Vec<usize> {
+    let mut s = vec![d.n, d.m];
+    s.extend_from_slice(&d.geo.output);
+    s
+}
+
+impl Op for ConvOp {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?;
+        let w = inputs.tensor(1)?;
+        let b = inputs.opt_tensor(2)?;
+        let d = self.dims(x.shape(), w.shape())?;
+        let dt = x.dtype();
+        let t = real_dispatch!(dt, "Conv", |T| {
+            let xv = T::cow(x)?;
+            let wv = T::cow(w)?;
+            let mut y = conv_compute::<T>(&xv, &wv, &d, self.group)?;
+            if let Some(b) = b {
+                add_bias(&mut y, &T::cow(b)?, d.m, d.geo.out_size())?;
+            }
+            real_tensor(out_shape(&d), y, dt)?
+        });
+        Ok(vec![Value::Tensor(t)])
+    }
+    fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+        let x = inputs.first().copied().flatten()?;
+        let dt = x.tensor_dtype()?;
+        let shape = match (x.tensor_shape(), inputs.get(1).copied().flatten().and_then(|w| w.tensor_shape())) {
+            (Some(xs), Some(ws)) => self.infer_shape(xs, ws),
+            _ => None,
+        };
+        Some(vec![ValueType::tensor(dt, shape)])
+    }
+}
+
+struct ConvIntegerOp(ConvOp);
+
+/// Subtracts a scalar (or per-channel, when `per` > 0 chunks) zero point.
+fn sub_zero_point(v: &mut [i32], z: Option<&Tensor>, channels: usize, what: &str) -> OpResult<()> {
+    let Some(z) = z else { return Ok(()) };
+    let z = widen_i32(z)?;
+    match z.len() {
+        0 => {}
+        1 => v.iter_mut().for_each(|x| *x -= z[0]),
+        l if l == channels && channels > 0 => {
+            let per = v.len() / channels;
+            if per > 0 {
+                for (i, ch) in v.chunks_mut(per).enumerate() {
+                    ch.iter_mut().for_each(|x| *x -= z[i % channels]);
+                }
+            }
+        }
+        l => bail!("{what} has {l} elements; expected 1 or {channels}"),
+    }
+    Ok(())
+}
+
+impl Op for ConvIntegerOp {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?;
+        let w = inputs.tensor(1)?;
+        let d = self.0.dims(x.shape(), w.shape())?;
+        let mut xv = widen_i32(x)?;
+        let mut wv = widen_i32(w)?;
+        sub_zero_point(&mut xv, inputs.opt_tensor(2)?, 1, "x_zero_point")?;
+        sub_zero_point(&mut wv, inputs.opt_tensor(3)?, d.m, "w_zero_point")?;
+        let y = conv_compute::<i32>(&xv, &wv, &d, self.0.group)?;
+        Ok(vec![Value::Tensor(Tensor::from_vec(out_shape(&d), y)?)])
+    }
+    fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+        let shape = match (
+            inputs.first().copied().flatten().and_then(|t| t.tensor_shape()),
+            inputs.get(1).copied().flatten().and_then(|w| w.tensor_shape()),
+        ) {
+            (Some(xs), Some(ws)) => self.0.infer_shape(xs, ws),
+            _ => None,
+        };
+        Some(vec![ValueType::tensor(DType::I32, shape)])
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ConvTranspose
+// ---------------------------------------------------------------------------------------------
+
+struct ConvTransposeOp {
+    attrs: WindowAttrs,
+    group: usize,
+    output_padding: Option<Vec<usize>>,
+    output_shape: Option<Vec<usize>>,
+}
+
+fn build_conv_transpose(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
+    let group = n.attr_int_or("group", 1)?;
+    ensure!(group >= 1, "group must be >= 1, got {group}");
+    let list = |name: &str| -> OpResult<Option<Vec<usize>>> {
+        n.attr_ints(name)?
+            .map(|v| v.iter().map(|&x| crate::ops::util::to_usize(x, name)).collect::<OpResult<Vec<_>>>())
+            .transpose()
+    };
+    Ok(Box::new(ConvTransposeOp {
+        attrs: WindowAttrs::parse(n)?,
+        group: group as usize,
+        output_padding: list("output_padding")?,
+        output_shape: list("output_shape")?,
+    }))
+}
+
+struct TransDims {
+    n: usize,
+    c: usize,
+    m: usize,
+    geo: Geometry,
+}
+
+impl ConvTransposeOp {
+    fn dims(&self, x: &[usize], w: &[usize]) -> OpResult<TransDims> {
+        ensure!(x.len() >= 3, "ConvTranspose input must have rank >= 3, got {x:?}");
+        ensure!(w.len() == x.len(), "ConvTranspose weight rank {} differs from input rank {}", w.len(), x.len());
+        let g = self.group;
+        let r = x.len() - 2;
+        let (n, c) = (x[0], x[1]);
+        ensure!(w[0] == c, "ConvTranspose weight has {} input channels but the input has {c}", w[0]);
+        ensure!(c % g == 0, "channels {c} must be divisible by group {g}");
+        let m = w[1] * g;
+        let kernel = match &self.attrs.kernel_shape {
+            Some(k) => {
+                ensure!(k[..] == w[2..], "kernel_shape {k:?} disagrees with weight shape {w:?}");
+                k.clone()
+            }
+            None => w[2..].to_vec(),
+        };
+        let get = |v: &Option<Vec<usize>>, name: &str, def: usize| -> OpResult<Vec<usize>> {
+            match v {
+                None => Ok(vec![def; r]),
+                Some(v) if v.len() == r => Ok(v.clone()),
+                Some(v) if v.len() == 2 * r && name == "output_padding" => Ok(v[..r].to_vec()),
+                Some(v) => bail!("'{name}' has {} values but the input has {r} spatial dims", v.len()),
+            }
+        };
+        let strides = get(&self.attrs.strides, "strides", 1)?;
+        let dilations = get(&self.attrs.dilations, "dilations", 1)?;
+        let opad = get(&self.output_padding, "output_padding", 0)?;
+        let input = x[2..].to_vec();
+        let mut pb = vec![0usize; r];
+        let mut pe = vec![0usize; r];
+        let mut out = vec![0usize; r];
+        let full: Vec<usize> = (0..r)
+            .map(|i| strides[i] * (input[i].max(1) - 1) + opad[i] + (kernel[i] - 1) * dilations[i] + 1)
+            .collect();
+        let target = match (&self.output_shape, self.attrs.auto_pad) {
+            (Some(os), _) => {
+                let os = if os.len() == r + 2 { os[2..].to_vec() } else { os.clone() };
+                ensure!(os.len() == r, "output_shape has {} values; expected {r}", os.len());
+                Some(os)
+            }
+            (None, AutoPad::SameUpper | AutoPad::SameLower) => Some((0..r).map(|i| input[i] * strides[i]).collect()),
+            _ => None,
+        };
+        match target {
+            Some(os) => {
+                for i in 0..r {
+                    let total = full[i] as isize - os[i] as isize;
+                    let (b, e) = if total >= 0 {
+                        let t = total as usize;
+                        if self.attrs.auto_pad == AutoPad::SameUpper { (t / 2, t - t / 2) } else { (t - t / 2, t / 2) }
+                    } else {
+                        (0, 0)
+                    };
+                    pb[i] = b;
+                    pe[i] = e;
+                    out[i] = os[i];
+                }
+            }
+            None => {
+                if self.attrs.auto_pad == AutoPad::NotSet {
+                    if let Some(p) = &self.attrs.pads {
+                        ensure!(p.len() == 2 * r, "'pads' has {} values; expected {}", p.len(), 2 * r);
+                        pb.copy_from_slice(&p[..r]);
+                        pe.copy_from_slice(&p[r..]);
+                    }
+                }
+                for i in 0..r {
+                    ensure!(full[i] >= pb[i] + pe[i], "pads exceed the ConvTranspose output size");
+                    out[i] = full[i] - pb[i] - pe[i];
+                }
+            }
+        }
+        Ok(TransDims { n, c, m, geo: Geometry { input, kernel, strides, dilations, pad_begin: pb, pad_end: pe, output: out } })
+    }
+}
+
+/// Scatter-adds col [m·K, in] into the [m, out...] image.
+fn col2im<T: GemmElem>(col: &[T], m: usize, geo: &Geometry, y: &mut [T]) {
+    let r = geo.input.len();
+    let isz = geo.in_size();
+    let osz = geo.out_size();
+    let ksz = geo.kernel_size();
+    let ostr = kiln_tensor::strides_of(&geo.output);
+    if isz == 0 || osz == 0 {
+        return;
+    }
+    let work = |(ch, yc): (usize, &mut [T])| {
+        let mut kidx = vec![0usize; r];
+        let mut iidx = vec![0usize; r];
+        for kk in 0..ksz {
+            let row = &col[(ch * ksz + kk) * isz..][..isz];
+            iidx.iter_mut().for_each(|v| *v = 0);
+            for &v in row.iter() {
+                let mut off = 0isize;
+                let mut ok = true;
+                for d in 0..r {
+                    let o = (iidx[d] * geo.strides[d] + kidx[d] * geo.dilations[d]) as isize - geo.pad_begin[d] as isize;
+                    if o < 0 || o >= geo.output[d] as isize {
+                        ok = false;
+                        break;
+                    }
+                    off += o * ostr[d] as isize;
+                }
+                if ok {
+                    let t = &mut yc[off as usize];
+                    *t = t.add(v);
+                }
+                for d in (0..r).rev() {
+                    iidx[d] += 1;
+                    if iidx[d] < geo.input[d] {
+                        break;
+                    }
+                    iidx[d] = 0;
+                }
+            }
+            for d in (0..r).rev() {
+                kidx[d] += 1;
+                if kidx[d] < geo.kernel[d] {
+                    break;
+                }
+                kidx[d] = 0;
+            }
+        }
+    };
+    let chunks: Vec<(usize, &mut [T])> = y.chunks_mut(osz).take(m).enumerate().collect();
+    par_each(chunks, work);
+}
+
+fn conv_transpose_compute<T: GemmElem>(x: &[T], w: &[T], d: &TransDims, group: usize) -> OpResult<Vec<T>> {
+    let geo = &d.geo;
+    let isz = geo.in_size();
+    let osz = geo.out_size();
+    let ksz = geo.kernel_size();
+    let total = kiln_tensor::checked_numel(&[d.n, d.m, osz])?;
+    let mut y = vec![T::zero(); total];
+    let cg = d.c / group;
+    let mg = d.m / group;
+    let rows = mg * ksz;
+    let mut col = vec![T::zero(); kiln_tensor::checked_numel(&[rows, isz])?];
+    if total == 0 {
+        return Ok(y);
+    }
+    for img in 0..d.n {
+        for g in 0..group {
+            let xg = &x[(img * d.c + g * cg) * isz..][..cg * isz];
+            let wg = &w[g * cg * rows..][..cg * rows];
+            // col = Wgᵀ [rows × cg] · Xg [cg × isz]
+            par_gemm(rows, cg, isz, wg, 1, rows as isize, xg, isz as isize, 1, false, &mut col);
+            let yg = &mut y[(img * d.m + g * mg) * osz..][..mg * osz];
+            col2im(&col, mg, geo, yg);
+        }
+    }
+    Ok(y)
+}
+
+impl Op for ConvTransposeOp {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?;
+        let w = inputs.tensor(1)?;
+        let b = inputs.opt_tensor(2)?;
+        let d = self.dims(x.shape(), w.shape())?;
+        let dt = x.dtype();
+        let mut shape = vec![d.n, d.m];
+        shape.extend_from_slice(&d.geo.output);
+        let t = real_dispatch!(dt, "ConvTranspose", |T| {
+            let xv = T::cow(x)?;
+            let wv = T::cow(w)?;
+            let mut y = conv_transpose_compute::<T>(&xv, &wv, &d, self.group)?;
+            if let Some(b) = b {
+                add_bias(&mut y, &T::cow(b)?, d.m, d.geo.out_size())?;
+            }
+            real_tensor(shape, y, dt)?
+        });
+        Ok(vec![Value::Tensor(t)])
+    }
+    fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+        let x = inputs.first().copied().flatten()?;
+        let dt = x.tensor_dtype()?;
+        let shape = (|| {
+            let xs = x.tensor_shape()?.as_fixed()?;
+            let ws = inputs.get(1).copied().flatten()?.tensor_shape()?.as_fixed()?;
+            let d = self.dims(&xs, &ws).ok()?;
+            let mut s = vec![d.n, d.m];
+            s.extend_from_slice(&d.geo.output);
+            Some(Shape::fixed(&s))
+        })();
+        Some(vec![ValueType::tensor(dt, shape)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pads: Option<Vec<usize>>, strides: Option<Vec<usize>>) -> WindowAttrs {
+        WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides, dilations: None, pads, ceil_mode: false }
+    }
+
+    #[test]
+    fn conv_3x3_padded_matches_hand_sum() {
+        // 1x1x3x3 input of ones, 3x3 kernel of ones, pad 1: corner = 4, edge = 6, centre = 9.
+        let op = ConvOp { attrs: attrs(Some(vec![1, 1, 1, 1]), None), group: 1 };
+        let d = op.dims(&[1, 1, 3, 3], &[1, 1, 3, 3]).unwrap();
+        let y = conv_compute::<f32>(&[1.0; 9], &[1.0; 9], &d, 1).unwrap();
+        assert_eq!(y, vec![4., 6., 4., 6., 9., 6., 4., 6., 4.]);
+    }
+
+    #[test]
+    fn depthwise_matches_hand_sum() {
+        // two channels, 2x2 kernel of ones on a 3x3 image with values 0..9, stride 1, no pad.
+        let op = ConvOp { attrs: attrs(None, None), group: 2 };
+        let d = op.dims(&[1, 2, 3, 3], &[2, 1, 2, 2]).unwrap();
+        let x: Vec<f32> = (0..18).map(|v| v as f32).collect();
+        let mut w = vec![1.0f32; 8];
+        w[4..].iter_mut().for_each(|v| *v = 2.0);
+        let y = conv_compute::<f32>(&x, &w, &d, 2).unwrap();
+        assert_eq!(y, vec![8., 12., 20., 24., 2. * 44., 2. * 48., 2. * 56., 2. * 60.]);
+    }
+
+    /// Direct definition of a depthwise 2-D convolution, one output per loop nest.
+    fn naive_dw(x: &[f64], w: &[f64], c: usize, h: usize, wd: usize, k: usize, s: usize, p: usize) -> Vec<f64> {
+        let oh = (h + 2 * p - k) / s + 1;
+        let ow = (wd + 2 * p - k) / s + 1;
+        let mut y = vec![0.0; c * oh * ow];
+        for ch in 0..c {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut acc = 0.0;
+                    for a in 0..k {
+                        for b in 0..k {
+                            let (r, q) = ((i * s + a) as isize - p as isize, (j * s + b) as isize - p as isize);
+                            if r >= 0 && q >= 0 && (r as usize) < h && (q as usize) < wd {
+                                acc += x[ch * h * wd + r as usize * wd + q as usize] * w[ch * k * k + a * k + b];
+                            }
+                        }
+                    }
+                    y[ch * oh * ow + i * ow + j] = acc;
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn depthwise_strided_matches_definition() {
+        for (k, s, p, h, wd) in [(3usize, 1usize, 1usize, 7usize, 9usize), (3, 2, 1, 8, 11), (5, 2, 2, 9, 6), (3, 2, 0, 5, 5)] {
+            let c = 3;
+            let op = ConvOp {
+                attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![s, s]), dilations: None, pads: Some(vec![p; 4]), ceil_mode: false },
+                group: c,
+            };
+            let d = op.dims(&[1, c, h, wd], &[c, 1, k, k]).unwrap();
+            let x: Vec<f64> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
+            let w: Vec<f64> = (0..c * k * k).map(|i| ((i * 5) % 11) as f64 - 5.0).collect();
+            let got = conv_compute::<f64>(&x, &w, &d, c).unwrap();
+            assert_eq!(got, naive_dw(&x, &w, c, h, wd, k, s, p), "k{k} s{s} p{p}");
+        }
+    }
+
+    #[test]
+    fn transpose_stride2() {
+        // 1-D: x = [1, 2], w = [1, 1, 1], stride 2 -> length 5: [1, 1, 3, 2, 2]
+        let op = ConvTransposeOp { attrs: attrs(None, Some(vec![2])), group: 1, output_padding: None, output_shape: None };
+        let d = op.dims(&[1, 1, 2], &[1, 1, 3]).unwrap();
+        let y = conv_transpose_compute::<f32>(&[1., 2.], &[1., 1., 1.], &d, 1).unwrap();
+        assert_eq!(y, vec![1., 1., 3., 2., 2.]);
+    }
+}

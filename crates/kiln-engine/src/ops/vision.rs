@@ -1,0 +1,5 @@
+//! vision operators.
+
+use crate::registry::Registry;
+
+pub fn register(_r: &mut Registry) {}
