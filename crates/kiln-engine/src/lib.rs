@@ -16,6 +16,7 @@ pub mod sparse;
 
 pub use error::{Error, OpError, OpResult, UnsupportedNode};
 pub use op::{Inputs, NodeInfo, Op};
+pub use plan::Subgraph;
 pub use registry::{OpEntry, Registry, MAX_AI_ONNX_OPSET};
 pub use session::{IoInfo, ModelInfo, Session, SessionOptions};
 pub use kiln_tensor as tensor;

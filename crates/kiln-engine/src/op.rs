@@ -55,6 +55,10 @@ pub struct NodeInfo<'a> {
     pub(crate) base_dir: Option<&'a std::path::Path>,
     /// Opset imports of the model (domain → version), for ops with subgraphs.
     pub opsets: &'a HashMap<String, i64>,
+    /// Outer-scope values the node's subgraphs read (name, type), sorted by name. At run time
+    /// their values follow the declared inputs in `Inputs`.
+    pub implicit_inputs: Vec<(String, Option<ValueType>)>,
+    pub(crate) registry: &'a crate::registry::Registry,
 }
 
 impl<'a> NodeInfo<'a> {

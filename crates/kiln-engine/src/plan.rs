@@ -12,7 +12,7 @@ use kiln_onnx::proto::{GraphProto, NodeProto};
 use kiln_onnx::tensor::{tensor_from_proto, value_type_from_proto};
 use kiln_tensor::{Value, ValueType};
 
-use crate::error::{Error, UnsupportedNode};
+use crate::error::{Error, OpError, OpResult, UnsupportedNode};
 use crate::op::{Inputs, NodeInfo, Op};
 use crate::registry::Registry;
 
@@ -21,6 +21,8 @@ use crate::registry::Registry;
 pub(crate) enum Src {
     Const(usize),
     Slot(usize),
+    /// An outer-scope value, passed by reference to a subgraph's `execute`.
+    Ext(usize),
 }
 
 pub(crate) struct Step {
@@ -40,6 +42,8 @@ pub(crate) struct Plan {
     pub num_slots: usize,
     /// Graph inputs (in declaration order): name, declared type, slot.
     pub inputs: Vec<(String, Option<ValueType>, usize)>,
+    /// Outer-scope values the graph reads (subgraphs only), in the order `execute` takes them.
+    pub externals: Vec<String>,
     /// Graph outputs: name, type, where the value is.
     pub outputs: Vec<(String, Option<ValueType>, Src)>,
     /// Op types of the nodes as loaded (before folding), for `inspect`.
@@ -218,6 +222,8 @@ pub(crate) fn compile(
     let mut inputs: Vec<(String, Option<ValueType>, usize)> = Vec::new();
     let mut num_slots = 0usize;
     let mut slot_of: HashMap<String, usize> = HashMap::new();
+    let mut ext_of: HashMap<String, usize> = HashMap::new();
+    let mut externals: Vec<String> = Vec::new();
     for vi in &graph.input {
         if init_names.contains(vi.name.as_str()) {
             continue;
@@ -238,12 +244,12 @@ pub(crate) fn compile(
     }
     for (name, ty) in outer {
         if known.contains_key(name) {
+            // Shadowed by the subgraph's own input or initializer.
             continue;
         }
-        slot_of.insert(name.clone(), num_slots);
-        inputs.push((name.clone(), ty.clone(), num_slots));
+        ext_of.insert(name.clone(), externals.len());
+        externals.push(name.clone());
         known.insert(name.clone(), Known::Dynamic(ty.clone()));
-        num_slots += 1;
     }
 
     // Declared types of intermediate values and outputs.
@@ -308,7 +314,10 @@ pub(crate) fn compile(
         if opset < entry.since && !env.opsets.is_empty() {
             // Older opset than we implement: still try; builders handle opset differences.
         }
+        let implicit = implicit_inputs(n, &known);
         let info = NodeInfo {
+            implicit_inputs: implicit.clone(),
+            registry: env.registry,
             name: &label,
             op_type: &n.op_type,
             domain,
@@ -426,6 +435,9 @@ pub(crate) fn compile(
     // Constants are addressed by index.
     let mut const_index: HashMap<String, usize> = HashMap::new();
     let mut src_of = |name: &str, known: &HashMap<String, Known>, slot_of: &mut HashMap<String, usize>, num_slots: &mut usize| -> Option<Src> {
+        if let Some(&e) = ext_of.get(name) {
+            return Some(Src::Ext(e));
+        }
         match known.get(name)? {
             Known::Const(v) => {
                 let idx = *const_index.entry(name.to_string()).or_insert_with(|| {
@@ -457,6 +469,10 @@ pub(crate) fn compile(
             } else {
                 ins.push(src_of(i, &known, &mut slot_of, &mut num_slots));
             }
+        }
+        // Outer-scope values read by subgraphs follow the declared inputs.
+        for (name, _) in implicit_inputs(n, &known) {
+            ins.push(src_of(&name, &known, &mut slot_of, &mut num_slots));
         }
         let mut outs = Vec::with_capacity(n.output.len());
         for o in &n.output {
@@ -509,12 +525,39 @@ pub(crate) fn compile(
 
     let mut op_histogram: Vec<(String, usize)> = histogram.into_iter().collect();
     op_histogram.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    Ok(Plan { consts, steps, num_slots, inputs, outputs, op_histogram })
+    Ok(Plan { consts, steps, num_slots, inputs, externals, outputs, op_histogram })
+}
+
+/// Outer-scope names a node's subgraphs read that this scope knows, sorted.
+fn implicit_inputs(n: &NodeProto, known: &HashMap<String, Known>) -> Vec<(String, Option<ValueType>)> {
+    let mut refs = Vec::new();
+    for a in &n.attribute {
+        if let Some(g) = &a.g {
+            collect_outer_refs(g, &mut refs);
+        }
+        for g in &a.graphs {
+            collect_outer_refs(g, &mut refs);
+        }
+    }
+    refs.sort();
+    refs.dedup();
+    refs.into_iter()
+        .filter_map(|r| match known.get(&r) {
+            Some(Known::Const(v)) => Some((r, Some(v.value_type()))),
+            Some(Known::Dynamic(t)) => Some((r, t.clone())),
+            None => None,
+        })
+        .collect()
 }
 
 impl Plan {
     /// Runs the plan; `feeds[i]` is the value of `self.inputs[i]`.
     pub(crate) fn execute(&self, feeds: Vec<Value>) -> Result<Vec<Value>, Error> {
+        self.execute_with(feeds, &[])
+    }
+
+    /// Runs the plan with outer-scope values: `ext[i]` is the value of `self.externals[i]`.
+    pub(crate) fn execute_with(&self, feeds: Vec<Value>, ext: &[Option<&Value>]) -> Result<Vec<Value>, Error> {
         let mut slots: Vec<Option<Value>> = Vec::with_capacity(self.num_slots);
         slots.resize_with(self.num_slots, || None);
         for ((_, _, slot), v) in self.inputs.iter().zip(feeds) {
@@ -528,6 +571,7 @@ impl Plan {
                         None => None,
                         Some(Src::Const(i)) => Some(&*self.consts[*i]),
                         Some(Src::Slot(s)) => slots[*s].as_ref(),
+                        Some(Src::Ext(e)) => ext.get(*e).copied().flatten(),
                     });
                 }
                 step.op.run(&Inputs::new(&ins)).map_err(|e| Error::Node {
@@ -560,6 +604,7 @@ impl Plan {
         for (name, _, src) in &self.outputs {
             let v = match src {
                 Src::Const(i) => Some((*self.consts[*i]).clone()),
+                Src::Ext(e) => ext.get(*e).copied().flatten().cloned(),
                 Src::Slot(s) => {
                     // A graph output listed twice must stay available for the second copy.
                     let later = self.outputs.iter().filter(|(_, _, x)| x == src).count() > 1;
@@ -577,5 +622,58 @@ impl Plan {
             })?);
         }
         Ok(result)
+    }
+}
+
+/// A compiled subgraph of a control-flow node (If branch, Loop/Scan body, SequenceMap body).
+pub struct Subgraph {
+    plan: Plan,
+    /// For each of the plan's externals, its index among the node's implicit inputs.
+    ext_index: Vec<usize>,
+}
+
+impl Subgraph {
+    /// Compiles `g` as a subgraph of the node described by `info`.
+    pub fn compile(info: &NodeInfo, g: &GraphProto) -> OpResult<Subgraph> {
+        let env = CompileEnv { registry: info.registry, opsets: info.opsets, base_dir: info.base_dir, optimize: true };
+        let plan = compile(g, &env, &info.implicit_inputs).map_err(|e| OpError(format!("subgraph '{}': {e}", g.name)))?;
+        let ext_index = plan
+            .externals
+            .iter()
+            .map(|name| info.implicit_inputs.iter().position(|(n, _)| n == name).unwrap_or(usize::MAX))
+            .collect();
+        Ok(Subgraph { plan, ext_index })
+    }
+
+    /// Number of formal inputs.
+    pub fn num_inputs(&self) -> usize {
+        self.plan.inputs.len()
+    }
+
+    pub fn num_outputs(&self) -> usize {
+        self.plan.outputs.len()
+    }
+
+    /// Declared types of the formal inputs.
+    pub fn input_types(&self) -> Vec<Option<ValueType>> {
+        self.plan.inputs.iter().map(|(_, t, _)| t.clone()).collect()
+    }
+
+    /// Declared types of the outputs.
+    pub fn output_types(&self) -> Vec<Option<ValueType>> {
+        self.plan.outputs.iter().map(|(_, t, _)| t.clone()).collect()
+    }
+
+    /// Runs the subgraph. `implicit` are the node's implicit inputs (outer-scope values).
+    pub fn run(&self, feeds: Vec<Value>, implicit: &[Option<&Value>]) -> OpResult<Vec<Value>> {
+        if feeds.len() != self.plan.inputs.len() {
+            return Err(OpError(format!(
+                "subgraph takes {} inputs, {} given",
+                self.plan.inputs.len(),
+                feeds.len()
+            )));
+        }
+        let ext: Vec<Option<&Value>> = self.ext_index.iter().map(|&k| implicit.get(k).copied().flatten()).collect();
+        self.plan.execute_with(feeds, &ext).map_err(|e| OpError(e.to_string()))
     }
 }

@@ -9,6 +9,7 @@ use std::fmt;
 pub use half::{bf16, f16};
 
 mod value;
+pub mod npy;
 pub use value::{MapKey, Value, ValueType};
 
 /// Element type of a tensor. The discriminants are the ONNX `TensorProto.DataType` codes.

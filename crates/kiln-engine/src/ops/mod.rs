@@ -6,6 +6,7 @@ pub mod util;
 
 mod attention;
 mod constant;
+mod control;
 mod elementwise;
 mod loss;
 mod matmul;
@@ -24,6 +25,7 @@ use crate::registry::Registry;
 pub fn register_all(r: &mut Registry) {
     attention::register(r);
     constant::register(r);
+    control::register(r);
     elementwise::register(r);
     loss::register(r);
     matmul::register(r);

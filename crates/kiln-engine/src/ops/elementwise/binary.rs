@@ -1,0 +1,404 @@
+//! Broadcasting binary and variadic operators: arithmetic, Pow, Mod, BitShift, logic, bitwise,
+//! comparisons, Where, Sum/Mean/Max/Min and PRelu.
+
+use kiln_tensor::{DType, Tensor, TensorData, Value, ValueType};
+
+use super::kernels::{binary, ternary, FloatElem, Num, Real};
+use super::{in_dtype, infer_broadcast, infer_unary, single};
+use crate::error::OpResult;
+use crate::op::{Inputs, NodeInfo, Op};
+use crate::registry::Registry;
+use crate::{bail, ensure};
+
+pub fn register(r: &mut Registry) {
+    macro_rules! bin {
+        ($name:literal, $since:expr, $kind:expr) => {
+            r.add($name, $since, |_| Ok(Box::new(BinaryOp { kind: $kind, name: $name })));
+        };
+    }
+    bin!("Add", 1, B::Add);
+    bin!("Sub", 1, B::Sub);
+    bin!("Mul", 1, B::Mul);
+    bin!("Div", 1, B::Div);
+    bin!("And", 1, B::And);
+    bin!("Or", 1, B::Or);
+    bin!("Xor", 1, B::Xor);
+    bin!("BitwiseAnd", 18, B::BitAnd);
+    bin!("BitwiseOr", 18, B::BitOr);
+    bin!("BitwiseXor", 18, B::BitXor);
+    bin!("Equal", 1, B::Eq);
+    bin!("Less", 1, B::Lt);
+    bin!("LessOrEqual", 12, B::Le);
+    bin!("Greater", 1, B::Gt);
+    bin!("GreaterOrEqual", 12, B::Ge);
+    r.add("Mod", 10, |n| {
+        let fmod = n.attr_int_or("fmod", 0)? != 0;
+        Ok(Box::new(BinaryOp { kind: B::Mod(fmod), name: "Mod" }))
+    });
+    r.add("BitShift", 11, |n| {
+        let left = match n.attr_string("direction")?.as_deref() {
+            Some("LEFT") => true,
+            Some("RIGHT") => false,
+            Some(other) => bail!("BitShift direction must be LEFT or RIGHT, got '{other}'"),
+            None => bail!("BitShift needs the 'direction' attribute"),
+        };
+        Ok(Box::new(BinaryOp { kind: B::Shift(left), name: "BitShift" }))
+    });
+    r.add("Pow", 1, |_| Ok(Box::new(PowOp)));
+    r.add("Where", 9, |_| Ok(Box::new(WhereOp)));
+    r.add("PRelu", 1, |_| Ok(Box::new(PReluOp)));
+    r.add("Sum", 1, |n| variadic(n, V::Sum));
+    r.add("Mean", 1, |n| variadic(n, V::Mean));
+    r.add("Max", 1, |n| variadic(n, V::Max));
+    r.add("Min", 1, |n| variadic(n, V::Min));
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum B {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod(bool),
+    Shift(bool),
+    And,
+    Or,
+    Xor,
+    BitAnd,
+    BitOr,
+    BitXor,
+    Eq,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+struct BinaryOp {
+    kind: B,
+    name: &'static str,
+}
+
+type Out<T> = OpResult<(Vec<usize>, Vec<T>)>;
+
+fn arith<T: Num>(a: &[T], sa: &[usize], b: &[T], sb: &[usize], k: B) -> Out<T> {
+    match k {
+        B::Add => binary(a, sa, b, sb, |x, y| x.n_add(*y)),
+        B::Sub => binary(a, sa, b, sb, |x, y| x.n_sub(*y)),
+        B::Mul => binary(a, sa, b, sb, |x, y| x.n_mul(*y)),
+        B::Div => binary(a, sa, b, sb, |x, y| x.n_div(*y)),
+        B::Mod(false) => binary(a, sa, b, sb, |x, y| x.rem_floor(*y)),
+        B::Mod(true) => binary(a, sa, b, sb, |x, y| x.rem_trunc(*y)),
+        _ => bail!("internal: {k:?} is not arithmetic"),
+    }
+}
+
+fn compare<T: PartialOrd>(a: &[T], sa: &[usize], b: &[T], sb: &[usize], k: B) -> Out<bool> {
+    match k {
+        B::Eq => binary(a, sa, b, sb, |x, y| x == y),
+        B::Lt => binary(a, sa, b, sb, |x, y| x < y),
+        B::Le => binary(a, sa, b, sb, |x, y| x <= y),
+        B::Gt => binary(a, sa, b, sb, |x, y| x > y),
+        B::Ge => binary(a, sa, b, sb, |x, y| x >= y),
+        _ => bail!("internal: {k:?} is not a comparison"),
+    }
+}
+
+fn shift_amount<T: Num>(s: T, bits: i64) -> Option<u32> {
+    let s = if T::IS_SIGNED { s.to_i64() } else { s.to_u64().min(bits as u64) as i64 };
+    if (0..bits).contains(&s) {
+        Some(s as u32)
+    } else {
+        None
+    }
+}
+
+impl Op for BinaryOp {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let a = inputs.tensor(0)?;
+        let b = inputs.tensor(1)?;
+        let name = self.name;
+        ensure!(
+            a.dtype() == b.dtype(),
+            "{name} needs inputs of one type, got {} and {}",
+            a.dtype(),
+            b.dtype()
+        );
+        let (sa, sb) = (a.shape(), b.shape());
+        let k = self.kind;
+        match k {
+            B::Add | B::Sub | B::Mul | B::Div | B::Mod(_) => dispatch!(num a.data(), name, |va: T| {
+                let (s, o) = arith::<T>(va, sa, b.as_slice::<T>()?, sb, k)?;
+                single(s, o)
+            }),
+            B::Eq => dispatch!(all a.data(), name, |va: T| {
+                let (s, o) = compare::<T>(va, sa, b.as_slice::<T>()?, sb, k)?;
+                single(s, o)
+            }),
+            B::Lt | B::Le | B::Gt | B::Ge => dispatch!(num a.data(), name, |va: T| {
+                let (s, o) = compare::<T>(va, sa, b.as_slice::<T>()?, sb, k)?;
+                single(s, o)
+            }),
+            B::And | B::Or | B::Xor => {
+                let (TensorData::Bool(va), TensorData::Bool(vb)) = (a.data(), b.data()) else {
+                    bail!("{name} needs bool tensors, got {}", a.dtype());
+                };
+                let (s, o) = match k {
+                    B::And => binary(va, sa, vb, sb, |x, y| *x & *y)?,
+                    B::Or => binary(va, sa, vb, sb, |x, y| *x | *y)?,
+                    _ => binary(va, sa, vb, sb, |x, y| *x ^ *y)?,
+                };
+                single(s, o)
+            }
+            B::BitAnd | B::BitOr | B::BitXor => dispatch!(int a.data(), name, |va: T| {
+                let vb = b.as_slice::<T>()?;
+                let (s, o) = match k {
+                    B::BitAnd => binary(va, sa, vb, sb, |x, y| *x & *y)?,
+                    B::BitOr => binary(va, sa, vb, sb, |x, y| *x | *y)?,
+                    _ => binary(va, sa, vb, sb, |x, y| *x ^ *y)?,
+                };
+                single(s, o)
+            }),
+            B::Shift(left) => dispatch!(int a.data(), name, |va: T| {
+                let vb = b.as_slice::<T>()?;
+                let bits = (std::mem::size_of::<T>() * 8) as i64;
+                let (s, o) = if left {
+                    binary(va, sa, vb, sb, |x, y| match shift_amount(*y, bits) {
+                        Some(n) => x.wrapping_shl(n),
+                        None => 0,
+                    })?
+                } else {
+                    binary(va, sa, vb, sb, |x, y| match shift_amount(*y, bits) {
+                        Some(n) => x.wrapping_shr(n),
+                        None => x.wrapping_shr(bits as u32 - 1).wrapping_shr(1),
+                    })?
+                };
+                single(s, o)
+            }),
+        }
+    }
+    fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+        let dt = match self.kind {
+            B::Eq | B::Lt | B::Le | B::Gt | B::Ge => DType::Bool,
+            _ => in_dtype(inputs, 0)?,
+        };
+        infer_broadcast(inputs.get(..2)?, dt)
+    }
+}
+
+/// Pow: base float or integer, exponent any numeric type; the output has the base's type.
+struct PowOp;
+
+fn int_pow<T: Num>(mut b: T, mut e: u64) -> T {
+    let mut r = T::from_i64(1);
+    while e > 0 {
+        if e & 1 == 1 {
+            r = r.n_mul(b);
+        }
+        b = b.n_mul(b);
+        e >>= 1;
+    }
+    r
+}
+
+fn pow_scalar<T: FloatElem>(x: &[T], e: f64) -> Vec<T> {
+    let c = |v: f64| T::R::c(v);
+    let map = |f: &dyn Fn(T::R) -> T::R| -> Vec<T> { x.iter().map(|&v| T::from_r(f(v.to_r()))).collect() };
+    if e == 2.0 {
+        x.iter().map(|&v| { let r = v.to_r(); T::from_r(r * r) }).collect()
+    } else if e == 1.0 {
+        x.to_vec()
+    } else if e == 0.5 {
+        x.iter().map(|&v| T::from_r(v.to_r().sqrt())).collect()
+    } else if e == 3.0 {
+        x.iter().map(|&v| { let r = v.to_r(); T::from_r(r * r * r) }).collect()
+    } else {
+        let e = c(e);
+        map(&|v| v.powf(e))
+    }
+}
+
+impl Op for PowOp {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let a = inputs.tensor(0)?;
+        let b = inputs.tensor(1)?;
+        let (sa, sb) = (a.shape(), b.shape());
+        if a.dtype().is_float() && b.len() == 1 && b.rank() <= a.rank() && b.dtype() != DType::String {
+            let e = b.to_f64_vec()?[0];
+            return dispatch!(float a.data(), "Pow", |v: T| single(sa.to_vec(), pow_scalar::<T>(v, e)));
+        }
+        if a.dtype() == b.dtype() && a.dtype().is_float() {
+            return dispatch!(float a.data(), "Pow", |va: T| {
+                let vb = b.as_slice::<T>()?;
+                let (s, o) = binary(va, sa, vb, sb, |x, y| T::from_r(x.to_r().powf(y.to_r())))?;
+                single(s, o)
+            });
+        }
+        ensure!(b.dtype() != DType::Bool, "Pow does not support a bool exponent");
+        let e = b.to_f64_vec()?;
+        let int_exp = b.dtype().is_int();
+        dispatch!(num a.data(), "Pow", |va: T| {
+            let (s, o) = binary(va, sa, &e, sb, |x, y| {
+                if !T::IS_FLOAT && int_exp && *y >= 0.0 {
+                    int_pow(*x, *y as u64)
+                } else {
+                    T::from_f64(x.to_f64().powf(*y))
+                }
+            })?;
+            single(s, o)
+        })
+    }
+    fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+        infer_broadcast(inputs.get(..2)?, in_dtype(inputs, 0)?)
+    }
+}
+
+/// Where(cond, x, y).
+struct WhereOp;
+
+impl Op for WhereOp {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let c = inputs.tensor(0)?;
+        let x = inputs.tensor(1)?;
+        let y = inputs.tensor(2)?;
+        let TensorData::Bool(vc) = c.data() else {
+            bail!("Where condition must be bool, got {}", c.dtype());
+        };
+        ensure!(
+            x.dtype() == y.dtype(),
+            "Where needs X and Y of one type, got {} and {}",
+            x.dtype(),
+            y.dtype()
+        );
+        dispatch!(all x.data(), "Where", |vx: T| {
+            let vy = y.as_slice::<T>()?;
+            let (s, o) = ternary((vc, c.shape()), (vx, x.shape()), (vy, y.shape()), |c, a, b| {
+                if *c {
+                    a.clone()
+                } else {
+                    b.clone()
+                }
+            })?;
+            single(s, o)
+        })
+    }
+    fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+        infer_broadcast(inputs.get(..3)?, in_dtype(inputs, 1)?)
+    }
+}
+
+/// PRelu(x, slope): slope broadcasts to x's shape.
+struct PReluOp;
+
+impl Op for PReluOp {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?;
+        let s = inputs.tensor(1)?;
+        ensure!(
+            x.dtype() == s.dtype(),
+            "PRelu needs X and slope of one type, got {} and {}",
+            x.dtype(),
+            s.dtype()
+        );
+        dispatch!(num x.data(), "PRelu", |vx: T| {
+            let z = T::zero();
+            let (shape, o) =
+                binary(vx, x.shape(), s.as_slice::<T>()?, s.shape(), |a, b| if *a < z { a.n_mul(*b) } else { *a })?;
+            ensure!(
+                shape == x.shape(),
+                "PRelu slope of shape {:?} does not broadcast to X of shape {:?}",
+                s.shape(),
+                x.shape()
+            );
+            single(shape, o)
+        })
+    }
+    fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+        infer_unary(inputs, None)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum V {
+    Sum,
+    Mean,
+    Max,
+    Min,
+}
+
+struct Variadic(V);
+
+fn variadic(_n: &NodeInfo, v: V) -> OpResult<Box<dyn Op>> {
+    Ok(Box::new(Variadic(v)))
+}
+
+fn fold<T: Num>(ts: &[&Tensor], f: impl Fn(T, T) -> T + Copy) -> Out<T> {
+    let Some(first) = ts.first() else { bail!("needs at least one input") };
+    let mut shape = first.shape().to_vec();
+    let mut acc: Vec<T> = first.as_slice::<T>()?.to_vec();
+    for t in &ts[1..] {
+        let (s, o) = binary(&acc, &shape, t.as_slice::<T>()?, t.shape(), |x, y| f(*x, *y))?;
+        acc = o;
+        shape = s;
+    }
+    Ok((shape, acc))
+}
+
+impl Op for Variadic {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let ts = inputs.tensors()?;
+        let name = match self.0 {
+            V::Sum => "Sum",
+            V::Mean => "Mean",
+            V::Max => "Max",
+            V::Min => "Min",
+        };
+        let Some(first) = ts.first() else { bail!("{name} needs at least one input") };
+        for t in &ts {
+            ensure!(
+                t.dtype() == first.dtype(),
+                "{name} needs inputs of one type, got {} and {}",
+                first.dtype(),
+                t.dtype()
+            );
+        }
+        dispatch!(num first.data(), name, |_v: T| {
+            let (s, o) = match self.0 {
+                V::Sum => fold::<T>(&ts, |x, y| x.n_add(y))?,
+                V::Max => fold::<T>(&ts, |x, y| x.n_max(y))?,
+                V::Min => fold::<T>(&ts, |x, y| x.n_min(y))?,
+                V::Mean => {
+                    let (s, o) = fold::<T>(&ts, |x, y| x.n_add(y))?;
+                    let n = T::from_f64(ts.len() as f64);
+                    (s, o.into_iter().map(|x| x.n_div(n)).collect())
+                }
+            };
+            single(s, o)
+        })
+    }
+    fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+        infer_broadcast(inputs, in_dtype(inputs, 0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shifts_follow_reference_rules() {
+        assert_eq!(shift_amount(3i8, 8), Some(3));
+        assert_eq!(shift_amount(-1i8, 8), None);
+        assert_eq!(shift_amount(8u8, 8), None);
+        assert_eq!(shift_amount(u64::MAX, 64), None);
+        // Arithmetic right shift saturating to the sign when the amount is out of range.
+        assert_eq!((-100i8).wrapping_shr(7).wrapping_shr(1), -1);
+    }
+
+    #[test]
+    fn integer_pow() {
+        assert_eq!(int_pow(3i32, 6), 729);
+        assert_eq!(int_pow(-2i64, 3), -8);
+        assert_eq!(int_pow(7u8, 0), 1);
+    }
+}

@@ -1,0 +1,428 @@
+//! Unary elementwise operators: float math and activations, Abs/Neg/Sign/Relu/Shrink on all
+//! numeric types, IsNaN/IsInf, Not/BitwiseNot and Clip.
+
+use kiln_tensor::{DType, Tensor, Value, ValueType};
+
+use super::kernels::{map_float, FloatElem, Num, Real};
+use super::{infer_unary, single};
+use crate::error::OpResult;
+use crate::op::{Inputs, NodeInfo, Op};
+use crate::registry::Registry;
+use crate::{bail, ensure};
+
+pub fn register(r: &mut Registry) {
+    macro_rules! float_op {
+        ($name:literal, $since:expr, $kind:expr) => {
+            r.add($name, $since, |_| Ok(Box::new(FloatUnary { kind: $kind, name: $name })));
+        };
+    }
+    float_op!("Sqrt", 1, F::Sqrt);
+    float_op!("Reciprocal", 1, F::Reciprocal);
+    float_op!("Exp", 1, F::Exp);
+    float_op!("Log", 1, F::Log);
+    float_op!("Sin", 7, F::Sin);
+    float_op!("Cos", 7, F::Cos);
+    float_op!("Tan", 7, F::Tan);
+    float_op!("Asin", 7, F::Asin);
+    float_op!("Acos", 7, F::Acos);
+    float_op!("Atan", 7, F::Atan);
+    float_op!("Sinh", 9, F::Sinh);
+    float_op!("Cosh", 9, F::Cosh);
+    float_op!("Tanh", 1, F::Tanh);
+    float_op!("Asinh", 9, F::Asinh);
+    float_op!("Acosh", 9, F::Acosh);
+    float_op!("Atanh", 9, F::Atanh);
+    float_op!("Erf", 9, F::Erf);
+    float_op!("Floor", 1, F::Floor);
+    float_op!("Ceil", 1, F::Ceil);
+    float_op!("Round", 11, F::Round);
+    float_op!("Sigmoid", 1, F::Sigmoid);
+    float_op!("HardSwish", 14, F::HardSwish);
+    float_op!("Softplus", 1, F::Softplus);
+    float_op!("Softsign", 1, F::Softsign);
+    float_op!("Mish", 18, F::Mish);
+    r.add("LeakyRelu", 1, |n| float_with(n, "LeakyRelu", F::LeakyRelu(n.attr_float_or("alpha", 0.01)?)));
+    r.add("Elu", 1, |n| float_with(n, "Elu", F::Elu(n.attr_float_or("alpha", 1.0)?)));
+    r.add("Selu", 1, |n| {
+        let alpha = n.attr_float_or("alpha", 1.673_263_2)?;
+        let gamma = n.attr_float_or("gamma", 1.050_701)?;
+        float_with(n, "Selu", F::Selu(alpha, gamma))
+    });
+    r.add("Celu", 12, |n| float_with(n, "Celu", F::Celu(n.attr_float_or("alpha", 1.0)?)));
+    r.add("HardSigmoid", 1, |n| {
+        let alpha = n.attr_float_or("alpha", 0.2)?;
+        let beta = n.attr_float_or("beta", 0.5)?;
+        float_with(n, "HardSigmoid", F::HardSigmoid(alpha, beta))
+    });
+    r.add("ThresholdedRelu", 1, |n| {
+        float_with(n, "ThresholdedRelu", F::ThresholdedRelu(n.attr_float_or("alpha", 1.0)?))
+    });
+    r.add("Swish", 1, |n| float_with(n, "Swish", F::Swish(n.attr_float_or("alpha", 1.0)?)));
+    r.add("Gelu", 20, |n| {
+        let tanh = match n.attr_string_or("approximate", "none")?.as_str() {
+            "none" => false,
+            "tanh" => true,
+            other => bail!("Gelu approximate must be 'none' or 'tanh', got '{other}'"),
+        };
+        float_with(n, "Gelu", F::Gelu(tanh))
+    });
+
+    macro_rules! num_op {
+        ($name:literal, $since:expr, $kind:expr) => {
+            r.add($name, $since, |_| Ok(Box::new(NumUnary { kind: $kind, name: $name })));
+        };
+    }
+    num_op!("Abs", 1, N::Abs);
+    num_op!("Neg", 1, N::Neg);
+    num_op!("Sign", 9, N::Sign);
+    num_op!("Relu", 1, N::Relu);
+    r.add("Shrink", 9, |n| {
+        let lambd = n.attr_float_or("lambd", 0.5)?;
+        let bias = n.attr_float_or("bias", 0.0)?;
+        Ok(Box::new(NumUnary { kind: N::Shrink(lambd, bias), name: "Shrink" }))
+    });
+    num_op!("Not", 1, N::Not);
+    num_op!("BitwiseNot", 18, N::BitwiseNot);
+    r.add("IsNaN", 9, |_| Ok(Box::new(FloatTest { nan: true, neg: false, pos: false })));
+    r.add("IsInf", 10, |n| {
+        Ok(Box::new(FloatTest {
+            nan: false,
+            neg: n.attr_int_or("detect_negative", 1)? != 0,
+            pos: n.attr_int_or("detect_positive", 1)? != 0,
+        }))
+    });
+    r.add("Clip", 1, build_clip);
+}
+
+fn float_with(_n: &NodeInfo, name: &'static str, kind: F) -> OpResult<Box<dyn Op>> {
+    Ok(Box::new(FloatUnary { kind, name }))
+}
+
+/// Float-only unary functions (attribute parameters inline).
+#[derive(Clone, Copy, Debug)]
+enum F {
+    Sqrt,
+    Reciprocal,
+    Exp,
+    Log,
+    Sin,
+    Cos,
+    Tan,
+    Asin,
+    Acos,
+    Atan,
+    Sinh,
+    Cosh,
+    Tanh,
+    Asinh,
+    Acosh,
+    Atanh,
+    Erf,
+    Floor,
+    Ceil,
+    Round,
+    Sigmoid,
+    HardSwish,
+    Softplus,
+    Softsign,
+    Mish,
+    LeakyRelu(f32),
+    Elu(f32),
+    Selu(f32, f32),
+    Celu(f32),
+    HardSigmoid(f32, f32),
+    ThresholdedRelu(f32),
+    Swish(f32),
+    Gelu(bool),
+}
+
+struct FloatUnary {
+    kind: F,
+    name: &'static str,
+}
+
+impl Op for FloatUnary {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?;
+        let shape = x.shape().to_vec();
+        dispatch!(float x.data(), self.name, |v: T| single(shape, float_unary::<T>(self.kind, v)))
+    }
+    fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+        infer_unary(inputs, None)
+    }
+}
+
+#[inline(always)]
+fn sigmoid<R: Real>(v: R) -> R {
+    R::c(1.0) / (R::c(1.0) + (-v).exp())
+}
+
+#[inline(always)]
+fn softplus<R: Real>(v: R) -> R {
+    // max(v, 0) + log1p(exp(-|v|)): no overflow for large |v|.
+    let m = if v > R::c(0.0) { v } else { R::c(0.0) };
+    m + (-v.abs()).exp().ln_1p()
+}
+
+fn float_unary<T: FloatElem>(kind: F, x: &[T]) -> Vec<T> {
+    let c = |v: f64| T::R::c(v);
+    let zero = c(0.0);
+    let one = c(1.0);
+    match kind {
+        F::Sqrt => map_float(x, |v| v.sqrt()),
+        F::Reciprocal => map_float(x, |v| one / v),
+        F::Exp => map_float(x, |v| v.exp()),
+        F::Log => map_float(x, |v| v.ln()),
+        F::Sin => map_float(x, |v| v.sin()),
+        F::Cos => map_float(x, |v| v.cos()),
+        F::Tan => map_float(x, |v| v.tan()),
+        F::Asin => map_float(x, |v| v.asin()),
+        F::Acos => map_float(x, |v| v.acos()),
+        F::Atan => map_float(x, |v| v.atan()),
+        F::Sinh => map_float(x, |v| v.sinh()),
+        F::Cosh => map_float(x, |v| v.cosh()),
+        F::Tanh => map_float(x, |v| v.tanh()),
+        F::Asinh => map_float(x, |v| v.asinh()),
+        F::Acosh => map_float(x, |v| v.acosh()),
+        F::Atanh => map_float(x, |v| v.atanh()),
+        F::Erf => map_float(x, |v| v.erf()),
+        F::Floor => map_float(x, |v| v.floor()),
+        F::Ceil => map_float(x, |v| v.ceil()),
+        F::Round => map_float(x, |v| v.round_even()),
+        F::Sigmoid => map_float(x, sigmoid),
+        F::HardSwish => {
+            let (a, b) = (c(1.0 / 6.0), c(0.5));
+            map_float(x, move |v| {
+                let t = a * v + b;
+                let t = if t < zero { zero } else if t > one { one } else { t };
+                v * t
+            })
+        }
+        F::Softplus => map_float(x, softplus),
+        F::Softsign => map_float(x, |v| v / (one + v.abs())),
+        F::Mish => map_float(x, |v| v * softplus(v).tanh()),
+        F::LeakyRelu(a) => {
+            let a = c(a as f64);
+            map_float(x, move |v| if v < zero { a * v } else { v })
+        }
+        F::Elu(a) => {
+            let a = c(a as f64);
+            map_float(x, move |v| if v < zero { a * (v.exp() - one) } else { v })
+        }
+        F::Selu(a, g) => {
+            let (a, g) = (c(a as f64), c(g as f64));
+            map_float(x, move |v| if v > zero { g * v } else { g * (a * v.exp() - a) })
+        }
+        F::Celu(a) => {
+            let a = c(a as f64);
+            map_float(x, move |v| {
+                let pos = if v > zero { v } else { zero };
+                let neg = a * ((v / a).exp() - one);
+                let neg = if neg < zero { neg } else { zero };
+                pos + neg
+            })
+        }
+        F::HardSigmoid(a, b) => {
+            let (a, b) = (c(a as f64), c(b as f64));
+            map_float(x, move |v| {
+                let t = a * v + b;
+                if t < zero {
+                    zero
+                } else if t > one {
+                    one
+                } else {
+                    t
+                }
+            })
+        }
+        F::ThresholdedRelu(a) => {
+            let a = c(a as f64);
+            map_float(x, move |v| if v > a { v } else { zero })
+        }
+        F::Swish(a) => {
+            let a = c(a as f64);
+            map_float(x, move |v| v * sigmoid(a * v))
+        }
+        F::Gelu(false) => {
+            let (h, s) = (c(0.5), c(std::f64::consts::FRAC_1_SQRT_2));
+            map_float(x, move |v| h * v * (one + (v * s).erf()))
+        }
+        F::Gelu(true) => {
+            let (h, s, k) = (c(0.5), c((2.0 / std::f64::consts::PI).sqrt()), c(0.044715));
+            map_float(x, move |v| h * v * (one + (s * (v + k * v * v * v)).tanh()))
+        }
+    }
+}
+
+/// Unary functions over several dtype groups.
+#[derive(Clone, Copy, Debug)]
+enum N {
+    Abs,
+    Neg,
+    Sign,
+    Relu,
+    Shrink(f32, f32),
+    Not,
+    BitwiseNot,
+}
+
+struct NumUnary {
+    kind: N,
+    name: &'static str,
+}
+
+fn map<T: Copy, O>(x: &[T], f: impl Fn(T) -> O) -> Vec<O> {
+    x.iter().map(|&v| f(v)).collect()
+}
+
+impl Op for NumUnary {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?;
+        let shape = x.shape().to_vec();
+        let d = x.data();
+        let name = self.name;
+        match self.kind {
+            N::Abs => dispatch!(num d, name, |v: T| single(shape, map(v, T::n_abs))),
+            N::Neg => dispatch!(signed d, name, |v: T| single(shape, map(v, T::n_neg))),
+            N::Sign => dispatch!(num d, name, |v: T| single(shape, map(v, T::n_sign))),
+            N::Relu => dispatch!(signed d, name, |v: T| {
+                let z = T::zero();
+                single(shape, map(v, |a: T| if a < z { z } else { a }))
+            }),
+            N::Shrink(l, b) => dispatch!(num d, name, |v: T| {
+                let (l, b) = (l as f64, b as f64);
+                let z = T::zero();
+                let out = map(v, |a: T| {
+                    let f = a.to_f64();
+                    if f < -l {
+                        T::from_f64(f + b)
+                    } else if f > l {
+                        T::from_f64(f - b)
+                    } else {
+                        z
+                    }
+                });
+                single(shape, out)
+            }),
+            N::Not => match d {
+                kiln_tensor::TensorData::Bool(v) => single(shape, map(v, |a: bool| !a)),
+                other => bail!("Not needs a bool tensor, got {}", other.dtype()),
+            },
+            N::BitwiseNot => dispatch!(int d, name, |v: T| single(shape, map(v, |a: T| !a))),
+        }
+    }
+    fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+        infer_unary(inputs, None)
+    }
+}
+
+/// IsNaN and IsInf.
+struct FloatTest {
+    nan: bool,
+    neg: bool,
+    pos: bool,
+}
+
+impl Op for FloatTest {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?;
+        let shape = x.shape().to_vec();
+        let name = if self.nan { "IsNaN" } else { "IsInf" };
+        dispatch!(float x.data(), name, |v: T| {
+            let out: Vec<bool> = if self.nan {
+                map(v, |a: T| a.is_nan_())
+            } else {
+                let (neg, pos) = (self.neg, self.pos);
+                map(v, |a: T| {
+                    let f = a.to_f64();
+                    f.is_infinite() && ((pos && f > 0.0) || (neg && f < 0.0))
+                })
+            };
+            single(shape, out)
+        })
+    }
+    fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+        infer_unary(inputs, Some(DType::Bool))
+    }
+}
+
+/// Clip: bounds from attributes (opset < 11) or from optional scalar inputs.
+struct Clip {
+    attr_bounds: Option<(f32, f32)>,
+}
+
+fn build_clip(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
+    let attr_bounds = if n.opset < 11 {
+        Some((n.attr_float_or("min", f32::NEG_INFINITY)?, n.attr_float_or("max", f32::INFINITY)?))
+    } else {
+        None
+    };
+    Ok(Box::new(Clip { attr_bounds }))
+}
+
+fn clip_bound<T: Num>(t: Option<&Tensor>, what: &str) -> OpResult<Option<T>> {
+    let Some(t) = t else { return Ok(None) };
+    let s = t.as_slice::<T>().map_err(|e| crate::OpError(format!("Clip {what}: {e}")))?;
+    ensure!(s.len() == 1, "Clip {what} must be a scalar, got shape {:?}", t.shape());
+    Ok(Some(s[0]))
+}
+
+impl Op for Clip {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?;
+        let shape = x.shape().to_vec();
+        dispatch!(num x.data(), "Clip", |v: T| {
+            let (lo, hi): (Option<T>, Option<T>) = match self.attr_bounds {
+                Some((lo, hi)) => (
+                    (lo != f32::NEG_INFINITY).then(|| T::from_f64(lo as f64)),
+                    (hi != f32::INFINITY).then(|| T::from_f64(hi as f64)),
+                ),
+                None => (
+                    clip_bound::<T>(inputs.opt_tensor(1)?, "min")?,
+                    clip_bound::<T>(inputs.opt_tensor(2)?, "max")?,
+                ),
+            };
+            let out: Vec<T> = match (lo, hi) {
+                (Some(lo), Some(hi)) => map(v, |a: T| {
+                    let t = if a < lo { lo } else { a };
+                    if t > hi {
+                        hi
+                    } else {
+                        t
+                    }
+                }),
+                (Some(lo), None) => map(v, |a: T| if a < lo { lo } else { a }),
+                (None, Some(hi)) => map(v, |a: T| if a > hi { hi } else { a }),
+                (None, None) => v.clone(),
+            };
+            single(shape, out)
+        })
+    }
+    fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+        infer_unary(inputs, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activations_by_hand() {
+        let x = [-2.0f32, -0.5, 0.0, 1.5];
+        assert_eq!(float_unary(F::LeakyRelu(0.1), &x), vec![-0.2, -0.05, 0.0, 1.5]);
+        assert_eq!(float_unary(F::ThresholdedRelu(1.0), &x), vec![0.0, 0.0, 0.0, 1.5]);
+        let h = float_unary(F::HardSigmoid(0.2, 0.5), &x);
+        for (a, b) in h.iter().zip([0.1f32, 0.4, 0.5, 0.8]) {
+            assert!((a - b).abs() < 1e-6, "{h:?}");
+        }
+        let s = float_unary(F::Sigmoid, &[0.0f32, 2.0]);
+        assert!((s[0] - 0.5).abs() < 1e-7 && (s[1] - 0.880_797_1).abs() < 1e-6);
+        let g = float_unary(F::Gelu(false), &[1.0f64, -1.0]);
+        assert!((g[0] - 0.8413447460685429).abs() < 1e-12 && (g[1] + 0.15865525393145707).abs() < 1e-12);
+        let r = float_unary(F::Round, &[0.5f32, 1.5, 2.5, -0.5, -1.5]);
+        assert_eq!(r, vec![0.0, 2.0, 2.0, -0.0, -2.0]);
+        let sp = float_unary(F::Softplus, &[0.0f64, 100.0, -100.0]);
+        assert!((sp[0] - std::f64::consts::LN_2).abs() < 1e-12 && sp[1] == 100.0 && sp[2] > 0.0);
+    }
+}
