@@ -1,16 +1,13 @@
 //! FlexAttention (ai.onnx.preview 1): scaled dot-product attention over rank-4 inputs with
-//! optional score_mod / prob_mod subgraphs run as nested sessions.
+//! optional score_mod / prob_mod subgraphs.
 
-use std::collections::HashSet;
-
-use kiln_onnx::proto::{GraphProto, ModelProto, OperatorSetIdProto};
+use kiln_onnx::proto::GraphProto;
 use kiln_tensor::{DType, Tensor, Value, ValueType};
 
 use super::{round_all, store, Prec, Work};
 use crate::error::{OpError, OpResult};
 use crate::op::{Inputs, NodeInfo, Op};
-use crate::registry::Registry;
-use crate::session::{Session, SessionOptions};
+use crate::plan::Subgraph;
 use crate::{bail, ensure};
 
 pub(super) fn build(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
@@ -29,42 +26,38 @@ pub(super) fn build(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
         Some(g) => Some(Modifier::new(g, n, "prob_mod")?),
         None => None,
     };
-    Ok(Box::new(FlexAttentionOp { scale: n.attr_float("scale")?, softmax_prec, score_mod, prob_mod }))
+    Ok(Box::new(FlexAttentionOp {
+        scale: n.attr_float("scale")?,
+        softmax_prec,
+        score_mod,
+        prob_mod,
+        n_decl: n.num_inputs,
+    }))
 }
 
-/// A modifier subgraph compiled as its own session: one tensor in, one tensor out.
+/// A modifier subgraph: one tensor in, one tensor out.
 struct Modifier {
-    session: Session,
-    input: String,
+    graph: Subgraph,
     what: &'static str,
 }
 
 impl Modifier {
     fn new(g: &GraphProto, n: &NodeInfo, what: &'static str) -> OpResult<Modifier> {
-        let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
-        let inputs: Vec<&str> = g.input.iter().map(|i| i.name.as_str()).filter(|s| !inits.contains(s)).collect();
-        ensure!(inputs.len() == 1, "FlexAttention: {what} must have exactly 1 input, has {}", inputs.len());
-        ensure!(g.output.len() == 1, "FlexAttention: {what} must have exactly 1 output, has {}", g.output.len());
-        let mut opset_import: Vec<OperatorSetIdProto> =
-            n.opsets.iter().map(|(d, v)| OperatorSetIdProto { domain: d.clone(), version: *v }).collect();
-        opset_import.sort_by(|a, b| a.domain.cmp(&b.domain));
-        let model = ModelProto { ir_version: 10, opset_import, graph: Some(g.clone()), ..Default::default() };
-        // Its own small pool: a nested run must not wait on the pool running the outer graph.
-        let options = SessionOptions { threads: 2, optimize: true };
-        let session = Session::from_proto(&model, None, options, &Registry::with_builtin())
-            .map_err(|e| OpError(format!("FlexAttention: cannot build {what}: {e}")))?;
-        Ok(Modifier { session, input: inputs[0].to_string(), what })
+        let graph = Subgraph::compile(n, g).map_err(|e| OpError(format!("FlexAttention: {what}: {e}")))?;
+        ensure!(graph.num_inputs() == 1, "FlexAttention: {what} must have exactly 1 input, has {}", graph.num_inputs());
+        ensure!(graph.num_outputs() == 1, "FlexAttention: {what} must have exactly 1 output, has {}", graph.num_outputs());
+        Ok(Modifier { graph, what })
     }
 
-    fn apply(&self, t: Tensor) -> OpResult<Tensor> {
+    fn apply(&self, t: Tensor, implicit: &[Option<&Value>]) -> OpResult<Tensor> {
         let shape = t.shape().to_vec();
         let dtype = t.dtype();
         let out = self
-            .session
-            .run(vec![(self.input.clone(), Value::Tensor(t))])
+            .graph
+            .run(vec![Value::Tensor(t)], implicit)
             .map_err(|e| OpError(format!("FlexAttention: {} failed: {e}", self.what)))?;
         let t = match out.into_iter().next() {
-            Some((_, Value::Tensor(t))) => t,
+            Some(Value::Tensor(t)) => t,
             _ => bail!("FlexAttention: {} must produce one tensor", self.what),
         };
         ensure!(
@@ -83,6 +76,8 @@ struct FlexAttentionOp {
     softmax_prec: Option<DType>,
     score_mod: Option<Modifier>,
     prob_mod: Option<Modifier>,
+    /// Declared inputs; outer-scope values read by the modifiers follow them.
+    n_decl: usize,
 }
 
 impl Op for FlexAttentionOp {
@@ -106,15 +101,16 @@ impl Op for FlexAttentionOp {
             qs[1],
             ks[1]
         );
+        let implicit = inputs.values.get(self.n_decl..).unwrap_or(&[]);
         let compute = match self.softmax_prec {
             Some(d) => d,
             None if q.dtype() == DType::F64 => DType::F64,
             None => DType::F32,
         };
         let y = if compute == DType::F64 {
-            self.compute::<f64>(q, k, v, compute)?
+            self.compute::<f64>(q, k, v, compute, implicit)?
         } else {
-            self.compute::<f32>(q, k, v, compute)?
+            self.compute::<f32>(q, k, v, compute, implicit)?
         };
         Ok(vec![Value::Tensor(y)])
     }
@@ -137,7 +133,14 @@ impl Op for FlexAttentionOp {
 }
 
 impl FlexAttentionOp {
-    fn compute<W: Work>(&self, q: &Tensor, k: &Tensor, v: &Tensor, compute: DType) -> OpResult<Tensor> {
+    fn compute<W: Work>(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        compute: DType,
+        implicit: &[Option<&Value>],
+    ) -> OpResult<Tensor> {
         let (b, hq, l, e) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
         let (hkv, s) = (k.shape()[1], k.shape()[2]);
         let ev = v.shape()[3];
@@ -176,7 +179,7 @@ impl FlexAttentionOp {
         round_all(&mut scores, rc);
         let shape = vec![b, hq, l, s];
         if let Some(m) = &self.score_mod {
-            let out = m.apply(store(scores, compute, shape.clone())?)?;
+            let out = m.apply(store(scores, compute, shape.clone())?, implicit)?;
             scores = W::load(&out)?.into_owned();
         }
         if s > 0 {
@@ -215,7 +218,7 @@ impl FlexAttentionOp {
             round_all(&mut scores, rc);
         }
         if let Some(m) = &self.prob_mod {
-            let out = m.apply(store(scores, compute, shape)?)?;
+            let out = m.apply(store(scores, compute, shape)?, implicit)?;
             scores = W::load(&out)?.into_owned();
         }
         let mut y = vec![W::ZERO; b * hq * l * ev];
