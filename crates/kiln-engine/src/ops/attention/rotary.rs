@@ -56,7 +56,7 @@ impl RotaryOp {
                 let h = self.num_heads;
                 ensure!(h > 0, "RotaryEmbedding: 3-D input needs the num_heads attribute");
                 ensure!(
-                    s[2] % h == 0,
+                    s[2].is_multiple_of(h),
                     "RotaryEmbedding: hidden size {} is not divisible by num_heads {h}",
                     s[2]
                 );

@@ -91,7 +91,7 @@ fn layout_of(t: &Tensor, heads: Option<usize>, what: &str) -> OpResult<(usize, L
                 OpError(format!("Attention: 3-D {what} needs the q_num_heads and kv_num_heads attributes"))
             })?;
             ensure!(
-                s[2] % h == 0,
+                s[2].is_multiple_of(h),
                 "Attention: {what} hidden size {} is not divisible by its {} heads",
                 s[2],
                 h
@@ -213,6 +213,17 @@ impl Op for AttentionOp {
             !(nonpad.is_some() && past_k.is_some()),
             "Attention: nonpad_kv_seqlen cannot be combined with past_key/past_value"
         );
+        if q.rank() == 4 {
+            for (attr, t, name) in [(self.q_heads, q, "q_num_heads"), (self.kv_heads, k, "kv_num_heads")] {
+                if let Some(h) = attr {
+                    ensure!(
+                        h == t.shape()[1],
+                        "Attention: {name} is {h} but the 4-D input has {} heads",
+                        t.shape()[1]
+                    );
+                }
+            }
+        }
         let (b, ql) = layout_of(q, self.q_heads, "Q")?;
         let (bk, kl) = layout_of(k, self.kv_heads, "K")?;
         let (bv, vl) = layout_of(v, self.kv_heads, "V")?;
@@ -421,7 +432,7 @@ impl AttentionOp {
 
         for bi in 0..b {
             let offset: i64 = match nonpad {
-                Some(np) if past_k.is_none() => np[bi] - sq as i64,
+                Some(np) if past_k.is_none() => np[bi].saturating_sub(sq as i64),
                 _ => past_len as i64,
             };
             for h in 0..hq {
@@ -432,8 +443,8 @@ impl AttentionOp {
                 // scores = Qs · Ksᵀ
                 W::gemm(
                     sq, d, skv,
-                    &qs[qb..], ql.ss as isize, 1,
-                    &ks[kb..], 1, kl.ss as isize,
+                    tail(&qs, qb), ql.ss as isize, 1,
+                    tail(&ks, kb), 1, kl.ss as isize,
                     &mut scores, skv as isize, 1,
                 );
                 round_all(&mut scores, rt);
@@ -489,8 +500,8 @@ impl AttentionOp {
                 W::gemm(
                     sq, skv, dv,
                     &scores, skv as isize, 1,
-                    &vs[vb..], vl.ss as isize, 1,
-                    &mut y[yb..], y_lay.ss as isize, 1,
+                    tail(&vs, vb), vl.ss as isize, 1,
+                    y.get_mut(yb..).unwrap_or(&mut []), y_lay.ss as isize, 1,
                 );
             }
         }
@@ -527,14 +538,15 @@ impl AttentionOp {
                 }
                 None => row.fill(W::ZERO),
             }
-            let p = i as i64 + offset;
+            let p = (i as i64).saturating_add(offset);
             for (j, x) in row.iter_mut().enumerate() {
                 let j = j as i64;
                 if self.causal && j > p {
                     *x = *x + W::NEG_INF;
                 }
-                let diff = p - j;
-                let outside = (self.left >= 0 && diff > self.left) || (self.right >= 0 && -diff > self.right);
+                let diff = p.saturating_sub(j);
+                let outside = (self.left >= 0 && diff > self.left)
+                    || (self.right >= 0 && j.saturating_sub(p) > self.right);
                 if outside {
                     *x = *x + W::NEG_INF;
                 }
@@ -546,6 +558,12 @@ impl AttentionOp {
             }
         }
     }
+}
+
+/// The slice from `off` on (empty when `off` is past the end, which only happens for empty
+/// operands that the gemm does not read).
+fn tail<W>(v: &[W], off: usize) -> &[W] {
+    v.get(off..).unwrap_or(&[])
 }
 
 /// Softmax of one row, computed with rounding `rp` after each step; an all -inf row gives zeros
@@ -646,5 +664,43 @@ mod tests {
         let m = Tensor::from_vec(vec![1, 2], vec![false, false]).unwrap();
         let y = run(&op(false), vec![q, k, v, m]);
         assert_eq!(y, vec![0.0]);
+    }
+    #[test]
+    fn gqa_shares_kv_heads_and_nonpad_masks_keys() {
+        // Two query heads share one kv head; nonpad 1 hides key 1, so Y = V[0] for both heads.
+        let q = Tensor::from_vec(vec![1, 2, 1, 1], vec![1f32, -1.0]).unwrap();
+        let k = Tensor::from_vec(vec![1, 1, 2, 1], vec![0f32, 5.0]).unwrap();
+        let v = Tensor::from_vec(vec![1, 1, 2, 1], vec![3f32, 9.0]).unwrap();
+        let np = Tensor::from_vec(vec![1], vec![1i64]).unwrap();
+        let vals = [Value::Tensor(q), Value::Tensor(k), Value::Tensor(v), Value::Tensor(np)];
+        let ins = [Some(&vals[0]), Some(&vals[1]), Some(&vals[2]), None, None, None, Some(&vals[3])];
+        let out = op(false).run(&Inputs::new(&ins)).unwrap();
+        assert_eq!(out[0].as_tensor().unwrap().as_slice::<f32>().unwrap(), &[3.0, 3.0]);
+    }
+
+    #[test]
+    fn empty_and_bad_inputs_do_not_panic() {
+        let mut o = op(false);
+        o.q_heads = Some(2);
+        o.kv_heads = Some(2);
+        let q = Tensor::from_vec(vec![1, 0, 4], Vec::<f32>::new()).unwrap();
+        let k = Tensor::from_vec(vec![1, 0, 4], Vec::<f32>::new()).unwrap();
+        let v = Tensor::from_vec(vec![1, 0, 4], Vec::<f32>::new()).unwrap();
+        let y = run(&o, vec![q.clone(), k.clone(), v.clone()]);
+        assert!(y.is_empty());
+        let q1 = Tensor::from_vec(vec![1, 1, 4], vec![1f32; 4]).unwrap();
+        let y = run(&o, vec![q1.clone(), k, v]);
+        assert_eq!(y, vec![0.0; 4]);
+        // A mask that does not broadcast is an error.
+        let k1 = Tensor::from_vec(vec![1, 1, 4], vec![1f32; 4]).unwrap();
+        let m = Tensor::from_vec(vec![3, 1], vec![true; 3]).unwrap();
+        let vals: Vec<Value> = vec![q1.clone(), k1.clone(), k1, m].into_iter().map(Value::Tensor).collect();
+        let refs: Vec<Option<&Value>> = vals.iter().map(Some).collect();
+        assert!(o.run(&Inputs::new(&refs)).is_err());
+        // Hidden size not divisible by the head count.
+        o.q_heads = Some(3);
+        let vals: Vec<Value> = vec![q1.clone(), q1.clone(), q1].into_iter().map(Value::Tensor).collect();
+        let refs: Vec<Option<&Value>> = vals.iter().map(Some).collect();
+        assert!(o.run(&Inputs::new(&refs)).is_err());
     }
 }
