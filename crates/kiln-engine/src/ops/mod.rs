@@ -10,6 +10,7 @@ mod control;
 mod elementwise;
 mod loss;
 mod matmul;
+mod ml;
 mod nn;
 mod quant;
 mod random;
@@ -33,6 +34,7 @@ pub fn register_all(r: &mut Registry) {
     elementwise::register(r);
     loss::register(r);
     matmul::register(r);
+    ml::register(r);
     nn::register(r);
     quant::register(r);
     random::register(r);
