@@ -40,6 +40,7 @@ pub fn main(args: &[String]) -> Result<(), CliError> {
     let mut warmup = 3usize;
     let mut duration = 3.0f64;
     let mut as_json = false;
+    let mut profile = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -68,6 +69,7 @@ pub fn main(args: &[String]) -> Result<(), CliError> {
                     .ok_or_else(|| CliError(format!("--duration must be seconds, got '{v}'")))?;
             }
             "--json" => as_json = true,
+            "--profile" => profile = true,
             s if s.starts_with('-') => return Err(CliError(format!("bench: unknown option '{s}'"))),
             _ if model.is_none() => model = Some(a),
             s => return Err(CliError(format!("bench: unexpected argument '{s}'"))),
@@ -100,6 +102,9 @@ pub fn main(args: &[String]) -> Result<(), CliError> {
 
     for _ in 0..warmup {
         session.run(feeds.clone())?;
+    }
+    if profile {
+        return print_profile(&session, &feeds, duration);
     }
     let mut times: Vec<f64> = Vec::new();
     let start = Instant::now();
@@ -218,4 +223,33 @@ fn random_input(
         }
     };
     Tensor::new(concrete, data).map_err(CliError::from)
+}
+
+/// Per-op-type time, summed over the nodes of that type, median over repeated runs.
+fn print_profile(session: &Session, feeds: &[(String, Value)], duration: f64) -> Result<(), CliError> {
+    let mut per_run: Vec<Vec<(String, String, f64)>> = Vec::new();
+    let start = Instant::now();
+    while per_run.len() < 5 || start.elapsed().as_secs_f64() < duration {
+        per_run.push(session.run_profiled(feeds.to_vec())?.1);
+    }
+    let steps = per_run[0].len();
+    let mut by_type: HashMap<String, (f64, usize)> = HashMap::new();
+    let mut total = 0.0;
+    for i in 0..steps {
+        let mut t: Vec<f64> = per_run.iter().map(|r| r[i].2).collect();
+        t.sort_by(f64::total_cmp);
+        let med = t[t.len() / 2];
+        total += med;
+        let e = by_type.entry(per_run[0][i].1.clone()).or_default();
+        e.0 += med;
+        e.1 += 1;
+    }
+    let mut rows: Vec<(String, (f64, usize))> = by_type.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    println!("{:<28} {:>6} {:>10} {:>6}", "op type", "nodes", "ms", "%");
+    for (op, (ms, n)) in rows {
+        println!("{op:<28} {n:>6} {ms:>10.3} {:>5.1}%", 100.0 * ms / total.max(1e-12));
+    }
+    println!("{:<28} {:>6} {:>10.3}", "total", steps, total);
+    Ok(())
 }
