@@ -9,6 +9,7 @@ use crate::{bail, ensure};
 
 mod bmp;
 mod codecs;
+mod jpeg;
 mod pnm;
 mod tiff;
 
@@ -69,7 +70,10 @@ fn luma(r: u8, g: u8, b: u8) -> u8 {
 /// Decodes `bytes` by sniffing the container format.
 pub(crate) fn decode(bytes: &[u8]) -> OpResult<Image> {
     let img = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        codecs::decode_jpeg(bytes)?
+        match jpeg::decode(bytes)? {
+            Some(img) => img,
+            None => codecs::decode_jpeg(bytes)?,
+        }
     } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         codecs::decode_png(bytes)?
     } else if bytes.starts_with(b"BM") {

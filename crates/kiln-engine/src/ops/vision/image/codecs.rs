@@ -1,4 +1,4 @@
-//! JPEG (zune-jpeg), PNG (png) and WebP (image-webp) decoding into 8-bit gray or RGB.
+//! PNG (png), WebP (image-webp) and non-baseline JPEG (zune-jpeg) decoding into 8-bit gray or RGB.
 
 use std::io::Cursor;
 
