@@ -192,6 +192,7 @@ impl GridSampleOp {
         );
         ensure!(gs[0] == xs[0], "GridSample grid batch {} does not match X batch {}", gs[0], xs[0]);
         ensure!(gs[k + 1] == k, "GridSample grid last dimension must be {k}, got {}", gs[k + 1]);
+        ensure!(k <= 8, "GridSample supports up to 8 spatial dimensions, got {k}");
         let (batch, channels) = (xs[0], xs[1]);
         let dims = &xs[2..];
         let out_sp = &gs[1..k + 1];

@@ -190,6 +190,51 @@ mod tests {
         assert_eq!(t.as_slice::<u8>().unwrap(), &[7, 7, 7, 9, 9, 9]);
     }
 
+    /// A 2x2 24-bit bottom-up BMP: top row red, green; bottom row blue, white.
+    fn tiny_bmp() -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(b"BM");
+        v.extend_from_slice(&(54u32 + 16).to_le_bytes());
+        v.extend_from_slice(&[0; 4]);
+        v.extend_from_slice(&54u32.to_le_bytes());
+        v.extend_from_slice(&40u32.to_le_bytes());
+        v.extend_from_slice(&2i32.to_le_bytes());
+        v.extend_from_slice(&2i32.to_le_bytes());
+        v.extend_from_slice(&1u16.to_le_bytes());
+        v.extend_from_slice(&24u16.to_le_bytes());
+        v.extend_from_slice(&[0; 24]);
+        // Bottom row first (BGR), each row padded to 8 bytes.
+        v.extend_from_slice(&[255, 0, 0, 255, 255, 255, 0, 0]);
+        v.extend_from_slice(&[0, 0, 255, 0, 255, 0, 0, 0]);
+        v
+    }
+
+    #[test]
+    fn bmp_and_pnm_decode() {
+        let img = decode(&tiny_bmp()).unwrap();
+        let t = to_format(img, PixelFormat::Rgb).unwrap();
+        assert_eq!(t.shape(), &[2, 2, 3]);
+        assert_eq!(t.as_slice::<u8>().unwrap(), &[255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255]);
+        let pnm = b"P3\n# comment\n2 1\n255\n1 2 3 4 5 6\n";
+        let t = to_format(decode(pnm).unwrap(), PixelFormat::Bgr).unwrap();
+        assert_eq!(t.as_slice::<u8>().unwrap(), &[3, 2, 1, 6, 5, 4]);
+        let pgm = b"P5 2 1 255\n\x10\x20";
+        let t = to_format(decode(pgm).unwrap(), PixelFormat::Gray).unwrap();
+        assert_eq!(t.as_slice::<u8>().unwrap(), &[16, 32]);
+    }
+
+    #[test]
+    fn truncated_images_are_errors_not_panics() {
+        let bmp = tiny_bmp();
+        for n in 2..bmp.len() {
+            assert!(decode(&bmp[..n]).is_err());
+        }
+        let pnm = b"P6\n2 2\n255\n0123456789ab";
+        for n in 2..pnm.len() {
+            assert!(decode(&pnm[..n]).is_err());
+        }
+    }
+
     #[test]
     fn garbage_is_an_error() {
         assert!(decode(b"not an image").is_err());

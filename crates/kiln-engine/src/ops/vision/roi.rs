@@ -122,6 +122,11 @@ fn roi_align<R: Real>(op: &RoiAlignOp, x: &Tensor, rois: &Tensor, bi: &[i64]) ->
         let grid_w = grid(bin_w)?;
         let count = (grid_h * grid_w).max(1);
         let n_samples = numel(&[ph_n, pw_n, grid_h, grid_w])?;
+        ensure!(
+            n_samples <= 1 << 26,
+            "RoiAlign needs {n_samples} sampling points for one roi; too many (sampling_ratio {})",
+            op.sampling_ratio
+        );
         pre.clear();
         pre.reserve(n_samples);
         for ph in 0..ph_n {

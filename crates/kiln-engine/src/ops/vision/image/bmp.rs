@@ -62,6 +62,7 @@ pub(crate) fn decode(data: &[u8]) -> OpResult<Image> {
         Vec::new()
     };
     let row_bytes = (w * bpp as usize).div_ceil(32) * 4;
+    b.slice(pix_off, row_bytes * h)?;
     let mut out = vec![0u8; w * h * 3];
     for y in 0..h {
         let src_row = if top_down { y } else { h - 1 - y };

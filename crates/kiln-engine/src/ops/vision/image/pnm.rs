@@ -66,7 +66,7 @@ pub(crate) fn decode(data: &[u8]) -> OpResult<Image> {
     ensure!((1..=65535).contains(&maxval), "ImageDecoder: PNM maxval {maxval} is invalid");
     let channels = if kind == b'3' || kind == b'6' { 3 } else { 1 };
     let n = w * h * channels;
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(n.min(data.len() * 8));
     match kind {
         b'1' => {
             for _ in 0..n {

@@ -90,7 +90,7 @@ pub(crate) fn decode(data: &[u8]) -> OpResult<Image> {
     ensure!((1..=4).contains(&spp), "ImageDecoder: TIFF with {spp} samples per pixel is not supported");
     ensure!(offsets.len() == counts.len() && !offsets.is_empty(), "ImageDecoder: TIFF strip tables are inconsistent");
     let want = width * height * spp;
-    let mut raw = Vec::with_capacity(want);
+    let mut raw = Vec::new();
     for (&off, &cnt) in offsets.iter().zip(&counts) {
         let strip = b.slice(off as usize, cnt as usize)?;
         match compression {
