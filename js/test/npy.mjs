@@ -1,7 +1,5 @@
 // A small .npy reader (format versions 1-3, little-endian numeric and bool dtypes, C order).
 
-import { readFileSync } from 'node:fs';
-
 const DTYPES = {
   '<f4': ['float32', Float32Array, 4],
   '<f8': ['float64', Float64Array, 8],
@@ -39,8 +37,4 @@ export function parseNpy(bytes) {
   const offset = start + headerLen;
   const copy = u8.slice(offset, offset + count * size);
   return { type, data: new Ctor(copy.buffer, 0, count), dims };
-}
-
-export function readNpy(path) {
-  return parseNpy(readFileSync(path));
 }
