@@ -35,6 +35,7 @@ export function parseNpy(bytes) {
   const [type, Ctor, size] = spec;
   const count = dims.reduce((a, b) => a * b, 1);
   const offset = start + headerLen;
-  const copy = u8.slice(offset, offset + count * size);
+  const copy = new Uint8Array(count * size);
+  copy.set(u8.subarray(offset, offset + count * size));
   return { type, data: new Ctor(copy.buffer, 0, count), dims };
 }
