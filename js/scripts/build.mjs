@@ -1,5 +1,5 @@
 // Builds dist/: the engine for wasm32-unknown-unknown (simd128), wasm-bindgen's ESM glue, and
-// wasm-opt when the binaryen npm package is installed (KILN_WASM_OPT=0 skips it).
+// with KILN_WASM_OPT=1, wasm-opt -O3 from the binaryen npm package (slow: minutes).
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
@@ -53,10 +53,10 @@ const targetDir = env.CARGO_TARGET_DIR ?? join(root, 'target');
 const built = join(targetDir, 'wasm32-unknown-unknown', 'release', 'kiln_wasm.wasm');
 if (!existsSync(built)) fail(`${built} was not produced`);
 mkdirSync(dist, { recursive: true });
-run('wasm-bindgen', ['--target', 'web', '--weak-refs', '--no-typescript', '--out-dir', dist, '--out-name', 'kiln_wasm', built]);
+run('wasm-bindgen', ['--target', 'web', '--weak-refs', '--no-typescript', '--remove-name-section', '--remove-producers-section', '--out-dir', dist, '--out-name', 'kiln_wasm', built]);
 
 const wasmFile = join(dist, 'kiln_wasm_bg.wasm');
-if (process.env.KILN_WASM_OPT !== '0') {
+if (process.env.KILN_WASM_OPT === '1') {
   let wasmOpt = null;
   try {
     const require = createRequire(join(jsDir, 'package.json'));
@@ -71,7 +71,7 @@ if (process.env.KILN_WASM_OPT !== '0') {
       '--enable-mutable-globals', '--enable-reference-types', '--enable-multivalue'];
     run(process.execPath, [wasmOpt, '-O3', ...features, wasmFile, '-o', wasmFile]);
   } else {
-    console.log('build: binaryen (wasm-opt) not installed; skipping wasm-opt');
+    console.log('build: KILN_WASM_OPT=1 needs the binaryen dev dependency (npm ci); skipping wasm-opt');
   }
 }
 
