@@ -141,6 +141,8 @@ struct Layout<T> {
 
 /// A compiled ensemble.
 pub(crate) struct Forest {
+    /// The one target every leaf writes to, when that is so (and the aggregate is a sum).
+    fold: Option<usize>,
     n_targets: usize,
     agg: Agg,
     roots: Vec<u32>,
@@ -208,6 +210,17 @@ impl Forest {
                 ensure!(t < n_targets, "a leaf weight targets {t} but there are only {n_targets} targets/classes");
             }
         }
+        // When every leaf weight goes to the same target, leaves fold to one inline value.
+        let mut single: Option<usize> = None;
+        let mut one_target = true;
+        for &(t, _) in src.leaves.iter().flatten() {
+            match single {
+                None => single = Some(t),
+                Some(k) if k != t => one_target = false,
+                _ => {}
+            }
+        }
+        let fold_target = if one_target { single.unwrap_or(0) } else { 0 };
         // Leaf table.
         let mut leaf_start = Vec::with_capacity(src.leaves.len() + 1);
         let mut leaf_target = Vec::new();
@@ -216,12 +229,12 @@ impl Forest {
         let mut folded = Vec::with_capacity(src.leaves.len());
         for leaf in &src.leaves {
             leaf_start.push(leaf_target.len() as u32);
-            leaf_has.push(leaf.iter().any(|&(t, _)| t == 0));
+            leaf_has.push(leaf.iter().any(|&(t, _)| t == fold_target));
             let mut v: Option<f64> = None;
             for &(t, w) in leaf {
                 leaf_target.push(t as u32);
                 leaf_w64.push(w);
-                if t == 0 {
+                if t == fold_target {
                     v = Some(match (v, agg) {
                         (None, _) => w,
                         (Some(a), Agg::Sum | Agg::Average) => a + w,
@@ -292,6 +305,7 @@ impl Forest {
         }
         let nodes32 = nodes64.iter().map(|n| Node { thr: n.thr as f32, feat: n.feat, child: n.child }).collect();
         Ok(Forest {
+            fold: if one_target && matches!(agg, Agg::Sum | Agg::Average) { Some(fold_target) } else { None },
             n_targets,
             agg,
             roots,
@@ -402,13 +416,14 @@ impl Forest {
         let nt = self.n_targets;
         let nodes = &layout.nodes[..];
         let rows = s.len() / nt;
-        if nt == 1 && matches!(self.agg, Agg::Sum | Agg::Average) {
+        if let Some(k) = self.fold {
             for &root in &self.roots {
                 for r in 0..rows {
                     let l = self.leaf::<T, M, NAN>(nodes, root as usize, &x[r * cols..(r + 1) * cols]);
                     let node = nodes[l];
-                    s[r] = s[r].add(node.thr);
-                    h[r] |= self.leaf_has[node.child as usize];
+                    let i = r * nt + k;
+                    s[i] = s[i].add(node.thr);
+                    h[i] |= self.leaf_has[node.child as usize];
                 }
             }
             return;
