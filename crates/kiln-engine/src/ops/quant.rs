@@ -325,15 +325,26 @@ fn quantize_kernel<Q: QInt>(x: &[f64], s: &[f64], zp: &[i64], lay: &Layout, prec
     out
 }
 
-/// Quantizes to a low-precision float: `enc(x / scale + zp)` rounded in `prec` first.
-fn quantize_float<Q>(x: &[f64], s: &[f64], zp: &[f64], lay: &Layout, prec: Prec, enc: impl Fn(f64) -> Q) -> Vec<Q>
+/// Quantizes to a low-precision float: `enc(x / scale [+ zp])`, each step rounded in `prec`.
+/// A given zero point is always added, so -0 becomes +0 as in IEEE arithmetic.
+fn quantize_float<Q>(
+    x: &[f64],
+    s: &[f64],
+    zp: Option<&[f64]>,
+    lay: &Layout,
+    prec: Prec,
+    enc: impl Fn(f64) -> Q,
+) -> Vec<Q>
 where
     Q: Copy + Default,
 {
     let mut out = vec![Q::default(); x.len()];
     lay.for_each(|i, si| {
         let q = prec.round(x[i] / s[si]);
-        let v = if zp[si] != 0.0 { prec.round(q + zp[si]) } else { q };
+        let v = match zp {
+            Some(z) => prec.round(q + z[si]),
+            None => q,
+        };
         out[i] = enc(v);
     });
     out
@@ -377,22 +388,26 @@ impl Op for QuantizeOp {
         if out_dtype.is_low_float() {
             let sat = self.saturate;
             let data = if out_dtype == DType::F4E2M1 {
-                let zs = float_zero_points(zp, scale, "zero point")?;
-                TensorData::F4E2M1(quantize_float(&xs, &ss, &zs, &lay, prec, |v| F4E2M1::from_f64(v, true)))
+                let zs = match zp {
+                    Some(_) => Some(float_zero_points(zp, scale, "zero point")?),
+                    None => None,
+                };
+                let zs = zs.as_deref();
+                TensorData::F4E2M1(quantize_float(&xs, &ss, zs, &lay, prec, |v| F4E2M1::from_f64(v, true)))
             } else {
                 check_float8_zp(zp, scale)?;
-                let zs = vec![0.0; ss.len()];
+                let zs = None;
                 match out_dtype {
                     DType::F8E4M3FN => {
-                        TensorData::F8E4M3FN(quantize_float(&xs, &ss, &zs, &lay, prec, |v| F8E4M3FN::from_f64(v, sat)))
+                        TensorData::F8E4M3FN(quantize_float(&xs, &ss, zs, &lay, prec, |v| F8E4M3FN::from_f64(v, sat)))
                     }
-                    DType::F8E4M3FNUZ => TensorData::F8E4M3FNUZ(quantize_float(&xs, &ss, &zs, &lay, prec, |v| {
+                    DType::F8E4M3FNUZ => TensorData::F8E4M3FNUZ(quantize_float(&xs, &ss, zs, &lay, prec, |v| {
                         F8E4M3FNUZ::from_f64(v, sat)
                     })),
                     DType::F8E5M2 => {
-                        TensorData::F8E5M2(quantize_float(&xs, &ss, &zs, &lay, prec, |v| F8E5M2::from_f64(v, sat)))
+                        TensorData::F8E5M2(quantize_float(&xs, &ss, zs, &lay, prec, |v| F8E5M2::from_f64(v, sat)))
                     }
-                    DType::F8E5M2FNUZ => TensorData::F8E5M2FNUZ(quantize_float(&xs, &ss, &zs, &lay, prec, |v| {
+                    DType::F8E5M2FNUZ => TensorData::F8E5M2FNUZ(quantize_float(&xs, &ss, zs, &lay, prec, |v| {
                         F8E5M2FNUZ::from_f64(v, sat)
                     })),
                     other => bail!("QuantizeLinear cannot produce {other}"),
