@@ -45,6 +45,12 @@ def main():
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
     np.save(os.path.join(OUT, "mlp_y_ref.npy"), np.maximum(x @ numpy_helper.to_array(w) + numpy_helper.to_array(b), 0))
 
+    # The same model with its weights in an external data file (location= relative to the model).
+    ext = onnx.ModelProto()
+    ext.CopyFrom(ok)
+    onnx.save(ext, os.path.join(OUT, "mlp_external.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="mlp_external.weights", size_threshold=0)
+
     # Truncated and garbage files.
     data = ok.SerializeToString()
     with open(os.path.join(OUT, "truncated.onnx"), "wb") as f:

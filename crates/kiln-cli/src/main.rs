@@ -1,9 +1,10 @@
-//! `kiln`: the command-line front door. Subcommands: `run`, `inspect`, `demo`.
+//! `kiln`: the command-line front door. Subcommands: `run`, `inspect`, `bench`, `demo`.
 //!
 //! Parses arguments, reads and writes .npy files and JSON, and maps every error to one line on
 //! stderr and exit code 2. Depends on kiln-engine (the Session API), kiln-onnx (for `inspect`,
 //! which must work even on models Kiln cannot run) and kiln-tensor.
 
+mod bench;
 mod demo;
 mod inspect;
 mod json;
@@ -23,6 +24,7 @@ impl<E: std::fmt::Display> From<E> for CliError {
 const USAGE: &str = "usage:
   kiln run MODEL --input NAME=FILE.npy [--input ...] --output-dir DIR [--threads N]
   kiln inspect MODEL [--json]
+  kiln bench MODEL [--input NAME=FILE.npy ...] [--dim NAME=SIZE ...] [--threads N] [--warmup K] [--duration SECONDS] [--json]
   kiln demo
   kiln --version";
 
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Some("run") => run::main(&args[1..]),
         Some("inspect") => inspect::main(&args[1..]),
         Some("demo") => demo::main(&args[1..]),
+        Some("bench") => bench::main(&args[1..]),
         Some("--version") | Some("-V") => {
             println!("kiln {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -49,8 +52,8 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             Ok(())
         }
-        Some(other) => Err(CliError(format!("unknown command '{other}' (commands: run, inspect, demo; see kiln --help)"))),
-        None => Err(CliError("missing command (commands: run, inspect, demo; see kiln --help)".into())),
+        Some(other) => Err(CliError(format!("unknown command '{other}' (commands: run, inspect, bench, demo; see kiln --help)"))),
+        None => Err(CliError("missing command (commands: run, inspect, bench, demo; see kiln --help)".into())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

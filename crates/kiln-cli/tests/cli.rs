@@ -167,3 +167,14 @@ fn unknown_command_and_option() {
     assert_clean_failure(&kiln(&["frobnicate"]), &["frobnicate"]);
     assert_eq!(kiln(&["run", "m.onnx", "--bogus"]).status.code(), Some(2));
 }
+
+#[test]
+fn external_data_is_loaded_relative_to_the_model() {
+    let (out, dir) = run_model("mlp_external.onnx", "mlp_x.npy", "external");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, got) = read_f32_npy(&dir.join("y.npy"));
+    let (_, want) = read_f32_npy(&data("mlp_y_ref.npy"));
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-6 + 1e-5 * w.abs(), "{g} vs {w}");
+    }
+}

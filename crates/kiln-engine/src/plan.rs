@@ -50,6 +50,13 @@ pub(crate) struct Plan {
     pub op_histogram: Vec<(String, usize)>,
 }
 
+impl Plan {
+    /// (node name, op type) of each step, in execution order.
+    pub(crate) fn step_names(&self) -> Vec<(String, String)> {
+        self.steps.iter().map(|s| (s.name.clone(), s.op_type.clone())).collect()
+    }
+}
+
 /// Everything compilation needs besides the graph.
 pub(crate) struct CompileEnv<'a> {
     pub registry: &'a Registry,
@@ -558,12 +565,23 @@ impl Plan {
 
     /// Runs the plan with outer-scope values: `ext[i]` is the value of `self.externals[i]`.
     pub(crate) fn execute_with(&self, feeds: Vec<Value>, ext: &[Option<&Value>]) -> Result<Vec<Value>, Error> {
+        self.execute_profiled(feeds, ext, None)
+    }
+
+    /// Like `execute_with`; when `times` is given, records each step's wall time in ms.
+    pub(crate) fn execute_profiled(
+        &self,
+        feeds: Vec<Value>,
+        ext: &[Option<&Value>],
+        mut times: Option<&mut Vec<f64>>,
+    ) -> Result<Vec<Value>, Error> {
         let mut slots: Vec<Option<Value>> = Vec::with_capacity(self.num_slots);
         slots.resize_with(self.num_slots, || None);
         for ((_, _, slot), v) in self.inputs.iter().zip(feeds) {
             slots[*slot] = Some(v);
         }
         for step in &self.steps {
+            let started = times.as_ref().map(|_| std::time::Instant::now());
             let outs = {
                 let mut ins: Vec<Option<&Value>> = Vec::with_capacity(step.inputs.len());
                 for src in &step.inputs {
@@ -598,6 +616,9 @@ impl Plan {
             }
             for s in &step.free {
                 slots[*s] = None;
+            }
+            if let (Some(t), Some(start)) = (times.as_deref_mut(), started) {
+                t.push(start.elapsed().as_secs_f64() * 1e3);
             }
         }
         let mut result = Vec::with_capacity(self.outputs.len());

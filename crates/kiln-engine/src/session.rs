@@ -195,6 +195,26 @@ impl Session {
         Ok(self.outputs.iter().map(|o| o.name.clone()).zip(values).collect())
     }
 
+    /// Runs the model and reports each executed node's wall time: (node name, op type, ms).
+    #[allow(clippy::type_complexity)]
+    pub fn run_profiled(
+        &self,
+        inputs: Vec<(String, Value)>,
+    ) -> Result<(Vec<(String, Value)>, Vec<(String, String, f64)>), Error> {
+        let feeds = self.check_inputs(inputs)?;
+        let mut times = Vec::with_capacity(self.plan.steps.len());
+        let run = |times: &mut Vec<f64>| self.plan.execute_profiled(feeds, &[], Some(times));
+        #[cfg(not(target_arch = "wasm32"))]
+        let values = match &self.pool {
+            Some(pool) => pool.install(|| run(&mut times))?,
+            None => single_thread_pool().install(|| run(&mut times))?,
+        };
+        #[cfg(target_arch = "wasm32")]
+        let values = run(&mut times)?;
+        let profile = self.plan.step_names().into_iter().zip(times).map(|((n, o), t)| (n, o, t)).collect();
+        Ok((self.outputs.iter().map(|o| o.name.clone()).zip(values).collect(), profile))
+    }
+
     fn execute(&self, feeds: Vec<Value>) -> Result<Vec<Value>, Error> {
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(pool) = &self.pool {
