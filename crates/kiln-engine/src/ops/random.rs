@@ -148,7 +148,9 @@ impl Dist {
     fn uniform(n: &NodeInfo) -> OpResult<Dist> {
         let low = n.attr_float_or("low", 0.0)? as f64;
         let high = n.attr_float_or("high", 1.0)? as f64;
-        ensure!(low <= high, "low ({low}) must not exceed high ({high})");
+        if low.is_nan() || high.is_nan() || low > high {
+            bail!("need low <= high, got low {low} and high {high}");
+        }
         Ok(Dist::Uniform { low, high })
     }
     fn sample(&self, rng: &mut Rng, count: usize) -> Vec<f64> {

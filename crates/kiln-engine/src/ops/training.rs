@@ -53,7 +53,7 @@ fn tensor_count(n: &NodeInfo, algo: Algo) -> OpResult<usize> {
     let per = 2 + algo.states();
     let rest = n.num_inputs.saturating_sub(2);
     ensure!(
-        n.num_inputs > 2 && rest % per == 0,
+        n.num_inputs > 2 && rest.is_multiple_of(per),
         "{} takes R, T and {per} inputs per optimized tensor; got {} inputs",
         algo.name(),
         n.num_inputs
