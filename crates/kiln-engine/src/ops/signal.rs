@@ -52,7 +52,7 @@ pub(crate) fn from_f64(v: Vec<f64>, dtype: DType) -> OpResult<TensorData> {
         DType::U32 => TensorData::U32(v.iter().map(|&x| x as u32).collect()),
         DType::U64 => TensorData::U64(v.iter().map(|&x| x as u64).collect()),
         DType::Bool => TensorData::Bool(v.iter().map(|&x| x != 0.0).collect()),
-        DType::String => bail!("cannot produce a string tensor from numbers"),
+        other => bail!("cannot produce a {other} tensor here"),
     })
 }
 
@@ -277,7 +277,7 @@ fn le_bytes(d: &TensorData) -> OpResult<Vec<u8>> {
         TensorData::U32(v) => bytes!(v),
         TensorData::U64(v) => bytes!(v),
         TensorData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
-        TensorData::String(_) => bail!("BitCast from string is not allowed"),
+        other => bail!("BitCast from {} is not supported", other.dtype()),
     })
 }
 
@@ -311,7 +311,7 @@ fn from_le_bytes(b: &[u8], dtype: DType) -> OpResult<TensorData> {
         DType::U32 => parse!(u32, U32),
         DType::U64 => parse!(u64, U64),
         DType::Bool => TensorData::Bool(b.iter().map(|&x| x != 0).collect()),
-        DType::String => bail!("BitCast to string is not allowed"),
+        other => bail!("BitCast to {other} is not supported"),
     })
 }
 
