@@ -207,7 +207,7 @@ impl Op for Col2ImOp {
             TensorData::U32(v) => TensorData::U32(col2im(v, n, c, &g)?),
             TensorData::U64(v) => TensorData::U64(col2im(v, n, c, &g)?),
             TensorData::Bool(v) => TensorData::Bool(col2im(v, n, c, &g)?),
-            TensorData::String(_) => bail!("Col2Im does not support string tensors"),
+            other => bail!("Col2Im does not support {} tensors", other.dtype()),
         };
         Ok(vec![Value::Tensor(Tensor::new(shape, data)?)])
     }
