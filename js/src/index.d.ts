@@ -14,9 +14,19 @@ export type TensorType =
   | 'uint32'
   | 'uint64'
   | 'bool'
-  | 'string';
+  | 'string'
+  | 'float8_e4m3fn'
+  | 'float8_e4m3fnuz'
+  | 'float8_e5m2'
+  | 'float8_e5m2fnuz'
+  | 'float8_e8m0fnu'
+  | 'float4_e2m1fn'
+  | 'uint4'
+  | 'int4'
+  | 'uint2'
+  | 'int2';
 
-/** The container each type's data lives in (float16/bfloat16: the bits; bool: 0/1 bytes). */
+/** The container each type's data lives in (float16/bfloat16: the bits; bool: 0/1 bytes; 8/4/2-bit types: one element per byte). */
 export interface TensorDataTypeMap {
   float32: Float32Array;
   float64: Float64Array;
@@ -32,6 +42,16 @@ export interface TensorDataTypeMap {
   uint64: BigUint64Array;
   bool: Uint8Array;
   string: string[];
+  float8_e4m3fn: Uint8Array;
+  float8_e4m3fnuz: Uint8Array;
+  float8_e5m2: Uint8Array;
+  float8_e5m2fnuz: Uint8Array;
+  float8_e8m0fnu: Uint8Array;
+  float4_e2m1fn: Uint8Array;
+  uint4: Uint8Array;
+  int4: Int8Array;
+  uint2: Uint8Array;
+  int2: Int8Array;
 }
 
 /** What the constructor also accepts and converts. */
@@ -50,6 +70,16 @@ export interface TensorInputDataTypeMap {
   uint64: BigUint64Array | readonly (number | bigint)[];
   bool: Uint8Array | readonly boolean[];
   string: readonly string[];
+  float8_e4m3fn: Uint8Array;
+  float8_e4m3fnuz: Uint8Array;
+  float8_e5m2: Uint8Array;
+  float8_e5m2fnuz: Uint8Array;
+  float8_e8m0fnu: Uint8Array;
+  float4_e2m1fn: Uint8Array;
+  uint4: Uint8Array | readonly number[];
+  int4: Int8Array | readonly number[];
+  uint2: Uint8Array | readonly number[];
+  int2: Int8Array | readonly number[];
 }
 
 export type TensorData = TensorDataTypeMap[TensorType];

@@ -15,6 +15,17 @@ const ARRAY_OF_TYPE = {
   uint64: BigUint64Array,
   bool: Uint8Array,
   string: Array,
+  // 8/4/2-bit types: one element per byte (the bits, or the values for int4/int2).
+  float8_e4m3fn: Uint8Array,
+  float8_e4m3fnuz: Uint8Array,
+  float8_e5m2: Uint8Array,
+  float8_e5m2fnuz: Uint8Array,
+  float8_e8m0fnu: Uint8Array,
+  float4_e2m1fn: Uint8Array,
+  uint4: Uint8Array,
+  int4: Int8Array,
+  uint2: Uint8Array,
+  int2: Int8Array,
 };
 
 /** Tensor type names Kiln accepts (onnxruntime-web's, plus bfloat16). */
@@ -79,8 +90,8 @@ function normalize(type, data) {
   }
   if (Array.isArray(data)) {
     if (type === 'int64' || type === 'uint64') return toBigInts(data, type, Ctor);
-    if (type === 'float16' || type === 'bfloat16') {
-      throw new TypeError(`Tensor: ${type} data must be a Uint16Array of the bits, got an array`);
+    if (type === 'float16' || type === 'bfloat16' || type.startsWith('float8') || type.startsWith('float4')) {
+      throw new TypeError(`Tensor: ${type} data must be a ${Ctor.name} of the bits, got an array`);
     }
     for (let i = 0; i < data.length; i++) {
       if (typeof data[i] !== 'number') throw new TypeError(`Tensor: ${type} data item ${i} is not a number`);

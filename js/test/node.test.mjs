@@ -142,21 +142,48 @@ describe('non-tensor outputs', () => {
     assert.deepEqual([...out.total.data], [3]);
   });
 
+});
+
+describe('classic-ML models (scikit-learn, XGBoost, LightGBM) match onnxruntime', () => {
   const mlDir = join(repo, 'models', 'ml');
-  const zipmapFixture = ['logreg_clf', 'dtree_clf', 'rf_clf'].map((n) => join(mlDir, n)).find((d) => existsSync(join(d, 'output_1.json')));
-  test('ZipMap output is an array of plain objects', { skip: zipmapFixture ? false : 'no scikit-learn fixture in models/ml' }, async () => {
-    const session = await InferenceSession.create(join(zipmapFixture, 'model.onnx'));
-    const x = readNpy(join(zipmapFixture, 'input_0.npy'));
-    const out = await session.run({ [session.inputNames[0]]: new Tensor(x.type, x.data, x.dims) });
-    const probs = out[session.outputNames[1]];
-    const want = JSON.parse(readFileSync(join(zipmapFixture, 'output_1.json'), 'utf8'));
-    assert.ok(Array.isArray(probs));
-    assert.equal(probs.length, want.length);
-    for (let i = 0; i < want.length; i++) {
-      assert.deepEqual(Object.keys(probs[i]).sort(), Object.keys(want[i]).sort());
-      for (const k of Object.keys(want[i])) assert.ok(Math.abs(probs[i][k] - want[i][k]) <= 1e-5 + 1e-3 * Math.abs(want[i][k]));
-    }
-  });
+  const manifestPath = join(mlDir, 'MANIFEST.json');
+  const ml = existsSync(manifestPath) ? JSON.parse(readFileSync(manifestPath, 'utf8')) : { fixtures: [] };
+  const filter = (process.env.KILN_FIXTURES ?? '').split(',').filter((s) => s.length > 0);
+  const close = (a, b) => (Number.isNaN(a) && Number.isNaN(b)) || Math.abs(a - b) <= 1e-5 + 1e-3 * Math.abs(b);
+  for (const fx of ml.fixtures.filter((f) => filter.length === 0 || filter.some((s) => f.name.includes(s)))) {
+    test(fx.name, async () => {
+      const dir = join(mlDir, fx.name);
+      const session = await InferenceSession.create(join(dir, 'model.onnx'));
+      const feeds = {};
+      for (const inp of fx.inputs) {
+        const t = readNpy(join(dir, inp.file));
+        feeds[inp.name] = new Tensor(t.type, t.data, t.dims);
+      }
+      const out = await session.run(feeds);
+      for (const o of fx.outputs) {
+        const got = out[o.name];
+        if (o.kind === 'seq_map') {
+          const want = JSON.parse(readFileSync(join(dir, o.file), 'utf8'));
+          assert.ok(Array.isArray(got), `${o.name} is an array`);
+          assert.equal(got.length, want.length);
+          for (let r = 0; r < want.length; r++) {
+            assert.deepEqual(Object.keys(got[r]).sort(), Object.keys(want[r]).sort(), `${o.name}[${r}] keys`);
+            for (const k of Object.keys(want[r])) {
+              assert.equal(typeof got[r][k], 'number');
+              assert.ok(close(got[r][k], want[r][k]), `${o.name}[${r}][${k}]: ${got[r][k]}, expected ${want[r][k]}`);
+            }
+          }
+        } else {
+          const want = readNpy(join(dir, o.file));
+          const problem = compareTensor(got, want, 1e-3, 1e-5);
+          assert.equal(problem, null, `${o.name}: ${problem}`);
+        }
+      }
+      const probs = session.outputMetadata.find((m) => !m.isTensor);
+      if (probs) assert.match(probs.type, /^sequence<map<(int64|string), /);
+      await session.release();
+    });
+  }
 });
 
 describe('bad input rejects with a clear Error and the session stays usable', () => {

@@ -1,4 +1,4 @@
-// A small .npy reader (format versions 1-3, little-endian numeric and bool dtypes, C order).
+// A small .npy reader (format versions 1-3, little-endian numeric, bool and unicode dtypes, C order).
 
 const DTYPES = {
   '<f4': ['float32', Float32Array, 4],
@@ -29,12 +29,27 @@ export function parseNpy(bytes) {
   const fortran = /'fortran_order':\s*True/.test(header);
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1] ?? '';
   const dims = shapeText.split(',').map((s) => s.trim()).filter((s) => s.length > 0).map(Number);
-  const spec = DTYPES[descr];
-  if (!spec) throw new Error(`unsupported .npy dtype ${descr}`);
   if (fortran) throw new Error('Fortran-order .npy is not supported');
-  const [type, Ctor, size] = spec;
   const count = dims.reduce((a, b) => a * b, 1);
   const offset = start + headerLen;
+  const unicode = /^<U(\d+)$/.exec(descr ?? '');
+  if (unicode) {
+    const width = Number(unicode[1]);
+    const data = [];
+    for (let i = 0; i < count; i++) {
+      let s = '';
+      for (let j = 0; j < width; j++) {
+        const cp = dv.getUint32(offset + (i * width + j) * 4, true);
+        if (cp === 0) break;
+        s += String.fromCodePoint(cp);
+      }
+      data.push(s);
+    }
+    return { type: 'string', data, dims };
+  }
+  const spec = DTYPES[descr];
+  if (!spec) throw new Error(`unsupported .npy dtype ${descr}`);
+  const [type, Ctor, size] = spec;
   const copy = new Uint8Array(count * size);
   copy.set(u8.subarray(offset, offset + count * size));
   return { type, data: new Ctor(copy.buffer, 0, count), dims };

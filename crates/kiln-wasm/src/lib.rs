@@ -4,12 +4,16 @@
 //!
 //! Tensors cross the boundary as `{ type, data, dims }` with onnxruntime-web's type names and
 //! typed arrays (`int64` as `BigInt64Array`, `float16` as the bits in a `Uint16Array`, `bool` as
-//! `Uint8Array`, `string` as `string[]`). Non-tensor values (sequences, maps, optionals) become
+//! `Uint8Array`, `string` as `string[]`; the 8/4/2-bit types one element per byte: the bits in a
+//! `Uint8Array`, or the values in an `Int8Array` for `int4`/`int2`). Non-tensor values (sequences, maps, optionals) become
 //! plain JS arrays, objects and `null`; every failure becomes a JS `Error` naming the problem.
 
 use js_sys::{Array, BigInt64Array, BigUint64Array, Float32Array, Float64Array, Function, Int16Array, Int32Array, Int8Array, Object, Reflect, Uint16Array, Uint32Array, Uint8Array};
 use kiln_engine::{Session, SessionOptions};
-use kiln_tensor::{bf16, f16, Dim, DType, MapKey, Tensor, TensorData, Value, ValueType};
+use kiln_tensor::{
+    bf16, f16, Dim, DType, MapKey, Tensor, TensorData, Value, ValueType, F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2,
+    F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4,
+};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -35,7 +39,7 @@ pub fn parse_type(name: &str) -> Option<DType> {
         "uint64" => DType::U64,
         "bool" => DType::Bool,
         "string" => DType::String,
-        _ => return None,
+        other => return DType::ALL.iter().copied().find(|d| d.numpy_name() == other),
     })
 }
 
@@ -53,6 +57,15 @@ pub fn container_name(d: DType) -> &'static str {
         DType::U32 => "Uint32Array",
         DType::U64 => "BigUint64Array",
         DType::String => "an array of strings",
+        DType::I4 | DType::I2 => "Int8Array (one element per byte)",
+        DType::F8E4M3FN
+        | DType::F8E4M3FNUZ
+        | DType::F8E5M2
+        | DType::F8E5M2FNUZ
+        | DType::F8E8M0
+        | DType::F4E2M1
+        | DType::U4
+        | DType::U2 => "Uint8Array (one element's bits per byte)",
     }
 }
 
@@ -210,6 +223,22 @@ fn tensor_from_js(feed: &JsValue) -> Result<Tensor, String> {
             TensorData::$var(a.to_vec())
         }};
     }
+    macro_rules! bits {
+        ($ty:ident, $var:ident) => {{
+            let a: &Uint8Array = data.dyn_ref().ok_or_else(wrong)?;
+            TensorData::$var(a.to_vec().into_iter().map($ty).collect())
+        }};
+    }
+    macro_rules! small_int {
+        ($arr:ty, $var:ident, $min:expr, $max:expr, $make:expr) => {{
+            let a: &$arr = data.dyn_ref().ok_or_else(wrong)?;
+            let v = a.to_vec();
+            if let Some((i, x)) = v.iter().enumerate().find(|(_, &x)| (x as i64) < $min || (x as i64) > $max) {
+                return Err(format!("{ty} data item {i} is {x}, outside {}..={}", $min, $max));
+            }
+            TensorData::$var(v.into_iter().map($make).collect())
+        }};
+    }
     let td = match dtype {
         DType::F32 => typed!(Float32Array, F32),
         DType::F64 => typed!(Float64Array, F64),
@@ -233,6 +262,16 @@ fn tensor_from_js(feed: &JsValue) -> Result<Tensor, String> {
             let a: &Uint8Array = data.dyn_ref().ok_or_else(wrong)?;
             TensorData::Bool(a.to_vec().into_iter().map(|b| b != 0).collect())
         }
+        DType::F8E4M3FN => bits!(F8E4M3FN, F8E4M3FN),
+        DType::F8E4M3FNUZ => bits!(F8E4M3FNUZ, F8E4M3FNUZ),
+        DType::F8E5M2 => bits!(F8E5M2, F8E5M2),
+        DType::F8E5M2FNUZ => bits!(F8E5M2FNUZ, F8E5M2FNUZ),
+        DType::F8E8M0 => bits!(F8E8M0, F8E8M0),
+        DType::F4E2M1 => small_int!(Uint8Array, F4E2M1, 0, 15, |b: u8| F4E2M1::from_bits(b)),
+        DType::U4 => small_int!(Uint8Array, U4, U4::MIN, U4::MAX, |b: u8| U4(b)),
+        DType::U2 => small_int!(Uint8Array, U2, U2::MIN, U2::MAX, |b: u8| U2(b)),
+        DType::I4 => small_int!(Int8Array, I4, I4::MIN, I4::MAX, |b: i8| I4(b)),
+        DType::I2 => small_int!(Int8Array, I2, I2::MIN, I2::MAX, |b: i8| I2(b)),
         DType::String => {
             let a: &Array = data.dyn_ref().ok_or_else(wrong)?;
             let mut v = Vec::with_capacity(a.length() as usize);
@@ -270,7 +309,28 @@ fn tensor_data_to_js(t: &Tensor) -> JsValue {
             Uint8Array::from(&bytes[..]).into()
         }
         TensorData::String(v) => v.iter().map(|s| JsValue::from_str(s)).collect::<Array>().into(),
+        TensorData::F8E4M3FN(v) => u8s(v.iter().map(|x| x.0)),
+        TensorData::F8E4M3FNUZ(v) => u8s(v.iter().map(|x| x.0)),
+        TensorData::F8E5M2(v) => u8s(v.iter().map(|x| x.0)),
+        TensorData::F8E5M2FNUZ(v) => u8s(v.iter().map(|x| x.0)),
+        TensorData::F8E8M0(v) => u8s(v.iter().map(|x| x.0)),
+        TensorData::F4E2M1(v) => u8s(v.iter().map(|x| x.to_bits())),
+        TensorData::U4(v) => u8s(v.iter().map(|x| x.0)),
+        TensorData::U2(v) => u8s(v.iter().map(|x| x.0)),
+        TensorData::I4(v) => {
+            let b: Vec<i8> = v.iter().map(|x| x.0).collect();
+            Int8Array::from(&b[..]).into()
+        }
+        TensorData::I2(v) => {
+            let b: Vec<i8> = v.iter().map(|x| x.0).collect();
+            Int8Array::from(&b[..]).into()
+        }
     }
+}
+
+fn u8s(it: impl Iterator<Item = u8>) -> JsValue {
+    let b: Vec<u8> = it.collect();
+    Uint8Array::from(&b[..]).into()
 }
 
 /// A scalar tensor as a plain JS value (numbers for every numeric type, as in JSON).
@@ -291,6 +351,16 @@ fn scalar_to_js(t: &Tensor) -> JsValue {
         TensorData::U64(v) => v.first().map_or(JsValue::NULL, |&x| n(x as f64)),
         TensorData::Bool(v) => v.first().map_or(JsValue::NULL, |&x| JsValue::from_bool(x)),
         TensorData::String(v) => v.first().map_or(JsValue::NULL, |x| JsValue::from_str(x)),
+        TensorData::F8E4M3FN(v) => v.first().map_or(JsValue::NULL, |x| n(x.to_f64())),
+        TensorData::F8E4M3FNUZ(v) => v.first().map_or(JsValue::NULL, |x| n(x.to_f64())),
+        TensorData::F8E5M2(v) => v.first().map_or(JsValue::NULL, |x| n(x.to_f64())),
+        TensorData::F8E5M2FNUZ(v) => v.first().map_or(JsValue::NULL, |x| n(x.to_f64())),
+        TensorData::F4E2M1(v) => v.first().map_or(JsValue::NULL, |x| n(x.to_f64())),
+        TensorData::F8E8M0(v) => v.first().map_or(JsValue::NULL, |x| n(x.to_f32() as f64)),
+        TensorData::U4(v) => v.first().map_or(JsValue::NULL, |x| n(x.to_i64() as f64)),
+        TensorData::I4(v) => v.first().map_or(JsValue::NULL, |x| n(x.to_i64() as f64)),
+        TensorData::U2(v) => v.first().map_or(JsValue::NULL, |x| n(x.to_i64() as f64)),
+        TensorData::I2(v) => v.first().map_or(JsValue::NULL, |x| n(x.to_i64() as f64)),
     }
 }
 

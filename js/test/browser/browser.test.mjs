@@ -16,7 +16,7 @@ import { chromium } from 'playwright-core';
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const TYPES = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.html': 'text/html', '.wasm': 'application/wasm', '.json': 'application/json' };
-const SERVED = ['js/src/', 'js/dist/', 'js/test/', 'models/fixtures/'];
+const SERVED = ['js/src/', 'js/dist/', 'js/test/', 'models/fixtures/', 'models/ml/'];
 
 function serve() {
   const server = createServer(async (req, res) => {
@@ -91,6 +91,15 @@ describe('kiln-ml in Chromium', { skip: existsSync(executablePath) ? false : `${
     const r = await page.evaluate(() => window.workerAndCache());
     assert.deepEqual(r.problems, []);
     assert.deepEqual(r.keys, ['/models/fixtures/lstm_tagger_ts/model.onnx']);
+  });
+
+  test('ZipMap output (sequence of maps) as plain objects', { skip: existsSync(join(repo, 'models', 'ml', 'logreg_multi')) ? false : 'no models/ml' }, async () => {
+    const { got, want } = await page.evaluate(() => window.runZipMap('logreg_multi'));
+    assert.equal(got.length, want.length);
+    for (let r = 0; r < want.length; r++) {
+      assert.deepEqual(Object.keys(got[r]).sort(), Object.keys(want[r]).sort());
+      for (const k of Object.keys(want[r])) assert.ok(Math.abs(got[r][k] - want[r][k]) <= 1e-5 + 1e-3 * Math.abs(want[r][k]));
+    }
   });
 
   test('no uncaught page errors', () => {
