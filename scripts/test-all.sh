@@ -21,7 +21,7 @@ step "Building (release)"
 cargo build --release --workspace --locked 2>&1 | tail -n 3
 
 step "Conformance: ONNX backend node tests"
-./target/release/kiln-conformance --data conformance/data/node --list conformance/passing.txt --enforce --quiet
+./target/release/kiln-conformance --data conformance/data/node --list conformance/passing.txt --enforce --check-ops-doc docs/ops.md --quiet
 
 step "Unit, integration, model parity and CLI tests"
 cargo test --release --workspace --locked
