@@ -5,8 +5,10 @@
 //! AVX-512 / AVX2+FMA / portable micro-kernels chosen at run time, prepacked operands, fused
 //! epilogues); double precision and negative strides use `matrixmultiply`.
 
+pub mod dwconv;
 pub mod gemm;
 
+pub use dwconv::{depthwise_conv2d, DwGeometry};
 pub use gemm::{best_isa, sgemm_ex, Epilogue, Isa, Lhs, MatRef, PackedA, PackedB, Rhs};
 
 /// C[m×n] = alpha · A[m×k] · B[k×n] + beta · C, with arbitrary row/column strides (in elements).

@@ -3,6 +3,7 @@
 //! epilogue (alpha, beta, row/column bias, ReLU) and splitting of C across threads.
 
 mod generic;
+mod gemv;
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod x86;
 
@@ -447,6 +448,18 @@ pub(crate) fn sgemm_with(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<
             // SAFETY: row i of C holds n elements at stride csc (checked above); biases checked above.
             unsafe { store_tile_scalar(&tmp, n, &out, &tep) };
         }
+        return;
+    }
+    if n == 1 && m > 1 {
+        let bv = match b {
+            Rhs::Strided(v) => v,
+            Rhs::Packed(p) => MatRef::new(p.buf.as_slice(), p.npad as isize, 1),
+        };
+        gemv::gemv_col(&info, m, k, &a, &bv, cp.0, rsc, ep);
+        return;
+    }
+    if let (1, Lhs::Strided(av), Rhs::Packed(pb)) = (m, &a, &b) {
+        gemv::gemv_row(&info, k, n, av, pb, cp.0, csc, ep);
         return;
     }
     let flops = m.saturating_mul(n).saturating_mul(k);

@@ -22,7 +22,7 @@ fn close(got: f32, want: f64, k: usize) -> bool {
 
 #[test]
 fn strided_and_packed_match_naive() {
-    let sizes = [(1, 1, 1), (3, 5, 7), (8, 256, 32), (13, 300, 45), (17, 513, 70), (40, 33, 100), (9, 1, 16)];
+    let sizes = [(1, 1, 1), (3, 5, 7), (8, 256, 32), (13, 300, 45), (17, 513, 70), (40, 33, 100), (9, 1, 16), (37, 300, 1), (1, 300, 45), (1, 513, 70), (20, 600, 1)];
     for isa in available_isas() {
         let info = KernelInfo::for_isa(isa);
         for &(m, k, n) in &sizes {

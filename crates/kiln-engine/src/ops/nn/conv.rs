@@ -1,7 +1,7 @@
 //! Convolutions: Conv (im2col + GEMM, direct 1x1 and depthwise paths), ConvTranspose (GEMM +
 //! col2im) and ConvInteger.
 
-use kiln_kernels::{sgemm_ex, Epilogue, Lhs, MatRef, PackedA, Rhs};
+use kiln_kernels::{depthwise_conv2d, sgemm_ex, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
 use kiln_tensor::{DType, Dim, Shape, Tensor, Value, ValueType};
 
 use super::{nc_shape, AutoPad, Geometry, WindowAttrs};
@@ -379,6 +379,43 @@ fn conv_f32(x: &[f32], w: &[f32], packed: Option<&[PackedA]>, d: &ConvDims, grou
     Ok(y)
 }
 
+/// Float32 depthwise 2-D convolution (one input channel per group) with the bias fused.
+fn depthwise_f32(x: &[f32], w: &[f32], d: &ConvDims, group: usize, bias: Option<&[f32]>) -> OpResult<Vec<f32>> {
+    let geo = &d.geo;
+    let (osz, isz) = (geo.out_size(), geo.in_size());
+    let (kh, kw) = (geo.kernel[0], geo.kernel[1]);
+    let total = kiln_tensor::checked_numel(&[d.n, d.m, osz])?;
+    let mut y = vec![0f32; total];
+    if let Some(b) = bias {
+        ensure!(b.len() == d.m, "bias has {} elements; expected {}", b.len(), d.m);
+    }
+    ensure!(w.len() == d.m * kh * kw, "weight has {} elements; expected {}", w.len(), d.m * kh * kw);
+    ensure!(x.len() == d.n * d.c * isz, "input has {} elements; expected {}", x.len(), d.n * d.c * isz);
+    if total == 0 {
+        return Ok(y);
+    }
+    let g = DwGeometry {
+        ih: geo.input[0], iw: geo.input[1], oh: geo.output[0], ow: geo.output[1], kh, kw,
+        sh: geo.strides[0], sw: geo.strides[1], dh: geo.dilations[0], dw: geo.dilations[1],
+        ph: geo.pad_begin[0], pw: geo.pad_begin[1],
+    };
+    let mult = d.m / group;
+    let chunks: Vec<(usize, &mut [f32])> = y.chunks_mut(osz).enumerate().collect();
+    let work = |(idx, out): (usize, &mut [f32])| {
+        let (img, m) = (idx / d.m, idx % d.m);
+        let ci = m / mult;
+        let xc = &x[(img * d.c + ci) * isz..(img * d.c + ci + 1) * isz];
+        let b = bias.map_or(0.0, |b| b[m]);
+        depthwise_conv2d(&g, xc, &w[m * kh * kw..(m + 1) * kh * kw], b, out);
+    };
+    if total * kh * kw >= 1 << 15 {
+        par_each(chunks, work);
+    } else {
+        chunks.into_iter().for_each(work);
+    }
+    Ok(y)
+}
+
 fn add_bias<T: GemmElem>(y: &mut [T], bias: &[T], m: usize, osz: usize) -> OpResult<()> {
     ensure!(bias.len() == m, "bias has {} elements; expected {m}", bias.len());
     if osz == 0 {
@@ -405,6 +442,16 @@ impl Op for ConvOp {
         let d = self.dims(x.shape(), w.shape())?;
         let dt = x.dtype();
         let depthwise = d.c / self.group == 1 && d.geo.input.len() == 2 && self.group > 1;
+        let valid_geo = d.geo.kernel.iter().all(|&k| k > 0)
+            && d.geo.strides.iter().chain(&d.geo.dilations).all(|&s| s > 0);
+        if dt == DType::F32 && w.dtype() == DType::F32 && depthwise && valid_geo {
+            let bias = match b {
+                Some(b) => Some(f32::cow(b)?),
+                None => None,
+            };
+            let y = depthwise_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, &d, self.group, bias.as_deref())?;
+            return Ok(vec![Value::Tensor(Tensor::from_vec(out_shape(&d), y)?)]);
+        }
         if dt == DType::F32 && w.dtype() == DType::F32 && !depthwise {
             let packed = self.packed.as_ref().filter(|p| p.shape == w.shape()).map(|p| p.groups.as_slice());
             let bias = match b {
@@ -801,6 +848,30 @@ mod tests {
             assert_eq!(got.len(), want.len());
             for (g, w) in got.iter().zip(&want) {
                 assert!((*g as f64 - w).abs() < 1e-3, "{g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn depthwise_f32_matches_definition() {
+        for (k, s, p, h, wd) in [(3usize, 1usize, 1usize, 7usize, 19usize), (3, 2, 1, 8, 11), (5, 2, 2, 9, 6), (5, 1, 2, 14, 14)] {
+            let c = 3;
+            let op = ConvOp {
+                attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![s, s]), dilations: None, pads: Some(vec![p; 4]), ceil_mode: false },
+                group: c,
+                packed: None,
+            };
+            let d = op.dims(&[1, c, h, wd], &[c, 1, k, k]).unwrap();
+            let x: Vec<f64> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
+            let w: Vec<f64> = (0..c * k * k).map(|i| ((i * 5) % 11) as f64 - 5.0).collect();
+            let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+            let bias = [1.0f32, -2.0, 0.5];
+            let got = depthwise_f32(&x32, &w32, &d, c, Some(&bias)).unwrap();
+            let want = naive_dw(&x, &w, c, h, wd, k, s, p);
+            let osz = want.len() / c;
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(*g as f64, w + bias[i / osz] as f64, "k{k} s{s} p{p}");
             }
         }
     }
