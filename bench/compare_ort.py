@@ -1,6 +1,6 @@
 """Side-by-side latency of Kiln (`kiln bench`) and onnxruntime on the same model and inputs.
 
-Usage: python bench/compare_ort.py MODEL_DIR [MODEL_DIR ...] [--threads N] [--duration S] [--rounds R]
+Usage: python bench/compare_ort.py MODEL_DIR [MODEL_DIR ...] [--threads N] [--duration S] [--rounds R] [--kiln PATH]
 Each MODEL_DIR holds model.onnx and test_data_set_0/input_<k>.npy (models/export_large.py layout).
 The two runtimes alternate for R rounds (the machine is shared and noisy); the table shows the
 median of each runtime's per-round medians and the Kiln/ORT ratio.
@@ -37,6 +37,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--duration", type=float, default=2.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--kiln", default=KILN, help="path of the kiln binary (default: target/release/kiln)")
     a = ap.parse_args()
     rows = []
     for d in a.models:
@@ -48,7 +49,7 @@ def main():
         names = [i.name for i in sess.get_inputs()]
         files = [os.path.join(d, "test_data_set_0", f"input_{k}.npy") for k in range(len(names))]
         feeds = {n: np.load(f) for n, f in zip(names, files)}
-        kiln_cmd = [KILN, "bench", model, "--threads", str(a.threads), "--duration", str(a.duration), "--json"]
+        kiln_cmd = [a.kiln, "bench", model, "--threads", str(a.threads), "--duration", str(a.duration), "--json"]
         for n, f in zip(names, files):
             kiln_cmd += ["--input", f"{n}={f}"]
         k_meds, o_meds = [], []

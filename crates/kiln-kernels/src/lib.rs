@@ -1,8 +1,15 @@
 //! kiln-kernels: numeric inner loops with no knowledge of graphs or ONNX.
 //!
 //! Matrix multiplication (sgemm/dgemm with strides), and the vectorisable helpers the
-//! operators share. Depends on nothing of Kiln's; `matrixmultiply` provides packed, runtime-dispatched
-//! (AVX2/FMA, scalar fallback on other targets) GEMM for now.
+//! operators share. Depends on nothing of Kiln's. Single precision uses our packed GEMM ([`gemm`]:
+//! AVX-512 / AVX2+FMA / portable micro-kernels chosen at run time, prepacked operands, fused
+//! epilogues); double precision and negative strides use `matrixmultiply`.
+
+pub mod dwconv;
+pub mod gemm;
+
+pub use dwconv::{depthwise_conv2d, DwGeometry};
+pub use gemm::{best_isa, sgemm_ex, Epilogue, Isa, Lhs, MatRef, PackedA, PackedB, Rhs};
 
 /// C[m×n] = alpha · A[m×k] · B[k×n] + beta · C, with arbitrary row/column strides (in elements).
 #[allow(clippy::too_many_arguments)]
@@ -19,10 +26,16 @@ pub fn sgemm(
         sgemv(k, n, alpha, &a[..k], b, rsb, csb, beta, &mut c[..n]);
         return;
     }
-    // SAFETY: callers pass slices large enough for the given shape and strides; checked below in debug.
-    debug_assert!(k == 0 || a.len() as isize > (m as isize - 1) * rsa + (k as isize - 1) * csa);
-    debug_assert!(k == 0 || b.len() as isize > (k as isize - 1) * rsb + (n as isize - 1) * csb);
-    debug_assert!(c.len() as isize > (m as isize - 1) * rsc + (n as isize - 1) * csc);
+    if rsa >= 0 && csa >= 0 && rsb >= 0 && csb >= 0 && rsc >= 0 && csc >= 0 {
+        let ep = Epilogue { alpha, beta, ..Epilogue::default() };
+        sgemm_ex(m, k, n, Lhs::Strided(MatRef::new(a, rsa, csa)), Rhs::Strided(MatRef::new(b, rsb, csb)), c, rsc, csc, &ep, 1);
+        return;
+    }
+    assert!(k == 0 || (a.len() as isize > (m as isize - 1) * rsa.abs() + (k as isize - 1) * csa.abs()));
+    assert!(k == 0 || (b.len() as isize > (k as isize - 1) * rsb.abs() + (n as isize - 1) * csb.abs()));
+    assert!(c.len() as isize > (m as isize - 1) * rsc.abs() + (n as isize - 1) * csc.abs());
+    // SAFETY: matrixmultiply reads from the slices' start pointers; the slices hold the extreme
+    // elements of each view (asserted above).
     unsafe {
         matrixmultiply::sgemm(m, k, n, alpha, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), rsc, csc);
     }
@@ -83,9 +96,11 @@ pub fn dgemm(
     if m == 0 || n == 0 {
         return;
     }
-    debug_assert!(k == 0 || a.len() as isize > (m as isize - 1) * rsa + (k as isize - 1) * csa);
-    debug_assert!(k == 0 || b.len() as isize > (k as isize - 1) * rsb + (n as isize - 1) * csb);
-    debug_assert!(c.len() as isize > (m as isize - 1) * rsc + (n as isize - 1) * csc);
+    assert!(rsa >= 0 && csa >= 0 && rsb >= 0 && csb >= 0 && rsc >= 0 && csc >= 0, "dgemm: negative strides");
+    assert!(k == 0 || a.len() as isize > (m as isize - 1) * rsa + (k as isize - 1) * csa);
+    assert!(k == 0 || b.len() as isize > (k as isize - 1) * rsb + (n as isize - 1) * csb);
+    assert!(c.len() as isize > (m as isize - 1) * rsc + (n as isize - 1) * csc);
+    // SAFETY: strides are non-negative and the slices hold the last element of each view.
     unsafe {
         matrixmultiply::dgemm(m, k, n, alpha, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), rsc, csc);
     }

@@ -5,6 +5,7 @@ mod einsum;
 
 use std::borrow::Cow;
 
+use kiln_kernels::{sgemm_ex, Epilogue, Lhs, MatRef, PackedB, Rhs};
 use kiln_tensor::{bf16, f16, DType, Shape, Tensor, TensorData, Value, ValueType};
 
 use crate::error::OpResult;
@@ -14,7 +15,7 @@ use crate::registry::Registry;
 use crate::{bail, ensure};
 
 pub fn register(r: &mut Registry) {
-    r.add("MatMul", 1, |_| Ok(Box::new(MatMulOp)));
+    r.add("MatMul", 1, build_matmul);
     r.add("Gemm", 1, build_gemm);
     r.add("MatMulInteger", 10, |_| Ok(Box::new(MatMulIntegerOp)));
     r.add("Einsum", 12, einsum::build);
@@ -38,6 +39,17 @@ pub(crate) trait GemmElem: Copy + Default + Send + Sync + 'static {
         b: &[Self], rsb: isize, csb: isize,
         accumulate: bool, c: &mut [Self], rsc: isize, csc: isize,
     );
+    /// Like `gemm` into a contiguous C, splitting the work across up to `threads` threads itself.
+    /// Returns false (computing nothing) for types without a threaded kernel.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_threaded(
+        _m: usize, _k: usize, _n: usize,
+        _a: &[Self], _rsa: isize, _csa: isize,
+        _b: &[Self], _rsb: isize, _csb: isize,
+        _accumulate: bool, _c: &mut [Self], _threads: usize,
+    ) -> bool {
+        false
+    }
 }
 
 impl GemmElem for f32 {
@@ -50,6 +62,14 @@ impl GemmElem for f32 {
             return;
         }
         kiln_kernels::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, if acc { 1.0 } else { 0.0 }, c, rsc, csc)
+    }
+    fn gemm_threaded(m: usize, k: usize, n: usize, a: &[f32], rsa: isize, csa: isize, b: &[f32], rsb: isize, csb: isize, acc: bool, c: &mut [f32], threads: usize) -> bool {
+        if m == 1 || rsa < 0 || csa < 0 || rsb < 0 || csb < 0 {
+            return false;
+        }
+        let ep = Epilogue { beta: if acc { 1.0 } else { 0.0 }, ..Epilogue::default() };
+        sgemm_ex(m, k, n, Lhs::Strided(MatRef::new(a, rsa, csa)), Rhs::Strided(MatRef::new(b, rsb, csb)), c, n as isize, 1, &ep, threads);
+        true
     }
 }
 
@@ -213,6 +233,9 @@ pub(crate) fn par_gemm<T: GemmElem>(
     }
     let work = m.saturating_mul(n).saturating_mul(k.max(1));
     let threads = num_threads();
+    if T::gemm_threaded(m, k, n, a, rsa, csa, b, rsb, csb, accumulate, c, threads) {
+        return;
+    }
     if threads <= 1 || work < (1 << 18) || m < 2 * threads {
         T::gemm(m, k, n, a, rsa, csa, b, rsb, csb, accumulate, c, n as isize, 1);
         return;
@@ -330,13 +353,65 @@ fn matmul_infer(a: &Shape, b: &Shape) -> Option<Shape> {
     Some(out)
 }
 
-struct MatMulOp;
+/// A constant 2-D float32 right operand, packed once at load.
+struct ConstRhs {
+    shape: Vec<usize>,
+    packed: PackedB,
+}
+
+impl ConstRhs {
+    /// Packs B (or Bᵀ when `trans`) of a constant 2-D float32 tensor.
+    fn new(b: &Tensor, trans: bool) -> Option<ConstRhs> {
+        let data = b.as_slice::<f32>().ok()?;
+        let s = b.shape();
+        if s.len() != 2 || s[0] == 0 || s[1] == 0 {
+            return None;
+        }
+        let (k, n) = if trans { (s[1], s[0]) } else { (s[0], s[1]) };
+        let view = if trans { MatRef::new(data, 1, k as isize) } else { MatRef::new(data, n as isize, 1) };
+        Some(ConstRhs { shape: s.to_vec(), packed: PackedB::new(k, n, view) })
+    }
+}
+
+/// `A[..., k] · B[k, n]` with B prepacked, when A is float32 with the matching last dimension.
+fn matmul_packed(a: &Tensor, rhs: &ConstRhs) -> OpResult<Option<Tensor>> {
+    let Ok(av) = a.as_slice::<f32>() else { return Ok(None) };
+    let (k, n) = (rhs.packed.depth(), rhs.packed.cols());
+    let s = a.shape();
+    if s.is_empty() || s[s.len() - 1] != k {
+        return Ok(None);
+    }
+    let rows: usize = s[..s.len() - 1].iter().product();
+    let mut out_shape = s[..s.len() - 1].to_vec();
+    out_shape.push(n);
+    let mut out = vec![0f32; kiln_tensor::checked_numel(&out_shape)?];
+    if rows > 0 {
+        sgemm_ex(rows, k, n, Lhs::Strided(MatRef::new(av, k as isize, 1)), Rhs::Packed(&rhs.packed), &mut out, n as isize, 1, &Epilogue::default(), num_threads());
+    }
+    Ok(Some(Tensor::from_vec(out_shape, out)?))
+}
+
+fn build_matmul(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
+    let rhs = n.const_tensor(1).and_then(|b| ConstRhs::new(b, false));
+    Ok(Box::new(MatMulOp { rhs }))
+}
+
+struct MatMulOp {
+    rhs: Option<ConstRhs>,
+}
 
 impl Op for MatMulOp {
     fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
         let a = inputs.tensor(0)?;
         let b = inputs.tensor(1)?;
         ensure!(a.dtype() == b.dtype(), "MatMul operands differ in type: {} and {}", a.dtype(), b.dtype());
+        if let Some(rhs) = &self.rhs {
+            if rhs.shape == b.shape() {
+                if let Some(t) = matmul_packed(a, rhs)? {
+                    return Ok(vec![Value::Tensor(t)]);
+                }
+            }
+        }
         let t = matmul_tensors(a, b)?;
         Ok(vec![Value::Tensor(t)])
     }
@@ -388,18 +463,59 @@ struct GemmOp {
     beta: f64,
     trans_a: bool,
     trans_b: bool,
+    /// Prepacked constant float32 B.
+    rhs: Option<ConstRhs>,
+    /// Constant C of shape [n] or [1, n] times beta, with C's shape, fused as a column bias.
+    col_bias: Option<(Vec<usize>, Vec<f32>)>,
 }
 
 fn build_gemm(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
-    Ok(Box::new(GemmOp {
-        alpha: n.attr_float_or("alpha", 1.0)? as f64,
-        beta: n.attr_float_or("beta", 1.0)? as f64,
-        trans_a: n.attr_int_or("transA", 0)? != 0,
-        trans_b: n.attr_int_or("transB", 0)? != 0,
-    }))
+    let alpha = n.attr_float_or("alpha", 1.0)? as f64;
+    let beta = n.attr_float_or("beta", 1.0)? as f64;
+    let trans_a = n.attr_int_or("transA", 0)? != 0;
+    let trans_b = n.attr_int_or("transB", 0)? != 0;
+    let rhs = n.const_tensor(1).and_then(|b| ConstRhs::new(b, trans_b));
+    let col_bias = match (&rhs, n.const_tensor(2)) {
+        (Some(r), Some(c)) => {
+            let cols = r.packed.cols();
+            let s = c.shape();
+            let per_col = (s.len() == 1 && s[0] == cols) || (s.len() == 2 && s[0] == 1 && s[1] == cols);
+            match c.as_slice::<f32>() {
+                Ok(v) if per_col => Some((s.to_vec(), v.iter().map(|&x| x * beta as f32).collect())),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    Ok(Box::new(GemmOp { alpha, beta, trans_a, trans_b, rhs, col_bias }))
 }
 
 impl GemmOp {
+    /// The prepacked float32 path: alpha and a per-column C fused into the kernel's epilogue.
+    fn run_packed(&self, a: &Tensor, b: &Tensor, c: Option<&Tensor>) -> OpResult<Option<Tensor>> {
+        let Some(rhs) = &self.rhs else { return Ok(None) };
+        let Ok(av) = a.as_slice::<f32>() else { return Ok(None) };
+        if rhs.shape != b.shape() || a.rank() != 2 {
+            return Ok(None);
+        }
+        let bias = match (c, &self.col_bias) {
+            (None, _) => None,
+            (Some(c), Some((cs, v))) if c.shape() == cs.as_slice() => Some(v.as_slice()),
+            _ => return Ok(None),
+        };
+        let (k, n) = (rhs.packed.depth(), rhs.packed.cols());
+        let s = a.shape();
+        let (m, ka) = if self.trans_a { (s[1], s[0]) } else { (s[0], s[1]) };
+        ensure!(ka == k, "Gemm inner dimensions differ: A {s:?} (transA={}) and B {:?} (transB={})", self.trans_a, b.shape(), self.trans_b);
+        let view = if self.trans_a { MatRef::new(av, 1, m as isize) } else { MatRef::new(av, k as isize, 1) };
+        let mut out = vec![0f32; kiln_tensor::checked_numel(&[m, n])?];
+        if m > 0 {
+            let ep = Epilogue { alpha: self.alpha as f32, col_bias: bias, ..Epilogue::default() };
+            sgemm_ex(m, k, n, Lhs::Strided(view), Rhs::Packed(&rhs.packed), &mut out, n as isize, 1, &ep, num_threads());
+        }
+        Ok(Some(Tensor::from_vec(vec![m, n], out)?))
+    }
+
     fn compute<T: GemmElem>(
         &self, a: &[T], ashape: &[usize], b: &[T], bshape: &[usize], c: Option<(&[T], &[usize])>,
         alpha: impl Fn(T) -> T, beta: impl Fn(T) -> T, unit_alpha: bool,
@@ -437,6 +553,9 @@ impl Op for GemmOp {
         let c = inputs.opt_tensor(2)?;
         ensure!(a.dtype() == b.dtype(), "Gemm operands differ in type: {} and {}", a.dtype(), b.dtype());
         let c = if self.beta == 0.0 { None } else { c };
+        if let Some(t) = self.run_packed(a, b, c)? {
+            return Ok(vec![Value::Tensor(t)]);
+        }
         macro_rules! ints {
             ($t:ty) => {{
                 let cs = match c { Some(c) => Some((c.as_slice::<$t>()?, c.shape())), None => None };

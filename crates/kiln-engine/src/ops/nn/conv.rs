@@ -1,12 +1,13 @@
 //! Convolutions: Conv (im2col + GEMM, direct 1x1 and depthwise paths), ConvTranspose (GEMM +
 //! col2im) and ConvInteger.
 
+use kiln_kernels::{depthwise_conv2d, sgemm_ex, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
 use kiln_tensor::{DType, Dim, Shape, Tensor, Value, ValueType};
 
 use super::{nc_shape, AutoPad, Geometry, WindowAttrs};
 use crate::error::OpResult;
 use crate::op::{Inputs, NodeInfo, Op};
-use crate::ops::matmul::{par_each, par_gemm, real_tensor, widen_i32, GemmElem, Real};
+use crate::ops::matmul::{num_threads, par_each, par_gemm, real_tensor, widen_i32, GemmElem, Real};
 use crate::registry::Registry;
 use crate::{bail, ensure, real_dispatch};
 
@@ -19,18 +20,47 @@ pub(super) fn register(r: &mut Registry) {
 struct ConvOp {
     attrs: WindowAttrs,
     group: usize,
+    /// Constant float32 weights packed per group at load (not for depthwise convolutions).
+    packed: Option<PackedWeights>,
+}
+
+/// Weights W [M, C/group, k...] as one packed [M/group × C/group·K] matrix per group.
+struct PackedWeights {
+    shape: Vec<usize>,
+    groups: Vec<PackedA>,
+}
+
+impl PackedWeights {
+    fn new(w: &Tensor, group: usize) -> Option<PackedWeights> {
+        let data = w.as_slice::<f32>().ok()?;
+        let s = w.shape();
+        if s.len() < 3 || group == 0 || s[0] % group != 0 || (s[1] == 1 && group > 1) {
+            return None;
+        }
+        let mg = s[0] / group;
+        let kdim: usize = s[1..].iter().product();
+        if mg == 0 || kdim == 0 || data.len() != s[0] * kdim {
+            return None;
+        }
+        let groups = (0..group)
+            .map(|g| PackedA::new(mg, kdim, MatRef::new(&data[g * mg * kdim..(g + 1) * mg * kdim], kdim as isize, 1)))
+            .collect();
+        Some(PackedWeights { shape: s.to_vec(), groups })
+    }
 }
 
 fn build_conv(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let group = n.attr_int_or("group", 1)?;
     ensure!(group >= 1, "group must be >= 1, got {group}");
-    Ok(Box::new(ConvOp { attrs: WindowAttrs::parse(n)?, group: group as usize }))
+    let group = group as usize;
+    let packed = n.const_tensor(1).and_then(|w| PackedWeights::new(w, group));
+    Ok(Box::new(ConvOp { attrs: WindowAttrs::parse(n)?, group, packed }))
 }
 
 fn build_conv_integer(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let group = n.attr_int_or("group", 1)?;
     ensure!(group >= 1, "group must be >= 1, got {group}");
-    Ok(Box::new(ConvIntegerOp(ConvOp { attrs: WindowAttrs::parse(n)?, group: group as usize })))
+    Ok(Box::new(ConvIntegerOp(ConvOp { attrs: WindowAttrs::parse(n)?, group: group as usize, packed: None })))
 }
 
 /// Validated dims of a convolution: X [N, C, in...], W [M, C/group, k...].
@@ -301,6 +331,91 @@ fn conv_compute<T: GemmElem>(x: &[T], w: &[T], d: &ConvDims, group: usize) -> Op
     Ok(y)
 }
 
+/// Float32 convolution through the packed GEMM (weights prepacked or packed per call), with the
+/// bias fused into the GEMM epilogue. Not for depthwise convolutions.
+fn conv_f32(x: &[f32], w: &[f32], packed: Option<&[PackedA]>, d: &ConvDims, group: usize, bias: Option<&[f32]>) -> OpResult<Vec<f32>> {
+    let geo = &d.geo;
+    let osz = geo.out_size();
+    let isz = geo.in_size();
+    let ksz = geo.kernel_size();
+    let total = kiln_tensor::checked_numel(&[d.n, d.m, osz])?;
+    let mut y = vec![0f32; total];
+    if let Some(b) = bias {
+        ensure!(b.len() == d.m, "bias has {} elements; expected {}", b.len(), d.m);
+    }
+    if total == 0 {
+        return Ok(y);
+    }
+    let cg = d.c / group;
+    let mg = d.m / group;
+    let kdim = cg * ksz;
+    ensure!(w.len() == d.m * kdim, "weight has {} elements; expected {}", w.len(), d.m * kdim);
+    if let Some(p) = packed {
+        ensure!(p.len() == group && p.iter().all(|pa| pa.rows() == mg && pa.depth() == kdim), "packed weights do not match the convolution");
+    }
+    let pointwise = ksz == 1
+        && geo.strides.iter().all(|&s| s == 1)
+        && geo.pad_begin.iter().chain(&geo.pad_end).all(|&p| p == 0);
+    let mut col = if pointwise { Vec::new() } else { vec![0f32; kiln_tensor::checked_numel(&[kdim, osz])?] };
+    let threads = num_threads();
+    for img in 0..d.n {
+        for g in 0..group {
+            let xg = &x[(img * d.c + g * cg) * isz..][..cg * isz];
+            let yg = &mut y[(img * d.m + g * mg) * osz..][..mg * osz];
+            let b: &[f32] = if pointwise {
+                xg
+            } else {
+                im2col(xg, cg, geo, &mut col);
+                &col
+            };
+            let lhs = match packed {
+                Some(p) => Lhs::Packed(&p[g]),
+                None => Lhs::Strided(MatRef::new(&w[g * mg * kdim..(g + 1) * mg * kdim], kdim as isize, 1)),
+            };
+            let ep = Epilogue { row_bias: bias.map(|b| &b[g * mg..(g + 1) * mg]), ..Epilogue::default() };
+            sgemm_ex(mg, kdim, osz, lhs, Rhs::Strided(MatRef::new(b, osz as isize, 1)), yg, osz as isize, 1, &ep, threads);
+        }
+    }
+    Ok(y)
+}
+
+/// Float32 depthwise 2-D convolution (one input channel per group) with the bias fused.
+fn depthwise_f32(x: &[f32], w: &[f32], d: &ConvDims, group: usize, bias: Option<&[f32]>) -> OpResult<Vec<f32>> {
+    let geo = &d.geo;
+    let (osz, isz) = (geo.out_size(), geo.in_size());
+    let (kh, kw) = (geo.kernel[0], geo.kernel[1]);
+    let total = kiln_tensor::checked_numel(&[d.n, d.m, osz])?;
+    let mut y = vec![0f32; total];
+    if let Some(b) = bias {
+        ensure!(b.len() == d.m, "bias has {} elements; expected {}", b.len(), d.m);
+    }
+    ensure!(w.len() == d.m * kh * kw, "weight has {} elements; expected {}", w.len(), d.m * kh * kw);
+    ensure!(x.len() == d.n * d.c * isz, "input has {} elements; expected {}", x.len(), d.n * d.c * isz);
+    if total == 0 {
+        return Ok(y);
+    }
+    let g = DwGeometry {
+        ih: geo.input[0], iw: geo.input[1], oh: geo.output[0], ow: geo.output[1], kh, kw,
+        sh: geo.strides[0], sw: geo.strides[1], dh: geo.dilations[0], dw: geo.dilations[1],
+        ph: geo.pad_begin[0], pw: geo.pad_begin[1],
+    };
+    let mult = d.m / group;
+    let chunks: Vec<(usize, &mut [f32])> = y.chunks_mut(osz).enumerate().collect();
+    let work = |(idx, out): (usize, &mut [f32])| {
+        let (img, m) = (idx / d.m, idx % d.m);
+        let ci = m / mult;
+        let xc = &x[(img * d.c + ci) * isz..(img * d.c + ci + 1) * isz];
+        let b = bias.map_or(0.0, |b| b[m]);
+        depthwise_conv2d(&g, xc, &w[m * kh * kw..(m + 1) * kh * kw], b, out);
+    };
+    if total * kh * kw >= 1 << 15 {
+        par_each(chunks, work);
+    } else {
+        chunks.into_iter().for_each(work);
+    }
+    Ok(y)
+}
+
 fn add_bias<T: GemmElem>(y: &mut [T], bias: &[T], m: usize, osz: usize) -> OpResult<()> {
     ensure!(bias.len() == m, "bias has {} elements; expected {m}", bias.len());
     if osz == 0 {
@@ -326,6 +441,26 @@ impl Op for ConvOp {
         let b = inputs.opt_tensor(2)?;
         let d = self.dims(x.shape(), w.shape())?;
         let dt = x.dtype();
+        let depthwise = d.c / self.group == 1 && d.geo.input.len() == 2 && self.group > 1;
+        let valid_geo = d.geo.kernel.iter().all(|&k| k > 0)
+            && d.geo.strides.iter().chain(&d.geo.dilations).all(|&s| s > 0);
+        if dt == DType::F32 && w.dtype() == DType::F32 && depthwise && valid_geo {
+            let bias = match b {
+                Some(b) => Some(f32::cow(b)?),
+                None => None,
+            };
+            let y = depthwise_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, &d, self.group, bias.as_deref())?;
+            return Ok(vec![Value::Tensor(Tensor::from_vec(out_shape(&d), y)?)]);
+        }
+        if dt == DType::F32 && w.dtype() == DType::F32 && !depthwise {
+            let packed = self.packed.as_ref().filter(|p| p.shape == w.shape()).map(|p| p.groups.as_slice());
+            let bias = match b {
+                Some(b) => Some(f32::cow(b)?),
+                None => None,
+            };
+            let y = conv_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, packed, &d, self.group, bias.as_deref())?;
+            return Ok(vec![Value::Tensor(Tensor::from_vec(out_shape(&d), y)?)]);
+        }
         let t = real_dispatch!(dt, "Conv", |T| {
             let xv = T::cow(x)?;
             let wv = T::cow(w)?;
@@ -630,7 +765,7 @@ mod tests {
     #[test]
     fn conv_3x3_padded_matches_hand_sum() {
         // 1x1x3x3 input of ones, 3x3 kernel of ones, pad 1: corner = 4, edge = 6, centre = 9.
-        let op = ConvOp { attrs: attrs(Some(vec![1, 1, 1, 1]), None), group: 1 };
+        let op = ConvOp { attrs: attrs(Some(vec![1, 1, 1, 1]), None), group: 1, packed: None };
         let d = op.dims(&[1, 1, 3, 3], &[1, 1, 3, 3]).unwrap();
         let y = conv_compute::<f32>(&[1.0; 9], &[1.0; 9], &d, 1).unwrap();
         assert_eq!(y, vec![4., 6., 4., 6., 9., 6., 4., 6., 4.]);
@@ -639,7 +774,7 @@ mod tests {
     #[test]
     fn depthwise_matches_hand_sum() {
         // two channels, 2x2 kernel of ones on a 3x3 image with values 0..9, stride 1, no pad.
-        let op = ConvOp { attrs: attrs(None, None), group: 2 };
+        let op = ConvOp { attrs: attrs(None, None), group: 2, packed: None };
         let d = op.dims(&[1, 2, 3, 3], &[2, 1, 2, 2]).unwrap();
         let x: Vec<f32> = (0..18).map(|v| v as f32).collect();
         let mut w = vec![1.0f32; 8];
@@ -679,12 +814,65 @@ mod tests {
             let op = ConvOp {
                 attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![s, s]), dilations: None, pads: Some(vec![p; 4]), ceil_mode: false },
                 group: c,
+                packed: None,
             };
             let d = op.dims(&[1, c, h, wd], &[c, 1, k, k]).unwrap();
             let x: Vec<f64> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
             let w: Vec<f64> = (0..c * k * k).map(|i| ((i * 5) % 11) as f64 - 5.0).collect();
             let got = conv_compute::<f64>(&x, &w, &d, c).unwrap();
             assert_eq!(got, naive_dw(&x, &w, c, h, wd, k, s, p), "k{k} s{s} p{p}");
+        }
+    }
+
+    #[test]
+    fn f32_gemm_path_matches_generic_path() {
+        // group 2 with 2 channels per group, 3x3 kernel, stride 2, pad 1, bias; generic f64 path as reference.
+        let op = ConvOp {
+            attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![2, 2]), dilations: None, pads: Some(vec![1; 4]), ceil_mode: false },
+            group: 2,
+            packed: None,
+        };
+        let (n, c, m, h, wd) = (2usize, 4usize, 6usize, 9usize, 7usize);
+        let d = op.dims(&[n, c, h, wd], &[m, 2, 3, 3]).unwrap();
+        let x: Vec<f32> = (0..n * c * h * wd).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let w: Vec<f32> = (0..m * 2 * 9).map(|i| ((i * 5) % 11) as f32 - 5.0).collect();
+        let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5).collect();
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let w64: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+        let mut want = conv_compute::<f64>(&x64, &w64, &d, 2).unwrap();
+        add_bias(&mut want, &bias.iter().map(|&v| v as f64).collect::<Vec<_>>(), m, d.geo.out_size()).unwrap();
+        let wt = Tensor::from_vec(vec![m, 2, 3, 3], w.clone()).unwrap();
+        let packed = PackedWeights::new(&wt, 2).unwrap();
+        for p in [None, Some(packed.groups.as_slice())] {
+            let got = conv_f32(&x, &w, p, &d, 2, Some(&bias)).unwrap();
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!((*g as f64 - w).abs() < 1e-3, "{g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn depthwise_f32_matches_definition() {
+        for (k, s, p, h, wd) in [(3usize, 1usize, 1usize, 7usize, 19usize), (3, 2, 1, 8, 11), (5, 2, 2, 9, 6), (5, 1, 2, 14, 14)] {
+            let c = 3;
+            let op = ConvOp {
+                attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![s, s]), dilations: None, pads: Some(vec![p; 4]), ceil_mode: false },
+                group: c,
+                packed: None,
+            };
+            let d = op.dims(&[1, c, h, wd], &[c, 1, k, k]).unwrap();
+            let x: Vec<f64> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
+            let w: Vec<f64> = (0..c * k * k).map(|i| ((i * 5) % 11) as f64 - 5.0).collect();
+            let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+            let bias = [1.0f32, -2.0, 0.5];
+            let got = depthwise_f32(&x32, &w32, &d, c, Some(&bias)).unwrap();
+            let want = naive_dw(&x, &w, c, h, wd, k, s, p);
+            let osz = want.len() / c;
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(*g as f64, w + bias[i / osz] as f64, "k{k} s{s} p{p}");
+            }
         }
     }
 

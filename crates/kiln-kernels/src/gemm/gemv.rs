@@ -1,0 +1,146 @@
+//! Matrix–vector special cases of the packed GEMM: a single column of C (n = 1, e.g. a 1×1
+//! convolution on a 1×1 image) and a single row of C against a prepacked B (batch-1 Linear).
+
+use super::{store_tile_scalar, Epilogue, KernelInfo, Lhs, MatRef, PackedB, TileEp, TileOut};
+
+/// C[m×1] = epilogue(A · b) for b = column 0 of `b`.
+pub(super) fn gemv_col(info: &KernelInfo, m: usize, k: usize, a: &Lhs<'_>, b: &MatRef<'_>, c: *mut f32, rsc: isize, ep: &Epilogue<'_>) {
+    let x: Vec<f32> = (0..k).map(|p| b.at(p, 0)).collect();
+    let mut y = vec![0f32; m];
+    match a {
+        Lhs::Strided(av) if av.cs == 1 => {
+            for (i, yi) in y.iter_mut().enumerate() {
+                let start = (i as isize * av.rs) as usize;
+                *yi = dot(&av.data[start..start + k], &x);
+            }
+        }
+        Lhs::Strided(av) => {
+            for (p, &xp) in x.iter().enumerate() {
+                for (i, yi) in y.iter_mut().enumerate() {
+                    *yi += av.at(i, p) * xp;
+                }
+            }
+        }
+        Lhs::Packed(pa) => {
+            let mr = info.mr;
+            let mut pc = 0;
+            while pc < k {
+                let kc = info.kc.min(k - pc);
+                let block = pa.block(pc, kc, 0);
+                let xs = &x[pc..pc + kc];
+                for (ip, panel) in block.chunks_exact(mr * kc).enumerate() {
+                    let i0 = ip * mr;
+                    let rows = mr.min(m - i0);
+                    match mr {
+                        8 => panel_gemv::<8>(panel, xs, &mut y[i0..i0 + rows]),
+                        6 => panel_gemv::<6>(panel, xs, &mut y[i0..i0 + rows]),
+                        4 => panel_gemv::<4>(panel, xs, &mut y[i0..i0 + rows]),
+                        _ => {
+                            for (p, &xp) in xs.iter().enumerate() {
+                                for (i, yi) in y[i0..i0 + rows].iter_mut().enumerate() {
+                                    *yi += panel[p * mr + i] * xp;
+                                }
+                            }
+                        }
+                    }
+                }
+                pc += kc;
+            }
+        }
+    }
+    let out = TileOut { c, rsc, csc: 1, rows: m, cols: 1 };
+    let tep = TileEp {
+        alpha: ep.alpha,
+        cmul: ep.beta,
+        row_bias: ep.row_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
+        col_bias: ep.col_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
+        relu: ep.relu,
+    };
+    // SAFETY: the caller checked C as an m×1 view at row stride rsc and the biases' lengths.
+    unsafe { store_tile_scalar(&y, 1, &out, &tep) }
+}
+
+fn panel_gemv<const MR: usize>(panel: &[f32], x: &[f32], y: &mut [f32]) {
+    let mut acc = [0f32; MR];
+    for (col, &xp) in panel.chunks_exact(MR).zip(x) {
+        for (s, &v) in acc.iter_mut().zip(col) {
+            *s += v * xp;
+        }
+    }
+    for (yi, s) in y.iter_mut().zip(acc) {
+        *yi += s;
+    }
+}
+
+/// C[1×n] = epilogue(a · B) for a prepacked B.
+pub(super) fn gemv_row(info: &KernelInfo, k: usize, n: usize, a: &MatRef<'_>, b: &PackedB, c: *mut f32, csc: isize, ep: &Epilogue<'_>) {
+    let x: Vec<f32> = (0..k).map(|p| a.at(0, p)).collect();
+    let mut y = vec![0f32; info.packed_cols(n)];
+    let mut pc = 0;
+    while pc < k {
+        let kc = info.kc.min(k - pc);
+        let block = b.block(pc, kc, 0);
+        let xs = &x[pc..pc + kc];
+        let mut j = 0;
+        let mut off = 0;
+        while j < n {
+            let w = info.panel_width(j, n);
+            let panel = &block[off..off + w * kc];
+            let yj = &mut y[j..j + w];
+            match w {
+                32 => row_panel::<32>(panel, xs, yj),
+                16 => row_panel::<16>(panel, xs, yj),
+                8 => row_panel::<8>(panel, xs, yj),
+                _ => {
+                    for (row, &xp) in panel.chunks_exact(w).zip(xs) {
+                        for (s, &v) in yj.iter_mut().zip(row) {
+                            *s += v * xp;
+                        }
+                    }
+                }
+            }
+            off += w * kc;
+            j += w;
+        }
+        pc += kc;
+    }
+    let out = TileOut { c, rsc: 0, csc, rows: 1, cols: n };
+    let tep = TileEp {
+        alpha: ep.alpha,
+        cmul: ep.beta,
+        row_bias: ep.row_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
+        col_bias: ep.col_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
+        relu: ep.relu,
+    };
+    // SAFETY: the caller checked C as a 1×n view at column stride csc and the biases' lengths.
+    unsafe { store_tile_scalar(&y, n, &out, &tep) }
+}
+
+fn row_panel<const W: usize>(panel: &[f32], x: &[f32], y: &mut [f32]) {
+    let mut acc = [0f32; W];
+    for (row, &xp) in panel.chunks_exact(W).zip(x) {
+        for (s, &v) in acc.iter_mut().zip(row) {
+            *s += v * xp;
+        }
+    }
+    for (yi, s) in y.iter_mut().zip(acc) {
+        *yi += s;
+    }
+}
+
+/// Dot product with 16 independent accumulators.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}

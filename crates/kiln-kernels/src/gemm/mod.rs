@@ -1,0 +1,625 @@
+//! Packed single-precision GEMM: BLIS-style blocking, operand packing (including packing a constant
+//! operand once, ahead of time), register-blocked micro-kernels chosen at run time per ISA, a fused
+//! epilogue (alpha, beta, row/column bias, ReLU) and splitting of C across threads.
+
+mod generic;
+mod gemv;
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+mod x86;
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+/// Which micro-kernel family computes the tiles.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Isa {
+    Generic,
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    Avx2,
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    Avx512,
+}
+
+/// Tile and block sizes of one micro-kernel family.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct KernelInfo {
+    pub isa: Isa,
+    /// Rows of C per tile (rows of a packed A panel).
+    pub mr: usize,
+    /// Columns of C per full tile (columns of a packed B panel).
+    pub nr: usize,
+    /// Vector length: the width of a narrowed last B panel is a multiple of it.
+    pub vl: usize,
+    /// Depth of one packed block.
+    pub kc: usize,
+    /// Rows of A packed per block.
+    pub mc: usize,
+    /// Columns of B packed per block.
+    pub nc: usize,
+}
+
+impl KernelInfo {
+    pub(crate) fn for_isa(isa: Isa) -> KernelInfo {
+        match isa {
+            Isa::Generic => KernelInfo { isa, mr: generic::MR, nr: generic::NR, vl: generic::NR, kc: 256, mc: 128, nc: 1024 },
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            Isa::Avx2 => KernelInfo { isa, mr: x86::MR_AVX2, nr: 16, vl: 8, kc: 256, mc: 144, nc: 2048 },
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            Isa::Avx512 => KernelInfo { isa, mr: x86::MR_AVX512, nr: 32, vl: 16, kc: 256, mc: 192, nc: 2048 },
+        }
+    }
+
+    /// Width of the packed B panel starting at column `j` when columns end at `end`.
+    fn panel_width(&self, j: usize, end: usize) -> usize {
+        let rem = end - j;
+        if rem >= self.nr {
+            self.nr
+        } else {
+            rem.div_ceil(self.vl) * self.vl
+        }
+    }
+
+    /// Total packed width of columns `0..n` (full panels plus a narrowed last one).
+    fn packed_cols(&self, n: usize) -> usize {
+        let full = n / self.nr * self.nr;
+        if full == n {
+            n
+        } else {
+            full + self.panel_width(full, n)
+        }
+    }
+}
+
+/// The ISAs this machine can run, best first.
+pub fn available_isas() -> Vec<Isa> {
+    let mut v = Vec::new();
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            v.push(Isa::Avx512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            v.push(Isa::Avx2);
+        }
+    }
+    v.push(Isa::Generic);
+    v
+}
+
+/// The micro-kernel family used by [`sgemm_ex`] and the packing constructors.
+pub fn best_isa() -> Isa {
+    static BEST: OnceLock<Isa> = OnceLock::new();
+    *BEST.get_or_init(|| available_isas()[0])
+}
+
+/// A buffer of f32 whose working region starts on a 64-byte boundary.
+#[derive(Clone, Debug, Default)]
+struct AlignedBuf {
+    data: Vec<f32>,
+    off: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn zeroed(len: usize) -> AlignedBuf {
+        let mut b = AlignedBuf::default();
+        b.reset(len);
+        b
+    }
+    /// Resizes to `len` usable elements (contents unspecified, but initialised).
+    fn reset(&mut self, len: usize) {
+        if self.data.len() < len + 16 {
+            self.data = vec![0.0; len + 16];
+        }
+        let addr = self.data.as_ptr() as usize;
+        self.off = (64 - addr % 64) % 64 / 4;
+        self.len = len;
+    }
+    fn as_slice(&self) -> &[f32] {
+        &self.data[self.off..self.off + self.len]
+    }
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.data[self.off..self.off + self.len]
+    }
+}
+
+/// A strided matrix view: element (i, j) at `data[i * rs + j * cs]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rs: isize,
+    pub cs: isize,
+}
+
+impl<'a> MatRef<'a> {
+    pub fn new(data: &'a [f32], rs: isize, cs: isize) -> MatRef<'a> {
+        MatRef { data, rs, cs }
+    }
+    /// Panics unless every element of a rows×cols view lies inside `data` (non-negative strides).
+    fn check(&self, rows: usize, cols: usize, what: &str) {
+        assert!(self.rs >= 0 && self.cs >= 0, "{what}: negative strides are not supported here");
+        if rows > 0 && cols > 0 {
+            let last = (rows - 1) as isize * self.rs + (cols - 1) as isize * self.cs;
+            assert!((last as usize) < self.data.len(), "{what}: {rows}x{cols} view exceeds its buffer");
+        }
+    }
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[(i as isize * self.rs + j as isize * self.cs) as usize]
+    }
+}
+
+/// The left operand A[m×k] packed once into the micro-kernel's panel layout.
+#[derive(Clone, Debug)]
+pub struct PackedA {
+    info: KernelInfo,
+    m: usize,
+    k: usize,
+    mpad: usize,
+    buf: AlignedBuf,
+}
+
+impl PackedA {
+    /// Packs A[m×k] (element (i, p) at `data[i * rs + p * cs]`) for [`best_isa`].
+    pub fn new(m: usize, k: usize, a: MatRef<'_>) -> PackedA {
+        PackedA::with_isa(best_isa(), m, k, a)
+    }
+
+    pub fn with_isa(isa: Isa, m: usize, k: usize, a: MatRef<'_>) -> PackedA {
+        a.check(m, k, "PackedA");
+        let info = KernelInfo::for_isa(isa);
+        let mpad = m.div_ceil(info.mr) * info.mr;
+        let mut buf = AlignedBuf::zeroed(mpad * k);
+        let dst = buf.as_mut_slice();
+        let mut pc = 0;
+        while pc < k {
+            let kc = info.kc.min(k - pc);
+            pack_a(&info, &a, 0, m, pc, kc, &mut dst[pc * mpad..pc * mpad + mpad * kc]);
+            pc += kc;
+        }
+        PackedA { info, m, k, mpad, buf }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+    pub fn depth(&self) -> usize {
+        self.k
+    }
+    /// The packed panels of k-block `pc` (depth `kc`), starting at row `i` (a multiple of MR).
+    fn block(&self, pc: usize, kc: usize, i: usize) -> &[f32] {
+        let base = pc * self.mpad;
+        &self.buf.as_slice()[base + i * kc..base + self.mpad * kc]
+    }
+}
+
+/// The right operand B[k×n] packed once into the micro-kernel's panel layout.
+#[derive(Clone, Debug)]
+pub struct PackedB {
+    info: KernelInfo,
+    k: usize,
+    n: usize,
+    npad: usize,
+    buf: AlignedBuf,
+}
+
+impl PackedB {
+    /// Packs B[k×n] (element (p, j) at `data[p * rs + j * cs]`) for [`best_isa`].
+    pub fn new(k: usize, n: usize, b: MatRef<'_>) -> PackedB {
+        PackedB::with_isa(best_isa(), k, n, b)
+    }
+
+    pub fn with_isa(isa: Isa, k: usize, n: usize, b: MatRef<'_>) -> PackedB {
+        b.check(k, n, "PackedB");
+        let info = KernelInfo::for_isa(isa);
+        let npad = info.packed_cols(n);
+        let mut buf = AlignedBuf::zeroed(npad * k);
+        let dst = buf.as_mut_slice();
+        let mut pc = 0;
+        while pc < k {
+            let kc = info.kc.min(k - pc);
+            pack_b(&info, &b, pc, kc, 0, n, &mut dst[pc * npad..pc * npad + npad * kc]);
+            pc += kc;
+        }
+        PackedB { info, k, n, npad, buf }
+    }
+
+    pub fn depth(&self) -> usize {
+        self.k
+    }
+    pub fn cols(&self) -> usize {
+        self.n
+    }
+    /// The packed panels of k-block `pc` (depth `kc`), starting at column `j` (a multiple of NR).
+    fn block(&self, pc: usize, kc: usize, j: usize) -> &[f32] {
+        let base = pc * self.npad;
+        &self.buf.as_slice()[base + j * kc..base + self.npad * kc]
+    }
+}
+
+/// Left operand of [`sgemm_ex`].
+#[derive(Clone, Copy, Debug)]
+pub enum Lhs<'a> {
+    Strided(MatRef<'a>),
+    Packed(&'a PackedA),
+}
+
+/// Right operand of [`sgemm_ex`].
+#[derive(Clone, Copy, Debug)]
+pub enum Rhs<'a> {
+    Strided(MatRef<'a>),
+    Packed(&'a PackedB),
+}
+
+/// What is applied to each element of the product before it is stored:
+/// `C = act(alpha·A·B + beta·C + row_bias[i] + col_bias[j])`.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    pub alpha: f32,
+    /// 0 means C is written without being read.
+    pub beta: f32,
+    pub row_bias: Option<&'a [f32]>,
+    pub col_bias: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+impl Default for Epilogue<'_> {
+    fn default() -> Self {
+        Epilogue { alpha: 1.0, beta: 0.0, row_bias: None, col_bias: None, relu: false }
+    }
+}
+
+/// Per-tile epilogue as the micro-kernels see it.
+pub(crate) struct TileEp {
+    pub alpha: f32,
+    /// Multiplier of the current C (0: C is not read).
+    pub cmul: f32,
+    pub row_bias: *const f32,
+    pub col_bias: *const f32,
+    pub relu: bool,
+}
+
+/// Destination tile of C.
+pub(crate) struct TileOut {
+    pub c: *mut f32,
+    pub rsc: isize,
+    pub csc: isize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Stores a computed tile (`tmp`, row stride `ts`) through the epilogue, element by element.
+///
+/// # Safety
+/// `out` must describe `rows × cols` writable elements of C; the bias pointers, when not null,
+/// must be readable for `rows` (row bias) and `cols` (column bias) elements.
+pub(crate) unsafe fn store_tile_scalar(tmp: &[f32], ts: usize, out: &TileOut, ep: &TileEp) {
+    for i in 0..out.rows {
+        let rb = if ep.row_bias.is_null() { 0.0 } else { *ep.row_bias.add(i) };
+        for j in 0..out.cols {
+            let p = out.c.offset(i as isize * out.rsc + j as isize * out.csc);
+            let mut x = tmp[i * ts + j] * ep.alpha;
+            if ep.cmul != 0.0 {
+                x += ep.cmul * *p;
+            }
+            x += rb;
+            if !ep.col_bias.is_null() {
+                x += *ep.col_bias.add(j);
+            }
+            if ep.relu && x < 0.0 {
+                x = 0.0;
+            }
+            *p = x;
+        }
+    }
+}
+
+/// Packs rows `i0..i0+rows` × depth `p0..p0+kc` of A into MR-row panels (zero-padded rows).
+fn pack_a(info: &KernelInfo, a: &MatRef<'_>, i0: usize, rows: usize, p0: usize, kc: usize, dst: &mut [f32]) {
+    let mr = info.mr;
+    for (ip, panel) in dst.chunks_mut(mr * kc).enumerate().take(rows.div_ceil(mr)) {
+        let r0 = i0 + ip * mr;
+        let valid = mr.min(i0 + rows - r0);
+        if a.cs == 1 {
+            for i in 0..valid {
+                let start = ((r0 + i) as isize * a.rs) as usize + p0;
+                let src = &a.data[start..start + kc];
+                for (p, &v) in src.iter().enumerate() {
+                    panel[p * mr + i] = v;
+                }
+            }
+        } else if a.rs == 1 {
+            for p in 0..kc {
+                let start = ((p0 + p) as isize * a.cs) as usize + r0;
+                panel[p * mr..p * mr + valid].copy_from_slice(&a.data[start..start + valid]);
+            }
+        } else {
+            for p in 0..kc {
+                for i in 0..valid {
+                    panel[p * mr + i] = a.at(r0 + i, p0 + p);
+                }
+            }
+        }
+        if valid < mr {
+            for p in 0..kc {
+                panel[p * mr + valid..(p + 1) * mr].iter_mut().for_each(|v| *v = 0.0);
+            }
+        }
+    }
+}
+
+/// Packs depth `p0..p0+kc` × columns `j0..end` of B into panels of width NR (the last one
+/// narrowed to a multiple of the vector length, zero-padded).
+fn pack_b(info: &KernelInfo, b: &MatRef<'_>, p0: usize, kc: usize, j0: usize, end: usize, dst: &mut [f32]) {
+    let mut j = j0;
+    let mut off = 0;
+    while j < end {
+        let w = info.panel_width(j, end);
+        let valid = w.min(end - j);
+        let panel = &mut dst[off..off + w * kc];
+        if b.cs == 1 {
+            for p in 0..kc {
+                let start = ((p0 + p) as isize * b.rs) as usize + j;
+                let row = &mut panel[p * w..(p + 1) * w];
+                row[..valid].copy_from_slice(&b.data[start..start + valid]);
+                row[valid..].iter_mut().for_each(|v| *v = 0.0);
+            }
+        } else {
+            if valid < w {
+                panel.iter_mut().for_each(|v| *v = 0.0);
+            }
+            if b.rs == 1 {
+                for jj in 0..valid {
+                    let start = ((j + jj) as isize * b.cs) as usize + p0;
+                    for (p, &v) in b.data[start..start + kc].iter().enumerate() {
+                        panel[p * w + jj] = v;
+                    }
+                }
+            } else {
+                for p in 0..kc {
+                    for jj in 0..valid {
+                        panel[p * w + jj] = b.at(p0 + p, j + jj);
+                    }
+                }
+            }
+        }
+        off += w * kc;
+        j += w;
+    }
+}
+
+thread_local! {
+    static PACK_BUFS: RefCell<(AlignedBuf, AlignedBuf)> = RefCell::new((AlignedBuf::default(), AlignedBuf::default()));
+}
+
+/// C pointer shared by the threads computing disjoint tiles.
+#[derive(Clone, Copy)]
+struct CPtr(*mut f32);
+// SAFETY: each thread writes a disjoint rectangle of C (see `sgemm_ex`).
+unsafe impl Send for CPtr {}
+// SAFETY: as above; no element is accessed by two threads.
+unsafe impl Sync for CPtr {}
+
+/// C = act(alpha·A·B + beta·C + biases) for A[m×k], B[k×n], C[m×n] (element (i, j) at
+/// `c[i * rsc + j * csc]`), using up to `threads` threads of the current rayon pool.
+///
+/// Panics if a view does not fit its buffer, if strides are negative, or if packed operands
+/// disagree with `m`, `k`, `n` (callers validate shapes first).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_ex(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [f32], rsc: isize, csc: isize, ep: &Epilogue<'_>, threads: usize) {
+    let info = match (&a, &b) {
+        (Lhs::Packed(pa), Rhs::Packed(pb)) => {
+            assert_eq!(pa.info, pb.info, "packed operands for different kernels");
+            pa.info
+        }
+        (Lhs::Packed(pa), _) => pa.info,
+        (_, Rhs::Packed(pb)) => pb.info,
+        _ => KernelInfo::for_isa(best_isa()),
+    };
+    sgemm_with(info, m, k, n, a, b, c, rsc, csc, ep, threads)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_with(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [f32], rsc: isize, csc: isize, ep: &Epilogue<'_>, threads: usize) {
+    match &a {
+        Lhs::Strided(v) => v.check(m, k, "sgemm A"),
+        Lhs::Packed(p) => assert!(p.m == m && p.k == k && p.info == info, "packed A is {}x{}, product needs {m}x{k}", p.m, p.k),
+    }
+    match &b {
+        Rhs::Strided(v) => v.check(k, n, "sgemm B"),
+        Rhs::Packed(p) => assert!(p.k == k && p.n == n && p.info == info, "packed B is {}x{}, product needs {k}x{n}", p.k, p.n),
+    }
+    MatRef::new(c, rsc, csc).check(m, n, "sgemm C");
+    if let Some(rb) = ep.row_bias {
+        assert!(rb.len() >= m, "row bias has {} elements, needs {m}", rb.len());
+    }
+    if let Some(cb) = ep.col_bias {
+        assert!(cb.len() >= n, "column bias has {} elements, needs {n}", cb.len());
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    let cp = CPtr(c.as_mut_ptr());
+    if k == 0 {
+        let tmp = vec![0f32; n];
+        for i in 0..m {
+            let out = TileOut { c: c[(i as isize * rsc) as usize..].as_mut_ptr(), rsc, csc, rows: 1, cols: n };
+            let tep = tile_ep(ep, ep.beta, true, true, i, 0);
+            // SAFETY: row i of C holds n elements at stride csc (checked above); biases checked above.
+            unsafe { store_tile_scalar(&tmp, n, &out, &tep) };
+        }
+        return;
+    }
+    if n == 1 && m > 1 {
+        let bv = match b {
+            Rhs::Strided(v) => v,
+            Rhs::Packed(p) => MatRef::new(p.buf.as_slice(), p.npad as isize, 1),
+        };
+        gemv::gemv_col(&info, m, k, &a, &bv, cp.0, rsc, ep);
+        return;
+    }
+    if let (1, Lhs::Strided(av), Rhs::Packed(pb)) = (m, &a, &b) {
+        gemv::gemv_row(&info, k, n, av, pb, cp.0, csc, ep);
+        return;
+    }
+    let flops = m.saturating_mul(n).saturating_mul(k);
+    let threads = threads.max(1);
+    let parts: Vec<(usize, usize, usize, usize)> = if threads == 1 || flops < (1 << 20) {
+        vec![(0, m, 0, n)]
+    } else if n >= threads * info.nr * 2 {
+        let panels = n.div_ceil(info.nr);
+        let per = panels.div_ceil(threads);
+        (0..threads)
+            .map(|t| ((t * per * info.nr).min(n), ((t + 1) * per * info.nr).min(n)))
+            .filter(|(a, b)| a < b)
+            .map(|(j0, j1)| (0, m, j0, j1))
+            .collect()
+    } else if m >= threads * info.mr * 2 {
+        let panels = m.div_ceil(info.mr);
+        let per = panels.div_ceil(threads);
+        (0..threads)
+            .map(|t| ((t * per * info.mr).min(m), ((t + 1) * per * info.mr).min(m)))
+            .filter(|(a, b)| a < b)
+            .map(|(i0, i1)| (i0, i1, 0, n))
+            .collect()
+    } else {
+        vec![(0, m, 0, n)]
+    };
+    let job = |&(i0, i1, j0, j1): &(usize, usize, usize, usize)| {
+        let cp = cp;
+        PACK_BUFS.with(|bufs| match bufs.try_borrow_mut() {
+            Ok(mut bufs) => {
+                let (ba, bb) = &mut *bufs;
+                gemm_block(&info, k, &a, &b, cp, rsc, csc, ep, i0, i1, j0, j1, ba, bb);
+            }
+            Err(_) => {
+                let (mut ba, mut bb) = (AlignedBuf::default(), AlignedBuf::default());
+                gemm_block(&info, k, &a, &b, cp, rsc, csc, ep, i0, i1, j0, j1, &mut ba, &mut bb);
+            }
+        });
+    };
+    run_parts(&parts, job);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn run_parts<F: Fn(&(usize, usize, usize, usize)) + Sync + Send>(parts: &[(usize, usize, usize, usize)], job: F) {
+    if parts.len() <= 1 {
+        parts.iter().for_each(job);
+    } else {
+        use rayon::prelude::*;
+        parts.par_iter().for_each(job);
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn run_parts<F: Fn(&(usize, usize, usize, usize)) + Sync + Send>(parts: &[(usize, usize, usize, usize)], job: F) {
+    parts.iter().for_each(job);
+}
+
+fn tile_ep(ep: &Epilogue<'_>, cmul: f32, first: bool, last: bool, i: usize, j: usize) -> TileEp {
+    TileEp {
+        alpha: ep.alpha,
+        cmul,
+        row_bias: match ep.row_bias {
+            Some(rb) if first => rb[i..].as_ptr(),
+            _ => std::ptr::null(),
+        },
+        col_bias: match ep.col_bias {
+            Some(cb) if first => cb[j..].as_ptr(),
+            _ => std::ptr::null(),
+        },
+        relu: ep.relu && last,
+    }
+}
+
+/// Computes the rectangle rows `i0..i1` × columns `j0..j1` of C (i0 a multiple of MR, j0 of NR).
+#[allow(clippy::too_many_arguments)]
+fn gemm_block(
+    info: &KernelInfo, k: usize, a: &Lhs<'_>, b: &Rhs<'_>, c: CPtr, rsc: isize, csc: isize, ep: &Epilogue<'_>,
+    i0: usize, i1: usize, j0: usize, j1: usize, abuf: &mut AlignedBuf, bbuf: &mut AlignedBuf,
+) {
+    let (mr, nr) = (info.mr, info.nr);
+    let mut jc = j0;
+    while jc < j1 {
+        let nc = info.nc.min(j1 - jc);
+        let mut pc = 0;
+        while pc < k {
+            let kc = info.kc.min(k - pc);
+            let first = pc == 0;
+            let last = pc + kc == k;
+            let cmul = if first { ep.beta } else { 1.0 };
+            let bpanels: &[f32] = match b {
+                Rhs::Packed(pb) => pb.block(pc, kc, jc),
+                Rhs::Strided(bv) => {
+                    bbuf.reset(info.packed_cols(nc) * kc);
+                    pack_b(info, bv, pc, kc, jc, jc + nc, bbuf.as_mut_slice());
+                    bbuf.as_slice()
+                }
+            };
+            let mut ic = i0;
+            while ic < i1 {
+                let mc = match a {
+                    Lhs::Packed(_) => i1 - ic,
+                    Lhs::Strided(_) => info.mc.min(i1 - ic),
+                };
+                let apanels: &[f32] = match a {
+                    Lhs::Packed(pa) => pa.block(pc, kc, ic),
+                    Lhs::Strided(av) => {
+                        abuf.reset(mc.div_ceil(mr) * mr * kc);
+                        pack_a(info, av, ic, mc, pc, kc, abuf.as_mut_slice());
+                        abuf.as_slice()
+                    }
+                };
+                let mut j = jc;
+                let mut boff = 0;
+                while j < jc + nc {
+                    // Block ends are multiples of NR except at n, so this matches both layouts.
+                    let w = info.panel_width(j, jc + nc);
+                    let cols = nr.min(jc + nc - j);
+                    let bp = &bpanels[boff..boff + w * kc];
+                    let mut i = ic;
+                    let mut aoff = 0;
+                    while i < ic + mc {
+                        let rows = mr.min(ic + mc - i);
+                        let ap = &apanels[aoff..aoff + mr * kc];
+                        let out = TileOut {
+                            // SAFETY: (i, j) lies inside the m×n view of C checked in `sgemm_with`.
+                            c: unsafe { c.0.offset(i as isize * rsc + j as isize * csc) },
+                            rsc,
+                            csc,
+                            rows,
+                            cols,
+                        };
+                        let tep = tile_ep(ep, cmul, first, last, i, j);
+                        run_kernel(info, kc, ap, bp, w, &out, &tep);
+                        i += mr;
+                        aoff += mr * kc;
+                    }
+                    boff += w * kc;
+                    j += nr;
+                }
+                ic += mc;
+            }
+            pc += kc;
+        }
+        jc += nc;
+    }
+}
+
+/// One tile through the kernel family of `info`.
+fn run_kernel(info: &KernelInfo, kc: usize, a: &[f32], b: &[f32], w: usize, out: &TileOut, ep: &TileEp) {
+    assert!(a.len() >= info.mr * kc && b.len() >= w * kc && w <= info.nr && out.rows <= info.mr && out.cols <= w);
+    match info.isa {
+        Isa::Generic => generic::kernel(kc, a, b, w, out, ep),
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        // SAFETY: the ISA was detected on this machine; panel sizes asserted above; `out` and the
+        // bias pointers were derived from checked views.
+        Isa::Avx2 => unsafe { x86::kernel_avx2(kc, a.as_ptr(), b.as_ptr(), w, out, ep) },
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        // SAFETY: as above.
+        Isa::Avx512 => unsafe { x86::kernel_avx512(kc, a.as_ptr(), b.as_ptr(), w, out, ep) },
+    }
+}
+
+#[cfg(test)]
+mod tests;
