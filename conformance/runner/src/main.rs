@@ -6,7 +6,7 @@
 //! Tests of random-number ops are skipped (their values cannot be compared) with the reason printed.
 //! With `--list FILE --enforce`, any listed test that does not pass fails the run.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -29,12 +29,14 @@ struct Args {
     list: Option<PathBuf>,
     enforce: bool,
     write_list: Option<PathBuf>,
+    ops_doc: Option<PathBuf>,
+    check_ops_doc: Option<PathBuf>,
     quiet: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("data").join("node");
-    let mut a = Args { data: here, filter: Vec::new(), list: None, enforce: false, write_list: None, quiet: false };
+    let mut a = Args { data: here, filter: Vec::new(), list: None, enforce: false, write_list: None, ops_doc: None, check_ops_doc: None, quiet: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -45,9 +47,11 @@ fn parse_args() -> Result<Args, String> {
             "--enforce" => a.enforce = true,
             "--write-list" => a.write_list = Some(PathBuf::from(val("--write-list")?)),
             "--quiet" => a.quiet = true,
+            "--ops-doc" => a.ops_doc = Some(PathBuf::from(val("--ops-doc")?)),
+            "--check-ops-doc" => a.check_ops_doc = Some(PathBuf::from(val("--check-ops-doc")?)),
             "-h" | "--help" => {
                 println!(
-                    "usage: kiln-conformance [--data DIR] [--filter SUBSTR]... [--list FILE [--enforce]] [--write-list FILE] [--quiet]"
+                    "usage: kiln-conformance [--data DIR] [--filter SUBSTR]... [--list FILE [--enforce]] [--write-list FILE] [--ops-doc FILE | --check-ops-doc FILE] [--quiet]"
                 );
                 std::process::exit(0);
             }
@@ -101,8 +105,10 @@ fn main() -> ExitCode {
 
     let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
     let mut passing: Vec<String> = Vec::new();
+    let mut doc_stale = false;
     let mut regressions: Vec<String> = Vec::new();
     let mut skip_reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut tested: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for t in &tests {
         let dir = args.data.join(t);
         let outcome = match catch_unwind(AssertUnwindSafe(|| run_test(&dir))) {
@@ -119,6 +125,7 @@ fn main() -> ExitCode {
         match outcome {
             Outcome::Pass => {
                 passed += 1;
+                record_dtypes(&dir, &mut tested);
                 passing.push(t.clone());
             }
             Outcome::Fail(why) => {
@@ -146,10 +153,29 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if args.ops_doc.is_some() || args.check_ops_doc.is_some() {
+        if !args.filter.is_empty() {
+            eprintln!("kiln-conformance: the ops table needs a full run (no --filter)");
+            return ExitCode::from(2);
+        }
+        let doc = ops_doc(&tested);
+        if let Some(p) = &args.ops_doc {
+            if let Err(e) = fs::write(p, &doc) {
+                eprintln!("kiln-conformance: cannot write {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        }
+        if let Some(p) = &args.check_ops_doc {
+            if fs::read_to_string(p).ok().as_deref() != Some(doc.as_str()) {
+                println!("REGRESSION {} is out of date: regenerate it with --ops-doc {}", p.display(), p.display());
+                doc_stale = true;
+            }
+        }
+    }
     for (why, n) in &skip_reasons {
         println!("skipped {n}: {why}");
     }
-    let mut code = ExitCode::SUCCESS;
+    let mut code = if doc_stale { ExitCode::FAILURE } else { ExitCode::SUCCESS };
     if args.enforce {
         let present: BTreeSet<&String> = tests.iter().collect();
         let missing: Vec<&String> = listed.iter().filter(|t| !present.contains(t)).collect();
@@ -357,4 +383,56 @@ fn compare_tensors(a: &Tensor, b: &Tensor) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// For a passing single-node test: the node's (domain, op) and the dtypes of its tensor inputs
+/// (or outputs, for ops without inputs), as declared by the test model.
+fn record_dtypes(dir: &Path, tested: &mut BTreeMap<(String, String), BTreeSet<String>>) {
+    let Ok(model) = kiln_onnx::load_model_file(&dir.join("model.onnx")) else { return };
+    let Some(g) = &model.graph else { return };
+    let [node] = g.node.as_slice() else { return };
+    let domain = if node.domain.is_empty() || node.domain == "ai.onnx" { "ai.onnx".to_string() } else { node.domain.clone() };
+    let dtype_of = |name: &str| -> Option<String> {
+        g.input.iter().chain(&g.output).find(|v| v.name == name).and_then(|v| v.r#type.as_ref()).and_then(|t| {
+            match kiln_onnx::value_type_from_proto(t).ok()? {
+                kiln_tensor::ValueType::Tensor { dtype, .. } => Some(dtype.name().to_string()),
+                other => Some(match other {
+                    kiln_tensor::ValueType::Sequence(_) => "seq".to_string(),
+                    kiln_tensor::ValueType::Map(..) => "map".to_string(),
+                    kiln_tensor::ValueType::Optional(_) => "optional".to_string(),
+                    _ => return None,
+                }),
+            }
+        })
+    };
+    let mut types: BTreeSet<String> = node.input.iter().filter(|i| !i.is_empty()).filter_map(|i| dtype_of(i)).collect();
+    if types.is_empty() {
+        types = node.output.iter().filter_map(|o| dtype_of(o)).collect();
+    }
+    tested.entry((domain, node.op_type.clone())).or_default().extend(types);
+}
+
+/// docs/ops.md: every registered op with its opset range, and the dtypes passing node tests ran it on.
+fn ops_doc(tested: &BTreeMap<(String, String), BTreeSet<String>>) -> String {
+    let registry = kiln_engine::Registry::with_builtin();
+    let mut out = String::from(
+        "# Supported operators\n\n\
+         Generated by the conformance runner (`kiln-conformance --ops-doc docs/ops.md`) from the operator \
+         registry and the ONNX backend node tests: CI fails when this file is out of date. \
+         *Tested dtypes* are the input dtypes of the single-node tests that pass (`-` where the suite \
+         has no single-node test for the op; the op is then covered by expanded tests, model fixtures or \
+         unit tests).\n\n| op | domain | opsets | tested dtypes |\n|---|---|---|---|\n",
+    );
+    let entries = registry.entries();
+    for e in &entries {
+        let domain = if e.domain.is_empty() { "ai.onnx" } else { e.domain };
+        let max = if e.domain.is_empty() { kiln_engine::MAX_AI_ONNX_OPSET.to_string() } else { "latest".into() };
+        let types = tested
+            .get(&(domain.to_string(), e.op_type.to_string()))
+            .map(|t| t.iter().cloned().collect::<Vec<_>>().join(", "))
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!("| {} | {} | {}–{} | {} |\n", e.op_type, domain, e.since, max, types));
+    }
+    out.push_str(&format!("\n{} operators.\n", entries.len()));
+    out
 }

@@ -40,6 +40,9 @@ fn tensor_to_json(t: &Tensor) -> serde_json::Value {
         TensorData::U64(v) => v.iter().map(|&x| json!(x)).collect(),
         TensorData::Bool(v) => v.iter().map(|&x| json!(x)).collect(),
         TensorData::String(v) => v.iter().map(|x| json!(x)).collect(),
+        // float8 / float4 values widened to f64; 4- and 2-bit integers to i64.
+        d if d.dtype().is_low_float() => t.to_f64_vec().unwrap_or_default().into_iter().map(f64_json).collect(),
+        _ => t.to_i64_vec().unwrap_or_default().into_iter().map(|x| json!(x)).collect(),
     };
     nest(&flat, t.shape())
 }

@@ -61,20 +61,4 @@ impl Registry {
         v.sort_by_key(|e| (e.domain, e.op_type));
         v
     }
-
-    /// The table of supported operators as Markdown (docs/ops.md is generated from this).
-    pub fn markdown(&self) -> String {
-        let mut out = String::from(
-            "# Supported operators\n\nGenerated from the operator registry (`Registry::markdown`); \
-             `cargo test -p kiln-engine --test ops_doc` fails when this file is out of date \
-             (`KILN_BLESS_DOCS=1` rewrites it).\n\n| op | domain | opsets |\n|---|---|---|\n",
-        );
-        for e in self.entries() {
-            let domain = if e.domain.is_empty() { "ai.onnx" } else { e.domain };
-            let max = if e.domain.is_empty() { format!("{MAX_AI_ONNX_OPSET}") } else { "latest".into() };
-            out.push_str(&format!("| {} | {} | {}–{} |\n", e.op_type, domain, e.since, max));
-        }
-        out.push_str(&format!("\n{} operators.\n", self.entries().len()));
-        out
-    }
 }

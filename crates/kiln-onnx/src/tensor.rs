@@ -9,6 +9,7 @@ use std::path::Path;
 
 use kiln_tensor::{
     bf16, checked_numel, f16, DType, Dim, MapKey, Shape, Tensor, TensorData, Value, ValueType,
+    F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4,
 };
 
 use crate::proto::{
@@ -111,7 +112,7 @@ fn from_raw(
     label: &str,
     source: &str,
 ) -> Result<TensorData> {
-    let expected = numel.checked_mul(dtype.size());
+    let expected = dtype.packed_bytes(numel);
     if expected != Some(bytes.len()) {
         return err(format!(
             "{label} has {} bytes of {source}, but its shape needs {numel} {dtype} elements ({} bytes)",
@@ -145,7 +146,36 @@ fn from_raw(
                 "{label} is a string tensor and cannot use {source}"
             ))
         }
+        _ => low_precision(bytes.iter().copied(), dtype, numel),
     })
+}
+
+/// Decodes float8 (one byte each), 4-bit (two per byte, low nibble first) and 2-bit (four per
+/// byte, lowest bits first) elements from their storage bytes; `bytes` must hold enough.
+fn low_precision(bytes: impl Iterator<Item = u8>, dtype: DType, numel: usize) -> TensorData {
+    fn unpack<T>(bytes: impl Iterator<Item = u8>, bits: u32, numel: usize, f: fn(u8) -> T) -> Vec<T> {
+        let per_byte = 8 / bits;
+        let mask = ((1u32 << bits) - 1) as u8;
+        bytes
+            .flat_map(|b| (0..per_byte).map(move |k| (b >> (k * bits)) & mask))
+            .take(numel)
+            .map(f)
+            .collect()
+    }
+    match dtype {
+        DType::F8E4M3FN => TensorData::F8E4M3FN(bytes.take(numel).map(F8E4M3FN).collect()),
+        DType::F8E4M3FNUZ => TensorData::F8E4M3FNUZ(bytes.take(numel).map(F8E4M3FNUZ).collect()),
+        DType::F8E5M2 => TensorData::F8E5M2(bytes.take(numel).map(F8E5M2).collect()),
+        DType::F8E5M2FNUZ => TensorData::F8E5M2FNUZ(bytes.take(numel).map(F8E5M2FNUZ).collect()),
+        DType::F8E8M0 => TensorData::F8E8M0(bytes.take(numel).map(F8E8M0).collect()),
+        DType::F4E2M1 => TensorData::F4E2M1(unpack(bytes, 4, numel, F4E2M1::from_bits)),
+        DType::U4 => TensorData::U4(unpack(bytes, 4, numel, U4::from_bits)),
+        DType::I4 => TensorData::I4(unpack(bytes, 4, numel, I4::from_bits)),
+        DType::U2 => TensorData::U2(unpack(bytes, 2, numel, U2::from_bits)),
+        DType::I2 => TensorData::I2(unpack(bytes, 2, numel, I2::from_bits)),
+        // Only called for the low-precision dtypes.
+        other => TensorData::zeros(other, 0),
+    }
 }
 
 /// Decodes the type-specific repeated field that holds `dtype` per the ONNX spec.
@@ -186,6 +216,26 @@ fn from_typed(t: &TensorProto, dtype: DType, numel: usize, label: &str) -> Resul
             x as u32
         })?),
         DType::U64 => TensorData::U64(take(&t.uint64_data, numel, label, "uint64_data", |x| x)?),
+        d @ (DType::F8E4M3FN
+        | DType::F8E4M3FNUZ
+        | DType::F8E5M2
+        | DType::F8E5M2FNUZ
+        | DType::F8E8M0
+        | DType::F4E2M1
+        | DType::U4
+        | DType::I4
+        | DType::U2
+        | DType::I2) => {
+            // Each int32_data entry holds one storage byte: one float8, two 4-bit or four 2-bit elements.
+            let n = d.packed_bytes(numel).unwrap_or(usize::MAX);
+            if i32s.len() != n {
+                return err(format!(
+                    "{label} has {} values in int32_data, but its {numel} {d} elements need {n}",
+                    i32s.len()
+                ));
+            }
+            low_precision(i32s.iter().map(|&x| x as u8), d, numel)
+        }
         DType::String => {
             if t.string_data.len() != numel {
                 return err(format!(
@@ -267,8 +317,8 @@ fn read_external(
     })?;
     let rel = checked_location(location, label)?;
     let offset = parse_u64(external_entry(t, "offset"), "offset", label)?.unwrap_or(0);
-    let expected = numel
-        .checked_mul(dtype.size())
+    let expected = dtype
+        .packed_bytes(numel)
         .and_then(|n| u64::try_from(n).ok())
         .ok_or_else(|| OnnxError(format!("{label} is too large to read")))?;
     let length = parse_u64(external_entry(t, "length"), "length", label)?.unwrap_or(expected);
@@ -833,6 +883,58 @@ mod tests {
     }
 
     #[test]
+    fn low_precision_raw_data_is_packed() {
+        // int4: two per byte, low nibble first; an odd count leaves the last high nibble unused.
+        let mut t = proto("a", DType::I4, &[3]);
+        t.raw_data = vec![0x87, 0x0f];
+        let v = tensor_from_proto(&t, None).unwrap();
+        assert_eq!(v.as_slice::<I4>().unwrap(), &[I4(7), I4(-8), I4(-1)]);
+        let mut t = proto("a", DType::U4, &[2]);
+        t.raw_data = vec![0x87];
+        let v = tensor_from_proto(&t, None).unwrap();
+        assert_eq!(v.as_slice::<U4>().unwrap(), &[U4(7), U4(8)]);
+        // 2-bit: four per byte, from the lowest bits up (x0 | x1 << 2 | x2 << 4 | x3 << 6).
+        let mut t = proto("a", DType::I2, &[5]);
+        t.raw_data = vec![0b11_10_01_00, 0b10];
+        let v = tensor_from_proto(&t, None).unwrap();
+        assert_eq!(v.as_slice::<I2>().unwrap(), &[I2(0), I2(1), I2(-2), I2(-1), I2(-2)]);
+        let mut t = proto("a", DType::U2, &[4]);
+        t.raw_data = vec![0b11_10_01_00];
+        let v = tensor_from_proto(&t, None).unwrap();
+        assert_eq!(v.as_slice::<U2>().unwrap(), &[U2(0), U2(1), U2(2), U2(3)]);
+        // float4: two per byte.
+        let mut t = proto("a", DType::F4E2M1, &[2]);
+        t.raw_data = vec![0xf2];
+        let v = tensor_from_proto(&t, None).unwrap();
+        let f: Vec<f32> = v.as_slice::<F4E2M1>().unwrap().iter().map(|x| x.to_f32()).collect();
+        assert_eq!(f, vec![1.0, -6.0]);
+        // float8: one byte each.
+        let mut t = proto("a", DType::F8E4M3FN, &[2]);
+        t.raw_data = vec![0x7e, 0x38];
+        let v = tensor_from_proto(&t, None).unwrap();
+        assert_eq!(v.as_slice::<F8E4M3FN>().unwrap(), &[F8E4M3FN(0x7e), F8E4M3FN(0x38)]);
+        // Byte counts are checked against the packed size.
+        let mut t = proto("a", DType::I4, &[3]);
+        t.raw_data = vec![0x87];
+        assert!(tensor_from_proto(&t, None).unwrap_err().0.contains("needs 3 int4 elements (2 bytes)"));
+    }
+
+    #[test]
+    fn low_precision_int32_data_holds_storage_bytes() {
+        let mut t = proto("a", DType::I4, &[3]);
+        t.int32_data = vec![0x87, 0x0f];
+        let v = tensor_from_proto(&t, None).unwrap();
+        assert_eq!(v.as_slice::<I4>().unwrap(), &[I4(7), I4(-8), I4(-1)]);
+        let mut t = proto("a", DType::F8E5M2, &[2]);
+        t.int32_data = vec![0x7b, 0xfc];
+        let v = tensor_from_proto(&t, None).unwrap();
+        assert_eq!(v.as_slice::<F8E5M2>().unwrap(), &[F8E5M2(0x7b), F8E5M2(0xfc)]);
+        let mut t = proto("a", DType::U2, &[5]);
+        t.int32_data = vec![0xff];
+        assert!(tensor_from_proto(&t, None).unwrap_err().0.contains("need 2"));
+    }
+
+    #[test]
     fn typed_field_count_must_match() {
         let mut t = proto("c", DType::F32, &[3]);
         t.float_data = vec![1.0];
@@ -875,14 +977,14 @@ mod tests {
     #[test]
     fn unsupported_dtypes_are_named() {
         let mut t = proto("w", DType::F32, &[1]);
-        t.data_type = 17;
+        t.data_type = 14;
         t.raw_data = vec![0];
         assert_eq!(
             tensor_from_proto(&t, None).unwrap_err().0,
-            "tensor 'w' has data type float8e4m3fn, which Kiln does not support"
+            "tensor 'w' has data type complex64, which Kiln does not support"
         );
-        t.data_type = 22;
-        assert!(tensor_from_proto(&t, None).unwrap_err().0.contains("int4"));
+        t.data_type = 15;
+        assert!(tensor_from_proto(&t, None).unwrap_err().0.contains("complex128"));
         t.data_type = 0;
         assert!(tensor_from_proto(&t, None)
             .unwrap_err()
@@ -1035,10 +1137,10 @@ mod tests {
             .unwrap_err()
             .0
             .contains("key type float"));
-        assert!(value_type_from_proto(&tensor_type(19, None))
+        assert!(value_type_from_proto(&tensor_type(14, None))
             .unwrap_err()
             .0
-            .contains("float8e5m2"));
+            .contains("complex64"));
         assert!(value_type_from_proto(&TypeProto::default()).is_err());
     }
 

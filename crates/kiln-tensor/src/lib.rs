@@ -8,8 +8,10 @@ use std::fmt;
 
 pub use half::{bf16, f16};
 
+mod lowp;
 mod value;
 pub mod npy;
+pub use lowp::{E8M0Round, F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4};
 pub use value::{MapKey, Value, ValueType};
 
 /// Element type of a tensor. The discriminants are the ONNX `TensorProto.DataType` codes.
@@ -29,10 +31,20 @@ pub enum DType {
     U32 = 12,
     U64 = 13,
     BF16 = 16,
+    F8E4M3FN = 17,
+    F8E4M3FNUZ = 18,
+    F8E5M2 = 19,
+    F8E5M2FNUZ = 20,
+    U4 = 21,
+    I4 = 22,
+    F4E2M1 = 23,
+    F8E8M0 = 24,
+    U2 = 25,
+    I2 = 26,
 }
 
 impl DType {
-    pub const ALL: [DType; 14] = [
+    pub const ALL: [DType; 24] = [
         DType::F32,
         DType::U8,
         DType::I8,
@@ -47,6 +59,16 @@ impl DType {
         DType::U32,
         DType::U64,
         DType::BF16,
+        DType::F8E4M3FN,
+        DType::F8E4M3FNUZ,
+        DType::F8E5M2,
+        DType::F8E5M2FNUZ,
+        DType::U4,
+        DType::I4,
+        DType::F4E2M1,
+        DType::F8E8M0,
+        DType::U2,
+        DType::I2,
     ];
 
     /// Maps an ONNX `TensorProto.DataType` code to a dtype Kiln supports.
@@ -114,6 +136,16 @@ impl DType {
             DType::U64 => "uint64",
             DType::Bool => "bool",
             DType::String => "string",
+            DType::F8E4M3FN => "float8_e4m3fn",
+            DType::F8E4M3FNUZ => "float8_e4m3fnuz",
+            DType::F8E5M2 => "float8_e5m2",
+            DType::F8E5M2FNUZ => "float8_e5m2fnuz",
+            DType::U4 => "uint4",
+            DType::I4 => "int4",
+            DType::F4E2M1 => "float4_e2m1fn",
+            DType::F8E8M0 => "float8_e8m0fnu",
+            DType::U2 => "uint2",
+            DType::I2 => "int2",
         }
     }
 
@@ -124,23 +156,71 @@ impl DType {
             DType::F64 | DType::I64 | DType::U64 => 8,
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::I8 | DType::U8 | DType::Bool => 1,
+            // Low-precision types hold one unpacked element per byte in memory.
+            DType::F8E4M3FN
+            | DType::F8E4M3FNUZ
+            | DType::F8E5M2
+            | DType::F8E5M2FNUZ
+            | DType::F8E8M0
+            | DType::F4E2M1
+            | DType::I4
+            | DType::U4
+            | DType::I2
+            | DType::U2 => 1,
             DType::String => std::mem::size_of::<String>(),
         }
     }
 
-    pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+    /// Bits one element occupies in packed storage (ONNX raw_data): 4 for the 4-bit types, 2 for
+    /// the 2-bit ones, 8 * size otherwise (strings: not meaningful).
+    pub fn storage_bits(self) -> usize {
+        match self {
+            DType::I4 | DType::U4 | DType::F4E2M1 => 4,
+            DType::I2 | DType::U2 => 2,
+            d => 8 * d.size(),
+        }
     }
 
+    /// Bytes `numel` elements take in packed storage (sub-byte types rounded up to whole bytes).
+    pub fn packed_bytes(self, numel: usize) -> Option<usize> {
+        let bits = self.storage_bits();
+        if bits >= 8 {
+            numel.checked_mul(bits / 8)
+        } else {
+            let per_byte = 8 / bits;
+            Some(numel / per_byte + usize::from(numel % per_byte != 0))
+        }
+    }
+
+    /// Floating-point types, including the float8 and float4 formats.
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16) || self.is_low_float()
+    }
+
+    /// The float8 and float4 formats.
+    pub fn is_low_float(self) -> bool {
+        matches!(
+            self,
+            DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ | DType::F8E8M0 | DType::F4E2M1
+        )
+    }
+
+    /// The 4-bit and 2-bit integer types.
+    pub fn is_low_int(self) -> bool {
+        matches!(self, DType::I4 | DType::U4 | DType::I2 | DType::U2)
+    }
+
+    /// Integer types, including the 4-bit and 2-bit ones.
     pub fn is_int(self) -> bool {
         matches!(
             self,
             DType::I8 | DType::I16 | DType::I32 | DType::I64 | DType::U8 | DType::U16 | DType::U32 | DType::U64
-        )
+        ) || self.is_low_int()
     }
 
     pub fn is_signed(self) -> bool {
-        matches!(self, DType::I8 | DType::I16 | DType::I32 | DType::I64) || self.is_float()
+        matches!(self, DType::I8 | DType::I16 | DType::I32 | DType::I64 | DType::I4 | DType::I2)
+            || (self.is_float() && self != DType::F8E8M0)
     }
 }
 
@@ -233,6 +313,16 @@ pub enum TensorData {
     U64(Vec<u64>),
     Bool(Vec<bool>),
     String(Vec<String>),
+    F8E4M3FN(Vec<F8E4M3FN>),
+    F8E4M3FNUZ(Vec<F8E4M3FNUZ>),
+    F8E5M2(Vec<F8E5M2>),
+    F8E5M2FNUZ(Vec<F8E5M2FNUZ>),
+    U4(Vec<U4>),
+    I4(Vec<I4>),
+    F4E2M1(Vec<F4E2M1>),
+    F8E8M0(Vec<F8E8M0>),
+    U2(Vec<U2>),
+    I2(Vec<I2>),
 }
 
 /// Dispatches `$body` with `$v` bound to the inner `Vec<T>` of a `TensorData`, for every dtype.
@@ -254,6 +344,16 @@ macro_rules! match_data {
             $crate::TensorData::U64($v) => $body,
             $crate::TensorData::Bool($v) => $body,
             $crate::TensorData::String($v) => $body,
+            $crate::TensorData::F8E4M3FN($v) => $body,
+            $crate::TensorData::F8E4M3FNUZ($v) => $body,
+            $crate::TensorData::F8E5M2($v) => $body,
+            $crate::TensorData::F8E5M2FNUZ($v) => $body,
+            $crate::TensorData::U4($v) => $body,
+            $crate::TensorData::I4($v) => $body,
+            $crate::TensorData::F4E2M1($v) => $body,
+            $crate::TensorData::F8E8M0($v) => $body,
+            $crate::TensorData::U2($v) => $body,
+            $crate::TensorData::I2($v) => $body,
         }
     };
 }
@@ -277,6 +377,16 @@ macro_rules! map_data {
             $crate::TensorData::U64($v) => $crate::TensorData::U64($body),
             $crate::TensorData::Bool($v) => $crate::TensorData::Bool($body),
             $crate::TensorData::String($v) => $crate::TensorData::String($body),
+            $crate::TensorData::F8E4M3FN($v) => $crate::TensorData::F8E4M3FN($body),
+            $crate::TensorData::F8E4M3FNUZ($v) => $crate::TensorData::F8E4M3FNUZ($body),
+            $crate::TensorData::F8E5M2($v) => $crate::TensorData::F8E5M2($body),
+            $crate::TensorData::F8E5M2FNUZ($v) => $crate::TensorData::F8E5M2FNUZ($body),
+            $crate::TensorData::U4($v) => $crate::TensorData::U4($body),
+            $crate::TensorData::I4($v) => $crate::TensorData::I4($body),
+            $crate::TensorData::F4E2M1($v) => $crate::TensorData::F4E2M1($body),
+            $crate::TensorData::F8E8M0($v) => $crate::TensorData::F8E8M0($body),
+            $crate::TensorData::U2($v) => $crate::TensorData::U2($body),
+            $crate::TensorData::I2($v) => $crate::TensorData::I2($body),
         }
     };
 }
@@ -298,6 +408,16 @@ impl TensorData {
             TensorData::U64(_) => DType::U64,
             TensorData::Bool(_) => DType::Bool,
             TensorData::String(_) => DType::String,
+            TensorData::F8E4M3FN(_) => DType::F8E4M3FN,
+            TensorData::F8E4M3FNUZ(_) => DType::F8E4M3FNUZ,
+            TensorData::F8E5M2(_) => DType::F8E5M2,
+            TensorData::F8E5M2FNUZ(_) => DType::F8E5M2FNUZ,
+            TensorData::U4(_) => DType::U4,
+            TensorData::I4(_) => DType::I4,
+            TensorData::F4E2M1(_) => DType::F4E2M1,
+            TensorData::F8E8M0(_) => DType::F8E8M0,
+            TensorData::U2(_) => DType::U2,
+            TensorData::I2(_) => DType::I2,
         }
     }
     pub fn len(&self) -> usize {
@@ -323,6 +443,16 @@ impl TensorData {
             DType::U64 => TensorData::U64(vec![0; n]),
             DType::Bool => TensorData::Bool(vec![false; n]),
             DType::String => TensorData::String(vec![String::new(); n]),
+            DType::F8E4M3FN => TensorData::F8E4M3FN(vec![F8E4M3FN::default(); n]),
+            DType::F8E4M3FNUZ => TensorData::F8E4M3FNUZ(vec![F8E4M3FNUZ::default(); n]),
+            DType::F8E5M2 => TensorData::F8E5M2(vec![F8E5M2::default(); n]),
+            DType::F8E5M2FNUZ => TensorData::F8E5M2FNUZ(vec![F8E5M2FNUZ::default(); n]),
+            DType::U4 => TensorData::U4(vec![U4::default(); n]),
+            DType::I4 => TensorData::I4(vec![I4::default(); n]),
+            DType::F4E2M1 => TensorData::F4E2M1(vec![F4E2M1::default(); n]),
+            DType::F8E8M0 => TensorData::F8E8M0(vec![F8E8M0::default(); n]),
+            DType::U2 => TensorData::U2(vec![U2::default(); n]),
+            DType::I2 => TensorData::I2(vec![I2::default(); n]),
         }
     }
     /// Empty vector of `dtype` with room for `n` elements.
@@ -345,7 +475,8 @@ impl TensorData {
                 }
             };
         }
-        arm!(F32, F64, F16, BF16, I8, I16, I32, I64, U8, U16, U32, U64, Bool, String)
+        arm!(F32, F64, F16, BF16, I8, I16, I32, I64, U8, U16, U32, U64, Bool, String,
+            F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, U4, I4, F4E2M1, F8E8M0, U2, I2)
     }
     /// Appends a range of `other` (same dtype).
     pub fn extend_from(&mut self, other: &TensorData, range: std::ops::Range<usize>) {
@@ -357,7 +488,8 @@ impl TensorData {
                 }
             };
         }
-        arm!(F32, F64, F16, BF16, I8, I16, I32, I64, U8, U16, U32, U64, Bool, String)
+        arm!(F32, F64, F16, BF16, I8, I16, I32, I64, U8, U16, U32, U64, Bool, String,
+            F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, U4, I4, F4E2M1, F8E8M0, U2, I2)
     }
 }
 
@@ -412,6 +544,17 @@ impl_elem!(u32, U32);
 impl_elem!(u64, U64);
 impl_elem!(bool, Bool);
 impl_elem!(String, String);
+impl_elem!(F8E4M3FN, F8E4M3FN);
+impl_elem!(F8E4M3FNUZ, F8E4M3FNUZ);
+impl_elem!(F8E5M2, F8E5M2);
+impl_elem!(F8E5M2FNUZ, F8E5M2FNUZ);
+impl_elem!(U4, U4);
+impl_elem!(I4, I4);
+impl_elem!(F4E2M1, F4E2M1);
+impl_elem!(F8E8M0, F8E8M0);
+impl_elem!(U2, U2);
+impl_elem!(I2, I2);
+
 
 /// Error from a tensor constructor or accessor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -534,6 +677,10 @@ impl Tensor {
             TensorData::U32(v) => v.iter().map(|&x| x as i64).collect(),
             TensorData::U64(v) => v.iter().map(|&x| x as i64).collect(),
             TensorData::Bool(v) => v.iter().map(|&x| x as i64).collect(),
+            TensorData::I4(v) => v.iter().map(|x| x.to_i64()).collect(),
+            TensorData::U4(v) => v.iter().map(|x| x.to_i64()).collect(),
+            TensorData::I2(v) => v.iter().map(|x| x.to_i64()).collect(),
+            TensorData::U2(v) => v.iter().map(|x| x.to_i64()).collect(),
             other => {
                 return Err(TensorError(format!("expected an integer tensor, got {}", other.dtype())))
             }
@@ -546,6 +693,12 @@ impl Tensor {
             TensorData::F64(v) => v.clone(),
             TensorData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
             TensorData::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
+            TensorData::F8E4M3FN(v) => v.iter().map(|x| x.to_f64()).collect(),
+            TensorData::F8E4M3FNUZ(v) => v.iter().map(|x| x.to_f64()).collect(),
+            TensorData::F8E5M2(v) => v.iter().map(|x| x.to_f64()).collect(),
+            TensorData::F8E5M2FNUZ(v) => v.iter().map(|x| x.to_f64()).collect(),
+            TensorData::F8E8M0(v) => v.iter().map(|x| x.to_f64()).collect(),
+            TensorData::F4E2M1(v) => v.iter().map(|x| x.to_f64()).collect(),
             TensorData::String(_) => {
                 return Err(TensorError("expected a numeric tensor, got string".into()))
             }
@@ -584,6 +737,18 @@ mod tests {
             assert_eq!(DType::from_onnx(d.onnx_code()), Some(d));
         }
         assert_eq!(DType::from_onnx(14), None);
+        assert_eq!(DType::from_onnx(17), Some(DType::F8E4M3FN));
+        assert_eq!(DType::from_onnx(26), Some(DType::I2));
+        assert_eq!(DType::I4.name(), "int4");
+    }
+
+    #[test]
+    fn packed_sizes() {
+        assert_eq!(DType::I4.packed_bytes(5), Some(3));
+        assert_eq!(DType::U2.packed_bytes(5), Some(2));
+        assert_eq!(DType::U2.packed_bytes(8), Some(2));
+        assert_eq!(DType::F8E5M2.packed_bytes(5), Some(5));
+        assert_eq!(DType::F32.packed_bytes(5), Some(20));
     }
 
     #[test]

@@ -449,6 +449,10 @@ fn descr_of(t: &Tensor) -> Result<(String, usize), NpyError> {
         TensorData::BF16(_) => Err(NpyError::UnsupportedDtype(
             "bfloat16 (NumPy has no standard bfloat16 dtype; convert to float32 first)".into(),
         )),
+        other => Err(NpyError::UnsupportedDtype(format!(
+            "{} (NumPy has no standard dtype for it; convert to float32 or an integer type first)",
+            other.dtype()
+        ))),
     }
 }
 
@@ -509,7 +513,7 @@ pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, NpyError> {
                 }
             }
         }
-        TensorData::BF16(_) => unreachable!("rejected by descr_of"),
+        _ => unreachable!("rejected by descr_of"),
     }
     Ok(out)
 }

@@ -233,6 +233,7 @@ fn check_values(name: &str, t: &Tensor, values: &[Json]) {
             }
         }
         TensorData::BF16(_) => panic!("{name}: numpy has no bfloat16"),
+        other => panic!("{name}: numpy has no {}", other.dtype()),
     }
 }
 

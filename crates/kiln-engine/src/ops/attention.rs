@@ -7,6 +7,7 @@ mod linear;
 mod rotary;
 mod sdpa;
 mod swiglu;
+mod tensor_scatter;
 
 use std::borrow::Cow;
 use std::ops::{Add, Div, Mul, Neg, Sub};
@@ -22,6 +23,7 @@ pub fn register(r: &mut Registry) {
     r.add("LinearAttention", 27, linear::build);
     r.add("CausalConvWithState", 27, causal_conv::build);
     r.add("SwiGLU", 28, swiglu::build);
+    r.add("TensorScatter", 24, tensor_scatter::build);
     r.add_in("ai.onnx.preview", "FlexAttention", 1, flex::build);
 }
 

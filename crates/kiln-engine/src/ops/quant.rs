@@ -3,7 +3,10 @@
 
 mod qlinear;
 
-use kiln_tensor::{bf16, f16, DType, Elem, Tensor, TensorData, Value, ValueType};
+use kiln_tensor::{
+    bf16, f16, DType, Elem, Tensor, TensorData, Value, ValueType, F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, I2,
+    I4, U2, U4,
+};
 
 use crate::error::OpResult;
 use crate::op::{Inputs, NodeInfo, Op};
@@ -42,6 +45,22 @@ macro_rules! impl_qint {
     )*};
 }
 impl_qint!(i8, u8, i16, u16, i32);
+
+macro_rules! impl_qint_low {
+    ($($t:ident),*) => {$(
+        impl QInt for $t {
+            const MIN: i64 = $t::MIN;
+            const MAX: i64 = $t::MAX;
+            fn to_i64(self) -> i64 {
+                $t::to_i64(self)
+            }
+            fn from_i64(v: i64) -> Self {
+                $t::saturating(v)
+            }
+        }
+    )*};
+}
+impl_qint_low!(I4, U4, I2, U2);
 
 /// Rounds `v` half to even and saturates it, plus `zp`, into `Q`'s range. NaN maps to `zp`.
 #[inline]
@@ -91,6 +110,11 @@ pub(crate) fn values_f64(t: &Tensor, what: &str) -> OpResult<Vec<f64>> {
         TensorData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
         TensorData::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
         TensorData::I32(v) => v.iter().map(|&x| x as f64).collect(),
+        TensorData::F8E4M3FN(v) => v.iter().map(|x| x.to_f64()).collect(),
+        TensorData::F8E4M3FNUZ(v) => v.iter().map(|x| x.to_f64()).collect(),
+        TensorData::F8E5M2(v) => v.iter().map(|x| x.to_f64()).collect(),
+        TensorData::F8E5M2FNUZ(v) => v.iter().map(|x| x.to_f64()).collect(),
+        TensorData::F4E2M1(v) => v.iter().map(|x| x.to_f64()).collect(),
         other => bail!("{what} does not support {} tensors", other.dtype()),
     })
 }
@@ -185,23 +209,67 @@ fn split(shape: &[usize], ax: usize) -> (usize, usize, usize) {
     (shape[..ax].iter().product(), shape[ax], shape[ax + 1..].iter().product())
 }
 
+/// Checks that a zero point has the scale's shape.
+fn check_zp_shape(z: &Tensor, scale: &Tensor, what: &str) -> OpResult<()> {
+    let same = z.shape() == scale.shape() || (z.len() == 1 && scale.len() == 1);
+    ensure!(same, "{what} shape {:?} differs from the scale shape {:?}", z.shape(), scale.shape());
+    Ok(())
+}
+
 /// Checks that a zero point has the scale's shape and returns its values (zeros if absent).
 fn zero_points(zp: Option<&Tensor>, scale: &Tensor, what: &str) -> OpResult<Vec<i64>> {
     match zp {
         None => Ok(vec![0; scale.len()]),
         Some(z) => {
-            let same = z.shape() == scale.shape() || (z.len() == 1 && scale.len() == 1);
-            ensure!(same, "{what} shape {:?} differs from the scale shape {:?}", z.shape(), scale.shape());
+            check_zp_shape(z, scale, what)?;
             values_i64(z, what)
         }
     }
+}
+
+/// Float zero-point values (float4e2m1 / float8 zero points), zeros if absent.
+fn float_zero_points(zp: Option<&Tensor>, scale: &Tensor, what: &str) -> OpResult<Vec<f64>> {
+    match zp {
+        None => Ok(vec![0.0; scale.len()]),
+        Some(z) => {
+            check_zp_shape(z, scale, what)?;
+            values_f64(z, what)
+        }
+    }
+}
+
+/// The float8 types, whose zero point must be 0.
+fn is_float8(d: DType) -> bool {
+    matches!(d, DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ)
+}
+
+/// Float8 zero points must all be zero.
+fn check_float8_zp(zp: Option<&Tensor>, scale: &Tensor) -> OpResult<()> {
+    let zs = float_zero_points(zp, scale, "zero point")?;
+    ensure!(zs.iter().all(|&z| z == 0.0), "float8 zero points must be 0");
+    Ok(())
 }
 
 /// Kiln dtype of an ONNX quantized type code, with a clear error for the types Kiln lacks.
 fn quant_dtype(code: i64, what: &str) -> OpResult<DType> {
     let dt = i32::try_from(code).ok().and_then(DType::from_onnx);
     match dt {
-        Some(d @ (DType::I8 | DType::U8 | DType::I16 | DType::U16 | DType::I32)) => Ok(d),
+        Some(
+            d @ (DType::I8
+            | DType::U8
+            | DType::I16
+            | DType::U16
+            | DType::I32
+            | DType::I4
+            | DType::U4
+            | DType::I2
+            | DType::U2
+            | DType::F8E4M3FN
+            | DType::F8E4M3FNUZ
+            | DType::F8E5M2
+            | DType::F8E5M2FNUZ
+            | DType::F4E2M1),
+        ) => Ok(d),
         _ => bail!("{what} {} ({code}) is not supported", DType::onnx_code_name(code as i32)),
     }
 }
@@ -214,6 +282,8 @@ struct QuantizeOp {
     block_size: i64,
     output_dtype: Option<DType>,
     precision: Option<Prec>,
+    /// Float8 outputs: clamp out-of-range values to the largest finite value (opset 19+).
+    saturate: bool,
 }
 
 fn build_quantize(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
@@ -243,6 +313,7 @@ fn build_quantize(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
         block_size: n.attr_int_or("block_size", 0)?,
         output_dtype,
         precision,
+        saturate: n.attr_int_or("saturate", 1)? != 0,
     }))
 }
 
@@ -250,6 +321,31 @@ fn quantize_kernel<Q: QInt>(x: &[f64], s: &[f64], zp: &[i64], lay: &Layout, prec
     let mut out = vec![Q::from_i64(0); x.len()];
     lay.for_each(|i, si| {
         out[i] = saturate_round::<Q>(prec.round(x[i] / s[si]), zp[si]);
+    });
+    out
+}
+
+/// Quantizes to a low-precision float: `enc(x / scale [+ zp])`, each step rounded in `prec`.
+/// A given zero point is always added, so -0 becomes +0 as in IEEE arithmetic.
+fn quantize_float<Q>(
+    x: &[f64],
+    s: &[f64],
+    zp: Option<&[f64]>,
+    lay: &Layout,
+    prec: Prec,
+    enc: impl Fn(f64) -> Q,
+) -> Vec<Q>
+where
+    Q: Copy + Default,
+{
+    let mut out = vec![Q::default(); x.len()];
+    lay.for_each(|i, si| {
+        let q = prec.round(x[i] / s[si]);
+        let v = match zp {
+            Some(z) => prec.round(q + z[si]),
+            None => q,
+        };
+        out[i] = enc(v);
     });
     out
 }
@@ -283,18 +379,52 @@ impl Op for QuantizeOp {
         let lay = Layout::new(x.shape(), scale.shape(), self.axis, self.block_size)?;
         let xs = values_f64(x, "QuantizeLinear")?;
         let ss: Vec<f64> = values_f64(scale, "QuantizeLinear scale")?.into_iter().map(|v| prec.round(v)).collect();
-        let zs = zero_points(zp, scale, "zero point")?;
         // An explicit precision converts the input to it before dividing.
         let xs: Vec<f64> = match self.precision {
             Some(p) if p != Prec::F64 => xs.into_iter().map(|v| p.round(v)).collect(),
             _ => xs,
         };
         let shape = x.shape().to_vec();
+        if out_dtype.is_low_float() {
+            let sat = self.saturate;
+            let data = if out_dtype == DType::F4E2M1 {
+                let zs = match zp {
+                    Some(_) => Some(float_zero_points(zp, scale, "zero point")?),
+                    None => None,
+                };
+                let zs = zs.as_deref();
+                TensorData::F4E2M1(quantize_float(&xs, &ss, zs, &lay, prec, |v| F4E2M1::from_f64(v, true)))
+            } else {
+                check_float8_zp(zp, scale)?;
+                let zs = None;
+                match out_dtype {
+                    DType::F8E4M3FN => {
+                        TensorData::F8E4M3FN(quantize_float(&xs, &ss, zs, &lay, prec, |v| F8E4M3FN::from_f64(v, sat)))
+                    }
+                    DType::F8E4M3FNUZ => TensorData::F8E4M3FNUZ(quantize_float(&xs, &ss, zs, &lay, prec, |v| {
+                        F8E4M3FNUZ::from_f64(v, sat)
+                    })),
+                    DType::F8E5M2 => {
+                        TensorData::F8E5M2(quantize_float(&xs, &ss, zs, &lay, prec, |v| F8E5M2::from_f64(v, sat)))
+                    }
+                    DType::F8E5M2FNUZ => TensorData::F8E5M2FNUZ(quantize_float(&xs, &ss, zs, &lay, prec, |v| {
+                        F8E5M2FNUZ::from_f64(v, sat)
+                    })),
+                    other => bail!("QuantizeLinear cannot produce {other}"),
+                }
+            };
+            return Ok(vec![Value::Tensor(Tensor::new(shape, data)?)]);
+        }
+        let zs = zero_points(zp, scale, "zero point")?;
         let data = match out_dtype {
             DType::U8 => TensorData::U8(quantize_kernel(&xs, &ss, &zs, &lay, prec)),
             DType::I8 => TensorData::I8(quantize_kernel(&xs, &ss, &zs, &lay, prec)),
             DType::U16 => TensorData::U16(quantize_kernel(&xs, &ss, &zs, &lay, prec)),
             DType::I16 => TensorData::I16(quantize_kernel(&xs, &ss, &zs, &lay, prec)),
+            DType::U4 => TensorData::U4(quantize_kernel(&xs, &ss, &zs, &lay, prec)),
+            DType::I4 => TensorData::I4(quantize_kernel(&xs, &ss, &zs, &lay, prec)),
+            DType::U2 => TensorData::U2(quantize_kernel(&xs, &ss, &zs, &lay, prec)),
+            DType::I2 => TensorData::I2(quantize_kernel(&xs, &ss, &zs, &lay, prec)),
             other => bail!("QuantizeLinear cannot produce {other}"),
         };
         Ok(vec![Value::Tensor(Tensor::new(shape, data)?)])
@@ -371,8 +501,21 @@ fn dequantize_to<O: FromF32>(x: &Tensor, s: &[f32], zp: &[i64], lay: &Layout) ->
         TensorData::I16(v) => dequantize_kernel::<i16, O>(v, s, zp, lay),
         TensorData::U16(v) => dequantize_kernel::<u16, O>(v, s, zp, lay),
         TensorData::I32(v) => dequantize_kernel::<i32, O>(v, s, zp, lay),
+        TensorData::I4(v) => dequantize_kernel::<I4, O>(v, s, zp, lay),
+        TensorData::U4(v) => dequantize_kernel::<U4, O>(v, s, zp, lay),
+        TensorData::I2(v) => dequantize_kernel::<I2, O>(v, s, zp, lay),
+        TensorData::U2(v) => dequantize_kernel::<U2, O>(v, s, zp, lay),
         other => bail!("DequantizeLinear does not support {} input", other.dtype()),
     })
+}
+
+/// Dequantizes low-precision floats: `x * scale` (their zero point is not applied).
+fn dequantize_float<O: FromF32>(x: &[f64], s: &[f32], lay: &Layout) -> Vec<O> {
+    let mut out = vec![O::from_f32(0.0); x.len()];
+    lay.for_each(|i, si| {
+        out[i] = O::from_f32(x[i] as f32 * s[si]);
+    });
+    out
 }
 
 impl Op for DequantizeOp {
@@ -392,8 +535,22 @@ impl Op for DequantizeOp {
         };
         let lay = Layout::new(x.shape(), scale.shape(), self.axis, self.block_size)?;
         let ss: Vec<f32> = values_f64(scale, "DequantizeLinear scale")?.into_iter().map(|v| v as f32).collect();
-        let zs = zero_points(zp, scale, "zero point")?;
         let shape = x.shape().to_vec();
+        if x.dtype().is_low_float() {
+            if is_float8(x.dtype()) {
+                check_float8_zp(zp, scale)?;
+            } else if let Some(z) = zp {
+                check_zp_shape(z, scale, "zero point")?;
+            }
+            let xs = values_f64(x, "DequantizeLinear")?;
+            let data = match out_dtype {
+                DType::F16 => TensorData::F16(dequantize_float(&xs, &ss, &lay)),
+                DType::BF16 => TensorData::BF16(dequantize_float(&xs, &ss, &lay)),
+                _ => TensorData::F32(dequantize_float(&xs, &ss, &lay)),
+            };
+            return Ok(vec![Value::Tensor(Tensor::new(shape, data)?)]);
+        }
+        let zs = zero_points(zp, scale, "zero point")?;
         let data = match out_dtype {
             DType::F16 => TensorData::F16(dequantize_to(x, &ss, &zs, &lay)?),
             DType::BF16 => TensorData::BF16(dequantize_to(x, &ss, &zs, &lay)?),
@@ -474,7 +631,7 @@ mod tests {
 
     #[test]
     fn quantize_rounds_half_to_even_and_saturates() {
-        let op = QuantizeOp { axis: 1, block_size: 0, output_dtype: None, precision: None };
+        let op = QuantizeOp { axis: 1, block_size: 0, output_dtype: None, precision: None, saturate: true };
         let x = Tensor::from_vec(vec![6], vec![0.5f32, 1.5, 2.5, -2.5, 1000.0, -1000.0]).unwrap();
         let s = Tensor::scalar(1f32);
         let z = Tensor::scalar(10i8);
@@ -486,14 +643,60 @@ mod tests {
     fn quantize_per_axis_and_blocked() {
         // x [2, 4], per-axis over axis 0 with scales [1, 2]
         let x = Tensor::from_vec(vec![2, 4], vec![1f32, 2., 3., 4., 2., 4., 6., 8.]).unwrap();
-        let op = QuantizeOp { axis: 0, block_size: 0, output_dtype: None, precision: None };
+        let op = QuantizeOp { axis: 0, block_size: 0, output_dtype: None, precision: None, saturate: true };
         let y = run(&op, vec![x.clone(), Tensor::from_vec(vec![2], vec![1f32, 2.]).unwrap()]).unwrap();
         assert_eq!(y[0].as_slice::<u8>().unwrap(), &[1, 2, 3, 4, 1, 2, 3, 4]);
         // blocked along axis 1 with block 3: scale shape [2, 2]
-        let op = QuantizeOp { axis: 1, block_size: 3, output_dtype: Some(DType::I16), precision: None };
+        let op = QuantizeOp { axis: 1, block_size: 3, output_dtype: Some(DType::I16), precision: None, saturate: true };
         let s = Tensor::from_vec(vec![2, 2], vec![1f32, 4., 2., 8.]).unwrap();
         let y = run(&op, vec![x, s]).unwrap();
         assert_eq!(y[0].as_slice::<i16>().unwrap(), &[1, 2, 3, 1, 1, 2, 3, 1]);
+    }
+
+    #[test]
+    fn quantize_to_low_precision() {
+        let x = Tensor::from_vec(vec![4], vec![3.0f32, -20.0, 7.0, 1000.0]).unwrap();
+        let s = Tensor::scalar(2f32);
+        // int4 with zero point 1: round(x / 2) + 1 = [3 (1.5 → 2, +1), -9 → -8, 5 (3.5 → 4, +1), 501 → 7]
+        let op = QuantizeOp { axis: 1, block_size: 0, output_dtype: None, precision: None, saturate: true };
+        let y = run(&op, vec![x.clone(), s.clone(), Tensor::scalar(I4(1))]).unwrap();
+        assert_eq!(y[0].as_slice::<I4>().unwrap(), &[I4(3), I4(-8), I4(5), I4(7)]);
+        // uint2 without zero point via output_dtype: [2 (1.5 → 2), 0, 3, 3]
+        let op = QuantizeOp { axis: 1, block_size: 0, output_dtype: Some(DType::U2), precision: None, saturate: true };
+        let y = run(&op, vec![x.clone(), s.clone()]).unwrap();
+        assert_eq!(y[0].as_slice::<U2>().unwrap(), &[U2(2), U2(0), U2(3), U2(3)]);
+        // float8 e4m3fn: 1.5 = 0x3c, -10 = 0xd2, 3.5 = 0x46, 500 saturates to 448 = 0x7e or is NaN.
+        let z = Tensor::scalar(F8E4M3FN(0));
+        let op = QuantizeOp { axis: 1, block_size: 0, output_dtype: None, precision: None, saturate: true };
+        let y = run(&op, vec![x.clone(), s.clone(), z.clone()]).unwrap();
+        let bits: Vec<u8> = y[0].as_slice::<F8E4M3FN>().unwrap().iter().map(|v| v.0).collect();
+        assert_eq!(bits, vec![0x3c, 0xd2, 0x46, 0x7e]);
+        let op = QuantizeOp { axis: 1, block_size: 0, output_dtype: None, precision: None, saturate: false };
+        let y = run(&op, vec![x.clone(), s.clone(), z]).unwrap();
+        assert_eq!(y[0].as_slice::<F8E4M3FN>().unwrap()[3], F8E4M3FN(0x7f));
+        // A nonzero float8 zero point is an error.
+        let op = QuantizeOp { axis: 1, block_size: 0, output_dtype: None, precision: None, saturate: true };
+        assert!(run(&op, vec![x.clone(), s.clone(), Tensor::scalar(F8E4M3FN(0x38))]).is_err());
+        // float4e2m1: [1.5, -6 (saturated), 4 (3.5 ties to even), 6]
+        let op = QuantizeOp { axis: 1, block_size: 0, output_dtype: Some(DType::F4E2M1), precision: None, saturate: true };
+        let y = run(&op, vec![x, s]).unwrap();
+        let bits: Vec<u8> = y[0].as_slice::<F4E2M1>().unwrap().iter().map(|v| v.0).collect();
+        assert_eq!(bits, vec![0x3, 0xf, 0x6, 0x7]);
+    }
+
+    #[test]
+    fn dequantize_low_precision() {
+        let op = DequantizeOp { axis: 1, block_size: 0, output_dtype: None };
+        let x = Tensor::from_vec(vec![3], vec![I4(-8), I4(0), I4(7)]).unwrap();
+        let y = run(&op, vec![x, Tensor::scalar(0.5f32), Tensor::scalar(I4(-1))]).unwrap();
+        assert_eq!(y[0].as_slice::<f32>().unwrap(), &[-3.5, 0.5, 4.0]);
+        // float8 e5m2 0x3c = 1, 0xc0 = -2; float4e2m1 0x7 = 6.
+        let x = Tensor::from_vec(vec![2], vec![F8E5M2(0x3c), F8E5M2(0xc0)]).unwrap();
+        let y = run(&op, vec![x, Tensor::scalar(3f32)]).unwrap();
+        assert_eq!(y[0].as_slice::<f32>().unwrap(), &[3.0, -6.0]);
+        let x = Tensor::from_vec(vec![1], vec![F4E2M1(0x7)]).unwrap();
+        let y = run(&op, vec![x, Tensor::scalar(f16::from_f32(0.5))]).unwrap();
+        assert_eq!(y[0].as_slice::<f16>().unwrap(), &[f16::from_f32(3.0)]);
     }
 
     #[test]

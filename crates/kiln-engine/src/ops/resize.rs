@@ -591,6 +591,7 @@ fn fill_positions(data: &mut TensorData, pos: &[usize], v: f64) -> OpResult<()> 
         TensorData::U64(d) => fill!(d, v as u64),
         TensorData::Bool(d) => fill!(d, v != 0.0),
         TensorData::String(_) => bail!("extrapolation is not defined for string tensors"),
+        other => bail!("extrapolation is not supported for {} tensors", other.dtype()),
     }
     Ok(())
 }

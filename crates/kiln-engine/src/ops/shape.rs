@@ -82,6 +82,31 @@ macro_rules! impl_e_half {
 }
 impl_e_half!(f16, bf16);
 
+macro_rules! impl_e_low {
+    ($($t:ident: $val:ident, $from:expr),*) => {$(
+        impl E for kiln_tensor::$t {
+            fn add(&self, _: &Self) -> Option<Self> { None }
+            fn mul(&self, _: &Self) -> Option<Self> { None }
+            fn order(&self, o: &Self) -> Ordering { float_order(self.$val() as f64, o.$val() as f64) }
+            fn is_zero(&self) -> bool { self.$val() == Default::default() }
+            fn one() -> Option<Self> { <Self as E>::from_f64(1.0) }
+            fn from_f64(v: f64) -> Option<Self> { let f: fn(f64) -> Self = $from; Some(f(v)) }
+        }
+    )*};
+}
+impl_e_low!(
+    F8E4M3FN: to_f32, |v| kiln_tensor::F8E4M3FN::from_f64(v, true),
+    F8E4M3FNUZ: to_f32, |v| kiln_tensor::F8E4M3FNUZ::from_f64(v, true),
+    F8E5M2: to_f32, |v| kiln_tensor::F8E5M2::from_f64(v, true),
+    F8E5M2FNUZ: to_f32, |v| kiln_tensor::F8E5M2FNUZ::from_f64(v, true),
+    F4E2M1: to_f32, |v| kiln_tensor::F4E2M1::from_f64(v, true),
+    F8E8M0: to_f32, |v| kiln_tensor::F8E8M0::from_f64(v, true, kiln_tensor::E8M0Round::Up),
+    I4: to_i64, |v| kiln_tensor::I4::wrapping(v as i64),
+    U4: to_i64, |v| kiln_tensor::U4::wrapping(v as i64),
+    I2: to_i64, |v| kiln_tensor::I2::wrapping(v as i64),
+    U2: to_i64, |v| kiln_tensor::U2::wrapping(v as i64)
+);
+
 impl E for bool {
     fn add(&self, o: &Self) -> Option<Self> {
         Some(*self || *o)

@@ -1,6 +1,9 @@
 //! Cast and CastLike between every Kiln dtype, including to and from strings (numpy formatting).
 
-use kiln_tensor::{bf16, f16, DType, Tensor, TensorData, Value, ValueType};
+use kiln_tensor::{
+    bf16, f16, DType, E8M0Round, Tensor, TensorData, Value, ValueType, F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2,
+    F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4,
+};
 
 use super::infer_unary;
 use super::kernels::Num;
@@ -11,11 +14,35 @@ use crate::bail;
 
 pub fn register(r: &mut Registry) {
     r.add("Cast", 1, build_cast);
-    r.add("CastLike", 15, |_| Ok(Box::new(CastLikeOp)));
+    r.add("CastLike", 15, |n| Ok(Box::new(CastLikeOp { opts: cast_opts(n)? })));
+}
+
+/// How a float is narrowed to a float8 / float4 type: `saturate` (opset 19+) clamps
+/// out-of-range values to the largest finite value instead of giving infinity or NaN;
+/// `round` (opset 24+) is the rounding used for float8e8m0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CastOpts {
+    pub saturate: bool,
+    pub round: E8M0Round,
+}
+
+impl Default for CastOpts {
+    fn default() -> Self {
+        CastOpts { saturate: true, round: E8M0Round::Up }
+    }
+}
+
+fn cast_opts(n: &NodeInfo) -> OpResult<CastOpts> {
+    let saturate = n.attr_int_or("saturate", 1)? != 0;
+    let mode = n.attr_string_or("round_mode", "up")?;
+    let round = E8M0Round::parse(&mode)
+        .ok_or_else(|| OpError(format!("round_mode must be 'up', 'down' or 'nearest', got '{mode}'")))?;
+    Ok(CastOpts { saturate, round })
 }
 
 struct CastOp {
     to: DType,
+    opts: CastOpts,
 }
 
 fn build_cast(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
@@ -40,24 +67,26 @@ fn build_cast(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     } else {
         bail!("Cast needs the 'to' attribute");
     };
-    Ok(Box::new(CastOp { to }))
+    Ok(Box::new(CastOp { to, opts: cast_opts(n)? }))
 }
 
 impl Op for CastOp {
     fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
-        Ok(vec![Value::Tensor(cast(inputs.tensor(0)?, self.to)?)])
+        Ok(vec![Value::Tensor(cast_with(inputs.tensor(0)?, self.to, self.opts)?)])
     }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         infer_unary(inputs, Some(self.to))
     }
 }
 
-struct CastLikeOp;
+struct CastLikeOp {
+    opts: CastOpts,
+}
 
 impl Op for CastLikeOp {
     fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
         let like = inputs.tensor(1)?;
-        Ok(vec![Value::Tensor(cast(inputs.tensor(0)?, like.dtype())?)])
+        Ok(vec![Value::Tensor(cast_with(inputs.tensor(0)?, like.dtype(), self.opts)?)])
     }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         let to = inputs.get(1).copied().flatten()?.tensor_dtype()?;
@@ -65,23 +94,44 @@ impl Op for CastLikeOp {
     }
 }
 
-/// Converts `t` to `to` with numpy `astype` semantics (floats to ints truncate and saturate).
-pub fn cast(t: &Tensor, to: DType) -> OpResult<Tensor> {
+/// Values of low-precision floats, widened exactly.
+fn low_floats<T: Copy>(v: &[T], f: fn(T) -> f64) -> Vec<f64> {
+    v.iter().map(|&x| f(x)).collect()
+}
+
+/// Values of 4- and 2-bit integers, widened.
+fn low_ints<T: Copy>(v: &[T], f: fn(T) -> i64) -> Vec<i64> {
+    v.iter().map(|&x| f(x)).collect()
+}
+
+/// Converts `t` to `to` with numpy `astype` semantics (floats to ints truncate and saturate;
+/// 4- and 2-bit integers wrap); narrowing to float8 follows `o`.
+pub fn cast_with(t: &Tensor, to: DType, o: CastOpts) -> OpResult<Tensor> {
     if t.dtype() == to {
         return Ok(t.clone());
     }
     let shape = t.shape().to_vec();
     let data = match t.data() {
-        TensorData::String(v) => from_strings(v, to)?,
+        TensorData::String(v) => from_strings(v, to, o)?,
         TensorData::Bool(v) => {
             if to == DType::String {
                 TensorData::String(v.iter().map(|&b| if b { "True" } else { "False" }.to_string()).collect())
             } else {
                 let ints: Vec<u8> = v.iter().map(|&b| b as u8).collect();
-                numeric_to(&ints, to)
+                numeric_to(&ints, to, o)
             }
         }
-        d => dispatch!(num d, "Cast", |v: T| numeric_to::<T>(v, to)),
+        TensorData::F8E4M3FN(v) => numeric_to(&low_floats(v, F8E4M3FN::to_f64), to, o),
+        TensorData::F8E4M3FNUZ(v) => numeric_to(&low_floats(v, F8E4M3FNUZ::to_f64), to, o),
+        TensorData::F8E5M2(v) => numeric_to(&low_floats(v, F8E5M2::to_f64), to, o),
+        TensorData::F8E5M2FNUZ(v) => numeric_to(&low_floats(v, F8E5M2FNUZ::to_f64), to, o),
+        TensorData::F8E8M0(v) => numeric_to(&low_floats(v, F8E8M0::to_f64), to, o),
+        TensorData::F4E2M1(v) => numeric_to(&low_floats(v, F4E2M1::to_f64), to, o),
+        TensorData::I4(v) => numeric_to(&low_ints(v, I4::to_i64), to, o),
+        TensorData::U4(v) => numeric_to(&low_ints(v, U4::to_i64), to, o),
+        TensorData::I2(v) => numeric_to(&low_ints(v, I2::to_i64), to, o),
+        TensorData::U2(v) => numeric_to(&low_ints(v, U2::to_i64), to, o),
+        d => dispatch!(num d, "Cast", |v: T| numeric_to::<T>(v, to, o)),
     };
     Ok(Tensor::new(shape, data)?)
 }
@@ -96,7 +146,25 @@ fn conv<S: Num, D: Num>(v: &[S]) -> Vec<D> {
     }
 }
 
-fn numeric_to<S: Num + Fmt>(v: &[S], to: DType) -> TensorData {
+/// Integer whose low bits a 4- or 2-bit integer keeps: floats truncate toward zero, and
+/// NaN, infinities and values beyond i64 give 0 low bits (as the reference's float-to-int
+/// conversion does); integers keep their two's-complement bits.
+#[inline]
+fn wrap_source<S: Num>(x: S) -> i64 {
+    if S::IS_FLOAT {
+        let f = x.to_f64();
+        if f.is_finite() && f.abs() < 9.2e18 {
+            f as i64
+        } else {
+            0
+        }
+    } else {
+        x.to_i64()
+    }
+}
+
+fn numeric_to<S: Num + Fmt>(v: &[S], to: DType, o: CastOpts) -> TensorData {
+    let sat = o.saturate;
     match to {
         DType::F32 => TensorData::F32(conv(v)),
         DType::F64 => TensorData::F64(conv(v)),
@@ -112,6 +180,21 @@ fn numeric_to<S: Num + Fmt>(v: &[S], to: DType) -> TensorData {
         DType::U64 => TensorData::U64(conv(v)),
         DType::Bool => TensorData::Bool(v.iter().map(|&x| x.to_f64() != 0.0).collect()),
         DType::String => TensorData::String(v.iter().map(|&x| x.fmt_numpy()).collect()),
+        DType::F8E4M3FN => TensorData::F8E4M3FN(v.iter().map(|&x| F8E4M3FN::from_f64(x.to_f64(), sat)).collect()),
+        DType::F8E4M3FNUZ => {
+            TensorData::F8E4M3FNUZ(v.iter().map(|&x| F8E4M3FNUZ::from_f64(x.to_f64(), sat)).collect())
+        }
+        DType::F8E5M2 => TensorData::F8E5M2(v.iter().map(|&x| F8E5M2::from_f64(x.to_f64(), sat)).collect()),
+        DType::F8E5M2FNUZ => {
+            TensorData::F8E5M2FNUZ(v.iter().map(|&x| F8E5M2FNUZ::from_f64(x.to_f64(), sat)).collect())
+        }
+        DType::F8E8M0 => TensorData::F8E8M0(v.iter().map(|&x| F8E8M0::from_f64(x.to_f64(), sat, o.round)).collect()),
+        // float4e2m1 has no infinity or NaN: out-of-range values always saturate.
+        DType::F4E2M1 => TensorData::F4E2M1(v.iter().map(|&x| F4E2M1::from_f64(x.to_f64(), true)).collect()),
+        DType::I4 => TensorData::I4(v.iter().map(|&x| I4::wrapping(wrap_source(x))).collect()),
+        DType::U4 => TensorData::U4(v.iter().map(|&x| U4::wrapping(wrap_source(x))).collect()),
+        DType::I2 => TensorData::I2(v.iter().map(|&x| I2::wrapping(wrap_source(x))).collect()),
+        DType::U2 => TensorData::U2(v.iter().map(|&x| U2::wrapping(wrap_source(x))).collect()),
     }
 }
 
@@ -220,7 +303,7 @@ fn parse_all<D: Num>(v: &[String]) -> OpResult<Vec<D>> {
     v.iter().map(|s| parse_num::<D>(s)).collect()
 }
 
-fn from_strings(v: &[String], to: DType) -> OpResult<TensorData> {
+fn from_strings(v: &[String], to: DType, o: CastOpts) -> OpResult<TensorData> {
     Ok(match to {
         DType::F32 => TensorData::F32(
             v.iter()
@@ -251,12 +334,17 @@ fn from_strings(v: &[String], to: DType) -> OpResult<TensorData> {
                 .collect::<OpResult<_>>()?,
         ),
         DType::String => TensorData::String(v.to_vec()),
+        low => numeric_to(&parse_all::<f64>(v)?, low, o),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cast(t: &Tensor, to: DType) -> OpResult<Tensor> {
+        cast_with(t, to, CastOpts::default())
+    }
 
     #[test]
     fn floats_format_like_numpy() {
@@ -278,14 +366,14 @@ mod tests {
     #[test]
     fn strings_parse() {
         let v: Vec<String> = ["0.5", "-INF", "NaN", "1e3"].iter().map(|s| s.to_string()).collect();
-        let TensorData::F32(f) = from_strings(&v, DType::F32).unwrap() else { panic!() };
+        let TensorData::F32(f) = from_strings(&v, DType::F32, CastOpts::default()).unwrap() else { panic!() };
         assert_eq!(f[0], 0.5);
         assert_eq!(f[1], f32::NEG_INFINITY);
         assert!(f[2].is_nan());
         assert_eq!(f[3], 1000.0);
-        let TensorData::I64(i) = from_strings(&["-7".to_string()], DType::I64).unwrap() else { panic!() };
+        let TensorData::I64(i) = from_strings(&["-7".to_string()], DType::I64, CastOpts::default()).unwrap() else { panic!() };
         assert_eq!(i, vec![-7]);
-        assert!(from_strings(&["abc".to_string()], DType::F64).is_err());
+        assert!(from_strings(&["abc".to_string()], DType::F64, CastOpts::default()).is_err());
     }
 
     #[test]

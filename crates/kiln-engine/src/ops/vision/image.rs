@@ -1,0 +1,243 @@
+//! ImageDecoder: decodes an encoded image (JPEG, PNG, BMP, PNM, TIFF, WebP) into an
+//! [H, W, 3] RGB/BGR or [H, W, 1] grayscale uint8 tensor.
+
+use kiln_tensor::{DType, Dim, Shape, Tensor, Value, ValueType};
+
+use crate::error::{OpError, OpResult};
+use crate::op::{Inputs, NodeInfo, Op};
+use crate::{bail, ensure};
+
+mod bmp;
+mod codecs;
+mod jpeg;
+mod pnm;
+mod tiff;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PixelFormat {
+    Rgb,
+    Bgr,
+    Gray,
+}
+
+pub(super) struct ImageDecoderOp {
+    format: PixelFormat,
+}
+
+pub(super) fn build(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
+    let format = match n.attr_string_or("pixel_format", "RGB")?.as_str() {
+        "RGB" => PixelFormat::Rgb,
+        "BGR" => PixelFormat::Bgr,
+        "Grayscale" => PixelFormat::Gray,
+        other => bail!("ImageDecoder pixel_format '{other}' is not supported (RGB, BGR, Grayscale)"),
+    };
+    Ok(Box::new(ImageDecoderOp { format }))
+}
+
+/// A decoded image: 8-bit samples, row-major, interleaved.
+pub(crate) struct Image {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Pixels,
+}
+
+/// Sample layout of a decoded image.
+pub(crate) enum Pixels {
+    /// One luma byte per pixel.
+    Gray(Vec<u8>),
+    /// Three bytes per pixel, R G B.
+    Rgb(Vec<u8>),
+}
+
+impl Image {
+    pub(crate) fn check(&self) -> OpResult<()> {
+        let n = self.width.checked_mul(self.height).ok_or_else(|| OpError::new("image is too large"))?;
+        let (len, per) = match &self.pixels {
+            Pixels::Gray(v) => (v.len(), 1),
+            Pixels::Rgb(v) => (v.len(), 3),
+        };
+        ensure!(len == n * per, "decoded image has {len} samples, expected {}", n * per);
+        Ok(())
+    }
+}
+
+/// Luma as PIL computes it for RGB → L: ITU-R 601-2 weights in 16-bit fixed point, rounded.
+#[inline]
+fn luma(r: u8, g: u8, b: u8) -> u8 {
+    ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
+}
+
+/// Decodes `bytes` by sniffing the container format.
+pub(crate) fn decode(bytes: &[u8]) -> OpResult<Image> {
+    let img = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        match jpeg::decode(bytes)? {
+            Some(img) => img,
+            None => codecs::decode_jpeg(bytes)?,
+        }
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        codecs::decode_png(bytes)?
+    } else if bytes.starts_with(b"BM") {
+        bmp::decode(bytes)?
+    } else if bytes.len() >= 2 && bytes[0] == b'P' && (b'1'..=b'6').contains(&bytes[1]) {
+        pnm::decode(bytes)?
+    } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        tiff::decode(bytes)?
+    } else if bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        codecs::decode_webp(bytes)?
+    } else if bytes.starts_with(&[0, 0, 0, 0x0C, b'j', b'P', b' ', b' ']) || bytes.starts_with(&[0xFF, 0x4F, 0xFF, 0x51]) {
+        bail!("ImageDecoder: JPEG 2000 images are not supported")
+    } else {
+        bail!("ImageDecoder: unrecognized image format")
+    };
+    img.check()?;
+    Ok(img)
+}
+
+fn to_format(img: Image, format: PixelFormat) -> OpResult<Tensor> {
+    let (h, w) = (img.height, img.width);
+    let out = match (img.pixels, format) {
+        (Pixels::Rgb(v), PixelFormat::Rgb) => Tensor::from_vec(vec![h, w, 3], v)?,
+        (Pixels::Rgb(mut v), PixelFormat::Bgr) => {
+            for px in v.chunks_exact_mut(3) {
+                px.swap(0, 2);
+            }
+            Tensor::from_vec(vec![h, w, 3], v)?
+        }
+        (Pixels::Rgb(v), PixelFormat::Gray) => {
+            let g: Vec<u8> = v.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect();
+            Tensor::from_vec(vec![h, w, 1], g)?
+        }
+        (Pixels::Gray(v), PixelFormat::Gray) => Tensor::from_vec(vec![h, w, 1], v)?,
+        (Pixels::Gray(v), _) => {
+            let rgb: Vec<u8> = v.iter().flat_map(|&g| [g, g, g]).collect();
+            Tensor::from_vec(vec![h, w, 3], rgb)?
+        }
+    };
+    Ok(out)
+}
+
+impl Op for ImageDecoderOp {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let t = inputs.tensor(0)?;
+        ensure!(t.rank() == 1, "ImageDecoder input must be a 1-D uint8 tensor, got shape {:?}", t.shape());
+        let bytes = t.as_slice::<u8>()?;
+        let img = decode(bytes)?;
+        Ok(vec![Value::Tensor(to_format(img, self.format)?)])
+    }
+    fn infer(&self, _: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+        let c = if self.format == PixelFormat::Gray { 1 } else { 3 };
+        let shape = Shape(vec![Dim::unknown(), Dim::unknown(), Dim::Fixed(c)]);
+        Some(vec![ValueType::tensor(DType::U8, Some(shape))])
+    }
+}
+
+/// Little-endian / big-endian readers with bounds checks.
+pub(crate) struct Bytes<'a> {
+    pub data: &'a [u8],
+    pub big_endian: bool,
+}
+
+impl<'a> Bytes<'a> {
+    pub(crate) fn slice(&self, off: usize, len: usize) -> OpResult<&'a [u8]> {
+        off.checked_add(len)
+            .and_then(|end| self.data.get(off..end))
+            .ok_or_else(|| OpError::new("ImageDecoder: image data is truncated"))
+    }
+    pub(crate) fn u8(&self, off: usize) -> OpResult<u8> {
+        Ok(self.slice(off, 1)?[0])
+    }
+    pub(crate) fn u16(&self, off: usize) -> OpResult<u16> {
+        let b = self.slice(off, 2)?;
+        Ok(if self.big_endian { u16::from_be_bytes([b[0], b[1]]) } else { u16::from_le_bytes([b[0], b[1]]) })
+    }
+    pub(crate) fn u32(&self, off: usize) -> OpResult<u32> {
+        let b = self.slice(off, 4)?;
+        let a = [b[0], b[1], b[2], b[3]];
+        Ok(if self.big_endian { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) })
+    }
+}
+
+/// Rejects absurd dimensions before allocating.
+pub(crate) fn check_dims(w: usize, h: usize) -> OpResult<()> {
+    ensure!(w > 0 && h > 0, "ImageDecoder: image has zero width or height");
+    ensure!(
+        w.checked_mul(h).is_some_and(|n| n <= (1 << 28)),
+        "ImageDecoder: image of {w}x{h} pixels is too large"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luma_matches_pil_weights() {
+        assert_eq!(luma(255, 255, 255), 255);
+        assert_eq!(luma(0, 0, 0), 0);
+        // 0.299 * 100 + 0.587 * 50 + 0.114 * 200 = 82.05
+        assert_eq!(luma(100, 50, 200), 82);
+    }
+
+    #[test]
+    fn formats_convert() {
+        let img = Image { width: 1, height: 1, pixels: Pixels::Rgb(vec![10, 20, 30]) };
+        let t = to_format(img, PixelFormat::Bgr).unwrap();
+        assert_eq!(t.as_slice::<u8>().unwrap(), &[30, 20, 10]);
+        let img = Image { width: 2, height: 1, pixels: Pixels::Gray(vec![7, 9]) };
+        let t = to_format(img, PixelFormat::Rgb).unwrap();
+        assert_eq!(t.shape(), &[1, 2, 3]);
+        assert_eq!(t.as_slice::<u8>().unwrap(), &[7, 7, 7, 9, 9, 9]);
+    }
+
+    /// A 2x2 24-bit bottom-up BMP: top row red, green; bottom row blue, white.
+    fn tiny_bmp() -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(b"BM");
+        v.extend_from_slice(&(54u32 + 16).to_le_bytes());
+        v.extend_from_slice(&[0; 4]);
+        v.extend_from_slice(&54u32.to_le_bytes());
+        v.extend_from_slice(&40u32.to_le_bytes());
+        v.extend_from_slice(&2i32.to_le_bytes());
+        v.extend_from_slice(&2i32.to_le_bytes());
+        v.extend_from_slice(&1u16.to_le_bytes());
+        v.extend_from_slice(&24u16.to_le_bytes());
+        v.extend_from_slice(&[0; 24]);
+        // Bottom row first (BGR), each row padded to 8 bytes.
+        v.extend_from_slice(&[255, 0, 0, 255, 255, 255, 0, 0]);
+        v.extend_from_slice(&[0, 0, 255, 0, 255, 0, 0, 0]);
+        v
+    }
+
+    #[test]
+    fn bmp_and_pnm_decode() {
+        let img = decode(&tiny_bmp()).unwrap();
+        let t = to_format(img, PixelFormat::Rgb).unwrap();
+        assert_eq!(t.shape(), &[2, 2, 3]);
+        assert_eq!(t.as_slice::<u8>().unwrap(), &[255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255]);
+        let pnm = b"P3\n# comment\n2 1\n255\n1 2 3 4 5 6\n";
+        let t = to_format(decode(pnm).unwrap(), PixelFormat::Bgr).unwrap();
+        assert_eq!(t.as_slice::<u8>().unwrap(), &[3, 2, 1, 6, 5, 4]);
+        let pgm = b"P5 2 1 255\n\x10\x20";
+        let t = to_format(decode(pgm).unwrap(), PixelFormat::Gray).unwrap();
+        assert_eq!(t.as_slice::<u8>().unwrap(), &[16, 32]);
+    }
+
+    #[test]
+    fn truncated_images_are_errors_not_panics() {
+        let bmp = tiny_bmp();
+        for n in 2..bmp.len() {
+            assert!(decode(&bmp[..n]).is_err());
+        }
+        let pnm = b"P6\n2 2\n255\n0123456789ab";
+        for n in 2..pnm.len() {
+            assert!(decode(&pnm[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(decode(b"not an image").is_err());
+        assert!(decode(b"").is_err());
+    }
+}
