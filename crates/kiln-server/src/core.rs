@@ -154,6 +154,12 @@ impl ServerState {
                 }
             }
         }
+        if let Some((n, t)) = out.iter().find(|(_, t)| !crate::datatype::v2_supported(t.dtype())) {
+            return Err(ServeError::Internal(format!(
+                "output '{n}' has element type {}, which the V2 protocol cannot carry",
+                t.dtype().name()
+            )));
+        }
         Ok(CoreResponse { model_name: model.clone(), model_version: lv.version.to_string(), outputs: out })
     }
 }

@@ -24,7 +24,13 @@ pub fn v2_name(d: DType) -> &'static str {
         DType::F32 => "FP32",
         DType::F64 => "FP64",
         DType::String => "BYTES",
+        other => other.name(),
     }
+}
+
+/// Whether the V2 protocol has a datatype for this dtype (it has none for 8/4/2-bit floats and ints).
+pub fn v2_supported(d: DType) -> bool {
+    parse_v2(v2_name(d)).is_ok()
 }
 
 /// Kiln dtype of a V2 datatype name.
@@ -155,6 +161,7 @@ pub fn tensor_from_json(name: &str, dtype: DType, shape: Vec<usize>, data: &Json
             }
             TensorData::String(v)
         }
+        other => return Err(ServeError::bad(format!("input '{name}': datatype {} is not supported", v2_name(other)))),
     };
     Tensor::new(shape, data).map_err(|e| ServeError::bad(format!("input '{name}': {e}")))
 }
@@ -233,6 +240,7 @@ pub fn tensor_from_raw(name: &str, dtype: DType, shape: Vec<usize>, raw: &[u8]) 
         DType::BF16 => TensorData::BF16(raw.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]])).collect()),
         DType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
         DType::String => TensorData::String(Vec::new()),
+        other => return Err(ServeError::bad(format!("input '{name}': datatype {} is not supported", v2_name(other)))),
     };
     Tensor::new(shape, data).map_err(|e| ServeError::bad(format!("input '{name}': {e}")))
 }
@@ -257,6 +265,7 @@ pub fn tensor_to_raw(t: &Tensor, out: &mut Vec<u8>) {
             out.extend_from_slice(&(s.len() as u32).to_le_bytes());
             out.extend_from_slice(s.as_bytes());
         }),
+        _ => {}
     }
 }
 
@@ -296,6 +305,7 @@ pub fn write_json_data(t: &Tensor, out: &mut String) {
         TensorData::U64(v) => nums!(v, |x: &u64, o: &mut String| { let _ = write!(o, "{x}"); }),
         TensorData::Bool(v) => nums!(v, |x: &bool, o: &mut String| o.push_str(if *x { "true" } else { "false" })),
         TensorData::String(v) => nums!(v, |x: &String, o: &mut String| o.push_str(&Json::String(x.clone()).to_string())),
+        _ => {}
     }
     out.push(']');
 }

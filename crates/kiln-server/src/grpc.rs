@@ -88,6 +88,7 @@ fn from_contents(name: &str, dtype: DType, shape: Vec<usize>, c: InferTensorCont
         DType::F16 | DType::BF16 => {
             return Err(ServeError::bad(format!("input '{name}': {} data must be sent in raw_input_contents", v2_name(dtype))))
         }
+        other => return Err(ServeError::bad(format!("input '{name}': datatype {} is not supported", v2_name(other)))),
     };
     if data.len() != n {
         return Err(ServeError::bad(format!(
