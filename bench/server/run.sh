@@ -14,7 +14,7 @@ MODEL="$ROOT/models/demo/iris/1/model.onnx"
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
-[ -d "$WORK/node_modules/onnxruntime-node" ] || (cd "$WORK" && npm init -y >/dev/null && npm install --silent onnxruntime-node >/dev/null)
+[ -d "$WORK/node_modules/onnxruntime-node" ] || (cd "$WORK" && npm init -y >/dev/null && ONNXRUNTIME_NODE_INSTALL_CUDA=skip ONNXRUNTIME_NODE_INSTALL=skip npm install --silent onnxruntime-node >/dev/null)
 [ -x "$WORK/venv/bin/uvicorn" ] || { python3 -m venv "$WORK/venv" && "$WORK/venv/bin/pip" install -q fastapi uvicorn onnxruntime numpy; }
 (cd "$ROOT" && cargo build --release -q -p kiln-cli)
 
