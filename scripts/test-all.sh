@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs, then runs
 #   1. the ONNX backend node tests (conformance), enforcing conformance/passing.txt;
-#   2. unit, integration, model-parity and CLI tests (cargo test).
+#   2. the WebAssembly build and the kiln-ml npm package in Node and headless Chromium;
+#   3. unit, integration, model-parity and CLI tests (cargo test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -21,7 +22,10 @@ step "Building (release)"
 cargo build --release --workspace --locked 2>&1 | tail -n 3
 
 step "Conformance: ONNX backend node tests"
-./target/release/kiln-conformance --data conformance/data/node --list conformance/passing.txt --enforce --quiet
+./target/release/kiln-conformance --data conformance/data/node --list conformance/passing.txt --enforce --check-ops-doc docs/ops.md --quiet
+
+step "WebAssembly build and the kiln-ml package: Node and Chromium tests"
+bash js/scripts/ci.sh
 
 step "Unit, integration, model parity and CLI tests"
 cargo test --release --workspace --locked

@@ -569,7 +569,11 @@ impl std::error::Error for TensorError {}
 
 /// Largest element count Kiln will allocate for one tensor (2^40 bytes of f32 would be absurd anyway);
 /// guards against declared shapes whose product overflows or cannot be allocated.
+#[cfg(target_pointer_width = "64")]
 pub const MAX_ELEMENTS: usize = 1 << 36;
+/// On 32-bit targets (wasm32) the address space itself is the limit.
+#[cfg(not(target_pointer_width = "64"))]
+pub const MAX_ELEMENTS: usize = 1 << 30;
 
 /// Number of elements of a shape, or an error if it overflows `MAX_ELEMENTS`.
 pub fn checked_numel(shape: &[usize]) -> Result<usize, TensorError> {

@@ -232,10 +232,19 @@ impl Op for DropoutOp {
         } else {
             let seed = self.seed.map_or_else(
                 || {
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.subsec_nanos() ^ d.as_secs() as u32)
-                        .unwrap_or(0x5EED)
+                    // wasm32-unknown-unknown has no clock (SystemTime::now panics there).
+                    #[cfg(target_arch = "wasm32")]
+                    {
+                        static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                        0x5EED ^ CALLS.fetch_add(0x9E37_79B9, std::sync::atomic::Ordering::Relaxed)
+                    }
+                    #[cfg(not(target_arch = "wasm32"))]
+                    {
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.subsec_nanos() ^ d.as_secs() as u32)
+                            .unwrap_or(0x5EED)
+                    }
                 },
                 |s| s as u32,
             );

@@ -1,0 +1,80 @@
+// Builds dist/: the engine for wasm32-unknown-unknown (simd128), wasm-bindgen's ESM glue, and
+// with KILN_WASM_OPT=1, wasm-opt -O3 from the binaryen npm package (slow: minutes).
+
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+
+const jsDir = join(dirname(fileURLToPath(import.meta.url)), '..');
+const root = join(jsDir, '..');
+const dist = join(jsDir, 'dist');
+
+function fail(msg) {
+  console.error(`build: ${msg}`);
+  process.exit(1);
+}
+
+function run(cmd, args, opts = {}) {
+  console.log(`$ ${cmd} ${args.join(' ')}`);
+  const r = spawnSync(cmd, args, { stdio: 'inherit', ...opts });
+  if (r.error) fail(`cannot run ${cmd}: ${r.error.message}`);
+  if (r.status !== 0) fail(`${cmd} exited with status ${r.status}`);
+}
+
+function lockedVersion(name) {
+  const lock = readFileSync(join(root, 'Cargo.lock'), 'utf8');
+  const m = lock.match(new RegExp(`name = "${name}"\\nversion = "([^"]+)"`));
+  if (!m) fail(`${name} is not in Cargo.lock`);
+  return m[1];
+}
+
+const bindgenVersion = lockedVersion('wasm-bindgen');
+let cliVersion = '';
+try {
+  cliVersion = execFileSync('wasm-bindgen', ['--version'], { encoding: 'utf8' }).trim().split(/\s+/)[1] ?? '';
+} catch {
+  fail(`wasm-bindgen is not installed; run: cargo install wasm-bindgen-cli --version ${bindgenVersion} --locked`);
+}
+if (cliVersion !== bindgenVersion) {
+  fail(`wasm-bindgen ${cliVersion} does not match the crate's ${bindgenVersion}; run: cargo install wasm-bindgen-cli --version ${bindgenVersion} --locked --force`);
+}
+
+const env = { ...process.env };
+if (env.RUSTFLAGS !== undefined && !env.RUSTFLAGS.includes('simd128')) {
+  // RUSTFLAGS overrides .cargo/config.toml's target rustflags: keep simd128 on.
+  env.RUSTFLAGS = `${env.RUSTFLAGS} -C target-feature=+simd128`;
+}
+run('cargo', ['build', '--target', 'wasm32-unknown-unknown', '--release', '-p', 'kiln-wasm'], { cwd: root, env });
+
+const targetDir = env.CARGO_TARGET_DIR ?? join(root, 'target');
+const built = join(targetDir, 'wasm32-unknown-unknown', 'release', 'kiln_wasm.wasm');
+if (!existsSync(built)) fail(`${built} was not produced`);
+mkdirSync(dist, { recursive: true });
+run('wasm-bindgen', ['--target', 'web', '--weak-refs', '--no-typescript', '--remove-name-section', '--remove-producers-section', '--out-dir', dist, '--out-name', 'kiln_wasm', built]);
+
+const wasmFile = join(dist, 'kiln_wasm_bg.wasm');
+if (process.env.KILN_WASM_OPT === '1') {
+  let wasmOpt = null;
+  try {
+    const require = createRequire(join(jsDir, 'package.json'));
+    const pkg = require.resolve('binaryen/package.json');
+    const bin = join(dirname(pkg), 'bin', 'wasm-opt');
+    if (existsSync(bin)) wasmOpt = bin;
+  } catch {
+    wasmOpt = null;
+  }
+  if (wasmOpt) {
+    const features = ['--enable-simd', '--enable-bulk-memory', '--enable-nontrapping-float-to-int', '--enable-sign-ext',
+      '--enable-mutable-globals', '--enable-reference-types', '--enable-multivalue'];
+    run(process.execPath, [wasmOpt, '-O3', ...features, wasmFile, '-o', wasmFile]);
+  } else {
+    console.log('build: KILN_WASM_OPT=1 needs the binaryen dev dependency (npm ci); skipping wasm-opt');
+  }
+}
+
+const raw = statSync(wasmFile).size;
+const gz = gzipSync(readFileSync(wasmFile), { level: 9 }).length;
+console.log(`build: ${wasmFile}: ${(raw / 1024).toFixed(0)} KiB raw, ${(gz / 1024).toFixed(0)} KiB gzip`);

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the kiln-ml build and tests need on a fresh machine, then builds and runs the
+# Node and Chromium tests. Run from anywhere: bash js/scripts/ci.sh
+set -euo pipefail
+
+WASM_BINDGEN_VERSION=0.2.129   # must equal the wasm-bindgen crate pinned in crates/kiln-wasm/Cargo.toml
+JS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$JS_DIR"
+
+rustup target add wasm32-unknown-unknown
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --locked --force
+fi
+
+if [ ! -x /usr/bin/chromium ]; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y chromium
+fi
+
+# playwright-core never downloads a browser; the tests drive /usr/bin/chromium.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+npm ci --no-audit --no-fund
+
+npm run build
+node --test test/*.test.mjs test/browser/*.test.mjs
