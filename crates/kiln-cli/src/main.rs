@@ -9,6 +9,7 @@ mod demo;
 mod inspect;
 mod json;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,7 @@ const USAGE: &str = "usage:
   kiln inspect MODEL [--json]
   kiln bench MODEL [--input NAME=FILE.npy ...] [--dim NAME=SIZE ...] [--threads N] [--warmup K] [--duration SECONDS] [--json]
   kiln demo
+  kiln serve [--model-repository DIR] [--http-port P] [--grpc-port Q] (see kiln serve --help)
   kiln --version";
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Some("inspect") => inspect::main(&args[1..]),
         Some("demo") => demo::main(&args[1..]),
         Some("bench") => bench::main(&args[1..]),
+        Some("serve") => serve::main(&args[1..]),
         Some("--version") | Some("-V") => {
             println!("kiln {}", env!("CARGO_PKG_VERSION"));
             Ok(())
