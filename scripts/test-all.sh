@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh machine: installs what it needs, then runs
 #   1. the ONNX backend node tests (conformance), enforcing conformance/passing.txt;
 #   2. the WebAssembly build and the kiln-ml npm package in Node and headless Chromium;
-#   3. unit, integration, model-parity and CLI tests (cargo test).
+#   3. `kiln serve` against the official tritonclient (HTTP and gRPC);
+#   4. unit, integration, model-parity and CLI tests (cargo test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -13,7 +14,8 @@ step "Python venv for reference data (.venv)"
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r conformance/requirements.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    -r conformance/requirements.txt -r tests/server/requirements.txt
 
 step "Generating the ONNX backend node tests (onnx $(.venv/bin/python -c 'import onnx; print(onnx.__version__)'))"
 .venv/bin/python conformance/generate.py --output conformance/data
@@ -26,6 +28,9 @@ step "Conformance: ONNX backend node tests"
 
 step "WebAssembly build and the kiln-ml package: Node and Chromium tests"
 bash js/scripts/ci.sh
+
+step "kiln serve: tritonclient HTTP and gRPC end to end"
+KILN="$root/target/release/kiln" .venv/bin/python -m pytest tests/server -q
 
 step "Unit, integration, model parity and CLI tests"
 cargo test --release --workspace --locked

@@ -2,6 +2,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_kernels::par::ThreadPool;
 
 use kiln_onnx::proto::ModelProto;
 use kiln_tensor::{Dim, Value, ValueType};
@@ -62,8 +65,8 @@ pub struct Session {
     outputs: Vec<IoInfo>,
     info: ModelInfo,
     threads: usize,
-    #[cfg(not(target_arch = "wasm32"))]
-    pool: Option<rayon::ThreadPool>,
+    /// Workers for parallel kernels (`None` for one thread: runs stay on the caller's thread).
+    pool: Option<Arc<ThreadPool>>,
 }
 
 impl Session {
@@ -157,19 +160,13 @@ impl Session {
         } else {
             options.threads
         };
-        #[cfg(not(target_arch = "wasm32"))]
-        let pool = if threads > 1 {
-            rayon::ThreadPoolBuilder::new().num_threads(threads).build().ok()
-        } else {
-            None
-        };
+        let pool = kiln_kernels::par::build_pool(threads);
         Ok(Session {
             plan,
             inputs,
             outputs,
             info,
             threads,
-            #[cfg(not(target_arch = "wasm32"))]
             pool,
         })
     }
@@ -203,28 +200,17 @@ impl Session {
     ) -> Result<(Vec<(String, Value)>, Vec<(String, String, f64)>), Error> {
         let feeds = self.check_inputs(inputs)?;
         let mut times = Vec::with_capacity(self.plan.steps.len());
-        let run = |times: &mut Vec<f64>| self.plan.execute_profiled(feeds, &[], Some(times));
-        #[cfg(not(target_arch = "wasm32"))]
-        let values = match &self.pool {
-            Some(pool) => pool.install(|| run(&mut times))?,
-            None => single_thread_pool().install(|| run(&mut times))?,
+        let values = {
+            let _pool = kiln_kernels::par::enter(self.pool.clone());
+            self.plan.execute_profiled(feeds, &[], Some(&mut times))?
         };
-        #[cfg(target_arch = "wasm32")]
-        let values = run(&mut times)?;
         let profile = self.plan.step_names().into_iter().zip(times).map(|((n, o), t)| (n, o, t)).collect();
         Ok((self.outputs.iter().map(|o| o.name.clone()).zip(values).collect(), profile))
     }
 
+    /// Runs the plan on the caller's thread; parallel kernels use this session's pool.
     fn execute(&self, feeds: Vec<Value>) -> Result<Vec<Value>, Error> {
-        #[cfg(not(target_arch = "wasm32"))]
-        if let Some(pool) = &self.pool {
-            return pool.install(|| self.plan.execute(feeds));
-        }
-        #[cfg(not(target_arch = "wasm32"))]
-        if self.threads == 1 {
-            // Kernels that parallelise with rayon must stay on this thread.
-            return single_thread_pool().install(|| self.plan.execute(feeds));
-        }
+        let _pool = kiln_kernels::par::enter(self.pool.clone());
         self.plan.execute(feeds)
     }
 
@@ -258,18 +244,6 @@ impl Session {
 
 fn unknown_type() -> ValueType {
     ValueType::Tensor { dtype: kiln_tensor::DType::F32, shape: None }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn single_thread_pool() -> &'static rayon::ThreadPool {
-    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .use_current_thread()
-            .build()
-            .unwrap_or_else(|_| rayon::ThreadPoolBuilder::new().build().expect("rayon pool"))
-    })
 }
 
 fn check_value(

@@ -14,8 +14,20 @@ fn load(p: &Path) -> kiln_tensor::Tensor {
 
 #[test]
 fn concurrent_runs_match_reference() {
+    check_concurrent_runs(2);
+}
+
+/// One-thread sessions run on their callers' threads: several at once must neither wait for
+/// each other nor mix up their work.
+#[test]
+fn concurrent_single_thread_runs_match_reference() {
+    check_concurrent_runs(1);
+}
+
+fn check_concurrent_runs(threads: usize) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fixtures/resnet_ts");
-    let session = Arc::new(Session::from_file(&dir.join("model.onnx"), SessionOptions::default().with_threads(2)).expect("load"));
+    let session =
+        Arc::new(Session::from_file(&dir.join("model.onnx"), SessionOptions::default().with_threads(threads)).expect("load"));
     let name = session.inputs()[0].name.clone();
     let handles: Vec<_> = (0..4)
         .map(|i| {

@@ -250,28 +250,14 @@ pub(crate) fn par_gemm<T: GemmElem>(
     });
 }
 
-#[cfg(not(target_arch = "wasm32"))]
+/// Parts to split a kernel into on this thread (see `kiln_kernels::par`).
 pub(crate) fn num_threads() -> usize {
-    rayon::current_num_threads()
-}
-#[cfg(target_arch = "wasm32")]
-pub(crate) fn num_threads() -> usize {
-    1
+    kiln_kernels::par::threads()
 }
 
-/// Runs `f` on every item, in parallel where threads are available.
-#[cfg(not(target_arch = "wasm32"))]
+/// Runs `f` on every item, in parallel where the run has a thread pool.
 pub(crate) fn par_each<I: Send, F: Fn(I) + Sync + Send>(items: Vec<I>, f: F) {
-    use rayon::prelude::*;
-    if items.len() <= 1 {
-        items.into_iter().for_each(f);
-    } else {
-        items.into_par_iter().for_each(f);
-    }
-}
-#[cfg(target_arch = "wasm32")]
-pub(crate) fn par_each<I: Send, F: Fn(I) + Sync + Send>(items: Vec<I>, f: F) {
-    items.into_iter().for_each(f);
+    kiln_kernels::par::for_each(items, f);
 }
 
 // ---------------------------------------------------------------------------------------------

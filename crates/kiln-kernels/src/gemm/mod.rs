@@ -401,7 +401,7 @@ unsafe impl Send for CPtr {}
 unsafe impl Sync for CPtr {}
 
 /// C = act(alpha·A·B + beta·C + biases) for A[m×k], B[k×n], C[m×n] (element (i, j) at
-/// `c[i * rsc + j * csc]`), using up to `threads` threads of the current rayon pool.
+/// `c[i * rsc + j * csc]`), using up to `threads` threads of the calling thread's pool ([`crate::par`]).
 ///
 /// Panics if a view does not fit its buffer, if strides are negative, or if packed operands
 /// disagree with `m`, `k`, `n` (callers validate shapes first).
@@ -501,19 +501,8 @@ pub(crate) fn sgemm_with(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<
     run_parts(&parts, job);
 }
 
-#[cfg(not(target_arch = "wasm32"))]
 fn run_parts<F: Fn(&(usize, usize, usize, usize)) + Sync + Send>(parts: &[(usize, usize, usize, usize)], job: F) {
-    if parts.len() <= 1 {
-        parts.iter().for_each(job);
-    } else {
-        use rayon::prelude::*;
-        parts.par_iter().for_each(job);
-    }
-}
-
-#[cfg(target_arch = "wasm32")]
-fn run_parts<F: Fn(&(usize, usize, usize, usize)) + Sync + Send>(parts: &[(usize, usize, usize, usize)], job: F) {
-    parts.iter().for_each(job);
+    crate::par::for_each(parts.iter().collect(), job);
 }
 
 fn tile_ep(ep: &Epilogue<'_>, cmul: f32, first: bool, last: bool, i: usize, j: usize) -> TileEp {

@@ -348,19 +348,8 @@ impl Forest {
             let n = s.len() / nt;
             self.block(layout, &x[r0 * cols..(r0 + n) * cols], cols, s, h);
         };
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            if rows > BLOCK && rayon::current_num_threads() > 1 {
-                use rayon::prelude::*;
-                scores
-                    .par_chunks_mut(BLOCK * nt)
-                    .zip(has.par_chunks_mut(BLOCK * nt))
-                    .enumerate()
-                    .for_each(work);
-                return Ok((scores, has));
-            }
-        }
-        scores.chunks_mut(BLOCK * nt).zip(has.chunks_mut(BLOCK * nt)).enumerate().for_each(work);
+        let blocks: Vec<_> = scores.chunks_mut(BLOCK * nt).zip(has.chunks_mut(BLOCK * nt)).enumerate().collect();
+        kiln_kernels::par::for_each(blocks, work);
         Ok((scores, has))
     }
 
