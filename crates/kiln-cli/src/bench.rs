@@ -234,12 +234,14 @@ fn print_profile(session: &Session, feeds: &[(String, Value)], duration: f64) ->
     }
     let steps = per_run[0].len();
     let mut by_type: HashMap<String, (f64, usize)> = HashMap::new();
+    let mut by_node: Vec<(f64, usize)> = Vec::with_capacity(steps);
     let mut total = 0.0;
     for i in 0..steps {
         let mut t: Vec<f64> = per_run.iter().map(|r| r[i].2).collect();
         t.sort_by(f64::total_cmp);
         let med = t[t.len() / 2];
         total += med;
+        by_node.push((med, i));
         let e = by_type.entry(per_run[0][i].1.clone()).or_default();
         e.0 += med;
         e.1 += 1;
@@ -251,5 +253,11 @@ fn print_profile(session: &Session, feeds: &[(String, Value)], duration: f64) ->
         println!("{op:<28} {n:>6} {ms:>10.3} {:>5.1}%", 100.0 * ms / total.max(1e-12));
     }
     println!("{:<28} {:>6} {:>10.3}", "total", steps, total);
+    by_node.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("\nslowest nodes                                      op type           ms");
+    for &(ms, i) in by_node.iter().take(15) {
+        let (name, op, _) = &per_run[0][i];
+        println!("{:<50} {:<14} {:>8.3}", name, op, ms);
+    }
     Ok(())
 }

@@ -36,6 +36,27 @@ pub trait Op: Send + Sync {
     fn is_deterministic(&self) -> bool {
         true
     }
+
+    /// True when [`Op::run_reusing`] may write its output into input 0's buffer.
+    fn reuses_input0(&self) -> bool {
+        false
+    }
+
+    /// Like [`Op::run`], for a step that is input 0's last reader: input 0 is handed over by value
+    /// (`inputs.value(0)` is `None`) so its buffer can hold the output. Only called when
+    /// [`Op::reuses_input0`] is true. Default: runs [`Op::run`] on a borrowed view.
+    fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        with_first(&first, inputs, |all| self.run(all))
+    }
+}
+
+/// Calls `f` with `inputs` whose input 0 is `first` (for [`Op::run_reusing`] fallbacks).
+pub fn with_first<R>(first: &Value, inputs: &Inputs, f: impl FnOnce(&Inputs) -> R) -> R {
+    let mut values: Vec<Option<&Value>> = inputs.values.to_vec();
+    if let Some(v) = values.first_mut() {
+        *v = Some(first);
+    }
+    f(&Inputs::new(&values))
 }
 
 /// Build-time view of a node: its attributes, opset, input/output counts and constant inputs.

@@ -33,6 +33,9 @@ pub(crate) struct Step {
     pub outputs: Vec<Option<usize>>,
     /// Slots whose last reader is this step: freed right after it.
     pub free: Vec<usize>,
+    /// Input 0 is a slot read last by this step (and only once by it), and the op can reuse its
+    /// buffer: it is moved into the op instead of borrowed.
+    pub donate0: bool,
 }
 
 /// A compiled graph.
@@ -492,7 +495,7 @@ pub(crate) fn compile(
                 }
             }
         }
-        steps.push(Step { op, name: node_label(n, ni), op_type: n.op_type.clone(), inputs: ins, outputs: outs, free: Vec::new() });
+        steps.push(Step { op, name: node_label(n, ni), op_type: n.op_type.clone(), inputs: ins, outputs: outs, free: Vec::new(), donate0: false });
     }
 
     let mut outputs = Vec::new();
@@ -527,6 +530,12 @@ pub(crate) fn compile(
     for (slot, si) in last_use {
         if !output_slots.contains(&slot) {
             steps[si].free.push(slot);
+        }
+    }
+    for st in steps.iter_mut() {
+        if let Some(Some(Src::Slot(s0))) = st.inputs.first() {
+            let once = st.inputs.iter().filter(|i| matches!(i, Some(Src::Slot(s)) if s == s0)).count() == 1;
+            st.donate0 = once && st.free.contains(s0) && st.op.reuses_input0();
         }
     }
 
@@ -583,6 +592,11 @@ impl Plan {
         for step in &self.steps {
             let started = times.as_ref().map(|_| std::time::Instant::now());
             let outs = {
+                // Input 0 handed over by value when this step is its last reader.
+                let first = match (step.donate0, step.inputs.first()) {
+                    (true, Some(Some(Src::Slot(s)))) => slots[*s].take(),
+                    _ => None,
+                };
                 let mut ins: Vec<Option<&Value>> = Vec::with_capacity(step.inputs.len());
                 for src in &step.inputs {
                     ins.push(match src {
@@ -592,7 +606,12 @@ impl Plan {
                         Some(Src::Ext(e)) => ext.get(*e).copied().flatten(),
                     });
                 }
-                step.op.run(&Inputs::new(&ins)).map_err(|e| Error::Node {
+                let inputs = Inputs::new(&ins);
+                match first {
+                    Some(v) => step.op.run_reusing(v, &inputs),
+                    None => step.op.run(&inputs),
+                }
+                .map_err(|e| Error::Node {
                     node: step.name.clone(),
                     op_type: step.op_type.clone(),
                     message: e.0,

@@ -47,18 +47,14 @@ fn dispatch(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scra
         use crate::gemm::Isa;
         match crate::gemm::best_isa() {
             // SAFETY: AVX-512F was detected on this machine.
+            #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => return unsafe { dw_avx512(g, x, w, bias, y, scratch) },
             // SAFETY: AVX2 and FMA were detected on this machine.
             Isa::Avx2 => return unsafe { dw_avx2(g, x, w, bias, y, scratch) },
-            Isa::Generic => {}
+            #[allow(unreachable_patterns)]
+            _ => {}
         }
     }
-    dw_body(g, x, w, bias, y, scratch)
-}
-
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-#[target_feature(enable = "avx512f")]
-unsafe fn dw_avx512(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scratch: &mut Vec<f32>) {
     dw_body(g, x, w, bias, y, scratch)
 }
 
@@ -68,71 +64,157 @@ unsafe fn dw_avx2(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32]
     dw_body(g, x, w, bias, y, scratch)
 }
 
-#[inline(always)]
-fn dw_body(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scratch: &mut Vec<f32>) {
+/// Fills the zero-padded, stride-phase-split copy of `x` that every tap reads contiguously.
+/// Returns (rows per phase, row length, elements used); `scratch` gets `V` spare zeros at the end.
+fn prepare(g: &DwGeometry, x: &[f32], scratch: &mut Vec<f32>) -> (usize, usize, usize) {
     // Padded extent actually read by the taps.
     let prow = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
     let pcol = (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1;
     // Columns split into `sw` phases: padded column c lives in phase c % sw at index c / sw.
     let plen = pcol.div_ceil(g.sw);
-    let need = g.sw * prow * plen;
+    let used = g.sw * prow * plen;
+    // V spare elements at the end: a partial last vector of a row is computed full width
+    // (the extra lanes read the next row or the spare, and are not stored).
+    let need = used + V;
     if scratch.len() < need {
         scratch.resize(need, 0.0);
     }
     let img = &mut scratch[..need];
-    for r in 0..prow {
-        let xr = r as isize - g.ph as isize;
-        let inside = xr >= 0 && (xr as usize) < g.ih;
-        for q in 0..g.sw {
+    for q in 0..g.sw {
+        // Phase q, index i holds padded column i·sw + q, i.e. input column i·sw + q − pw.
+        let lo = if g.pw > q { (g.pw - q).div_ceil(g.sw) } else { 0 }.min(plen);
+        let hi = if g.pw + g.iw > q { (g.pw + g.iw - q).div_ceil(g.sw) } else { 0 }.clamp(lo, plen);
+        for r in 0..prow {
             let dst = &mut img[(q * prow + r) * plen..(q * prow + r + 1) * plen];
-            if !inside {
-                dst.iter_mut().for_each(|v| *v = 0.0);
+            let xr = r as isize - g.ph as isize;
+            if xr < 0 || xr as usize >= g.ih {
+                dst.fill(0.0);
                 continue;
             }
             let xrow = &x[xr as usize * g.iw..(xr as usize + 1) * g.iw];
-            for (i, d) in dst.iter_mut().enumerate() {
-                let c = (i * g.sw + q) as isize - g.pw as isize;
-                *d = if c >= 0 && (c as usize) < g.iw { xrow[c as usize] } else { 0.0 };
+            dst[..lo].fill(0.0);
+            dst[hi..].fill(0.0);
+            if g.sw == 1 {
+                dst[lo..hi].copy_from_slice(&xrow[lo + q - g.pw..hi + q - g.pw]);
+            } else {
+                for (i, d) in dst[lo..hi].iter_mut().enumerate() {
+                    *d = xrow[(lo + i) * g.sw + q - g.pw];
+                }
             }
         }
     }
-    let img = &*img;
-    // Per tap: (phase row base offset without the row term, column start).
-    let taps: Vec<(usize, usize, f32)> = (0..g.kh)
-        .flat_map(|a| (0..g.kw).map(move |b| (a, b)))
-        .map(|(a, b)| {
-            let c0 = b * g.dw;
-            ((c0 % g.sw) * prow + a * g.dh, c0 / g.sw, w[a * g.kw + b])
-        })
-        .collect();
-    const V: usize = 16;
-    for orow in 0..g.oh {
-        let yrow = &mut y[orow * g.ow..(orow + 1) * g.ow];
-        let rbase = orow * g.sh;
-        let mut o0 = 0;
-        while o0 + V <= g.ow {
-            let mut acc = [bias; V];
-            for &(row, start, wv) in &taps {
-                let src = &img[(row + rbase) * plen + start + o0..][..V];
-                for (s, &v) in acc.iter_mut().zip(src) {
-                    *s += wv * v;
-                }
-            }
-            yrow[o0..o0 + V].copy_from_slice(&acc);
-            o0 += V;
+    img[used..].fill(0.0);
+    (prow, plen, used)
+}
+
+const V: usize = 16;
+/// Taps kept on the stack up to this many (7×7 kernels); larger kernels use the heap.
+const STACK_TAPS: usize = 49;
+
+/// Per tap: (phase row offset without the output-row term, column start, weight).
+fn with_taps<R>(g: &DwGeometry, prow: usize, w: &[f32], f: impl FnOnce(&[(usize, usize, f32)]) -> R) -> R {
+    let n = g.kh * g.kw;
+    let tap = |t: usize| {
+        let (a, b) = (t / g.kw, t % g.kw);
+        let c0 = b * g.dw;
+        ((c0 % g.sw) * prow + a * g.dh, c0 / g.sw, w[t])
+    };
+    if n <= STACK_TAPS {
+        let mut buf = [(0usize, 0usize, 0f32); STACK_TAPS];
+        for (t, slot) in buf[..n].iter_mut().enumerate() {
+            *slot = tap(t);
         }
-        if o0 < g.ow {
-            let rem = g.ow - o0;
-            let mut acc = [bias; V];
-            for &(row, start, wv) in &taps {
-                let src = &img[(row + rbase) * plen + start + o0..][..rem];
-                for (s, &v) in acc.iter_mut().zip(src) {
-                    *s += wv * v;
-                }
-            }
-            yrow[o0..].copy_from_slice(&acc[..rem]);
-        }
+        f(&buf[..n])
+    } else {
+        let v: Vec<_> = (0..n).map(tap).collect();
+        f(&v)
     }
+}
+
+#[inline(always)]
+fn dw_body(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scratch: &mut Vec<f32>) {
+    let (prow, plen, _) = prepare(g, x, scratch);
+    let img = &scratch[..];
+    with_taps(g, prow, w, |taps| {
+        for orow in 0..g.oh {
+            let yrow = &mut y[orow * g.ow..(orow + 1) * g.ow];
+            let rbase = orow * g.sh;
+            let mut o0 = 0;
+            while o0 < g.ow {
+                let rem = (g.ow - o0).min(V);
+                let mut acc = [bias; V];
+                for &(row, start, wv) in taps {
+                    let src = &img[(row + rbase) * plen + start + o0..][..V];
+                    for (s, &v) in acc.iter_mut().zip(src) {
+                        *s += wv * v;
+                    }
+                }
+                yrow[o0..o0 + rem].copy_from_slice(&acc[..rem]);
+                o0 += V;
+            }
+        }
+    })
+}
+
+/// AVX-512 form of [`dw_body`]: four output rows at a time, 16 columns per vector, masked stores
+/// at the row end.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dw_avx512(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scratch: &mut Vec<f32>) {
+    use std::arch::x86_64::*;
+    let (prow, plen, _) = prepare(g, x, scratch);
+    let img = scratch.as_ptr();
+    let limit = scratch.len();
+    with_taps(g, prow, w, |taps| {
+        // Largest element offset a tap reads for output row `orow`, column block `o0`, plus V.
+        let reach = |orow: usize, o0: usize| taps.iter().map(|&(row, start, _)| (row + orow * g.sh) * plen + start + o0 + V).max().unwrap_or(0);
+        if reach(g.oh - 1, (g.ow - 1) / V * V) > limit {
+            // Unreachable by construction of `prepare`; keeps the raw reads below provably in bounds.
+            return dw_body(g, x, w, bias, y, &mut scratch.clone());
+        }
+        let vb = _mm512_set1_ps(bias);
+        let mut orow = 0;
+        while orow < g.oh {
+            let nr = (g.oh - orow).min(4);
+            let mut o0 = 0;
+            while o0 < g.ow {
+                let rem = (g.ow - o0).min(V);
+                let mask: __mmask16 = if rem == V { 0xffff } else { (1u16 << rem) - 1 };
+                let (mut a0, mut a1, mut a2, mut a3) = (vb, vb, vb, vb);
+                for &(row, start, wv) in taps {
+                    let wvv = _mm512_set1_ps(wv);
+                    // SAFETY: every offset is at most `reach(..)` − V ≤ limit − V (checked above).
+                    let p = img.add((row + orow * g.sh) * plen + start + o0);
+                    let step = g.sh * plen;
+                    a0 = _mm512_fmadd_ps(wvv, _mm512_loadu_ps(p), a0);
+                    if nr > 1 {
+                        a1 = _mm512_fmadd_ps(wvv, _mm512_loadu_ps(p.add(step)), a1);
+                    }
+                    if nr > 2 {
+                        a2 = _mm512_fmadd_ps(wvv, _mm512_loadu_ps(p.add(2 * step)), a2);
+                    }
+                    if nr > 3 {
+                        a3 = _mm512_fmadd_ps(wvv, _mm512_loadu_ps(p.add(3 * step)), a3);
+                    }
+                }
+                let out = y.as_mut_ptr().add(orow * g.ow + o0);
+                // SAFETY: rows orow..orow+nr exist and columns o0..o0+rem lie within each row
+                // (y.len() >= oh·ow is asserted by the caller).
+                _mm512_mask_storeu_ps(out, mask, a0);
+                if nr > 1 {
+                    _mm512_mask_storeu_ps(out.add(g.ow), mask, a1);
+                }
+                if nr > 2 {
+                    _mm512_mask_storeu_ps(out.add(2 * g.ow), mask, a2);
+                }
+                if nr > 3 {
+                    _mm512_mask_storeu_ps(out.add(3 * g.ow), mask, a3);
+                }
+                o0 += V;
+            }
+            orow += nr;
+        }
+    })
 }
 
 #[cfg(test)]
@@ -141,7 +223,7 @@ mod tests {
 
     #[test]
     fn matches_direct_definition() {
-        for (k, s, p, d, h, wd) in [(3usize, 1usize, 1usize, 1usize, 7usize, 20usize), (3, 2, 1, 1, 8, 37), (5, 2, 2, 1, 9, 6), (3, 2, 0, 1, 5, 5), (3, 1, 2, 2, 6, 18), (5, 1, 2, 1, 14, 14)] {
+        for (k, s, p, d, h, wd) in [(3usize, 1usize, 1usize, 1usize, 7usize, 20usize), (3, 2, 1, 1, 8, 37), (5, 2, 2, 1, 9, 6), (3, 2, 0, 1, 5, 5), (3, 1, 2, 2, 6, 18), (5, 1, 2, 1, 14, 14), (3, 1, 1, 1, 7, 7), (5, 2, 2, 1, 14, 14), (3, 2, 1, 1, 56, 56), (3, 1, 1, 1, 33, 40), (7, 3, 3, 1, 11, 23)] {
             let oh = (h + 2 * p - d * (k - 1) - 1) / s + 1;
             let ow = (wd + 2 * p - d * (k - 1) - 1) / s + 1;
             let g = DwGeometry { ih: h, iw: wd, oh, ow, kh: k, kw: k, sh: s, sw: s, dh: d, dw: d, ph: p, pw: p };
@@ -149,6 +231,10 @@ mod tests {
             let w: Vec<f32> = (0..k * k).map(|i| ((i * 5) % 11) as f32 - 5.0).collect();
             let mut y = vec![0f32; oh * ow];
             depthwise_conv2d(&g, &x, &w, 0.5, &mut y);
+            // The portable body must agree with the dispatched one.
+            let mut y2 = vec![0f32; oh * ow];
+            dw_body(&g, &x, &w, 0.5, &mut y2, &mut Vec::new());
+            assert_eq!(y, y2);
             for i in 0..oh {
                 for j in 0..ow {
                     let mut acc = 0.5f32;

@@ -53,6 +53,12 @@ impl Op for IdentityOp {
         let v = inputs.value(0).ok_or_else(|| OpError::new("input 0 is missing"))?;
         Ok(vec![v.clone()])
     }
+    fn reuses_input0(&self) -> bool {
+        true
+    }
+    fn run_reusing(&self, first: Value, _: &Inputs) -> OpResult<Vec<Value>> {
+        Ok(vec![first])
+    }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         Some(vec![inputs.first().copied().flatten()?.clone()])
     }

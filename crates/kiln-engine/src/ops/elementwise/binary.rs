@@ -3,10 +3,10 @@
 
 use kiln_tensor::{DType, Tensor, TensorData, Value, ValueType};
 
-use super::kernels::{binary, ternary, FloatElem, Num, Real};
+use super::kernels::{binary, binary_in_place, ternary, FloatElem, Num, Real};
 use super::{in_dtype, infer_broadcast, infer_unary, single};
 use crate::error::OpResult;
-use crate::op::{Inputs, NodeInfo, Op};
+use crate::op::{with_first, Inputs, NodeInfo, Op};
 use crate::registry::Registry;
 use crate::{bail, ensure};
 
@@ -176,6 +176,30 @@ impl Op for BinaryOp {
                 single(s, o)
             }),
         }
+    }
+    fn reuses_input0(&self) -> bool {
+        matches!(self.kind, B::Add | B::Sub | B::Mul | B::Div)
+    }
+    fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let b = inputs.tensor(1)?;
+        let mut first = first;
+        if let (Value::Tensor(a), TensorData::F32(vb)) = (&mut first, b.data()) {
+            if a.dtype() == DType::F32 {
+                let shape = a.shape().to_vec();
+                let va = a.as_slice_mut::<f32>()?;
+                let done = match self.kind {
+                    B::Add => binary_in_place(va, &shape, vb, b.shape(), |x, y| *x += *y)?,
+                    B::Sub => binary_in_place(va, &shape, vb, b.shape(), |x, y| *x -= *y)?,
+                    B::Mul => binary_in_place(va, &shape, vb, b.shape(), |x, y| *x *= *y)?,
+                    B::Div => binary_in_place(va, &shape, vb, b.shape(), |x, y| *x /= *y)?,
+                    _ => false,
+                };
+                if done {
+                    return Ok(vec![first]);
+                }
+            }
+        }
+        with_first(&first, inputs, |all| self.run(all))
     }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         let dt = match self.kind {

@@ -487,8 +487,8 @@ impl FloatElem for bf16 {
 
 /// Applies `f` (in the computation type) to every element.
 #[inline(always)]
-pub fn map_float<T: FloatElem>(x: &[T], f: impl Fn(T::R) -> T::R) -> Vec<T> {
-    x.iter().map(|&v| T::from_r(f(v.to_r()))).collect()
+pub fn map_float<T: FloatElem>(x: &mut [T], f: impl Fn(T::R) -> T::R) {
+    x.iter_mut().for_each(|v| *v = T::from_r(f(v.to_r())));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -737,6 +737,24 @@ pub fn binary<A, B, O>(
         _ => out.extend((0..n).map(|_| f(&a[oa], &b[ob]))),
     });
     Ok((w.shape, out))
+}
+
+/// `a = f(a, b)` in place, for a `b` that broadcasts to `a`'s shape. Returns false (and leaves
+/// `a` untouched) when the broadcast result would be larger than `a`.
+pub fn binary_in_place<A, B>(a: &mut [A], a_shape: &[usize], b: &[B], b_shape: &[usize], f: impl Fn(&mut A, &B)) -> OpResult<bool> {
+    let w = Walk::new(&[a_shape, b_shape], &[a.len(), b.len()])?;
+    if w.shape != a_shape {
+        return Ok(false);
+    }
+    w.rows::<2>(|[oa, ob], [sa, sb], n| match (sa, sb) {
+        (1, 1) => a[oa..oa + n].iter_mut().zip(&b[ob..ob + n]).for_each(|(x, y)| f(x, y)),
+        (1, 0) => {
+            let y = &b[ob];
+            a[oa..oa + n].iter_mut().for_each(|x| f(x, y))
+        }
+        _ => (0..n).for_each(|i| f(&mut a[oa + i * sa], &b[ob + i * sb])),
+    });
+    Ok(true)
 }
 
 /// Elementwise `f(a, b, c)` with multidirectional broadcasting.

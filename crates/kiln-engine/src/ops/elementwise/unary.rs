@@ -6,7 +6,7 @@ use kiln_tensor::{DType, Tensor, Value, ValueType};
 use super::kernels::{map_float, FloatElem, Num, Real};
 use super::{infer_unary, single};
 use crate::error::OpResult;
-use crate::op::{Inputs, NodeInfo, Op};
+use crate::op::{with_first, Inputs, NodeInfo, Op};
 use crate::registry::Registry;
 use crate::{bail, ensure};
 
@@ -147,6 +147,18 @@ impl Op for FloatUnary {
         let shape = x.shape().to_vec();
         dispatch!(float x.data(), self.name, |v: T| single(shape, float_unary::<T>(self.kind, v)))
     }
+    fn reuses_input0(&self) -> bool {
+        true
+    }
+    fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        match first {
+            Value::Tensor(mut t) if t.dtype() == DType::F32 => {
+                float_unary_in_place::<f32>(self.kind, t.as_slice_mut::<f32>()?);
+                Ok(vec![Value::Tensor(t)])
+            }
+            other => with_first(&other, inputs, |all| self.run(all)),
+        }
+    }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         infer_unary(inputs, None)
     }
@@ -165,6 +177,12 @@ fn softplus<R: Real>(v: R) -> R {
 }
 
 fn float_unary<T: FloatElem>(kind: F, x: &[T]) -> Vec<T> {
+    let mut out = x.to_vec();
+    float_unary_in_place(kind, &mut out);
+    out
+}
+
+fn float_unary_in_place<T: FloatElem>(kind: F, x: &mut [T]) {
     let c = |v: f64| T::R::c(v);
     let zero = c(0.0);
     let one = c(1.0);
@@ -311,6 +329,18 @@ impl Op for NumUnary {
             N::BitwiseNot => dispatch!(int d, name, |v: T| single(shape, map(v, |a: T| !a))),
         }
     }
+    fn reuses_input0(&self) -> bool {
+        matches!(self.kind, N::Relu)
+    }
+    fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        match first {
+            Value::Tensor(mut t) if t.dtype() == DType::F32 && matches!(self.kind, N::Relu) => {
+                t.as_slice_mut::<f32>()?.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
+                Ok(vec![Value::Tensor(t)])
+            }
+            other => with_first(&other, inputs, |all| self.run(all)),
+        }
+    }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         infer_unary(inputs, None)
     }
@@ -397,6 +427,28 @@ impl Op for Clip {
             };
             single(shape, out)
         })
+    }
+    fn reuses_input0(&self) -> bool {
+        true
+    }
+    fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        match first {
+            Value::Tensor(mut t) if t.dtype() == DType::F32 => {
+                let (lo, hi) = match self.attr_bounds {
+                    Some(b) => b,
+                    None => (
+                        clip_bound::<f32>(inputs.opt_tensor(1)?, "min")?.unwrap_or(f32::NEG_INFINITY),
+                        clip_bound::<f32>(inputs.opt_tensor(2)?, "max")?.unwrap_or(f32::INFINITY),
+                    ),
+                };
+                t.as_slice_mut::<f32>()?.iter_mut().for_each(|a| {
+                    let v = if *a < lo { lo } else { *a };
+                    *a = if v > hi { hi } else { v };
+                });
+                Ok(vec![Value::Tensor(t)])
+            }
+            other => with_first(&other, inputs, |all| self.run(all)),
+        }
     }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         infer_unary(inputs, None)

@@ -32,6 +32,8 @@ struct PoolOp {
     count_include_pad: bool,
     storage_order: i64,
     p: f64,
+    /// MaxPool's optional Indices output is wired in the model.
+    want_idx: bool,
 }
 
 fn build_pool(n: &NodeInfo, kind: Kind) -> OpResult<Box<dyn Op>> {
@@ -48,6 +50,7 @@ fn build_pool(n: &NodeInfo, kind: Kind) -> OpResult<Box<dyn Op>> {
         count_include_pad: n.attr_int_or("count_include_pad", 0)? != 0,
         storage_order: n.attr_int_or("storage_order", 0)?,
         p,
+        want_idx: n.num_outputs > 1,
     }))
 }
 
@@ -179,6 +182,56 @@ fn max_pool<T: Copy + PartialOrd + Send + Sync>(
     (y, idx)
 }
 
+/// Valid kernel taps for output `o` along one axis: the k with 0 <= o·s + k·d − pad < n.
+fn taps_1d(o: usize, s: usize, d: usize, pad: usize, n: usize, k: usize) -> impl Iterator<Item = usize> {
+    (0..k).filter_map(move |t| {
+        let i = (o * s + t * d) as isize - pad as isize;
+        (i >= 0 && (i as usize) < n).then_some(i as usize)
+    })
+}
+
+/// 2-D float32 max pooling without indices, as two separable passes (rows, then columns):
+/// max over the valid part of each window, NaN ignored unless the whole window is NaN.
+fn max_pool_2d_f32(x: &[f32], planes: usize, geo: &Geometry) -> Vec<f32> {
+    let (ih, iw) = (geo.input[0], geo.input[1]);
+    let (oh, ow) = (geo.output[0], geo.output[1]);
+    let (kh, kw) = (geo.kernel[0], geo.kernel[1]);
+    let (sh, sw) = (geo.strides[0], geo.strides[1]);
+    let (dh, dw) = (geo.dilations[0], geo.dilations[1]);
+    let (ph, pw) = (geo.pad_begin[0], geo.pad_begin[1]);
+    let mut y = vec![f32::NEG_INFINITY; planes * oh * ow];
+    if oh == 0 || ow == 0 {
+        return y;
+    }
+    // Input columns of each output column's window, and input rows of each output row's window.
+    let cols: Vec<Vec<usize>> = (0..ow).map(|j| taps_1d(j, sw, dw, pw, iw, kw).collect()).collect();
+    let rows: Vec<Vec<usize>> = (0..oh).map(|i| taps_1d(i, sh, dh, ph, ih, kh).collect()).collect();
+    let items: Vec<(usize, &mut [f32])> = y.chunks_mut(oh * ow).enumerate().collect();
+    let work = |(p, yo): (usize, &mut [f32])| {
+        let xp = &x[p * ih * iw..][..ih * iw];
+        // Row pass: h[r][j] = max over the window columns of input row r.
+        let mut h = vec![f32::NEG_INFINITY; ih * ow];
+        for (xr, hr) in xp.chunks_exact(iw).zip(h.chunks_exact_mut(ow)) {
+            for (hv, cs) in hr.iter_mut().zip(&cols) {
+                *hv = cs.iter().fold(f32::NEG_INFINITY, |m, &c| m.max(xr[c]));
+            }
+        }
+        for (yr, rs) in yo.chunks_exact_mut(ow).zip(&rows) {
+            for &r in rs {
+                for (yv, &hv) in yr.iter_mut().zip(&h[r * ow..(r + 1) * ow]) {
+                    *yv = yv.max(hv);
+                }
+            }
+        }
+    };
+    if planes * oh * ow >= 1 << 14 {
+        par_each(items, work);
+    } else {
+        items.into_iter().for_each(work);
+    }
+    y
+}
+
 fn avg_lp_pool<T: Real>(x: &[T], planes: usize, geo: &Geometry, w: &Windows, kind: Kind, include_pad: bool, p: T) -> Vec<T> {
     let isz = geo.in_size();
     let osz = geo.out_size();
@@ -243,9 +296,15 @@ impl Op for PoolOp {
         let planes = x.shape()[0] * x.shape()[1];
         let mut shape = x.shape()[..2].to_vec();
         shape.extend_from_slice(&geo.output);
+        if let (Kind::Max, false, TensorData::F32(v), 2) = (self.kind, self.want_idx, x.data(), geo.input.len()) {
+            if geo.strides.iter().chain(&geo.dilations).all(|&s| s > 0) {
+                let y = max_pool_2d_f32(v, planes, &geo);
+                return Ok(vec![Value::Tensor(Tensor::from_vec(shape, y)?)]);
+            }
+        }
         let w = windows(&geo)?;
         if self.kind == Kind::Max {
-            let want_idx = true;
+            let want_idx = self.want_idx;
             macro_rules! mp {
                 ($v:expr, $low:expr, $var:ident) => {{
                     let (y, i) = max_pool($v, planes, &geo, &w, $low, want_idx, self.storage_order);
@@ -264,6 +323,9 @@ impl Op for PoolOp {
                 other => bail!("MaxPool does not support {} tensors", other.dtype()),
             };
             let y = Tensor::new(shape.clone(), y)?;
+            if !want_idx {
+                return Ok(vec![Value::Tensor(y)]);
+            }
             let idx = Tensor::from_vec(shape, idx)?;
             return Ok(vec![Value::Tensor(y), Value::Tensor(idx)]);
         }

@@ -8,7 +8,7 @@ use super::{
     tensor_type, unknown_shape, E,
 };
 use crate::error::{OpError, OpResult};
-use crate::op::{Inputs, NodeInfo, Op};
+use crate::op::{with_first, Inputs, NodeInfo, Op};
 use crate::ops::util::broadcast_shapes;
 use crate::registry::Registry;
 use crate::{bail, ensure};
@@ -81,12 +81,24 @@ fn reshape_dims(input: &[usize], spec: &[i64], allowzero: bool) -> OpResult<Vec<
     Ok(out)
 }
 
+impl Reshape {
+    fn out_dims(&self, inputs: &Inputs) -> OpResult<Vec<usize>> {
+        let x = inputs.tensor(0)?;
+        let spec = attr_or_input(&self.shape_attr, inputs, 1)?.ok_or_else(|| OpError::new("Reshape needs a shape"))?;
+        reshape_dims(x.shape(), &spec, self.allowzero)
+    }
+}
+
 impl Op for Reshape {
     fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
         let x = inputs.tensor(0)?;
-        let spec = attr_or_input(&self.shape_attr, inputs, 1)?.ok_or_else(|| OpError::new("Reshape needs a shape"))?;
-        let shape = reshape_dims(x.shape(), &spec, self.allowzero)?;
-        one_out(tensor(shape, x.data().clone())?)
+        one_out(tensor(self.out_dims(inputs)?, x.data().clone())?)
+    }
+    fn reuses_input0(&self) -> bool {
+        true
+    }
+    fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        reshape_moved(first, inputs, |all| self.out_dims(all))
     }
     fn infer(&self, inputs: &[Option<&ValueType>], consts: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         let (dt, shape) = in_type(inputs, 0)?;
@@ -125,13 +137,26 @@ fn flatten_axis(axis: i64, rank: usize) -> OpResult<usize> {
     Ok(a as usize)
 }
 
-impl Op for Flatten {
-    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+impl Flatten {
+    fn out_dims(&self, inputs: &Inputs) -> OpResult<Vec<usize>> {
         let x = inputs.tensor(0)?;
         let a = flatten_axis(self.axis, x.rank())?;
         let outer: usize = x.shape()[..a].iter().product();
         let inner: usize = x.shape()[a..].iter().product();
-        one_out(tensor(vec![outer, inner], x.data().clone())?)
+        Ok(vec![outer, inner])
+    }
+}
+
+impl Op for Flatten {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?;
+        one_out(tensor(self.out_dims(inputs)?, x.data().clone())?)
+    }
+    fn reuses_input0(&self) -> bool {
+        true
+    }
+    fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        reshape_moved(first, inputs, |all| self.out_dims(all))
     }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         let (dt, shape) = in_type(inputs, 0)?;
@@ -178,13 +203,25 @@ fn squeeze_keep(rank: usize, axes: Option<&[i64]>, dim_is_one: impl Fn(usize) ->
     Ok(keep)
 }
 
-impl Op for Squeeze {
-    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+impl Squeeze {
+    fn out_dims(&self, inputs: &Inputs) -> OpResult<Vec<usize>> {
         let x = inputs.tensor(0)?;
         let axes = attr_or_input(&self.axes, inputs, 1)?;
         let keep = squeeze_keep(x.rank(), axes.as_deref(), |k| Some(x.shape()[k] == 1))?;
-        let shape = x.shape().iter().zip(&keep).filter(|(_, &k)| k).map(|(&d, _)| d).collect();
-        one_out(tensor(shape, x.data().clone())?)
+        Ok(x.shape().iter().zip(&keep).filter(|(_, &k)| k).map(|(&d, _)| d).collect())
+    }
+}
+
+impl Op for Squeeze {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?;
+        one_out(tensor(self.out_dims(inputs)?, x.data().clone())?)
+    }
+    fn reuses_input0(&self) -> bool {
+        true
+    }
+    fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        reshape_moved(first, inputs, |all| self.out_dims(all))
     }
     fn infer(&self, inputs: &[Option<&ValueType>], consts: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         let (dt, shape) = in_type(inputs, 0)?;
@@ -227,13 +264,25 @@ fn unsqueeze_plan(rank: usize, axes: &[i64]) -> OpResult<Vec<Option<usize>>> {
         .collect())
 }
 
-impl Op for Unsqueeze {
-    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+impl Unsqueeze {
+    fn out_dims(&self, inputs: &Inputs) -> OpResult<Vec<usize>> {
         let x = inputs.tensor(0)?;
         let axes = attr_or_input(&self.axes, inputs, 1)?.ok_or_else(|| OpError::new("Unsqueeze needs axes"))?;
         let plan = unsqueeze_plan(x.rank(), &axes)?;
-        let shape = plan.iter().map(|p| p.map_or(1, |i| x.shape()[i])).collect();
-        one_out(tensor(shape, x.data().clone())?)
+        Ok(plan.iter().map(|p| p.map_or(1, |i| x.shape()[i])).collect())
+    }
+}
+
+impl Op for Unsqueeze {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?;
+        one_out(tensor(self.out_dims(inputs)?, x.data().clone())?)
+    }
+    fn reuses_input0(&self) -> bool {
+        true
+    }
+    fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        reshape_moved(first, inputs, |all| self.out_dims(all))
     }
     fn infer(&self, inputs: &[Option<&ValueType>], consts: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         let (dt, shape) = in_type(inputs, 0)?;
@@ -699,6 +748,16 @@ impl Op for Trilu {
         let (dt, shape) = in_type(inputs, 0)?;
         Some(tensor_type(dt, shape.cloned()))
     }
+}
+
+
+/// Output of a shape-only op for a moved input 0: the same buffer under the new dims.
+fn reshape_moved(first: Value, inputs: &Inputs, dims: impl FnOnce(&Inputs) -> OpResult<Vec<usize>>) -> OpResult<Vec<Value>> {
+    let shape = with_first(&first, inputs, dims)?;
+    let Value::Tensor(t) = first else {
+        return Err(OpError::new("input 0 should be a tensor"));
+    };
+    one_out(t.reshape(shape)?)
 }
 
 #[cfg(test)]
