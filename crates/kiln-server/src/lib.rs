@@ -80,15 +80,7 @@ pub async fn start(config: ServerConfig, repo: Repository) -> Result<RunningServ
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
 
-    let app = http::router(state.clone());
-    let mut rx = stop_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let _ = axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await;
-    }));
+    tasks.push(tokio::spawn(http::serve(http, state.clone(), stop_rx.clone())));
     if let Some(l) = grpc {
         let mut rx = stop_rx.clone();
         let svc = grpc::service(state.clone());
@@ -127,7 +119,11 @@ fn tokio_stream_from(
 
 /// Runs the server until Ctrl-C or SIGTERM, then shuts down gracefully. Prints the addresses.
 pub fn serve_blocking(config: ServerConfig) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if config.io_threads > 0 {
+        rt.worker_threads(config.io_threads);
+    }
+    let rt = rt
         .enable_all()
         .thread_name("kiln-io")
         .build()
