@@ -117,6 +117,9 @@ fn tokio_stream_from(
     tokio_stream::wrappers::TcpListenerStream::new(l)
 }
 
+/// How long a shutdown waits for in-flight requests (and stalled clients) before exiting anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 /// Runs the server until Ctrl-C or SIGTERM, then shuts down gracefully. Prints the addresses.
 pub fn serve_blocking(config: ServerConfig) -> Result<(), String> {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -148,7 +151,9 @@ pub fn serve_blocking(config: ServerConfig) -> Result<(), String> {
         }
         shutdown_signal().await;
         eprintln!("kiln serve: shutting down (finishing in-flight requests)");
-        server.shutdown().await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, server.shutdown()).await.is_err() {
+            eprintln!("kiln serve: requests still open after {} s; exiting anyway", SHUTDOWN_GRACE.as_secs());
+        }
         Ok(())
     })
 }
