@@ -1,5 +1,5 @@
-//! Per-model scheduler: a bounded queue feeding dedicated compute threads (never the async
-//! runtime's), with optional dynamic batching along the first dimension.
+//! Per-model scheduler: a bounded queue feeding dedicated compute threads, with optional dynamic
+//! batching along the first dimension; cheap requests run inline (below).
 //!
 //! `submit` either enqueues at once or answers 503 with `Retry-After`; a queued request whose
 //! client has gone away is dropped without computing; one that waited longer than the model's
