@@ -4,7 +4,8 @@
 //! `inference.GRPCInferenceService`) are thin adapters over one `ServerState::infer` call (`core`).
 //! `repository` loads models in Triton's layout (or the built-in demo models), `scheduler` gives
 //! each model version a bounded queue and dedicated compute threads with optional dynamic
-//! batching (cheap requests run inline on the I/O thread), `auth` checks API keys and rate limits, `metrics` keeps Prometheus series.
+//! batching (cheap requests run inline on the I/O thread), `auth` checks API keys and rate
+//! limits, `metrics` keeps Prometheus series.
 
 pub mod auth;
 pub mod config;
