@@ -5,6 +5,8 @@ Run: KILN=target/release/kiln python -m pytest tests/server -q
 """
 
 import os
+import signal
+import threading
 import socket
 import subprocess
 import time
@@ -135,3 +137,84 @@ def test_grpc_errors(server):
     with pytest.raises(InferenceServerException, match="unknown model"):
         client.infer("nope", [inp])
     assert client.get_server_metadata().name == "kiln"
+
+
+def test_single_rows_match_onnxruntime(server):
+    # Many one-row requests: after a few timed runs these take the inline path.
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server[0]}")
+    x = (np.random.default_rng(1).random((60, 4)) * np.array([4, 2, 6, 2.5]) + np.array([4, 2, 1, 0.1])).astype(np.float32)
+    ref = reference("iris", x)
+    for i in range(len(x)):
+        inp = httpclient.InferInput("X", [1, 4], "FP32")
+        inp.set_data_from_numpy(x[i:i + 1], binary_data=False)
+        res = client.infer("iris", [inp])
+        np.testing.assert_array_equal(res.as_numpy("label"), ref["label"][i:i + 1])
+        np.testing.assert_allclose(res.as_numpy("probabilities"), ref["probabilities"][i:i + 1], rtol=1e-4, atol=1e-6)
+
+
+def start_kiln(*args):
+    port = free_port()
+    proc = subprocess.Popen([KILN, "serve", "--http-port", str(port), "--no-grpc", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+    deadline = time.time() + 30
+    while True:
+        try:
+            if client.is_server_ready():
+                return proc, port, client
+        except Exception:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError("kiln serve did not become ready: " + proc.communicate()[1])
+        time.sleep(0.02)
+
+
+def test_access_log_is_json_lines():
+    import json
+    proc, port, client = start_kiln("--access-log")
+    x = inputs("iris")
+    inp = httpclient.InferInput("X", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    client.infer("iris", [inp])
+    with pytest.raises(InferenceServerException):
+        client.infer("nope", [inp])
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    infers = [l for l in lines if l["path"].endswith("/infer")]
+    assert [(l["method"], l["path"], l["status"]) for l in infers] == [
+        ("POST", "/v2/models/iris/infer", 200), ("POST", "/v2/models/nope/infer", 404)]
+    for l in lines:
+        assert l["duration_ms"] >= 0 and l["ts"] > 1.6e9
+
+
+def test_sigterm_finishes_in_flight_request():
+    proc, port, client = start_kiln()
+    x = (np.random.default_rng(2).random((100_000, 64)) * 16).astype(np.float32)
+    result = {}
+
+    def run():
+        c = httpclient.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=120)
+        inp = httpclient.InferInput("X", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=True)
+        try:
+            result["res"] = c.infer("digits", [inp], outputs=[httpclient.InferRequestedOutput("label", binary_data=True)])
+        except Exception as e:  # reported below
+            result["err"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        st = client.get_inference_statistics("digits")["model_stats"][0]["inference_stats"]
+        if st["queue"]["count"] >= 1:
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    t.join(120)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "err" not in result, result.get("err")
+    np.testing.assert_array_equal(result["res"].as_numpy("label"), reference("digits", x)["label"])

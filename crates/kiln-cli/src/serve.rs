@@ -3,7 +3,8 @@
 use crate::{flag_value, CliError};
 
 pub const USAGE: &str = "kiln serve [--model-repository DIR] [--http-port P] [--grpc-port Q] [--host ADDR] [--config kiln.toml]
-             [--no-grpc] [--max-body-bytes N] [--cors-origin ORIGIN ...] [--access-log] [--poll-interval SECONDS]";
+             [--no-grpc] [--max-body-bytes N] [--cors-origin ORIGIN ...] [--access-log] [--poll-interval SECONDS]
+             [--io-threads N]";
 
 fn port(flag: &str, s: &str) -> Result<u16, CliError> {
     s.parse::<u16>().map_err(|_| CliError(format!("{flag} must be a port number (0-65535), got '{s}'")))
@@ -17,7 +18,7 @@ pub fn main(args: &[String]) -> Result<(), CliError> {
         match a.as_str() {
             "--config" => config_path = Some(flag_value(&mut it, a)?.clone()),
             "--model-repository" | "--http-port" | "--grpc-port" | "--host" | "--max-body-bytes" | "--cors-origin"
-            | "--poll-interval" => overrides.push((a.clone(), flag_value(&mut it, a)?.clone())),
+            | "--poll-interval" | "--io-threads" => overrides.push((a.clone(), flag_value(&mut it, a)?.clone())),
             "--no-grpc" | "--access-log" => overrides.push((a.clone(), String::new())),
             "--help" | "-h" => {
                 println!("usage: {USAGE}");
@@ -51,6 +52,9 @@ pub fn main(args: &[String]) -> Result<(), CliError> {
             "--poll-interval" => {
                 config.poll_interval_secs =
                     v.parse().map_err(|_| CliError(format!("--poll-interval must be whole seconds, got '{v}'")))?
+            }
+            "--io-threads" => {
+                config.io_threads = v.parse().map_err(|_| CliError(format!("--io-threads must be a thread count, got '{v}'")))?
             }
             _ => {}
         }

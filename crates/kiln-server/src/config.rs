@@ -36,6 +36,7 @@ struct RawModelConfig {
     threads: Option<usize>,
     queue_size: Option<usize>,
     timeout_ms: Option<u64>,
+    inline_max_us: Option<u64>,
     max_batch_size: Option<usize>,
     version_policy: Option<RawPolicy>,
     dynamic_batching: Option<RawBatching>,
@@ -60,6 +61,9 @@ pub struct ModelConfig {
     pub queue_size: usize,
     /// A request still queued after this long is answered 503.
     pub timeout_ms: u64,
+    /// Requests predicted to run within this many microseconds run on the I/O thread instead of
+    /// queueing (see `scheduler`); 0 always queues.
+    pub inline_max_us: u64,
     pub version_policy: VersionPolicy,
     /// `None`: each request runs alone.
     pub batching: Option<Batching>,
@@ -73,6 +77,7 @@ impl Default for ModelConfig {
             threads: 0,
             queue_size: 1024,
             timeout_ms: 30_000,
+            inline_max_us: 50,
             version_policy: VersionPolicy::Latest(1),
             batching: None,
         }
@@ -92,11 +97,6 @@ impl ModelConfig {
         if let Some(n) = raw.threads {
             c.threads = n;
         }
-        if c.threads == 1 && c.instances > 1 {
-            // The engine runs single-threaded sessions on one process-wide thread, so concurrent
-            // instances would wait on each other.
-            return Err("threads = 1 needs instances = 1 (use threads = 0 or >= 2 for several instances)".into());
-        }
         if let Some(n) = raw.queue_size {
             if n == 0 {
                 return Err("queue_size must be at least 1".into());
@@ -105,6 +105,9 @@ impl ModelConfig {
         }
         if let Some(n) = raw.timeout_ms {
             c.timeout_ms = n;
+        }
+        if let Some(n) = raw.inline_max_us {
+            c.inline_max_us = n;
         }
         if let Some(p) = raw.version_policy {
             c.version_policy = match (p.latest, p.all, p.specific) {
@@ -172,6 +175,8 @@ pub struct ServerConfig {
     /// Seconds between repository scans for changed models; 0 disables polling.
     pub poll_interval_secs: u64,
     pub api_keys: Vec<ApiKey>,
+    /// Async runtime (network I/O) threads; 0: one per core.
+    pub io_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -186,6 +191,7 @@ impl Default for ServerConfig {
             access_log: false,
             poll_interval_secs: 0,
             api_keys: Vec::new(),
+            io_threads: 0,
         }
     }
 }

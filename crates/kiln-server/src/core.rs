@@ -51,9 +51,6 @@ impl ServerState {
 
     /// Validates the request against the model, queues it, and waits for the result.
     pub async fn infer(&self, req: CoreRequest) -> Result<CoreResponse, ServeError> {
-        if self.shutting_down.load(Relaxed) {
-            return Err(ServeError::Unavailable { message: "the server is shutting down".into(), retry_after: 1 });
-        }
         let lv = self.repo.resolve(&req.model, req.version.as_deref())?;
         let start = Instant::now();
         let result = self.infer_on(&lv, req).await;
@@ -124,10 +121,7 @@ impl ServerState {
                 }
             }
         }
-        let rx = lv.scheduler.submit(req.inputs)?;
-        let outputs = rx
-            .await
-            .map_err(|_| ServeError::Internal("the compute thread stopped before answering".into()))??;
+        let outputs = lv.scheduler.run(req.inputs).await?;
         let mut out = Vec::new();
         match &req.outputs {
             None => {

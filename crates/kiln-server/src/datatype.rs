@@ -73,29 +73,143 @@ pub fn numel(name: &str, shape: &[usize]) -> Result<usize, ServeError> {
     kiln_tensor::checked_numel(shape).map_err(|e| ServeError::bad(format!("input '{name}': {e}")))
 }
 
-fn flatten<'a>(v: &'a Json, out: &mut Vec<&'a Json>, depth: usize) -> Result<(), String> {
-    if depth > 64 {
-        return Err("data is nested too deeply".into());
-    }
-    match v {
-        Json::Array(items) => {
-            for it in items {
-                flatten(it, out, depth + 1)?;
-            }
-            Ok(())
+/// One element of JSON `data`, read straight from the request text (no JSON tree).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scalar {
+    I(i64),
+    U(u64),
+    F(f64),
+    B(bool),
+    S(String),
+    /// `null` or an object: never a valid element.
+    Other(&'static str),
+}
+
+impl Scalar {
+    fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Scalar::I(v) => Some(v),
+            Scalar::U(v) => i64::try_from(v).ok(),
+            _ => None,
         }
-        other => {
-            out.push(other);
-            Ok(())
+    }
+    fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Scalar::I(v) => u64::try_from(v).ok(),
+            Scalar::U(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Scalar::I(v) => Some(v as f64),
+            Scalar::U(v) => Some(v as f64),
+            Scalar::F(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn describe(&self) -> String {
+        match self {
+            Scalar::I(v) => v.to_string(),
+            Scalar::U(v) => v.to_string(),
+            Scalar::F(v) => v.to_string(),
+            Scalar::B(v) => v.to_string(),
+            Scalar::S(v) => format!("{:?}", truncate(v)),
+            Scalar::Other(k) => (*k).to_string(),
         }
     }
 }
 
-/// Builds a tensor from JSON `data` (flat or nested in row-major order).
-pub fn tensor_from_json(name: &str, dtype: DType, shape: Vec<usize>, data: &Json) -> Result<Tensor, ServeError> {
+/// JSON `data` (flat or nested arrays, row-major) flattened while it is parsed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FlatData(pub Vec<Scalar>);
+
+const MAX_DEPTH: usize = 64;
+
+struct FlatVisitor<'a> {
+    out: &'a mut Vec<Scalar>,
+    depth: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for FlatVisitor<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FlatVisitor<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of tensor elements")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.out.push(Scalar::B(v));
+        Ok(())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.out.push(Scalar::I(v));
+        Ok(())
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.out.push(Scalar::U(v));
+        Ok(())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.out.push(Scalar::F(v));
+        Ok(())
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.out.push(Scalar::S(v.to_string()));
+        Ok(())
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<(), E> {
+        self.out.push(Scalar::S(v));
+        Ok(())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.out.push(Scalar::Other("null"));
+        Ok(())
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.visit_unit()
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        self.out.push(Scalar::Other("an object"));
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(serde::de::Error::custom("data is nested too deeply"));
+        }
+        if let Some(n) = seq.size_hint() {
+            self.out.reserve(n.min(1 << 16));
+        }
+        while seq.next_element_seed(FlatVisitor { out: &mut *self.out, depth: self.depth + 1 })?.is_some() {}
+        Ok(())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FlatData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FlatData, D::Error> {
+        let mut out = Vec::new();
+        d.deserialize_any(FlatVisitor { out: &mut out, depth: 0 })?;
+        Ok(FlatData(out))
+    }
+}
+
+impl FlatData {
+    /// Flattens an already-parsed JSON value (for callers that hold a `serde_json::Value`).
+    pub fn from_json(v: &Json) -> Result<FlatData, String> {
+        serde_json::from_value(v.clone()).map_err(|e| e.to_string())
+    }
+}
+
+/// Builds a tensor from JSON `data` (flattened in row-major order).
+pub fn tensor_from_json(name: &str, dtype: DType, shape: Vec<usize>, data: &FlatData) -> Result<Tensor, ServeError> {
     let n = numel(name, &shape)?;
-    let mut flat = Vec::with_capacity(n);
-    flatten(data, &mut flat, 0).map_err(|e| ServeError::bad(format!("input '{name}': {e}")))?;
+    let flat = &data.0;
     if flat.len() != n {
         return Err(ServeError::bad(format!(
             "input '{name}': shape {shape:?} has {n} elements but 'data' has {}",
@@ -105,7 +219,7 @@ pub fn tensor_from_json(name: &str, dtype: DType, shape: Vec<usize>, data: &Json
     let bad = |i: usize| {
         ServeError::bad(format!(
             "input '{name}': element {i} ({}) is not a valid {} value",
-            truncate(&flat[i].to_string()),
+            truncate(&flat[i].describe()),
             v2_name(dtype)
         ))
     };
@@ -150,20 +264,54 @@ pub fn tensor_from_json(name: &str, dtype: DType, shape: Vec<usize>, data: &Json
         DType::Bool => {
             let mut v = Vec::with_capacity(n);
             for (i, x) in flat.iter().enumerate() {
-                v.push(x.as_bool().ok_or_else(|| bad(i))?);
+                v.push(match x {
+                    Scalar::B(b) => *b,
+                    _ => return Err(bad(i)),
+                });
             }
             TensorData::Bool(v)
         }
         DType::String => {
             let mut v = Vec::with_capacity(n);
             for (i, x) in flat.iter().enumerate() {
-                v.push(x.as_str().ok_or_else(|| bad(i))?.to_string());
+                v.push(match x {
+                    Scalar::S(s) => s.clone(),
+                    _ => return Err(bad(i)),
+                });
             }
             TensorData::String(v)
         }
         other => return Err(ServeError::bad(format!("input '{name}': datatype {} is not supported", v2_name(other)))),
     };
     Tensor::new(shape, data).map_err(|e| ServeError::bad(format!("input '{name}': {e}")))
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_str(s: &str, out: &mut String) {
+    use std::fmt::Write;
+    out.push('"');
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let esc: Option<&str> = match c {
+            '"' => Some("\\\""),
+            '\\' => Some("\\\\"),
+            '\n' => Some("\\n"),
+            '\r' => Some("\\r"),
+            '\t' => Some("\\t"),
+            c if (c as u32) < 0x20 => None,
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        match esc {
+            Some(e) => out.push_str(e),
+            None => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+        }
+        start = i + c.len_utf8();
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 fn truncate(s: &str) -> String {
@@ -304,7 +452,7 @@ pub fn write_json_data(t: &Tensor, out: &mut String) {
         TensorData::U32(v) => nums!(v, |x: &u32, o: &mut String| { let _ = write!(o, "{x}"); }),
         TensorData::U64(v) => nums!(v, |x: &u64, o: &mut String| { let _ = write!(o, "{x}"); }),
         TensorData::Bool(v) => nums!(v, |x: &bool, o: &mut String| o.push_str(if *x { "true" } else { "false" })),
-        TensorData::String(v) => nums!(v, |x: &String, o: &mut String| o.push_str(&Json::String(x.clone()).to_string())),
+        TensorData::String(v) => nums!(v, |x: &String, o: &mut String| write_json_str(x, o)),
         _ => {}
     }
     out.push(']');
@@ -313,17 +461,31 @@ pub fn write_json_data(t: &Tensor, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    fn flat(text: &str) -> FlatData {
+        serde_json::from_str(text).unwrap()
+    }
     #[test]
     fn nested_and_flat_json_agree() {
-        let a = tensor_from_json("x", DType::F32, vec![2, 2], &serde_json::json!([[1, 2], [3, 4.5]])).unwrap();
-        let b = tensor_from_json("x", DType::F32, vec![2, 2], &serde_json::json!([1, 2, 3, 4.5])).unwrap();
+        let a = tensor_from_json("x", DType::F32, vec![2, 2], &flat("[[1, 2], [3, 4.5]]")).unwrap();
+        let b = tensor_from_json("x", DType::F32, vec![2, 2], &flat("[1, 2, 3, 4.5]")).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.as_slice::<f32>().unwrap(), &[1.0, 2.0, 3.0, 4.5]);
     }
     #[test]
     fn int_range_is_checked() {
-        assert!(tensor_from_json("x", DType::U8, vec![1], &serde_json::json!([256])).is_err());
-        assert!(tensor_from_json("x", DType::I8, vec![1], &serde_json::json!([-128])).is_ok());
+        assert!(tensor_from_json("x", DType::U8, vec![1], &flat("[256]")).is_err());
+        assert!(tensor_from_json("x", DType::I8, vec![1], &flat("[-128]")).is_ok());
+        assert!(tensor_from_json("x", DType::I32, vec![1], &flat("[1.5]")).is_err());
+        assert!(tensor_from_json("x", DType::F32, vec![1], &flat("[null]")).is_err());
+        assert!(tensor_from_json("x", DType::F32, vec![1], &flat("[{\"a\": 1}]")).is_err());
+        let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        assert!(serde_json::from_str::<FlatData>(&deep).is_err());
+    }
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = String::new();
+        write_json_str("a\"b\\c\nd\u{1}é", &mut out);
+        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), "a\"b\\c\nd\u{1}é");
     }
     #[test]
     fn bytes_roundtrip_and_utf8() {

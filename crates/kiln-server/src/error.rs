@@ -17,7 +17,7 @@ pub enum ServeError {
     TooLarge(String),
     /// Per-key rate limit exceeded (429); retry after the given seconds.
     RateLimited { message: String, retry_after: u64 },
-    /// Queue full, model not ready, timed out in queue, shutting down (503).
+    /// Queue full, model not ready or unloading, timed out in queue (503).
     Unavailable { message: String, retry_after: u64 },
     /// The model failed while running (500).
     Internal(String),

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use crate::core::{CoreRequest, CoreResponse, SharedState};
-use crate::datatype::{parse_shape, parse_v2, tensor_from_json, tensor_from_raw, tensor_to_raw, v2_name, write_json_data};
+use crate::datatype::{
+    parse_shape, parse_v2, tensor_from_json, tensor_from_raw, tensor_to_raw, v2_name, write_json_data, write_json_str, FlatData,
+};
 use crate::error::ServeError;
 use crate::repository::{config_json, metadata_json};
 
@@ -51,6 +53,61 @@ pub fn router(state: SharedState) -> Router {
     } else {
         r
     }
+}
+
+/// Serves HTTP/1.1 on `listener` until `stop` turns true, then stops accepting, lets every
+/// in-flight request finish, closes idle keep-alive connections, and returns.
+///
+/// Infer requests skip the router (and the gateway layer when CORS and access logs are off);
+/// everything else goes through it.
+pub async fn serve(listener: tokio::net::TcpListener, state: SharedState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use std::convert::Infallible;
+    use tower_service::Service;
+
+    let router = router(state.clone());
+    let fast = state.config.cors_origins.is_empty() && !state.config.access_log;
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let state = state.clone();
+        let mut router = router.clone();
+        async move {
+            let req = req.map(Body::new);
+            if fast && req.method() == Method::POST {
+                if let Some((model, version)) = infer_route(req.uri().path()) {
+                    return Ok::<Response, Infallible>(infer_common(state, model, version, req).await);
+                }
+            }
+            router.call(req).await
+        }
+    });
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(TokioTimer::new()).keep_alive(true).pipeline_flush(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = http1.serve_connection(TokioIo::new(stream), svc.clone());
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// An error as Open Inference Protocol clients expect it.
@@ -295,7 +352,7 @@ struct JsonInput {
     #[serde(default)]
     parameters: Option<Map<String, Json>>,
     #[serde(default)]
-    data: Option<Json>,
+    data: Option<FlatData>,
 }
 
 #[derive(Deserialize)]
@@ -324,7 +381,23 @@ async fn infer_v(State(s): State<SharedState>, Path((model, version)): Path<(Str
     infer_common(s, model, Some(version), req).await
 }
 
-async fn infer_common(s: SharedState, model: String, version: Option<String>, req: Request) -> Response {
+/// The model and version of an infer path (`/v2/models/M/infer`, `/v2/models/M/versions/V/infer`),
+/// for serving inference without the router. Paths needing percent-decoding go to the router.
+pub fn infer_route(path: &str) -> Option<(String, Option<String>)> {
+    let rest = path.strip_prefix("/v2/models/")?.strip_suffix("/infer")?;
+    if rest.contains('%') {
+        return None;
+    }
+    let mut parts = rest.split('/');
+    let model = parts.next().filter(|m| !m.is_empty())?;
+    match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) => Some((model.to_string(), None)),
+        (Some("versions"), Some(v), None) if !v.is_empty() => Some((model.to_string(), Some(v.to_string()))),
+        _ => None,
+    }
+}
+
+pub async fn infer_common(s: SharedState, model: String, version: Option<String>, req: Request) -> Response {
     s.stats.http_requests.fetch_add(1, Relaxed);
     match infer_inner(&s, model, version, req).await {
         Ok(r) => r,
@@ -450,11 +523,12 @@ fn decode_request(
 }
 
 fn encode_response(r: CoreResponse, id: Option<Json>, binary: &BinaryChoice) -> Response {
+    use std::fmt::Write;
     let mut out = String::with_capacity(256);
     out.push_str("{\"model_name\":");
-    out.push_str(&Json::String(r.model_name).to_string());
+    write_json_str(&r.model_name, &mut out);
     out.push_str(",\"model_version\":");
-    out.push_str(&Json::String(r.model_version).to_string());
+    write_json_str(&r.model_version, &mut out);
     if let Some(id) = id {
         out.push_str(",\"id\":");
         out.push_str(&id.to_string());
@@ -466,7 +540,7 @@ fn encode_response(r: CoreResponse, id: Option<Json>, binary: &BinaryChoice) -> 
             out.push(',');
         }
         out.push_str("{\"name\":");
-        out.push_str(&Json::String(name.clone()).to_string());
+        write_json_str(name, &mut out);
         out.push_str(",\"datatype\":\"");
         out.push_str(v2_name(t.dtype()));
         out.push_str("\",\"shape\":[");
@@ -474,13 +548,13 @@ fn encode_response(r: CoreResponse, id: Option<Json>, binary: &BinaryChoice) -> 
             if k > 0 {
                 out.push(',');
             }
-            out.push_str(&d.to_string());
+            let _ = write!(out, "{d}");
         }
         out.push(']');
         if binary.get(name) {
             let before = bin.len();
             tensor_to_raw(t, &mut bin);
-            out.push_str(&format!(",\"parameters\":{{\"binary_data_size\":{}}}", bin.len() - before));
+            let _ = write!(out, ",\"parameters\":{{\"binary_data_size\":{}}}", bin.len() - before);
         } else {
             out.push_str(",\"data\":");
             write_json_data(t, &mut out);

@@ -4,7 +4,8 @@
 //! `inference.GRPCInferenceService`) are thin adapters over one `ServerState::infer` call (`core`).
 //! `repository` loads models in Triton's layout (or the built-in demo models), `scheduler` gives
 //! each model version a bounded queue and dedicated compute threads with optional dynamic
-//! batching, `auth` checks API keys and rate limits, `metrics` keeps Prometheus series.
+//! batching (cheap requests run inline on the I/O thread), `auth` checks API keys and rate
+//! limits, `metrics` keeps Prometheus series.
 
 pub mod auth;
 pub mod config;
@@ -80,15 +81,7 @@ pub async fn start(config: ServerConfig, repo: Repository) -> Result<RunningServ
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
 
-    let app = http::router(state.clone());
-    let mut rx = stop_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let _ = axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await;
-    }));
+    tasks.push(tokio::spawn(http::serve(http, state.clone(), stop_rx.clone())));
     if let Some(l) = grpc {
         let mut rx = stop_rx.clone();
         let svc = grpc::service(state.clone());
@@ -125,9 +118,16 @@ fn tokio_stream_from(
     tokio_stream::wrappers::TcpListenerStream::new(l)
 }
 
+/// How long a shutdown waits for in-flight requests (and stalled clients) before exiting anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 /// Runs the server until Ctrl-C or SIGTERM, then shuts down gracefully. Prints the addresses.
 pub fn serve_blocking(config: ServerConfig) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if config.io_threads > 0 {
+        rt.worker_threads(config.io_threads);
+    }
+    let rt = rt
         .enable_all()
         .thread_name("kiln-io")
         .build()
@@ -152,7 +152,9 @@ pub fn serve_blocking(config: ServerConfig) -> Result<(), String> {
         }
         shutdown_signal().await;
         eprintln!("kiln serve: shutting down (finishing in-flight requests)");
-        server.shutdown().await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, server.shutdown()).await.is_err() {
+            eprintln!("kiln serve: requests still open after {} s; exiting anyway", SHUTDOWN_GRACE.as_secs());
+        }
         Ok(())
     })
 }

@@ -1,12 +1,20 @@
-//! Per-model scheduler: a bounded queue feeding dedicated compute threads (never the async
-//! runtime's), with optional dynamic batching along the first dimension.
+//! Per-model scheduler: a bounded queue feeding dedicated compute threads, with optional dynamic
+//! batching along the first dimension; cheap requests run inline (below).
 //!
 //! `submit` either enqueues at once or answers 503 with `Retry-After`; a queued request whose
 //! client has gone away is dropped without computing; one that waited longer than the model's
 //! timeout is answered 503.
+//!
+//! `run` skips the queue for cheap requests: it computes on the calling (async runtime) thread
+//! when dynamic batching is off, the queue is empty, fewer than `instances` runs are in progress,
+//! at least `INLINE_MIN_SAMPLES` runs have been timed, and the predicted run time is at most the
+//! model's `inline_max_us` (default 50 µs; 0 disables). The prediction is the moving average of
+//! measured run times, scaled up when the request has more input elements than the average
+//! request. Anything else goes through the queue to the compute threads, so a slow model never
+//! holds up the runtime's I/O threads for longer than that bound.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -34,6 +42,61 @@ pub struct Scheduler {
     tx: SyncSender<Job>,
     stats: Arc<ModelStats>,
     name: String,
+    shared: Arc<Shared>,
+    instances: usize,
+    inline_max_ns: u64,
+}
+
+/// Timed runs needed before a model may run inline.
+pub const INLINE_MIN_SAMPLES: u64 = 8;
+
+/// What the compute threads and the inline path share: the session and the run-time estimate.
+struct Shared {
+    session: Arc<Session>,
+    stats: Arc<ModelStats>,
+    /// Runs in progress (compute threads and inline).
+    running: AtomicUsize,
+    /// Moving averages (1/8 weight) of run time and of input elements per run, and the sample count.
+    avg_ns: AtomicU64,
+    avg_elems: AtomicU64,
+    samples: AtomicU64,
+}
+
+impl Shared {
+    fn execute(&self, inputs: Vec<(String, Tensor)>, batch: usize) -> Result<Outputs, ServeError> {
+        let elems: usize = inputs.iter().map(|(_, t)| t.len()).sum();
+        let start = Instant::now();
+        let feeds = inputs.into_iter().map(|(n, t)| (n, Value::Tensor(t))).collect();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.session.run(feeds)));
+        let ns = start.elapsed().as_nanos() as u64;
+        self.stats.compute.observe_ns(ns);
+        self.stats.executions.fetch_add(1, Relaxed);
+        self.stats.batch_size.observe_n(batch as u64);
+        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        self.stats.last_inference_ms.store(ms, Relaxed);
+        if result.as_ref().map(|r| r.is_ok()).unwrap_or(false) {
+            let n = self.samples.fetch_add(1, Relaxed);
+            let blend = |a: &AtomicU64, x: u64| {
+                let old = a.load(Relaxed);
+                a.store(if n == 0 { x } else { old - old / 8 + x / 8 }, Relaxed);
+            };
+            blend(&self.avg_ns, ns);
+            blend(&self.avg_elems, elems as u64);
+        }
+        match result {
+            Ok(r) => r.map_err(ServeError::from),
+            Err(_) => Err(ServeError::Internal("model execution failed: internal error in a kernel".into())),
+        }
+    }
+}
+
+/// One run in progress.
+struct RunningGuard<'a>(&'a AtomicUsize);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Scheduler {
@@ -42,14 +105,58 @@ impl Scheduler {
         let rx = Arc::new(Mutex::new(rx));
         let batching = config.batching.clone().filter(|_| batchable(&session));
         let timeout = Duration::from_millis(config.timeout_ms);
+        let shared = Arc::new(Shared {
+            session,
+            stats: stats.clone(),
+            running: AtomicUsize::new(0),
+            avg_ns: AtomicU64::new(0),
+            avg_elems: AtomicU64::new(0),
+            samples: AtomicU64::new(0),
+        });
+        let inline_max_ns = if batching.is_some() { 0 } else { config.inline_max_us.saturating_mul(1000) };
         for i in 0..config.instances.max(1) {
-            let w = Worker { session: session.clone(), rx: rx.clone(), stats: stats.clone(), batching: batching.clone(), timeout };
+            let w = Worker { shared: shared.clone(), rx: rx.clone(), stats: stats.clone(), batching: batching.clone(), timeout };
             std::thread::Builder::new()
                 .name(format!("kiln-{name}-{i}"))
                 .spawn(move || w.run())
                 .map_err(|e| ServeError::Internal(format!("cannot start compute thread for '{name}': {e}")))?;
         }
-        Ok(Scheduler { tx, stats, name: name.to_string() })
+        Ok(Scheduler { tx, stats, name: name.to_string(), shared, instances: config.instances.max(1), inline_max_ns })
+    }
+
+    /// Runs a request: inline when it is cheap and nothing is waiting (see the module docs),
+    /// otherwise through the queue.
+    pub async fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Outputs, ServeError> {
+        if let Some(guard) = self.inline_slot(&inputs) {
+            let r = self.shared.execute(inputs, 1);
+            drop(guard);
+            return r;
+        }
+        let rx = self.submit(inputs)?;
+        rx.await.map_err(|_| ServeError::Internal("the compute thread stopped before answering".into()))?
+    }
+
+    fn inline_slot(&self, inputs: &[(String, Tensor)]) -> Option<RunningGuard<'_>> {
+        let sh = &self.shared;
+        if self.inline_max_ns == 0 || self.stats.queue_depth.load(Relaxed) != 0 || sh.samples.load(Relaxed) < INLINE_MIN_SAMPLES {
+            return None;
+        }
+        let elems: u64 = inputs.iter().map(|(_, t)| t.len() as u64).sum();
+        let avg_elems = sh.avg_elems.load(Relaxed).max(1);
+        let predicted = sh.avg_ns.load(Relaxed).saturating_mul(elems.max(avg_elems)) / avg_elems;
+        if predicted > self.inline_max_ns {
+            return None;
+        }
+        let mut cur = sh.running.load(Relaxed);
+        loop {
+            if cur >= self.instances {
+                return None;
+            }
+            match sh.running.compare_exchange_weak(cur, cur + 1, Relaxed, Relaxed) {
+                Ok(_) => return Some(RunningGuard(&sh.running)),
+                Err(now) => cur = now,
+            }
+        }
     }
 
     /// Enqueues a request; the receiver yields the model's outputs.
@@ -86,7 +193,7 @@ fn batchable(session: &Session) -> bool {
 }
 
 struct Worker {
-    session: Arc<Session>,
+    shared: Arc<Shared>,
     rx: Arc<Mutex<Receiver<Job>>>,
     stats: Arc<ModelStats>,
     batching: Option<Batching>,
@@ -155,18 +262,9 @@ impl Worker {
     }
 
     fn execute(&self, inputs: Vec<(String, Tensor)>, batch: usize) -> Result<Outputs, ServeError> {
-        let start = Instant::now();
-        let feeds = inputs.into_iter().map(|(n, t)| (n, Value::Tensor(t))).collect();
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.session.run(feeds)));
-        self.stats.compute.observe_ns(start.elapsed().as_nanos() as u64);
-        self.stats.executions.fetch_add(1, Relaxed);
-        self.stats.batch_size.observe_n(batch as u64);
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        self.stats.last_inference_ms.store(ms, Relaxed);
-        match result {
-            Ok(r) => r.map_err(ServeError::from),
-            Err(_) => Err(ServeError::Internal("model execution failed: internal error in a kernel".into())),
-        }
+        self.shared.running.fetch_add(1, Relaxed);
+        let _guard = RunningGuard(&self.shared.running);
+        self.shared.execute(inputs, batch)
     }
 
     fn run_batch(&self, jobs: Vec<Job>) {

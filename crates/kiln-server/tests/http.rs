@@ -416,3 +416,175 @@ async fn api_keys_rate_limits_cors_and_metrics() {
     assert!(m.contains("kiln_rejected_total{reason=\"rate_limit\"} 1"));
     s.shutdown().await;
 }
+
+async fn digits_server(tag: &str, config: &str) -> (kiln_server::RunningServer, PathBuf) {
+    let dir = temp_dir(tag);
+    put(&dir, "digits/1/model.onnx", &std::fs::read(demo_model("digits")).unwrap());
+    put(&dir, "digits/config.toml", config.as_bytes());
+    let s = kiln_server::start(base_config(), Repository::open(&dir).unwrap()).await.unwrap();
+    (s, dir)
+}
+
+async fn digits_stats(a: SocketAddr) -> Json {
+    call(a, "GET", "/v2/models/digits/stats", &[], b"").await.json()["model_stats"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnects_mid_request() {
+    let (s, _dir) = digits_server("disconnect", "instances = 1\ninline_max_us = 0\n").await;
+    let a = s.http_addr;
+    // A body cut short: the client promises more bytes than it sends, then goes away.
+    {
+        let mut c = tokio::net::TcpStream::connect(a).await.unwrap();
+        let head = "POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"inputs\": [";
+        c.write_all(head.as_bytes()).await.unwrap();
+    }
+    // A complete request whose client leaves while it waits behind a slow one: never computed.
+    let (slow, hlen) = digits_binary_request(60_000);
+    let hdr = [("Inference-Header-Content-Length", hlen.to_string())];
+    let slow_task = tokio::spawn(async move { call(a, "POST", "/v2/models/digits/infer", &hdr, &slow).await });
+    for _ in 0..200 {
+        if digits_stats(a).await["inference_stats"]["queue"]["count"].as_u64() == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (body, hlen) = digits_binary_request(2);
+    {
+        let mut c = tokio::net::TcpStream::connect(a).await.unwrap();
+        let head = format!(
+            "POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nInference-Header-Content-Length: {hlen}\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(&body).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let r = slow_task.await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // The server is up and the abandoned request was dropped without running.
+    let (body, hlen) = digits_binary_request(2);
+    let r = call(a, "POST", "/v2/models/digits/infer", &[("Inference-Header-Content-Length", hlen.to_string())], &body).await;
+    assert_eq!(r.status, 200);
+    let st = digits_stats(a).await;
+    assert_eq!(st["execution_count"], 2, "{st}");
+    assert_eq!(st["inference_stats"]["success"]["count"], 2, "{st}");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let (s, _dir) = digits_server("shutdown", "instances = 1\ninline_max_us = 0\n").await;
+    let a = s.http_addr;
+    let mut tasks = Vec::new();
+    for rows in [40_000, 2] {
+        let (body, hlen) = digits_binary_request(rows);
+        tasks.push(tokio::spawn(async move {
+            call(a, "POST", "/v2/models/digits/infer", &[("Inference-Header-Content-Length", hlen.to_string())], &body).await
+        }));
+    }
+    for _ in 0..200 {
+        if digits_stats(a).await["inference_stats"]["queue"]["count"].as_u64() >= Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let state = s.state.clone();
+    s.shutdown().await;
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let n: usize = r.headers["inference-header-content-length"].parse().unwrap();
+        let head: Json = serde_json::from_slice(&r.body[..n]).unwrap();
+        let rows = head["outputs"][0]["shape"][0].as_u64().unwrap();
+        assert_eq!(r.body.len() - n, rows as usize * 8);
+    }
+    assert!(!state.is_ready());
+    assert!(tokio::net::TcpStream::connect(a).await.is_err(), "still accepting after shutdown");
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_floods_keep_memory_bounded() {
+    if !std::path::Path::new("/proc/self/status").exists() {
+        return;
+    }
+    let (s, _dir) = digits_server("memory", "instances = 1\nqueue_size = 2\n").await;
+    let a = s.http_addr;
+    let (body, hlen) = digits_binary_request(4000);
+    let mut after = Vec::new();
+    for _round in 0..4 {
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move {
+                call(a, "POST", "/v2/models/digits/infer", &[("Inference-Header-Content-Length", hlen.to_string())], &body).await.status
+            }));
+        }
+        for t in tasks {
+            let st = t.await.unwrap();
+            assert!(st == 200 || st == 503, "{st}");
+        }
+        after.push(rss_kib());
+    }
+    // Later floods reuse what the first one allocated: no growth beyond allocator noise.
+    assert!(after[3] < after[0] + 48 * 1024, "RSS grew from {} KiB to {} KiB", after[0], after[3]);
+    assert_eq!(post_json(a, "/v2/models/iris/infer", &iris_request()).await.status, 404);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limits_are_per_key() {
+    let key = |k: &str, rate: Option<f64>| kiln_server::config::ApiKey {
+        sha256: kiln_server::auth::hash_key(k),
+        models: vec![],
+        rate_per_sec: rate,
+        burst: Some(2.0),
+    };
+    let cfg = ServerConfig { api_keys: vec![key("slow", Some(0.1)), key("fast", None)], ..base_config() };
+    let s = kiln_server::start(cfg, Repository::builtin().unwrap()).await.unwrap();
+    let a = s.http_addr;
+    let body = iris_request().to_string();
+    let with = |k: &str| [("Authorization", format!("Bearer {k}"))];
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(call(a, "POST", "/v2/models/iris/infer", &with("slow"), body.as_bytes()).await.status);
+    }
+    assert_eq!(statuses, vec![200, 200, 429, 429]);
+    let r = call(a, "POST", "/v2/models/iris/infer", &with("slow"), body.as_bytes()).await;
+    assert_eq!(r.status, 429);
+    let wait: u64 = r.headers["retry-after"].parse().unwrap();
+    assert!((1..=10).contains(&wait), "{wait}");
+    // The other key has its own (unlimited) budget.
+    for _ in 0..10 {
+        assert_eq!(call(a, "POST", "/v2/models/iris/infer", &with("fast"), body.as_bytes()).await.status, 200);
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn cheap_requests_run_inline_and_give_the_same_answers() {
+    let s = builtin().await;
+    let a = s.http_addr;
+    for i in 0..40 {
+        let row = IRIS_ROWS[i % 2];
+        let req = json!({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": row}]});
+        let r = post_json(a, "/v2/models/iris/infer", &req).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["outputs"][0]["data"], json!([if i % 2 == 0 { 0 } else { 2 }]));
+    }
+    let st = call(a, "GET", "/v2/models/iris/stats", &[], b"").await.json();
+    let is = &st["model_stats"][0]["inference_stats"];
+    assert_eq!(is["success"]["count"], 40);
+    assert!(is["queue"]["count"].as_u64().unwrap() < 40, "every request was queued: {is}");
+    // Percent-encoded and versioned paths go through the router and still work.
+    assert_eq!(post_json(a, "/v2/models/ir%69s/infer", &iris_request()).await.status, 200);
+    assert_eq!(post_json(a, "/v2/models/iris/versions/1/infer", &iris_request()).await.status, 200);
+    assert_eq!(post_json(a, "/v2/models//infer", &iris_request()).await.status, 404);
+    s.shutdown().await;
+}
