@@ -377,15 +377,18 @@ impl Forest {
     }
 
     fn block<T: Feat>(&self, layout: &Layout<T>, x: &[T], cols: usize, s: &mut [T], h: &mut [bool]) {
-        match (self.uniform, self.any_mvt) {
+        // Missing-value tracking only matters for blocks that contain NaN.
+        let nan = self.any_mvt && x.iter().any(|v| v.is_nan());
+        match (self.uniform, nan) {
             (Some(Mode::Leq), false) => self.block_mode::<T, 0, false>(layout, x, cols, s, h),
             (Some(Mode::Leq), true) => self.block_mode::<T, 0, true>(layout, x, cols, s, h),
             (Some(Mode::Lt), false) => self.block_mode::<T, 1, false>(layout, x, cols, s, h),
             (Some(Mode::Lt), true) => self.block_mode::<T, 1, true>(layout, x, cols, s, h),
-            (Some(Mode::Gte), _) => self.block_mode::<T, 2, true>(layout, x, cols, s, h),
-            (Some(Mode::Gt), _) => self.block_mode::<T, 3, true>(layout, x, cols, s, h),
+            (Some(Mode::Gte), false) => self.block_mode::<T, 2, false>(layout, x, cols, s, h),
+            (Some(Mode::Gte), true) => self.block_mode::<T, 2, true>(layout, x, cols, s, h),
+            (Some(Mode::Gt), false) => self.block_mode::<T, 3, false>(layout, x, cols, s, h),
+            (Some(Mode::Gt), true) => self.block_mode::<T, 3, true>(layout, x, cols, s, h),
             (Some(Mode::Eq), _) => self.block_mode::<T, 4, true>(layout, x, cols, s, h),
-            (Some(Mode::Neq), _) => self.block_mode::<T, 5, true>(layout, x, cols, s, h),
             _ => self.block_mode::<T, 255, true>(layout, x, cols, s, h),
         }
     }
@@ -393,8 +396,16 @@ impl Forest {
     /// One step of a walk from slot `i` for the row `x` (a leaf stays where it is).
     #[inline(always)]
     fn step<T: Feat, const M: u8, const NAN: bool>(&self, nodes: &[Node<T>], i: u32, x: &[T]) -> u32 {
-        let n = nodes[i as usize];
-        let v = x[(n.feat & !MVT) as usize];
+        debug_assert!((i as usize) < nodes.len());
+        // SAFETY: walks start at roots and move to `child` or `child + 1` of a decision node,
+        // which `compile` created as slots, or stay on a leaf; so `i` is always a valid slot.
+        let n = unsafe { *nodes.get_unchecked(i as usize) };
+        let f = (n.feat & !MVT) as usize;
+        debug_assert!(f < x.len());
+        // SAFETY: a decision node's feature is below `min_features` and a leaf's is 0; `scores`
+        // checked that rows have at least `min_features` values, and walks only run when some
+        // decision node exists (so `min_features` >= 1).
+        let v = unsafe { *x.get_unchecked(f) };
         let t = n.thr;
         let mode = if M == 255 { self.modes[i as usize] } else { M };
         let c = match mode {
@@ -1135,6 +1146,65 @@ mod tests {
         let (s, h) = f.scores(&f.l32, &[5.0f32, 4.0, 1.0], 3, 1).unwrap();
         assert_eq!(s, vec![0.0, 7.0, 3.0, 0.0, 4.0, 0.0]);
         assert_eq!(h, vec![false, true, true, false, true, false]);
+    }
+
+    /// Three trees: A `x0 <= 1` (NaN goes true) → 1 | 2; B `x1 <= 0` → (C `x0 <= 5` → 10 | 20) | 30;
+    /// and a lone leaf 100.
+    fn three_trees() -> Forest {
+        let mut a = interior("a", 0, 1.0, Mode::Leq, Ref::Leaf(0), Ref::Leaf(1));
+        a.mvt = true;
+        let src = Source {
+            nodes: vec![
+                a,
+                interior("b", 1, 0.0, Mode::Leq, Ref::Node(2), Ref::Leaf(4)),
+                interior("c", 0, 5.0, Mode::Leq, Ref::Leaf(2), Ref::Leaf(3)),
+            ],
+            leaves: vec![vec![(0, 1.0)], vec![(0, 2.0)], vec![(0, 10.0)], vec![(0, 20.0)], vec![(0, 30.0)], vec![(0, 100.0)]],
+            roots: vec![Ref::Node(0), Ref::Node(1), Ref::Leaf(5)],
+        };
+        Forest::compile(src, 1, Agg::Sum).unwrap()
+    }
+
+    #[test]
+    fn batches_and_single_rows_walk_alike() {
+        let nan = f32::NAN;
+        let x = [
+            0.0, -1.0, 3.0, -1.0, 6.0, -1.0, 0.0, 1.0, nan, -1.0, 0.0, nan, 2.0, 0.0, 1.0, 0.0, 7.0, 5.0, nan, nan, -5.0,
+            -5.0,
+        ];
+        let want = [111.0, 112.0, 122.0, 131.0, 121.0, 131.0, 112.0, 111.0, 132.0, 131.0, 111.0];
+        let f = three_trees();
+        // 11 rows: one full group of rows and a short one.
+        let (s, h) = f.scores(&f.l32, &x, 11, 2).unwrap();
+        assert_eq!(s, want);
+        assert!(h.iter().all(|&b| b));
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        assert_eq!(f.scores(&f.l64, &x64, 11, 2).unwrap().0, want.map(f64::from));
+        // One row at a time walks the trees together instead.
+        for (r, w) in want.iter().enumerate() {
+            assert_eq!(f.scores(&f.l32, &x[2 * r..2 * r + 2], 1, 2).unwrap().0, vec![*w], "row {r}");
+        }
+        // Without NaN in the block the missing-value branch is not needed; results are the same.
+        let (s, _) = f.scores(&f.l32, &x[..8], 4, 2).unwrap();
+        assert_eq!(s, want[..4]);
+    }
+
+    #[test]
+    fn only_leaves_reads_no_features() {
+        let src = Source { nodes: vec![], leaves: vec![vec![(0, 4.0)], vec![(0, 0.5)]], roots: vec![Ref::Leaf(0), Ref::Leaf(1)] };
+        let f = Forest::compile(src, 1, Agg::Sum).unwrap();
+        assert_eq!(f.scores(&f.l32, &[], 9, 0).unwrap().0, vec![4.5; 9]);
+    }
+
+    #[test]
+    fn neq_is_true_for_nan() {
+        let src = Source {
+            nodes: vec![interior("n", 0, 2.0, Mode::Neq, Ref::Leaf(0), Ref::Leaf(1))],
+            leaves: vec![vec![(0, 1.0)], vec![(0, 2.0)]],
+            roots: vec![Ref::Node(0)],
+        };
+        let f = Forest::compile(src, 1, Agg::Sum).unwrap();
+        assert_eq!(f.scores(&f.l32, &[2.0, 3.0, f32::NAN], 3, 1).unwrap().0, vec![2.0, 1.0, 1.0]);
     }
 
     #[test]
