@@ -308,6 +308,44 @@ def fx_scaler_normalizer():
     return skl(m, x), {"X": x[-N_TEST:]}
 
 
+def tokenizer_graph(name, text_shape, nodes):
+    from onnx import TensorProto, helper
+
+    outs = [helper.make_tensor_value_info(o, TensorProto.STRING, None) for _, o in nodes]
+    made = [helper.make_node("Tokenizer", ["text"], [o], name=o, domain="com.microsoft", **attrs)
+            for attrs, o in nodes]
+    g = helper.make_graph(made, name, [helper.make_tensor_value_info("text", TensorProto.STRING, text_shape)],
+                          outs)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+
+
+def fx_tokenizer_2d():
+    # com.microsoft Tokenizer in each of its modes on an [N, C] input.
+    nodes = [
+        (dict(mark=1, mincharnum=1, pad_value="<pad>", separators=[" ", "[,.;]+", "ab|abc"]), "separators"),
+        (dict(mark=0, mincharnum=2, pad_value="#", tokenexp=r"\w+|[a-z]+-[a-z]+"), "tokenexp"),
+        (dict(mark=1, mincharnum=1, pad_value="", separators=[""]), "chars"),
+        (dict(mark=0, mincharnum=1, pad_value="#", tokenexp="."), "chars_exp"),
+        (dict(mark=1, mincharnum=1, pad_value="#", tokenexp="[0-9]+"), "no_tokens"),
+    ]
+    text = np.array([["the quick-brown fox, jumps.", "abcabd xab;ab"],
+                     ["", "héllo wörld; naïve-ish"],
+                     ["a b  c", "x,,y..z ; w"]])
+    return tokenizer_graph("tokenizer_2d", [None, 2], nodes), {"text": text}
+
+
+def fx_tokenizer_1d():
+    # [C] input; the default TfidfVectorizer-style expression, stricter minimum lengths.
+    nodes = [
+        (dict(mark=1, mincharnum=1, pad_value="#", tokenexp="[a-zA-Z0-9_]+"), "words"),
+        (dict(mark=0, mincharnum=3, pad_value="_", tokenexp="[a-z]+"), "long_words"),
+        (dict(mark=0, mincharnum=3, pad_value="_", separators=[r"\s+", "-"]), "long_pieces"),
+        (dict(mark=0, mincharnum=1, pad_value="_", separators=[r"\bis\b"]), "split_is"),
+    ]
+    text = np.array(["This is a test-case, isn't it?", "   ", "island is big", "x1 y22 z333 ab-cd-efg"])
+    return tokenizer_graph("tokenizer_1d", [None], nodes), {"text": text}
+
+
 def fx_tfidf():
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -442,6 +480,8 @@ FIXTURES = {
     "pca": fx_pca,
     "scaler_normalizer_binarizer": fx_scaler_normalizer,
     "tfidf_logreg": fx_tfidf,
+    "tokenizer_2d": fx_tokenizer_2d,
+    "tokenizer_1d": fx_tokenizer_1d,
     "pipeline_columns": fx_pipeline_columns,
     "pipeline_impute_rf": fx_pipeline_tree,
     "xgb_binary": lambda: xgb_model("binary"),

@@ -135,7 +135,7 @@ fn run_fixture(dir: &Path, entry: &Json) -> Result<(), String> {
 }
 
 /// Fixtures that need an op Kiln lacks: they must fail to load with an error naming that op.
-const KNOWN_UNSUPPORTED: &[(&str, &str)] = &[("tfidf_logreg", "Tokenizer")];
+const KNOWN_UNSUPPORTED: &[(&str, &str)] = &[];
 
 #[test]
 fn ml_fixtures_match_onnxruntime() {

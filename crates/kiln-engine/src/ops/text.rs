@@ -1,7 +1,9 @@
-//! String operators: StringNormalizer, StringConcat, StringSplit, RegexFullMatch, TfIdfVectorizer.
+//! String operators: StringNormalizer, StringConcat, StringSplit, RegexFullMatch, TfIdfVectorizer,
+//! and com.microsoft Tokenizer.
 
 mod re2;
 mod tfidf;
+mod tokenizer;
 
 use std::collections::HashSet;
 
@@ -19,6 +21,7 @@ pub fn register(r: &mut Registry) {
     r.add("StringSplit", 20, build_string_split);
     r.add("RegexFullMatch", 20, build_regex_full_match);
     r.add("TfIdfVectorizer", 9, tfidf::build);
+    r.add_in("com.microsoft", "Tokenizer", 1, tokenizer::build);
 }
 
 /// Input `i` as a string tensor.

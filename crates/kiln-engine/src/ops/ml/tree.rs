@@ -1,9 +1,13 @@
 //! Tree ensembles: TreeEnsembleClassifier, TreeEnsembleRegressor (ai.onnx.ml 1/3) and
 //! TreeEnsemble (ai.onnx.ml 5). At load each ensemble is validated (every branch target exists,
 //! no cycles) and compiled into one flat node array in breadth-first order where the two children
-//! of a node are adjacent, so a step is `next = child + !condition`; leaves carry their folded
-//! single-target value inline and index a compact (target, weight) table otherwise. Batches are
-//! evaluated block by block (trees outer, rows inner, so a tree stays in cache), blocks in parallel.
+//! of a node are adjacent, so a step is `next = child + !condition`. A leaf steps to itself (its
+//! threshold is NaN, so every comparison is false and `child + 1` is the leaf), which lets several
+//! walks advance in lockstep without per-walk branches until none of them moves: groups of rows
+//! through one tree for batches, groups of trees for one row otherwise. Per slot, leaves have
+//! their folded single-target value and an index into a compact (target, weight) table. Batches
+//! are evaluated block by block (trees outer, rows inner, so a tree stays in cache), blocks in
+//! parallel.
 
 use std::collections::HashMap;
 
@@ -14,8 +18,9 @@ use crate::error::{OpError, OpResult};
 use crate::op::{Inputs, NodeInfo, Op};
 use crate::{bail, ensure};
 
-const LEAF: u32 = u32::MAX;
 const MVT: u32 = 1 << 31;
+/// Walks advanced together.
+const LANES: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -125,8 +130,8 @@ impl Feat for f64 {
 }
 
 /// One compiled node: a decision (`feat` = feature index, bit 31 set when NaN goes to the true
-/// branch; children at `child` (true) and `child + 1` (false)) or a leaf (`feat == LEAF`, `child`
-/// = leaf index, `thr` = the leaf's weights folded for a single target).
+/// branch; children at `child` (true) and `child + 1` (false)) or a leaf (`feat` = 0, `thr` =
+/// NaN, `child` = its own slot - 1, wrapping, so that a step stays on it).
 #[derive(Clone, Copy, Debug)]
 struct Node<T> {
     thr: T,
@@ -136,6 +141,8 @@ struct Node<T> {
 
 struct Layout<T> {
     nodes: Vec<Node<T>>,
+    /// Per slot: the leaf's weights folded for a single target (0 for decision nodes).
+    leaf_val: Vec<T>,
     leaf_w: Vec<T>,
 }
 
@@ -155,11 +162,15 @@ pub(crate) struct Forest {
     /// Per-slot index into `member_sets` (MEMBER nodes only).
     member_of: Vec<u32>,
     member_sets: Vec<Vec<f64>>,
+    /// Per slot: the leaf index (0 for decision nodes).
+    leaf_of: Vec<u32>,
     leaf_start: Vec<u32>,
     leaf_target: Vec<u32>,
     leaf_has: Vec<bool>,
     /// Number of features X must have at least.
     min_features: usize,
+    /// Whether any tree has a decision node (otherwise no walk reads X).
+    has_interior: bool,
 }
 
 const MAX_SLOTS: usize = 1 << 28;
@@ -250,13 +261,16 @@ impl Forest {
         let mixed = {
             let mut it = src.nodes.iter().map(|n| n.mode);
             let first = it.next();
-            first == Some(Mode::Member) || it.any(|m| Some(m) != first)
+            // NEQ is true against a leaf's NaN threshold, so it needs per-slot modes (leaves: LEQ).
+            matches!(first, Some(Mode::Member | Mode::Neq)) || it.any(|m| Some(m) != first)
         };
         let uniform = if mixed { None } else { Some(src.nodes.first().map(|n| n.mode).unwrap_or(Mode::Leq)) };
         let any_mvt = src.nodes.iter().any(|n| n.mvt);
         let mut slots: Vec<Ref> = Vec::new();
         let mut roots = Vec::with_capacity(src.roots.len());
         let mut nodes64: Vec<Node<f64>> = Vec::new();
+        let mut leaf_val64: Vec<f64> = Vec::new();
+        let mut leaf_of: Vec<u32> = Vec::new();
         let mut modes = Vec::new();
         let mut member_of = Vec::new();
         let mut member_sets: Vec<Vec<f64>> = Vec::new();
@@ -269,8 +283,14 @@ impl Forest {
             while q < slots.len() {
                 ensure!(slots.len() < MAX_SLOTS, "tree ensemble is too large");
                 let node = match slots[q] {
-                    Ref::Leaf(l) => Node { thr: folded[l], feat: LEAF, child: l as u32 },
+                    Ref::Leaf(l) => {
+                        leaf_val64.push(folded[l]);
+                        leaf_of.push(l as u32);
+                        Node { thr: f64::NAN, feat: 0, child: (q as u32).wrapping_sub(1) }
+                    }
                     Ref::Node(i) => {
+                        leaf_val64.push(0.0);
+                        leaf_of.push(0);
                         let s = &src.nodes[i];
                         let child = slots.len() as u32;
                         slots.push(s.t);
@@ -304,22 +324,25 @@ impl Forest {
             }
         }
         let nodes32 = nodes64.iter().map(|n| Node { thr: n.thr as f32, feat: n.feat, child: n.child }).collect();
+        let leaf_val32 = leaf_val64.iter().map(|&v| v as f32).collect();
         Ok(Forest {
             fold: if one_target && matches!(agg, Agg::Sum | Agg::Average) { Some(fold_target) } else { None },
             n_targets,
             agg,
             roots,
-            l32: Layout { nodes: nodes32, leaf_w: leaf_w64.iter().map(|&w| w as f32).collect() },
-            l64: Layout { nodes: nodes64, leaf_w: leaf_w64 },
+            l32: Layout { nodes: nodes32, leaf_val: leaf_val32, leaf_w: leaf_w64.iter().map(|&w| w as f32).collect() },
+            l64: Layout { nodes: nodes64, leaf_val: leaf_val64, leaf_w: leaf_w64 },
             modes,
             uniform,
             any_mvt,
             member_of,
             member_sets,
+            leaf_of,
             leaf_start,
             leaf_target,
             leaf_has,
             min_features,
+            has_interior: !src.nodes.is_empty(),
         })
     }
 
@@ -354,43 +377,97 @@ impl Forest {
     }
 
     fn block<T: Feat>(&self, layout: &Layout<T>, x: &[T], cols: usize, s: &mut [T], h: &mut [bool]) {
-        match (self.uniform, self.any_mvt) {
+        // Missing-value tracking only matters for blocks that contain NaN.
+        let nan = self.any_mvt && x.iter().any(|v| v.is_nan());
+        match (self.uniform, nan) {
             (Some(Mode::Leq), false) => self.block_mode::<T, 0, false>(layout, x, cols, s, h),
             (Some(Mode::Leq), true) => self.block_mode::<T, 0, true>(layout, x, cols, s, h),
             (Some(Mode::Lt), false) => self.block_mode::<T, 1, false>(layout, x, cols, s, h),
             (Some(Mode::Lt), true) => self.block_mode::<T, 1, true>(layout, x, cols, s, h),
-            (Some(Mode::Gte), _) => self.block_mode::<T, 2, true>(layout, x, cols, s, h),
-            (Some(Mode::Gt), _) => self.block_mode::<T, 3, true>(layout, x, cols, s, h),
+            (Some(Mode::Gte), false) => self.block_mode::<T, 2, false>(layout, x, cols, s, h),
+            (Some(Mode::Gte), true) => self.block_mode::<T, 2, true>(layout, x, cols, s, h),
+            (Some(Mode::Gt), false) => self.block_mode::<T, 3, false>(layout, x, cols, s, h),
+            (Some(Mode::Gt), true) => self.block_mode::<T, 3, true>(layout, x, cols, s, h),
             (Some(Mode::Eq), _) => self.block_mode::<T, 4, true>(layout, x, cols, s, h),
-            (Some(Mode::Neq), _) => self.block_mode::<T, 5, true>(layout, x, cols, s, h),
             _ => self.block_mode::<T, 255, true>(layout, x, cols, s, h),
         }
     }
 
+    /// One step of a walk from slot `i` for the row `x` (a leaf stays where it is).
     #[inline(always)]
-    fn leaf<T: Feat, const M: u8, const NAN: bool>(&self, nodes: &[Node<T>], mut i: usize, x: &[T]) -> usize {
-        loop {
-            let n = nodes[i];
-            if n.feat == LEAF {
-                return i;
+    fn step<T: Feat, const M: u8, const NAN: bool>(&self, nodes: &[Node<T>], i: u32, x: &[T]) -> u32 {
+        debug_assert!((i as usize) < nodes.len());
+        // SAFETY: walks start at roots and move to `child` or `child + 1` of a decision node,
+        // which `compile` created as slots, or stay on a leaf; so `i` is always a valid slot.
+        let n = unsafe { *nodes.get_unchecked(i as usize) };
+        let f = (n.feat & !MVT) as usize;
+        debug_assert!(f < x.len());
+        // SAFETY: a decision node's feature is below `min_features` and a leaf's is 0; `scores`
+        // checked that rows have at least `min_features` values, and walks only run when some
+        // decision node exists (so `min_features` >= 1).
+        let v = unsafe { *x.get_unchecked(f) };
+        let t = n.thr;
+        let mode = if M == 255 { self.modes[i as usize] } else { M };
+        let c = match mode {
+            0 => v <= t,
+            1 => v < t,
+            2 => v >= t,
+            3 => v > t,
+            4 => v == t,
+            5 => v != t,
+            _ => {
+                let vf = v.to_f64();
+                self.member_sets[self.member_of[i as usize] as usize].iter().any(|&m| m == vf)
             }
-            let v = x[(n.feat & !MVT) as usize];
-            let t = n.thr;
-            let mode = if M == 255 { self.modes[i] } else { M };
-            let c = match mode {
-                0 => v <= t,
-                1 => v < t,
-                2 => v >= t,
-                3 => v > t,
-                4 => v == t,
-                5 => v != t,
-                _ => {
-                    let vf = v.to_f64();
-                    self.member_sets[self.member_of[i] as usize].iter().any(|&m| m == vf)
+        };
+        let go = c | (NAN & ((n.feat & MVT) != 0) & v.is_nan());
+        n.child.wrapping_add((!go) as u32)
+    }
+
+    /// Advances `LANES` walks (slot `idx[j]` on row `xs[j]`) together until all are at leaves.
+    #[inline(always)]
+    fn walk<T: Feat, const M: u8, const NAN: bool>(&self, nodes: &[Node<T>], idx: &mut [u32; LANES], xs: &[&[T]; LANES]) {
+        loop {
+            let mut moved = false;
+            for j in 0..LANES {
+                let next = self.step::<T, M, NAN>(nodes, idx[j], xs[j]);
+                moved |= next != idx[j];
+                idx[j] = next;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Adds the leaf at `slot` to the scores `s`/flags `h` of one row.
+    #[inline(always)]
+    fn accumulate<T: Feat>(&self, layout: &Layout<T>, slot: u32, s: &mut [T], h: &mut [bool]) {
+        let slot = slot as usize;
+        if let Some(k) = self.fold {
+            s[k] = s[k].add(layout.leaf_val[slot]);
+            h[k] |= self.leaf_has[self.leaf_of[slot] as usize];
+            return;
+        }
+        let leaf = self.leaf_of[slot] as usize;
+        let (a, b) = (self.leaf_start[leaf] as usize, self.leaf_start[leaf + 1] as usize);
+        for k in a..b {
+            let t = self.leaf_target[k] as usize;
+            let w = layout.leaf_w[k];
+            match self.agg {
+                Agg::Sum | Agg::Average => s[t] = s[t].add(w),
+                Agg::Min => {
+                    if !h[t] || w < s[t] {
+                        s[t] = w
+                    }
                 }
-            };
-            let go = c || (NAN && (n.feat & MVT) != 0 && v.is_nan());
-            i = n.child as usize + (!go) as usize;
+                Agg::Max => {
+                    if !h[t] || w > s[t] {
+                        s[t] = w
+                    }
+                }
+            }
+            h[t] = true;
         }
     }
 
@@ -405,42 +482,43 @@ impl Forest {
         let nt = self.n_targets;
         let nodes = &layout.nodes[..];
         let rows = s.len() / nt;
-        if let Some(k) = self.fold {
+        let row = |r: usize| &x[r * cols..(r + 1) * cols];
+        if !self.has_interior {
             for &root in &self.roots {
                 for r in 0..rows {
-                    let l = self.leaf::<T, M, NAN>(nodes, root as usize, &x[r * cols..(r + 1) * cols]);
-                    let node = nodes[l];
-                    let i = r * nt + k;
-                    s[i] = s[i].add(node.thr);
-                    h[i] |= self.leaf_has[node.child as usize];
+                    self.accumulate(layout, root, &mut s[r * nt..(r + 1) * nt], &mut h[r * nt..(r + 1) * nt]);
                 }
             }
             return;
         }
-        for &root in &self.roots {
-            for r in 0..rows {
-                let l = self.leaf::<T, M, NAN>(nodes, root as usize, &x[r * cols..(r + 1) * cols]);
-                let leaf = nodes[l].child as usize;
-                let (a, b) = (self.leaf_start[leaf] as usize, self.leaf_start[leaf + 1] as usize);
-                let sr = &mut s[r * nt..(r + 1) * nt];
-                let hr = &mut h[r * nt..(r + 1) * nt];
-                for k in a..b {
-                    let t = self.leaf_target[k] as usize;
-                    let w = layout.leaf_w[k];
-                    match self.agg {
-                        Agg::Sum | Agg::Average => sr[t] = sr[t].add(w),
-                        Agg::Min => {
-                            if !hr[t] || w < sr[t] {
-                                sr[t] = w
-                            }
-                        }
-                        Agg::Max => {
-                            if !hr[t] || w > sr[t] {
-                                sr[t] = w
-                            }
-                        }
+        if rows >= LANES {
+            // Groups of rows through one tree; a short last group repeats its last row.
+            for &root in &self.roots {
+                let mut r0 = 0;
+                while r0 < rows {
+                    let n = LANES.min(rows - r0);
+                    let xs: [&[T]; LANES] = std::array::from_fn(|j| row(r0 + j.min(n - 1)));
+                    let mut idx = [root; LANES];
+                    self.walk::<T, M, NAN>(nodes, &mut idx, &xs);
+                    for (j, &slot) in idx.iter().enumerate().take(n) {
+                        let r = r0 + j;
+                        self.accumulate(layout, slot, &mut s[r * nt..(r + 1) * nt], &mut h[r * nt..(r + 1) * nt]);
                     }
-                    hr[t] = true;
+                    r0 += n;
+                }
+            }
+        } else {
+            // Groups of trees for one row; a short last group repeats its last tree.
+            for r in 0..rows {
+                let xs = [row(r); LANES];
+                let (sr, hr) = (&mut s[r * nt..(r + 1) * nt], &mut h[r * nt..(r + 1) * nt]);
+                for group in self.roots.chunks(LANES) {
+                    let last = group.len() - 1;
+                    let mut idx: [u32; LANES] = std::array::from_fn(|j| group[j.min(last)]);
+                    self.walk::<T, M, NAN>(nodes, &mut idx, &xs);
+                    for &slot in &idx[..group.len()] {
+                        self.accumulate(layout, slot, sr, hr);
+                    }
                 }
             }
         }
@@ -1068,6 +1146,65 @@ mod tests {
         let (s, h) = f.scores(&f.l32, &[5.0f32, 4.0, 1.0], 3, 1).unwrap();
         assert_eq!(s, vec![0.0, 7.0, 3.0, 0.0, 4.0, 0.0]);
         assert_eq!(h, vec![false, true, true, false, true, false]);
+    }
+
+    /// Three trees: A `x0 <= 1` (NaN goes true) → 1 | 2; B `x1 <= 0` → (C `x0 <= 5` → 10 | 20) | 30;
+    /// and a lone leaf 100.
+    fn three_trees() -> Forest {
+        let mut a = interior("a", 0, 1.0, Mode::Leq, Ref::Leaf(0), Ref::Leaf(1));
+        a.mvt = true;
+        let src = Source {
+            nodes: vec![
+                a,
+                interior("b", 1, 0.0, Mode::Leq, Ref::Node(2), Ref::Leaf(4)),
+                interior("c", 0, 5.0, Mode::Leq, Ref::Leaf(2), Ref::Leaf(3)),
+            ],
+            leaves: vec![vec![(0, 1.0)], vec![(0, 2.0)], vec![(0, 10.0)], vec![(0, 20.0)], vec![(0, 30.0)], vec![(0, 100.0)]],
+            roots: vec![Ref::Node(0), Ref::Node(1), Ref::Leaf(5)],
+        };
+        Forest::compile(src, 1, Agg::Sum).unwrap()
+    }
+
+    #[test]
+    fn batches_and_single_rows_walk_alike() {
+        let nan = f32::NAN;
+        let x = [
+            0.0, -1.0, 3.0, -1.0, 6.0, -1.0, 0.0, 1.0, nan, -1.0, 0.0, nan, 2.0, 0.0, 1.0, 0.0, 7.0, 5.0, nan, nan, -5.0,
+            -5.0,
+        ];
+        let want = [111.0, 112.0, 122.0, 131.0, 121.0, 131.0, 112.0, 111.0, 132.0, 131.0, 111.0];
+        let f = three_trees();
+        // 11 rows: one full group of rows and a short one.
+        let (s, h) = f.scores(&f.l32, &x, 11, 2).unwrap();
+        assert_eq!(s, want);
+        assert!(h.iter().all(|&b| b));
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        assert_eq!(f.scores(&f.l64, &x64, 11, 2).unwrap().0, want.map(f64::from));
+        // One row at a time walks the trees together instead.
+        for (r, w) in want.iter().enumerate() {
+            assert_eq!(f.scores(&f.l32, &x[2 * r..2 * r + 2], 1, 2).unwrap().0, vec![*w], "row {r}");
+        }
+        // Without NaN in the block the missing-value branch is not needed; results are the same.
+        let (s, _) = f.scores(&f.l32, &x[..8], 4, 2).unwrap();
+        assert_eq!(s, want[..4]);
+    }
+
+    #[test]
+    fn only_leaves_reads_no_features() {
+        let src = Source { nodes: vec![], leaves: vec![vec![(0, 4.0)], vec![(0, 0.5)]], roots: vec![Ref::Leaf(0), Ref::Leaf(1)] };
+        let f = Forest::compile(src, 1, Agg::Sum).unwrap();
+        assert_eq!(f.scores(&f.l32, &[], 9, 0).unwrap().0, vec![4.5; 9]);
+    }
+
+    #[test]
+    fn neq_is_true_for_nan() {
+        let src = Source {
+            nodes: vec![interior("n", 0, 2.0, Mode::Neq, Ref::Leaf(0), Ref::Leaf(1))],
+            leaves: vec![vec![(0, 1.0)], vec![(0, 2.0)]],
+            roots: vec![Ref::Node(0)],
+        };
+        let f = Forest::compile(src, 1, Agg::Sum).unwrap();
+        assert_eq!(f.scores(&f.l32, &[2.0, 3.0, f32::NAN], 3, 1).unwrap().0, vec![2.0, 1.0, 1.0]);
     }
 
     #[test]
