@@ -1,15 +1,20 @@
-"""Side-by-side latency of Kiln (`kiln bench`) and onnxruntime on the same model and inputs.
+"""Side-by-side latency of Kiln (`kiln bench`) and onnxruntime on the same model and inputs,
+plus load time and peak memory.
 
 Usage: python bench/compare_ort.py MODEL_DIR [MODEL_DIR ...] [--threads N] [--duration S] [--rounds R] [--kiln PATH]
 Each MODEL_DIR holds model.onnx and test_data_set_0/input_<k>.npy (models/export_large.py layout).
 The two runtimes alternate for R rounds (the machine is shared and noisy); the table shows the
 median of each runtime's per-round medians and the Kiln/ORT ratio.
+Load: Kiln's `load_ms` (file to ready session) vs the time of onnxruntime's InferenceSession().
+Peak RSS: the `kiln bench` process's peak (wait4) vs the peak growth of a Python process that
+imports onnxruntime and numpy first, then loads and runs the model (its interpreter is not counted).
 """
 import argparse
 import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -29,6 +34,27 @@ def ort_median(sess, feeds, duration):
         sess.run(None, feeds)
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
+
+
+ORT_MEM = r"""
+import resource, sys, numpy as np, onnxruntime as ort
+model, threads, files = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
+s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+feeds = {i.name: np.load(f) for i, f in zip(s.get_inputs(), files)}
+for _ in range(5):
+    s.run(None, feeds)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+"""
+
+
+def kiln_peak_mb(cmd):
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, ru = os.wait4(p.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"{cmd} failed")
+    return ru.ru_maxrss / 1024
 
 
 def main():
@@ -52,18 +78,30 @@ def main():
         kiln_cmd = [a.kiln, "bench", model, "--threads", str(a.threads), "--duration", str(a.duration), "--json"]
         for n, f in zip(names, files):
             kiln_cmd += ["--input", f"{n}={f}"]
-        k_meds, o_meds = [], []
+        k_meds, o_meds, k_load, o_load = [], [], [], []
         for _ in range(a.rounds):
             out = subprocess.run(kiln_cmd, capture_output=True, text=True, check=True)
-            k_meds.append(json.loads(out.stdout)["median_ms"])
+            res = json.loads(out.stdout)
+            k_meds.append(res["median_ms"])
+            k_load.append(res["load_ms"])
             o_meds.append(ort_median(sess, feeds, a.duration))
+            t = time.perf_counter()
+            ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+            o_load.append((time.perf_counter() - t) * 1e3)
         k, o = statistics.median(k_meds), statistics.median(o_meds)
-        rows.append((os.path.basename(os.path.normpath(d)), k, o, k / o))
+        kl, ol = statistics.median(k_load), statistics.median(o_load)
+        k_mem = kiln_peak_mb([c if c != str(a.duration) else "0.5" for c in kiln_cmd])
+        o_mem = float(subprocess.run([sys.executable, "-c", ORT_MEM, model, str(a.threads), *files],
+                                     capture_output=True, text=True, check=True).stdout.strip())
+        rows.append((os.path.basename(os.path.normpath(d)), k, o, kl, ol, k_mem, o_mem))
     print(f"threads={a.threads}, onnxruntime {ort.__version__}")
-    print(f"| model | kiln ms | onnxruntime ms | kiln/ort |")
-    print(f"|---|---|---|---|")
-    for name, k, o, r in rows:
-        print(f"| {name} | {k:.2f} | {o:.2f} | {r:.2f} |")
+    print("| model | kiln ms | onnxruntime ms | kiln/ort | load kiln ms | load ort ms | kiln/ort | peak RSS kiln MB | ort MB | kiln/ort |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, k, o, kl, ol, km, om in rows:
+        print(f"| {name} | {k:.2f} | {o:.2f} | {k / o:.2f} | {kl:.1f} | {ol:.1f} | {kl / ol:.2f} | {km:.0f} | {om:.0f} | {km / max(om, 1e-9):.2f} |")
+    ratios = [r[1] / r[2] for r in rows]
+    geo = statistics.geometric_mean(ratios) if ratios else float("nan")
+    print(f"\ngeometric mean of latency ratios: {geo:.2f}")
 
 
 if __name__ == "__main__":
