@@ -50,7 +50,7 @@ fn dispatch(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scra
             Isa::Avx512 => return unsafe { dw_avx512(g, x, w, bias, y, scratch) },
             // SAFETY: AVX2 and FMA were detected on this machine.
             Isa::Avx2 => return unsafe { dw_avx2(g, x, w, bias, y, scratch) },
-            Isa::Generic => {}
+            _ => {}
         }
     }
     dw_body(g, x, w, bias, y, scratch)
