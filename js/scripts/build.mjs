@@ -1,6 +1,6 @@
 // Builds dist/: the engine for wasm32-unknown-unknown (simd128) with the `wasm` cargo profile
 // (fat LTO, one codegen unit, size-optimised), wasm-bindgen's ESM glue, then wasm-opt from the
-// binaryen npm package (KILN_WASM_OPT=0 skips it; KILN_WASM_OPT_LEVEL picks the level, default -Os).
+// binaryen npm package (KILN_WASM_OPT=0 skips it; KILN_WASM_OPT_LEVEL picks the level, default -Oz).
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
@@ -70,7 +70,7 @@ if (process.env.KILN_WASM_OPT !== '0') {
   if (wasmOpt) {
     const features = ['--enable-simd', '--enable-bulk-memory', '--enable-nontrapping-float-to-int', '--enable-sign-ext',
       '--enable-mutable-globals', '--enable-reference-types', '--enable-multivalue'];
-    const level = process.env.KILN_WASM_OPT_LEVEL ?? '-Os';
+    const level = process.env.KILN_WASM_OPT_LEVEL ?? '-Oz';
     run(process.execPath, [wasmOpt, level, ...features, '--strip-debug', '--strip-producers', wasmFile, '-o', wasmFile]);
   } else {
     console.log('build: wasm-opt needs the binaryen dev dependency (npm ci); skipping it');

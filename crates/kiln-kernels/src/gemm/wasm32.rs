@@ -15,6 +15,7 @@ const TMP_STRIDE: usize = NR;
 /// # Safety
 /// `a` readable for MR·kc floats, `b` for w·kc floats; `out` and the bias pointers valid for the
 /// tile's rows and columns.
+#[inline(never)]
 pub(crate) unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
     if w > VL {
         tile::<MR, 2>(kc, a, b, out, ep)
