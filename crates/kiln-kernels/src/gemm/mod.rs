@@ -51,7 +51,7 @@ impl KernelInfo {
             #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
             Isa::Avx512 => KernelInfo { isa, mr: x86::MR_AVX512, nr: 32, vl: 16, kc: 256, mc: 192, nc: 2048 },
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            Isa::Simd128 => KernelInfo { isa, mr: wasm32::MR, nr: wasm32::NR, vl: wasm32::VL, kc: 256, mc: 120, nc: 1024 },
+            Isa::Simd128 => KernelInfo { isa, mr: wasm32::MR, nr: wasm32::NR, vl: wasm32::VL, kc: 256, mc: 128, nc: 1024 },
         }
     }
 

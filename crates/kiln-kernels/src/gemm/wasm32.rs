@@ -4,7 +4,7 @@ use core::arch::wasm32::*;
 
 use super::{store_tile_scalar, TileEp, TileOut};
 
-pub(crate) const MR: usize = 6;
+pub(crate) const MR: usize = 4;
 pub(crate) const NR: usize = 8;
 pub(crate) const VL: usize = 4;
 
