@@ -1,8 +1,11 @@
 // Node latency of kiln-ml and onnxruntime-web (wasm backend, SIMD, 1 thread) on the same models
 // and inputs, in the same process: session creation and median/p90 run time, with ratios.
 //
-// node bench.mjs [MODEL_DIR ...]   (default: ../../models/large/{resnet18,mobilenet_v3_small,bert})
-// Each MODEL_DIR holds model.onnx, meta.json and test_data_set_0/input_k.npy.
+// node bench.mjs [MODEL_DIR ...] [--rows=N] [--json]
+//   (default: ../../models/large/{resnet18,mobilenet_v3_small,bert})
+// Each MODEL_DIR holds model.onnx, meta.json and test_data_set_0/input_k.npy, or is a classic-ML
+// fixture listed in its parent's MANIFEST.json (models/ml/*: model.onnx and input_k.npy); --rows=N
+// repeats a classic-ML fixture's input rows up to N rows.
 // KILN_BENCH_RUNS (default 20) and KILN_BENCH_WARMUP (default 3) set the run counts; --json prints JSON.
 
 import { readFileSync, existsSync } from 'node:fs';
@@ -15,6 +18,8 @@ import { parseNpy } from '../test/npy.mjs';
 const here = dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const json = process.argv.includes('--json');
+const rowsArg = process.argv.find((a) => a.startsWith('--rows='));
+const ROWS = rowsArg ? Number(rowsArg.slice('--rows='.length)) : 0;
 const largeDir = join(here, '..', '..', 'models', 'large');
 const dirs = args.length > 0 ? args : ['resnet18', 'mobilenet_v3_small', 'bert'].map((n) => join(largeDir, n));
 const RUNS = Number(process.env.KILN_BENCH_RUNS ?? 20);
@@ -59,22 +64,43 @@ await kiln.initWasm();
   await warm?.release();
 }
 
+/// Repeats the rows (first dimension) of `t` until it has `rows` rows (0: unchanged).
+function tileRows(t, rows) {
+  if (!rows || t.dims.length === 0 || t.dims[0] === 0) return t;
+  const per = t.data.length / t.dims[0];
+  const data = new t.data.constructor(rows * per);
+  for (let r = 0; r < rows; r++) data.set(t.data.subarray((r % t.dims[0]) * per, (r % t.dims[0] + 1) * per), r * per);
+  return { ...t, data, dims: [rows, ...t.dims.slice(1)] };
+}
+
 const results = [];
 for (const dir of dirs) {
   if (!existsSync(join(dir, 'model.onnx'))) {
     console.error(`skipping ${dir}: no model.onnx`);
     continue;
   }
-  const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8'));
   const inputs = {};
-  meta.inputs.forEach((inp, k) => {
-    inputs[inp.name] = parseNpy(readFileSync(join(dir, 'test_data_set_0', `input_${k}.npy`)));
-  });
+  let label = basename(dir);
+  if (existsSync(join(dir, 'meta.json'))) {
+    const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8'));
+    meta.inputs.forEach((inp, k) => {
+      inputs[inp.name] = parseNpy(readFileSync(join(dir, 'test_data_set_0', `input_${k}.npy`)));
+    });
+  } else {
+    const manifest = JSON.parse(readFileSync(join(dir, '..', 'MANIFEST.json'), 'utf8'));
+    const fx = manifest.fixtures.find((f) => f.name === basename(dir));
+    if (!fx) {
+      console.error(`skipping ${dir}: no meta.json and not in ../MANIFEST.json`);
+      continue;
+    }
+    for (const inp of fx.inputs) inputs[inp.name] = tileRows(parseNpy(readFileSync(join(dir, inp.file))), ROWS);
+    label = `${basename(dir)} (${Object.values(inputs)[0].dims[0]} rows)`;
+  }
   const bytes = new Uint8Array(readFileSync(join(dir, 'model.onnx')));
   const k = await bench(kiln, bytes, inputs);
   const o = await bench(ort, bytes, inputs);
   const row = {
-    model: basename(dir),
+    model: label,
     kiln_median_ms: k.median, kiln_p90_ms: k.p90, kiln_create_ms: k.createMs,
     ort_median_ms: o.median, ort_p90_ms: o.p90, ort_create_ms: o.createMs,
     run_ratio: k.median / o.median, create_ratio: k.createMs / o.createMs,

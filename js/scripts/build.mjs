@@ -1,5 +1,6 @@
-// Builds dist/: the engine for wasm32-unknown-unknown (simd128), wasm-bindgen's ESM glue, and
-// with KILN_WASM_OPT=1, wasm-opt -O3 from the binaryen npm package (slow: minutes).
+// Builds dist/: the engine for wasm32-unknown-unknown (simd128) with the `wasm` cargo profile
+// (fat LTO, one codegen unit, size-optimised), wasm-bindgen's ESM glue, then wasm-opt from the
+// binaryen npm package (KILN_WASM_OPT=0 skips it; KILN_WASM_OPT_LEVEL picks the level, default -Oz).
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
@@ -47,16 +48,16 @@ if (env.RUSTFLAGS !== undefined && !env.RUSTFLAGS.includes('simd128')) {
   // RUSTFLAGS overrides .cargo/config.toml's target rustflags: keep simd128 on.
   env.RUSTFLAGS = `${env.RUSTFLAGS} -C target-feature=+simd128`;
 }
-run('cargo', ['build', '--target', 'wasm32-unknown-unknown', '--release', '-p', 'kiln-wasm'], { cwd: root, env });
+run('cargo', ['build', '--target', 'wasm32-unknown-unknown', '--profile', 'wasm', '-p', 'kiln-wasm'], { cwd: root, env });
 
 const targetDir = env.CARGO_TARGET_DIR ?? join(root, 'target');
-const built = join(targetDir, 'wasm32-unknown-unknown', 'release', 'kiln_wasm.wasm');
+const built = join(targetDir, 'wasm32-unknown-unknown', 'wasm', 'kiln_wasm.wasm');
 if (!existsSync(built)) fail(`${built} was not produced`);
 mkdirSync(dist, { recursive: true });
 run('wasm-bindgen', ['--target', 'web', '--weak-refs', '--no-typescript', '--remove-name-section', '--remove-producers-section', '--out-dir', dist, '--out-name', 'kiln_wasm', built]);
 
 const wasmFile = join(dist, 'kiln_wasm_bg.wasm');
-if (process.env.KILN_WASM_OPT === '1') {
+if (process.env.KILN_WASM_OPT !== '0') {
   let wasmOpt = null;
   try {
     const require = createRequire(join(jsDir, 'package.json'));
@@ -69,9 +70,10 @@ if (process.env.KILN_WASM_OPT === '1') {
   if (wasmOpt) {
     const features = ['--enable-simd', '--enable-bulk-memory', '--enable-nontrapping-float-to-int', '--enable-sign-ext',
       '--enable-mutable-globals', '--enable-reference-types', '--enable-multivalue'];
-    run(process.execPath, [wasmOpt, '-O3', ...features, wasmFile, '-o', wasmFile]);
+    const level = process.env.KILN_WASM_OPT_LEVEL ?? '-Oz';
+    run(process.execPath, [wasmOpt, level, ...features, '--strip-debug', '--strip-producers', wasmFile, '-o', wasmFile]);
   } else {
-    console.log('build: KILN_WASM_OPT=1 needs the binaryen dev dependency (npm ci); skipping wasm-opt');
+    console.log('build: wasm-opt needs the binaryen dev dependency (npm ci); skipping it');
   }
 }
 

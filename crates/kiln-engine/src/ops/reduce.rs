@@ -313,9 +313,10 @@ fn reduce_with<E: Num, R: Reducer<E>>(x: &[E], plan: &Plan, r: R) -> Vec<E> {
         return out;
     }
     let d = &plan.dims;
-    // [outer?, R, inner?] with at most one reduced block.
+    // [outer?, R, inner?] with at most one reduced block. Only f32 gets these specialised loops;
+    // other types take the general loop below (one loop per type and reducer keeps code small).
     let nred = d.iter().filter(|b| b.1).count();
-    if nred <= 1 {
+    if nred <= 1 && std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>() {
         let pos = d.iter().position(|b| b.1);
         let (outer, inner) = match pos {
             None => (x.len(), 1),

@@ -273,7 +273,7 @@ impl Op for StringSplitOp {
 
 // ---------------------------------------------------------------- RegexFullMatch
 
-struct RegexFullMatchOp(regex::Regex);
+struct RegexFullMatchOp(re2::Regex);
 
 fn build_regex_full_match(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let pattern =

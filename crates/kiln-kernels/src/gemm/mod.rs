@@ -6,6 +6,8 @@ mod generic;
 mod gemv;
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod x86;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm32;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -18,6 +20,8 @@ pub enum Isa {
     Avx2,
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     Avx512,
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    Simd128,
 }
 
 /// Tile and block sizes of one micro-kernel family.
@@ -46,6 +50,8 @@ impl KernelInfo {
             Isa::Avx2 => KernelInfo { isa, mr: x86::MR_AVX2, nr: 16, vl: 8, kc: 256, mc: 144, nc: 2048 },
             #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
             Isa::Avx512 => KernelInfo { isa, mr: x86::MR_AVX512, nr: 32, vl: 16, kc: 256, mc: 192, nc: 2048 },
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Simd128 => KernelInfo { isa, mr: wasm32::MR, nr: wasm32::NR, vl: wasm32::VL, kc: 256, mc: 128, nc: 1024 },
         }
     }
 
@@ -82,6 +88,8 @@ pub fn available_isas() -> Vec<Isa> {
             v.push(Isa::Avx2);
         }
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    v.push(Isa::Simd128);
     v.push(Isa::Generic);
     v
 }
@@ -607,6 +615,10 @@ fn run_kernel(info: &KernelInfo, kc: usize, a: &[f32], b: &[f32], w: usize, out:
         #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
         // SAFETY: as above.
         Isa::Avx512 => unsafe { x86::kernel_avx512(kc, a.as_ptr(), b.as_ptr(), w, out, ep) },
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        // SAFETY: simd128 is enabled at compile time; panel sizes asserted above; `out` and the
+        // bias pointers were derived from checked views.
+        Isa::Simd128 => unsafe { wasm32::kernel(kc, a.as_ptr(), b.as_ptr(), w, out, ep) },
     }
 }
 

@@ -82,6 +82,20 @@ struct BinaryOp {
 type Out<T> = OpResult<(Vec<usize>, Vec<T>)>;
 
 fn arith<T: Num>(a: &[T], sa: &[usize], b: &[T], sb: &[usize], k: B) -> Out<T> {
+    if !(T::IS_FLOAT && std::mem::size_of::<T>() >= 4) {
+        // Integer and 16-bit float types share one loop per type through a function pointer
+        // (code size); f32 and f64 get a loop per operator.
+        let f: fn(T, T) -> T = match k {
+            B::Add => |x, y| x.n_add(y),
+            B::Sub => |x, y| x.n_sub(y),
+            B::Mul => |x, y| x.n_mul(y),
+            B::Div => |x, y| x.n_div(y),
+            B::Mod(false) => |x, y| x.rem_floor(y),
+            B::Mod(true) => |x, y| x.rem_trunc(y),
+            _ => bail!("internal: {k:?} is not arithmetic"),
+        };
+        return binary(a, sa, b, sb, |x, y| f(*x, *y));
+    }
     match k {
         B::Add => binary(a, sa, b, sb, |x, y| x.n_add(*y)),
         B::Sub => binary(a, sa, b, sb, |x, y| x.n_sub(*y)),
@@ -94,14 +108,16 @@ fn arith<T: Num>(a: &[T], sa: &[usize], b: &[T], sb: &[usize], k: B) -> Out<T> {
 }
 
 fn compare<T: PartialOrd>(a: &[T], sa: &[usize], b: &[T], sb: &[usize], k: B) -> Out<bool> {
-    match k {
-        B::Eq => binary(a, sa, b, sb, |x, y| x == y),
-        B::Lt => binary(a, sa, b, sb, |x, y| x < y),
-        B::Le => binary(a, sa, b, sb, |x, y| x <= y),
-        B::Gt => binary(a, sa, b, sb, |x, y| x > y),
-        B::Ge => binary(a, sa, b, sb, |x, y| x >= y),
+    // One loop per type through a function pointer (code size).
+    let f: fn(&T, &T) -> bool = match k {
+        B::Eq => |x, y| x == y,
+        B::Lt => |x, y| x < y,
+        B::Le => |x, y| x <= y,
+        B::Gt => |x, y| x > y,
+        B::Ge => |x, y| x >= y,
         _ => bail!("internal: {k:?} is not a comparison"),
-    }
+    };
+    binary(a, sa, b, sb, f)
 }
 
 fn shift_amount<T: Num>(s: T, bits: i64) -> Option<u32> {

@@ -60,11 +60,7 @@ fn topk<T: E>(v: &[T], outer: usize, dim: usize, inner: usize, k: usize, largest
             };
             order.clear();
             order.extend(0..dim);
-            if k > 0 && k < dim {
-                order.select_nth_unstable_by(k - 1, cmp);
-                order.truncate(k);
-            }
-            order.sort_unstable_by(cmp);
+            top_indices(&mut order, k, &cmp);
             for (r, &j) in order.iter().take(k).enumerate() {
                 let p = (o * k + r) * inner + i;
                 vals[p] = at(j).clone();
@@ -73,6 +69,21 @@ fn topk<T: E>(v: &[T], outer: usize, dim: usize, inner: usize, k: usize, largest
         }
     }
     (vals, idxs)
+}
+
+/// Keeps the first `k` of `order` under `cmp`, sorted. Not generic, so one copy of the sort code
+/// serves every element type.
+fn top_indices(order: &mut Vec<usize>, k: usize, cmp: &dyn Fn(&usize, &usize) -> Ordering) {
+    if k > 0 && k < order.len() {
+        order.select_nth_unstable_by(k - 1, cmp);
+        order.truncate(k);
+    }
+    order.sort_unstable_by(cmp);
+}
+
+/// Stable sort of item indices under `cmp` (not generic, as [`top_indices`]).
+fn sort_indices(order: &mut [usize], cmp: &dyn Fn(usize, usize) -> Ordering) {
+    order.sort_by(|&a, &b| cmp(a, b));
 }
 
 impl Op for TopK {
@@ -150,7 +161,7 @@ fn unique_items<T: E>(v: &[T], outer: usize, dim: usize, inner: usize, sorted: b
         Ordering::Equal
     };
     let mut order: Vec<usize> = (0..dim).collect();
-    order.sort_by(|&a, &b| cmp_items(a, b));
+    sort_indices(&mut order, &cmp_items);
     // Groups of equal items in sorted order; the stable sort puts each group's first occurrence first.
     let mut groups: Vec<(usize, i64)> = Vec::new();
     let mut group_of = vec![0usize; dim];
@@ -165,7 +176,7 @@ fn unique_items<T: E>(v: &[T], outer: usize, dim: usize, inner: usize, sorted: b
     // Output position of each group.
     let mut pos: Vec<usize> = (0..groups.len()).collect();
     if !sorted {
-        pos.sort_by_key(|&g| groups[g].0);
+        sort_indices(&mut pos, &|a, b| groups[a].0.cmp(&groups[b].0));
     }
     let mut rank_of = vec![0usize; groups.len()];
     for (r, &g) in pos.iter().enumerate() {

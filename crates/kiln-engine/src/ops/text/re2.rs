@@ -7,14 +7,21 @@
 
 use crate::error::{OpError, OpResult};
 
+#[cfg(not(target_arch = "wasm32"))]
+use regex as rx;
+#[cfg(target_arch = "wasm32")]
+use regex_lite as rx;
+
+pub use rx::Regex;
+
 const WORD: &str = "0-9A-Za-z_";
 const DIGIT: &str = "0-9";
 const SPACE: &str = r"\t\n\f\r ";
 
 /// Compiles `pattern` (RE2 syntax) as a regex that matches only whole strings.
-pub fn compile_full_match(pattern: &str) -> OpResult<regex::Regex> {
+pub fn compile_full_match(pattern: &str) -> OpResult<Regex> {
     let translated = translate(pattern)?;
-    regex::RegexBuilder::new(&format!(r"\A(?:{translated})\z"))
+    rx::RegexBuilder::new(&format!(r"\A(?:{translated})\z"))
         .build()
         .map_err(|e| OpError(format!("invalid regex pattern '{pattern}': {e}")))
 }
@@ -52,7 +59,7 @@ pub fn translate(pattern: &str) -> OpResult<String> {
                             push_class_literal(&mut out, ch);
                         }
                     } else {
-                        out.push_str(&regex::escape(&lit));
+                        out.push_str(&rx::escape(&lit));
                     }
                 }
                 'E' => {}
