@@ -1,16 +1,17 @@
 //! com.microsoft Tokenizer: splits each string of a [C] or [N, C] tensor into tokens, by
 //! separator regexes, by a token regex or into characters, and pads the rows to equal length.
 //!
-//! Regexes use RE2 syntax with leftmost-longest matching (as onnxruntime configures RE2). The
-//! WebAssembly build uses the smaller regex-lite engine, which matches leftmost-first: the two
-//! differ only where an alternation's earlier branch matches a prefix of a later branch's match.
+//! Regexes use RE2 syntax with leftmost-longest matching (as onnxruntime configures RE2).
 //! Output shape is the input shape plus a last axis of `max_tokens` (+2 with start/end marks,
 //! "\u{2}" and "\u{3}"); rows are `[start] tokens [end] pad...`. When no row has any token the
 //! last axis is 0, and an empty input gives [N, 0] (rank 2) or [0] (rank 1).
 
 use kiln_tensor::{DType, Tensor, Value, ValueType};
+#[cfg(target_arch = "wasm32")]
+use regex_automata::nfa::thompson::pikevm::PikeVM;
 #[cfg(not(target_arch = "wasm32"))]
-use regex_automata::{meta, Anchored, Input, MatchKind};
+use regex_automata::meta;
+use regex_automata::{Anchored, Input, MatchKind};
 
 use super::re2;
 use crate::error::{OpError, OpResult};
@@ -57,24 +58,34 @@ impl LongestRegex {
     }
 }
 
-/// WebAssembly: leftmost-first matching with regex-lite (see the module note).
+/// WebAssembly: the same leftmost-longest search with regex-automata's PikeVM alone (no DFAs,
+/// no Unicode tables), which keeps the module small.
 #[cfg(target_arch = "wasm32")]
-struct LongestRegex(regex_lite::Regex);
+struct LongestRegex {
+    first: PikeVM,
+    all: PikeVM,
+}
 
 #[cfg(target_arch = "wasm32")]
 impl LongestRegex {
     fn new(pattern: &str, what: &str) -> OpResult<LongestRegex> {
         let translated = re2::translate(pattern)?;
-        regex_lite::Regex::new(&translated)
-            .map(LongestRegex)
-            .map_err(|e| OpError(format!("Tokenizer {what} '{pattern}' is not a valid regex: {e}")))
+        let err = |e: regex_automata::nfa::thompson::BuildError| OpError(format!("Tokenizer {what} '{pattern}' is not a valid regex: {e}"));
+        let first = PikeVM::new(&translated).map_err(err)?;
+        let all = PikeVM::builder().configure(PikeVM::config().match_kind(MatchKind::All)).build(&translated).map_err(err)?;
+        Ok(LongestRegex { first, all })
     }
 
     fn find_at(&self, hay: &str, start: usize) -> Option<(usize, usize)> {
         if start > hay.len() {
             return None;
         }
-        self.0.find_at(hay, start).map(|m| (m.start(), m.end()))
+        let m = self.first.find(&mut self.first.create_cache(), Input::new(hay).range(start..))?;
+        let end = self
+            .all
+            .find(&mut self.all.create_cache(), Input::new(hay).range(m.start()..).anchored(Anchored::Yes))
+            .map_or(m.end(), |l| l.end().max(m.end()));
+        Some((m.start(), end))
     }
 }
 
