@@ -6,8 +6,9 @@ Each MODEL_DIR holds model.onnx and test_data_set_0/input_<k>.npy (models/export
 The two runtimes alternate for R rounds (the machine is shared and noisy); the table shows the
 median of each runtime's per-round medians and the Kiln/ORT ratio.
 Load: Kiln's `load_ms` (file to ready session) vs the time of onnxruntime's InferenceSession().
-Peak RSS: the `kiln bench` process's peak (wait4) vs the peak growth of a Python process that
-imports onnxruntime and numpy first, then loads and runs the model (its interpreter is not counted).
+Peak RSS: the whole `kiln bench` process's peak (VmHWM) vs the peak growth of a Python process
+that imports onnxruntime and numpy first, then loads and runs the model (the interpreter and the
+imported libraries are not counted against onnxruntime).
 """
 import argparse
 import json
@@ -37,24 +38,20 @@ def ort_median(sess, feeds, duration):
 
 
 ORT_MEM = r"""
-import resource, sys, numpy as np, onnxruntime as ort
+import sys, numpy as np, onnxruntime as ort
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return float(line.split()[1]) / 1024
 model, threads, files = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = status("VmRSS:")
 so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
 s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 feeds = {i.name: np.load(f) for i, f in zip(s.get_inputs(), files)}
 for _ in range(5):
     s.run(None, feeds)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+print(status("VmHWM:") - base)
 """
-
-
-def kiln_peak_mb(cmd):
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, ru = os.wait4(p.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"{cmd} failed")
-    return ru.ru_maxrss / 1024
 
 
 def main():
@@ -78,19 +75,20 @@ def main():
         kiln_cmd = [a.kiln, "bench", model, "--threads", str(a.threads), "--duration", str(a.duration), "--json"]
         for n, f in zip(names, files):
             kiln_cmd += ["--input", f"{n}={f}"]
-        k_meds, o_meds, k_load, o_load = [], [], [], []
+        k_meds, o_meds, k_load, o_load, k_rss = [], [], [], [], []
         for _ in range(a.rounds):
             out = subprocess.run(kiln_cmd, capture_output=True, text=True, check=True)
             res = json.loads(out.stdout)
             k_meds.append(res["median_ms"])
             k_load.append(res["load_ms"])
+            k_rss.append(res["peak_rss_mb"])
             o_meds.append(ort_median(sess, feeds, a.duration))
             t = time.perf_counter()
             ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
             o_load.append((time.perf_counter() - t) * 1e3)
         k, o = statistics.median(k_meds), statistics.median(o_meds)
         kl, ol = statistics.median(k_load), statistics.median(o_load)
-        k_mem = kiln_peak_mb([c if c != str(a.duration) else "0.5" for c in kiln_cmd])
+        k_mem = statistics.median(k_rss)
         o_mem = float(subprocess.run([sys.executable, "-c", ORT_MEM, model, str(a.threads), *files],
                                      capture_output=True, text=True, check=True).stdout.strip())
         rows.append((os.path.basename(os.path.normpath(d)), k, o, kl, ol, k_mem, o_mem))

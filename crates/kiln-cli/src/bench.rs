@@ -127,7 +127,7 @@ pub fn main(args: &[String]) -> Result<(), CliError> {
             "median_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99),
             "min_ms": times[0], "mean_ms": mean,
             "runs": times.len(), "warmup": warmup, "load_ms": load_ms, "threads": session.threads(),
-            "inputs": shapes,
+            "inputs": shapes, "peak_rss_mb": peak_rss_mb(),
         });
         println!("{out}");
     } else {
@@ -139,6 +139,9 @@ pub fn main(args: &[String]) -> Result<(), CliError> {
         }
         println!("threads: {}", session.threads());
         println!("load:    {load_ms:.1} ms");
+        if let Some(mb) = peak_rss_mb() {
+            println!("memory:  peak RSS {mb:.1} MB");
+        }
         println!(
             "run:     median {:.3} ms, p90 {:.3} ms, min {:.3} ms over {} runs",
             pct(0.5),
@@ -223,6 +226,14 @@ fn random_input(
         }
     };
     Tensor::new(concrete, data).map_err(CliError::from)
+}
+
+/// This process's peak resident set (VmHWM), where the OS reports it.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 /// Per-op-type time, summed over the nodes of that type, median over repeated runs.
