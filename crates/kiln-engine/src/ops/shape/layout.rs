@@ -89,18 +89,8 @@ impl Reshape {
     }
 }
 
-impl Op for Reshape {
-    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
-        let x = inputs.tensor(0)?;
-        one_out(tensor(self.out_dims(inputs)?, x.data().clone())?)
-    }
-    fn reuses_input0(&self) -> bool {
-        true
-    }
-    fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
-        reshape_moved(first, inputs, |all| self.out_dims(all))
-    }
-    fn infer(&self, inputs: &[Option<&ValueType>], consts: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+impl Reshape {
+    fn infer_types(&self, inputs: &[Option<&ValueType>], consts: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         let (dt, shape) = in_type(inputs, 0)?;
         let Some(Some(spec)) = attr_or_const(&self.shape_attr, consts, 1) else {
             // Rank is known from the shape input's length.
@@ -123,6 +113,8 @@ impl Op for Reshape {
         Some(tensor_type(dt, Some(Shape(dims))))
     }
 }
+
+shape_only_op!(Reshape);
 
 // ---------------------------------------------------------------------------------------------
 // Flatten
@@ -147,18 +139,8 @@ impl Flatten {
     }
 }
 
-impl Op for Flatten {
-    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
-        let x = inputs.tensor(0)?;
-        one_out(tensor(self.out_dims(inputs)?, x.data().clone())?)
-    }
-    fn reuses_input0(&self) -> bool {
-        true
-    }
-    fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
-        reshape_moved(first, inputs, |all| self.out_dims(all))
-    }
-    fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+impl Flatten {
+    fn infer_types(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         let (dt, shape) = in_type(inputs, 0)?;
         let Some(s) = shape else { return Some(tensor_type(dt, Some(unknown_shape(2)))) };
         let a = flatten_axis(self.axis, s.rank()).ok()?;
@@ -170,6 +152,8 @@ impl Op for Flatten {
         Some(tensor_type(dt, Some(Shape(vec![d(&s.0[..a]), d(&s.0[a..])]))))
     }
 }
+
+shape_only_op!(Flatten);
 
 // ---------------------------------------------------------------------------------------------
 // Squeeze / Unsqueeze
@@ -212,18 +196,8 @@ impl Squeeze {
     }
 }
 
-impl Op for Squeeze {
-    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
-        let x = inputs.tensor(0)?;
-        one_out(tensor(self.out_dims(inputs)?, x.data().clone())?)
-    }
-    fn reuses_input0(&self) -> bool {
-        true
-    }
-    fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
-        reshape_moved(first, inputs, |all| self.out_dims(all))
-    }
-    fn infer(&self, inputs: &[Option<&ValueType>], consts: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+impl Squeeze {
+    fn infer_types(&self, inputs: &[Option<&ValueType>], consts: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         let (dt, shape) = in_type(inputs, 0)?;
         let s = shape?;
         let axes = if self.axes.is_none() && inputs.get(1).copied().flatten().is_none() {
@@ -236,6 +210,8 @@ impl Op for Squeeze {
         Some(tensor_type(dt, Some(Shape(dims))))
     }
 }
+
+shape_only_op!(Squeeze);
 
 struct Unsqueeze {
     axes: Option<Vec<i64>>,
@@ -273,18 +249,8 @@ impl Unsqueeze {
     }
 }
 
-impl Op for Unsqueeze {
-    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
-        let x = inputs.tensor(0)?;
-        one_out(tensor(self.out_dims(inputs)?, x.data().clone())?)
-    }
-    fn reuses_input0(&self) -> bool {
-        true
-    }
-    fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
-        reshape_moved(first, inputs, |all| self.out_dims(all))
-    }
-    fn infer(&self, inputs: &[Option<&ValueType>], consts: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+impl Unsqueeze {
+    fn infer_types(&self, inputs: &[Option<&ValueType>], consts: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         let (dt, shape) = in_type(inputs, 0)?;
         let s = shape?;
         let axes = attr_or_const(&self.axes, consts, 1)??;
@@ -293,6 +259,8 @@ impl Op for Unsqueeze {
         Some(tensor_type(dt, Some(Shape(dims))))
     }
 }
+
+shape_only_op!(Unsqueeze);
 
 // ---------------------------------------------------------------------------------------------
 // Transpose
@@ -750,6 +718,29 @@ impl Op for Trilu {
     }
 }
 
+
+/// The `Op` impl of an op that only changes dims (`out_dims`, `infer_types`): the output is input
+/// 0's elements under new dims, moved rather than copied when this step reads input 0 last.
+macro_rules! shape_only_op {
+    ($t:ident) => {
+        impl Op for $t {
+            fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+                let x = inputs.tensor(0)?;
+                one_out(tensor(self.out_dims(inputs)?, x.data().clone())?)
+            }
+            fn reuses_input0(&self) -> bool {
+                true
+            }
+            fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
+                reshape_moved(first, inputs, |all| self.out_dims(all))
+            }
+            fn infer(&self, inputs: &[Option<&ValueType>], consts: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
+                self.infer_types(inputs, consts)
+            }
+        }
+    };
+}
+use shape_only_op;
 
 /// Output of a shape-only op for a moved input 0: the same buffer under the new dims.
 fn reshape_moved(first: Value, inputs: &Inputs, dims: impl FnOnce(&Inputs) -> OpResult<Vec<usize>>) -> OpResult<Vec<Value>> {
