@@ -81,7 +81,7 @@ def main():
             res = json.loads(out.stdout)
             k_meds.append(res["median_ms"])
             k_load.append(res["load_ms"])
-            k_rss.append(res["peak_rss_mb"])
+            k_rss.append(res.get("peak_rss_mb") or float("nan"))
             o_meds.append(ort_median(sess, feeds, a.duration))
             t = time.perf_counter()
             ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
