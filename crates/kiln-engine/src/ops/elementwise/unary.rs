@@ -397,35 +397,39 @@ fn clip_bound<T: Num>(t: Option<&Tensor>, what: &str) -> OpResult<Option<T>> {
     Ok(Some(s[0]))
 }
 
+impl Clip {
+    /// The bounds for element type `T` (None: unbounded on that side).
+    fn bounds<T: Num>(&self, inputs: &Inputs) -> OpResult<(Option<T>, Option<T>)> {
+        Ok(match self.attr_bounds {
+            Some((lo, hi)) => (
+                (lo != f32::NEG_INFINITY).then(|| T::from_f64(lo as f64)),
+                (hi != f32::INFINITY).then(|| T::from_f64(hi as f64)),
+            ),
+            None => (clip_bound::<T>(inputs.opt_tensor(1)?, "min")?, clip_bound::<T>(inputs.opt_tensor(2)?, "max")?),
+        })
+    }
+}
+
+/// `a` limited to [lo, hi] (NaN passes through).
+#[inline(always)]
+fn clip_one<T: PartialOrd + Copy>(a: T, lo: Option<T>, hi: Option<T>) -> T {
+    let t = match lo {
+        Some(lo) if a < lo => lo,
+        _ => a,
+    };
+    match hi {
+        Some(hi) if t > hi => hi,
+        _ => t,
+    }
+}
+
 impl Op for Clip {
     fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
         let x = inputs.tensor(0)?;
         let shape = x.shape().to_vec();
         dispatch!(num x.data(), "Clip", |v: T| {
-            let (lo, hi): (Option<T>, Option<T>) = match self.attr_bounds {
-                Some((lo, hi)) => (
-                    (lo != f32::NEG_INFINITY).then(|| T::from_f64(lo as f64)),
-                    (hi != f32::INFINITY).then(|| T::from_f64(hi as f64)),
-                ),
-                None => (
-                    clip_bound::<T>(inputs.opt_tensor(1)?, "min")?,
-                    clip_bound::<T>(inputs.opt_tensor(2)?, "max")?,
-                ),
-            };
-            let out: Vec<T> = match (lo, hi) {
-                (Some(lo), Some(hi)) => map(v, |a: T| {
-                    let t = if a < lo { lo } else { a };
-                    if t > hi {
-                        hi
-                    } else {
-                        t
-                    }
-                }),
-                (Some(lo), None) => map(v, |a: T| if a < lo { lo } else { a }),
-                (None, Some(hi)) => map(v, |a: T| if a > hi { hi } else { a }),
-                (None, None) => v.clone(),
-            };
-            single(shape, out)
+            let (lo, hi) = self.bounds::<T>(inputs)?;
+            single(shape, map(v, |a: T| clip_one(a, lo, hi)))
         })
     }
     fn reuses_input0(&self) -> bool {
@@ -434,17 +438,8 @@ impl Op for Clip {
     fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
         match first {
             Value::Tensor(mut t) if t.dtype() == DType::F32 => {
-                let (lo, hi) = match self.attr_bounds {
-                    Some(b) => b,
-                    None => (
-                        clip_bound::<f32>(inputs.opt_tensor(1)?, "min")?.unwrap_or(f32::NEG_INFINITY),
-                        clip_bound::<f32>(inputs.opt_tensor(2)?, "max")?.unwrap_or(f32::INFINITY),
-                    ),
-                };
-                t.as_slice_mut::<f32>()?.iter_mut().for_each(|a| {
-                    let v = if *a < lo { lo } else { *a };
-                    *a = if v > hi { hi } else { v };
-                });
+                let (lo, hi) = self.bounds::<f32>(inputs)?;
+                t.as_slice_mut::<f32>()?.iter_mut().for_each(|a| *a = clip_one(*a, lo, hi));
                 Ok(vec![Value::Tensor(t)])
             }
             other => with_first(&other, inputs, |all| self.run(all)),
