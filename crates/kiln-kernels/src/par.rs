@@ -83,6 +83,22 @@ pub fn for_each<I: Send, F: Fn(I) + Sync + Send>(items: Vec<I>, f: F) {
     items.into_iter().for_each(f);
 }
 
+/// Splits `data` into whole groups of `unit` elements, one part per thread when it holds at least
+/// `min_len` elements (otherwise one part), and runs `f(first_group_index, part)` on each part.
+pub fn split_mut<T: Send, F: Fn(usize, &mut [T]) + Sync + Send>(data: &mut [T], unit: usize, min_len: usize, f: F) {
+    let unit = unit.max(1);
+    let groups = data.len() / unit;
+    let parts = threads().min(groups).min(data.len() / min_len.max(1)).max(1);
+    if parts == 1 {
+        f(0, data);
+        return;
+    }
+    let per = groups.div_ceil(parts);
+    let items: Vec<(usize, &mut [T])> =
+        data.chunks_mut(per * unit).enumerate().map(|(i, c)| (i * per, c)).collect();
+    for_each(items, |(g, c)| f(g, c));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +128,15 @@ mod tests {
             assert_eq!(n.into_inner(), 4950);
             // Another thread does not see this thread's pool.
             std::thread::spawn(|| assert_eq!(threads(), 1)).join().unwrap();
+            // split_mut covers every group once, in whole groups.
+            let mut v = vec![0usize; 1000];
+            split_mut(&mut v, 10, 1, |g, part| {
+                assert_eq!(part.len() % 10, 0);
+                for (k, x) in part.iter_mut().enumerate() {
+                    *x += g * 10 + k;
+                }
+            });
+            assert!(v.iter().enumerate().all(|(i, &x)| x == i));
         }
         assert_eq!(threads(), 1);
     }

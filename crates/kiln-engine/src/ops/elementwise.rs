@@ -44,7 +44,7 @@ macro_rules! dispatch {
 
 mod binary;
 mod cast;
-mod kernels;
+pub(crate) mod kernels;
 mod unary;
 
 pub fn register(r: &mut Registry) {

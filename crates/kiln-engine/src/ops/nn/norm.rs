@@ -214,6 +214,63 @@ fn inner_param_index(p: &[usize], inner: &[usize]) -> OpResult<Option<Vec<usize>
     Ok(Some(broadcast_index_map(p, inner)))
 }
 
+impl LayerNormOp {
+    /// Float32 rows with scale (and bias) of the row's shape: vectorised, rows split over threads.
+    fn run_f32(&self, s: &[usize], axis: usize, inner: usize, x: &[f32], sc: &[f32], bias: Option<&[f32]>) -> OpResult<Vec<Value>> {
+        use kiln_kernels::simd::{sum_f32, sum_sq_dev_f32, vectorized};
+        let outer = x.len() / inner;
+        // Each row's output followed by its mean and inverse deviation, filled in parallel.
+        let mut y = vec![0f32; x.len()];
+        let mut stats = vec![0f32; 2 * outer];
+        let (rms, eps) = (self.rms, self.eps as f32);
+        {
+            let mut rows: Vec<(&mut [f32], &mut [f32])> = y.chunks_mut(inner).zip(stats.chunks_mut(2)).collect();
+            let per = outer.div_ceil(kiln_kernels::par::threads().min(x.len() / 8192).max(1));
+            let mut parts: Vec<(usize, Vec<(&mut [f32], &mut [f32])>)> = Vec::new();
+            let mut start = 0;
+            while !rows.is_empty() {
+                let rest = rows.split_off(per.min(rows.len()));
+                parts.push((start, std::mem::replace(&mut rows, rest)));
+                start += per;
+            }
+            kiln_kernels::par::for_each(parts, |(first, part)| {
+                vectorized(#[inline(always)] || {
+                    for (r, (yo, st)) in part.into_iter().enumerate() {
+                        let xi = &x[(first + r) * inner..(first + r + 1) * inner];
+                        let n = inner as f32;
+                        let mean = if rms { 0.0 } else { sum_f32(xi) / n };
+                        let inv = 1.0 / (sum_sq_dev_f32(xi, mean) / n + eps).sqrt();
+                        st[0] = mean;
+                        st[1] = inv;
+                        match bias {
+                            Some(b) => {
+                                for (((o, &v), &g), &bb) in yo.iter_mut().zip(xi).zip(sc).zip(b) {
+                                    *o = (v - mean) * inv * g + bb;
+                                }
+                            }
+                            None => {
+                                for ((o, &v), &g) in yo.iter_mut().zip(xi).zip(sc) {
+                                    *o = (v - mean) * inv * g;
+                                }
+                            }
+                        }
+                    }
+                })
+            });
+        }
+        let mut out = vec![Value::Tensor(Tensor::from_vec(s.to_vec(), y)?)];
+        if !self.rms {
+            let mut rs = s[..axis].to_vec();
+            rs.extend(std::iter::repeat_n(1, s.len() - axis));
+            let means: Vec<f32> = stats.iter().step_by(2).copied().collect();
+            let invs: Vec<f32> = stats.iter().skip(1).step_by(2).copied().collect();
+            out.push(Value::Tensor(Tensor::from_vec(rs.clone(), means)?));
+            out.push(Value::Tensor(Tensor::from_vec(rs, invs)?));
+        }
+        Ok(out)
+    }
+}
+
 impl Op for LayerNormOp {
     fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
         let x = inputs.tensor(0)?;
@@ -230,6 +287,15 @@ impl Op for LayerNormOp {
             Some(b) => inner_param_index(b.shape(), inner_shape)?,
             None => None,
         };
+        if let (Ok(xv), Ok(sc), None, None) = (x.as_slice::<f32>(), scale_t.as_slice::<f32>(), &si, &bi) {
+            let bias = match bias_t {
+                Some(b) => Some(b.as_slice::<f32>()?),
+                None => None,
+            };
+            if inner > 0 && bias.is_none_or(|b| b.len() == inner) && sc.len() == inner {
+                return self.run_f32(s, axis, inner, xv, sc, bias);
+            }
+        }
         real_dispatch!(dt, "LayerNormalization", |T| {
             let xv = T::cow(x)?;
             let scale = T::cow(scale_t)?;

@@ -91,6 +91,30 @@ fn row<T: Real>(r: &mut [T], kind: Kind) {
     }
 }
 
+/// Softmax or LogSoftmax of contiguous float32 rows of `len`, vectorised.
+fn rows_f32(x: &[f32], y: &mut [f32], len: usize, kind: Kind) {
+    use crate::ops::elementwise::kernels::exp_f32;
+    use kiln_kernels::simd::{max_f32, sum_f32, vectorized};
+    vectorized(#[inline(always)] || {
+        for (yo, xi) in y.chunks_mut(len).zip(x.chunks(len)) {
+            let max = max_f32(xi);
+            for (o, &v) in yo.iter_mut().zip(xi) {
+                *o = exp_f32(v - max);
+            }
+            let sum = sum_f32(yo);
+            if kind == Kind::Softmax {
+                let inv = 1.0 / sum;
+                yo.iter_mut().for_each(|o| *o *= inv);
+            } else {
+                let l = max + sum.ln();
+                for (o, &v) in yo.iter_mut().zip(xi) {
+                    *o = v - l;
+                }
+            }
+        }
+    })
+}
+
 impl Op for SoftmaxOp {
     fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
         let x = inputs.tensor(0)?;
@@ -111,6 +135,16 @@ impl Op for SoftmaxOp {
         } else {
             (s[..axis].iter().product(), s[axis], s[axis + 1..].iter().product())
         };
+        if inner == 1 && len > 0 && self.kind != Kind::Hardmax {
+            if let Ok(xv) = x.as_slice::<f32>() {
+                let mut y = vec![0f32; xv.len()];
+                let kind = self.kind;
+                kiln_kernels::par::split_mut(&mut y, len, 1 << 15, |g, part| {
+                    rows_f32(&xv[g * len..g * len + part.len()], part, len, kind)
+                });
+                return Ok(vec![Value::Tensor(Tensor::from_vec(s.to_vec(), y)?)]);
+            }
+        }
         let t = real_dispatch!(dt, "Softmax", |T| {
             let xv = T::cow(x)?;
             let mut y = vec![T::zero(); xv.len()];
