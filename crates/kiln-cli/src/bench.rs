@@ -266,7 +266,8 @@ fn print_profile(session: &Session, feeds: &[(String, Value)], duration: f64) ->
     println!("{:<28} {:>6} {:>10.3}", "total", steps, total);
     by_node.sort_by(|a, b| b.0.total_cmp(&a.0));
     println!("\nslowest nodes                                      op type           ms");
-    for &(ms, i) in by_node.iter().take(15) {
+    let shown = std::env::var("KILN_PROFILE_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    for &(ms, i) in by_node.iter().take(shown) {
         let (name, op, _) = &per_run[0][i];
         println!("{:<50} {:<14} {:>8.3}", name, op, ms);
     }

@@ -91,28 +91,51 @@ fn row<T: Real>(r: &mut [T], kind: Kind) {
     }
 }
 
-/// Softmax or LogSoftmax of contiguous float32 rows of `len`, vectorised.
-fn rows_f32(x: &[f32], y: &mut [f32], len: usize, kind: Kind) {
+/// Softmax or LogSoftmax of contiguous float32 rows, in place, vectorised. LogSoftmax keeps
+/// the inputs and writes the result in a second pass.
+fn rows_f32(y: &mut [f32], len: usize, kind: Kind) {
     use crate::ops::elementwise::kernels::exp_f32;
     use kiln_kernels::simd::{max_f32, sum_f32, vectorized};
     vectorized(#[inline(always)] || {
-        for (yo, xi) in y.chunks_mut(len).zip(x.chunks(len)) {
-            let max = max_f32(xi);
-            for (o, &v) in yo.iter_mut().zip(xi) {
-                *o = exp_f32(v - max);
-            }
-            let sum = sum_f32(yo);
+        for row in y.chunks_mut(len) {
+            let max = max_f32(row);
             if kind == Kind::Softmax {
-                let inv = 1.0 / sum;
-                yo.iter_mut().for_each(|o| *o *= inv);
+                row.iter_mut().for_each(|v| *v = exp_f32(*v - max));
+                let inv = 1.0 / sum_f32(row);
+                row.iter_mut().for_each(|v| *v *= inv);
             } else {
-                let l = max + sum.ln();
-                for (o, &v) in yo.iter_mut().zip(xi) {
-                    *o = v - l;
+                let mut sum = 0f32;
+                for chunk in row.chunks(256) {
+                    let mut e = [0f32; 256];
+                    for (d, &v) in e.iter_mut().zip(chunk) {
+                        *d = exp_f32(v - max);
+                    }
+                    sum += sum_f32(&e[..chunk.len()]);
                 }
+                let l = max + sum.ln();
+                row.iter_mut().for_each(|v| *v -= l);
             }
         }
     })
+}
+
+impl SoftmaxOp {
+    /// Row length when the vectorised float32 path applies (contiguous rows, not Hardmax).
+    fn fast_row_len(&self, x: &Tensor) -> Option<usize> {
+        let s = x.shape();
+        if x.dtype() != DType::F32 || s.is_empty() || self.kind == Kind::Hardmax {
+            return None;
+        }
+        let axis = norm_axis(self.axis, s.len()).ok()?;
+        let len: usize = if self.coerce_2d { s[axis..].iter().product() } else { s[axis] };
+        let inner: usize = if self.coerce_2d { 1 } else { s[axis + 1..].iter().product() };
+        (inner == 1 && len > 0).then_some(len)
+    }
+
+    fn rows_f32_in_place(&self, y: &mut [f32], len: usize) {
+        let kind = self.kind;
+        kiln_kernels::par::split_mut(y, len, 1 << 15, |_, part| rows_f32(part, len, kind));
+    }
 }
 
 impl Op for SoftmaxOp {
@@ -135,15 +158,10 @@ impl Op for SoftmaxOp {
         } else {
             (s[..axis].iter().product(), s[axis], s[axis + 1..].iter().product())
         };
-        if inner == 1 && len > 0 && self.kind != Kind::Hardmax {
-            if let Ok(xv) = x.as_slice::<f32>() {
-                let mut y = vec![0f32; xv.len()];
-                let kind = self.kind;
-                kiln_kernels::par::split_mut(&mut y, len, 1 << 15, |g, part| {
-                    rows_f32(&xv[g * len..g * len + part.len()], part, len, kind)
-                });
-                return Ok(vec![Value::Tensor(Tensor::from_vec(s.to_vec(), y)?)]);
-            }
+        if let Some(len) = self.fast_row_len(x) {
+            let mut y = x.clone();
+            self.rows_f32_in_place(y.as_slice_mut::<f32>()?, len);
+            return Ok(vec![Value::Tensor(y)]);
         }
         let t = real_dispatch!(dt, "Softmax", |T| {
             let xv = T::cow(x)?;
@@ -164,6 +182,21 @@ impl Op for SoftmaxOp {
     }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         Some(vec![inputs.first().copied().flatten()?.clone()])
+    }
+    fn reuses_input0(&self) -> bool {
+        self.kind != Kind::Hardmax
+    }
+    fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        match first {
+            Value::Tensor(mut t) => match self.fast_row_len(&t) {
+                Some(len) => {
+                    self.rows_f32_in_place(t.as_slice_mut::<f32>()?, len);
+                    Ok(vec![Value::Tensor(t)])
+                }
+                None => crate::op::with_first(&Value::Tensor(t), inputs, |all| self.run(all)),
+            },
+            other => crate::op::with_first(&other, inputs, |all| self.run(all)),
+        }
     }
 }
 
