@@ -8,6 +8,7 @@
 pub mod dwconv;
 pub mod gemm;
 pub mod par;
+pub mod vmath;
 
 pub use dwconv::{depthwise_conv2d, DwGeometry};
 pub use gemm::{best_isa, sgemm_ex, Epilogue, Isa, Lhs, MatRef, PackedA, PackedB, Rhs};
