@@ -43,8 +43,10 @@ impl PanelMat {
         self.npad
     }
 
-    /// y[..npad] = x[..k] · B.
-    fn gemv(&self, x: &[f32], y: &mut [f32]) {
+    /// y[..npad] = x[..k] · B, visiting the panels last to first when `rev`. Alternating the
+    /// direction between consecutive products starts each one on the panels the previous one
+    /// left in cache, so a matrix slightly larger than the cache is mostly read from it.
+    fn gemv(&self, x: &[f32], y: &mut [f32], rev: bool) {
         let x = &x[..self.k];
         let y = &mut y[..self.npad];
         if self.k == 0 {
@@ -56,25 +58,32 @@ impl PanelMat {
             let isa = kiln_kernels::best_isa();
             if self.w == 128 && isa == Isa::Avx512 {
                 // SAFETY: AVX-512F was detected; panels are 128 wide and `y` holds every panel.
-                unsafe { gemv_avx512(&self.data, self.k, x, y) };
+                unsafe { gemv_avx512(&self.data, self.k, x, y, rev) };
                 return;
             }
             if self.w == 64 && (isa == Isa::Avx2 || isa == Isa::Avx512) {
                 // SAFETY: AVX2 and FMA were detected; panels are 64 wide and `y` holds every panel.
-                unsafe { gemv_avx2(&self.data, self.k, x, y) };
+                unsafe { gemv_avx2(&self.data, self.k, x, y, rev) };
                 return;
             }
         }
         match self.w {
-            16 => gemv_portable::<16>(&self.data, self.k, x, y),
-            64 => gemv_portable::<64>(&self.data, self.k, x, y),
-            _ => gemv_portable::<128>(&self.data, self.k, x, y),
+            16 => gemv_portable::<16>(&self.data, self.k, x, y, rev),
+            64 => gemv_portable::<64>(&self.data, self.k, x, y, rev),
+            _ => gemv_portable::<128>(&self.data, self.k, x, y, rev),
         }
     }
 }
 
-fn gemv_portable<const W: usize>(data: &[f32], k: usize, x: &[f32], y: &mut [f32]) {
-    for (panel, yc) in data.chunks_exact(k * W).zip(y.chunks_exact_mut(W)) {
+/// The (panel, output chunk) pairs of a panel product, in the requested order.
+fn panel_order<'a, const W: usize>(data: &'a [f32], k: usize, y: &'a mut [f32], rev: bool) -> impl Iterator<Item = (&'a [f32], &'a mut [f32])> {
+    let it = data.chunks_exact(k * W).zip(y.chunks_exact_mut(W));
+    let (fwd, back) = if rev { (None, Some(it.rev())) } else { (Some(it), None) };
+    fwd.into_iter().flatten().chain(back.into_iter().flatten())
+}
+
+fn gemv_portable<const W: usize>(data: &[f32], k: usize, x: &[f32], y: &mut [f32], rev: bool) {
+    for (panel, yc) in panel_order::<W>(data, k, y, rev) {
         let mut acc = [0f32; W];
         for (row, &xp) in panel.chunks_exact(W).zip(x) {
             for (a, &v) in acc.iter_mut().zip(row) {
@@ -87,10 +96,10 @@ fn gemv_portable<const W: usize>(data: &[f32], k: usize, x: &[f32], y: &mut [f32
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn gemv_avx512(data: &[f32], k: usize, x: &[f32], y: &mut [f32]) {
+unsafe fn gemv_avx512(data: &[f32], k: usize, x: &[f32], y: &mut [f32], rev: bool) {
     use std::arch::x86_64::*;
     const W: usize = 128;
-    for (panel, yc) in data.chunks_exact(k * W).zip(y.chunks_exact_mut(W)) {
+    for (panel, yc) in panel_order::<W>(data, k, y, rev) {
         let (mut a0, mut a1, mut a2, mut a3) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
         let (mut a4, mut a5, mut a6, mut a7) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
         for (row, &xp) in panel.chunks_exact(W).zip(x) {
@@ -125,10 +134,10 @@ unsafe fn gemv_avx512(data: &[f32], k: usize, x: &[f32], y: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gemv_avx2(data: &[f32], k: usize, x: &[f32], y: &mut [f32]) {
+unsafe fn gemv_avx2(data: &[f32], k: usize, x: &[f32], y: &mut [f32], rev: bool) {
     use std::arch::x86_64::*;
     const W: usize = 64;
-    for (panel, yc) in data.chunks_exact(k * W).zip(y.chunks_exact_mut(W)) {
+    for (panel, yc) in panel_order::<W>(data, k, y, rev) {
         let (mut a0, mut a1, mut a2, mut a3) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
         let (mut a4, mut a5, mut a6, mut a7) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
         for (row, &xp) in panel.chunks_exact(W).zip(x) {
@@ -397,7 +406,7 @@ fn lstm_dir(ctx: &LstmDir<'_>, h: &mut [f32], c: &mut [f32], y: &mut [f32]) {
         let mut prod = vec![0f32; panels.npad()];
         for s in 0..d.seq {
             let Some(t) = ctx.time(s, 0) else { break };
-            panels.gemv(h, &mut prod);
+            panels.gemv(h, &mut prod, s % 2 == 1);
             let xr = &ctx.xw[t * ctx.xw_stride..][..gh];
             for ((g, &a), &b) in gates.iter_mut().zip(xr).zip(&prod[..gh]) {
                 *g = a + b;
@@ -446,12 +455,14 @@ mod tests {
         let m: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
         let x: Vec<f32> = (0..k).map(|i| i as f32 - 3.0).collect();
         let pm = PanelMat::from_transposed(&m, n, k);
-        let mut y = vec![f32::NAN; pm.npad()];
-        pm.gemv(&x, &mut y);
-        for j in 0..n {
-            let want: f32 = (0..k).map(|p| x[p] * m[j * k + p]).sum();
-            assert!((y[j] - want).abs() < 1e-4, "{j}: {} vs {want}", y[j]);
+        for rev in [false, true] {
+            let mut y = vec![f32::NAN; pm.npad()];
+            pm.gemv(&x, &mut y, rev);
+            for j in 0..n {
+                let want: f32 = (0..k).map(|p| x[p] * m[j * k + p]).sum();
+                assert!((y[j] - want).abs() < 1e-4, "{j}: {} vs {want}", y[j]);
+            }
+            assert!(y[n..].iter().all(|&v| v == 0.0));
         }
-        assert!(y[n..].iter().all(|&v| v == 0.0));
     }
 }
