@@ -3,6 +3,8 @@
 //! batches, column panels for the batch-1 matrix–vector product), and the LSTM recurrence with
 //! vectorised gate math, its directions run in parallel when a pool is available.
 
+use std::sync::OnceLock;
+
 use kiln_kernels::{par, sgemm_ex, Epilogue, Isa, Lhs, MatRef, PackedB, Rhs};
 
 use super::{gru_dir, lstm_cell, rnn_dir, Cell, Dims, RnnOp, StepCtx};
@@ -28,11 +30,16 @@ impl PanelMat {
         };
         let npad = n.div_ceil(w) * w;
         let mut data = vec![0f32; npad * k];
-        for j in 0..n {
-            let (panel, jj) = (j / w, j % w);
-            let row = &m[j * k..][..k];
-            for (p, &v) in row.iter().enumerate() {
-                data[(panel * k + p) * w + jj] = v;
+        if k == 0 {
+            return PanelMat { k, w, npad, data };
+        }
+        for (panel, pd) in data.chunks_exact_mut(k * w).enumerate() {
+            let cols = w.min(n - panel * w);
+            for jj in 0..cols {
+                let row = &m[(panel * w + jj) * k..][..k];
+                for (p, &v) in row.iter().enumerate() {
+                    pd[p * w + jj] = v;
+                }
             }
         }
         PanelMat { k, w, npad, data }
@@ -181,23 +188,15 @@ pub(super) struct Packed {
     w: PackedB,
     /// Wb + Rb per direction, [nd·G·H] (GRU with linear_before_reset: without the candidate's Rb).
     bias: Vec<f32>,
-    /// Per direction Rᵀ [H × G·H] for batched steps (LSTM only).
-    r_gemm: Vec<PackedB>,
-    /// Per direction Rᵀ in column panels for batch-1 steps (LSTM only).
-    r_panels: Vec<PanelMat>,
-}
-
-/// Which recurrence layouts to pack.
-#[derive(Clone, Copy)]
-pub(super) struct Need {
-    pub gemm: bool,
-    pub panels: bool,
+    /// Per direction Rᵀ [H × G·H] for batched steps (LSTM; packed by the first such run).
+    r_gemm: OnceLock<Vec<PackedB>>,
+    /// Per direction Rᵀ in column panels for batch-1 steps (LSTM; packed by the first such run).
+    r_panels: OnceLock<Vec<PanelMat>>,
 }
 
 impl Packed {
     /// Packs W [nd, G·H, input], R [nd, G·H, H] and B [nd, 2·G·H] (shapes checked by the caller).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(cell: Cell, linear_before_reset: bool, d: &Dims, w: &[f32], r: &[f32], b: Option<&[f32]>, need: Need) -> Packed {
+    pub(super) fn new(cell: Cell, linear_before_reset: bool, d: &Dims, w: &[f32], b: Option<&[f32]>) -> Packed {
         let gh = cell.gates() * d.hidden;
         let ng = d.nd * gh;
         let wp = PackedB::new(d.input, ng, MatRef::new(w, 1, d.input as isize));
@@ -212,24 +211,36 @@ impl Packed {
                 }
             }
         }
-        let lstm = cell == Cell::Lstm;
-        let rk = |k: usize| &r[k * gh * d.hidden..][..gh * d.hidden];
-        let r_gemm = if lstm && need.gemm {
-            (0..d.nd).map(|k| PackedB::new(d.hidden, gh, MatRef::new(rk(k), 1, d.hidden as isize))).collect()
-        } else {
-            Vec::new()
-        };
-        let r_panels = if lstm && need.panels {
-            (0..d.nd).map(|k| PanelMat::from_transposed(rk(k), gh, d.hidden)).collect()
-        } else {
-            Vec::new()
-        };
-        Packed { nd: d.nd, gh, input: d.input, hidden: d.hidden, has_bias: b.is_some(), w: wp, bias, r_gemm, r_panels }
+        Packed {
+            nd: d.nd,
+            gh,
+            input: d.input,
+            hidden: d.hidden,
+            has_bias: b.is_some(),
+            w: wp,
+            bias,
+            r_gemm: OnceLock::new(),
+            r_panels: OnceLock::new(),
+        }
     }
 
-    fn fits(&self, d: &Dims, gh: usize, has_bias: bool, cell: Cell) -> bool {
-        let r_ok = cell != Cell::Lstm || if d.batch == 1 { self.r_panels.len() == d.nd } else { self.r_gemm.len() == d.nd };
-        self.nd == d.nd && self.gh == gh && self.input == d.input && self.hidden == d.hidden && self.has_bias == has_bias && r_ok
+    fn fits(&self, d: &Dims, gh: usize, has_bias: bool) -> bool {
+        self.nd == d.nd && self.gh == gh && self.input == d.input && self.hidden == d.hidden && self.has_bias == has_bias
+    }
+
+    /// Direction k's block of R [nd, G·H, H].
+    fn r_of<'r>(&self, r: &'r [f32], k: usize) -> &'r [f32] {
+        &r[k * self.gh * self.hidden..][..self.gh * self.hidden]
+    }
+
+    /// Rᵀ of every direction packed for batched steps.
+    fn r_gemm(&self, r: &[f32]) -> &[PackedB] {
+        self.r_gemm.get_or_init(|| (0..self.nd).map(|k| PackedB::new(self.hidden, self.gh, MatRef::new(self.r_of(r, k), 1, self.hidden as isize))).collect())
+    }
+
+    /// Rᵀ of every direction in column panels for batch-1 steps.
+    fn r_panels(&self, r: &[f32]) -> &[PanelMat] {
+        self.r_panels.get_or_init(|| (0..self.nd).map(|k| PanelMat::from_transposed(self.r_of(r, k), self.gh, self.hidden)).collect())
     }
 }
 
@@ -243,14 +254,15 @@ pub(super) fn prepack(op: &RnnOp, w: &kiln_tensor::Tensor, r: &kiln_tensor::Tens
         return None;
     }
     let wv = w.as_slice::<f32>().ok()?;
-    let rv = r.as_slice::<f32>().ok()?;
     let bv = match b {
         Some(b) if b.shape() == [nd, 2 * gh] => Some(b.as_slice::<f32>().ok()?),
         Some(_) => return None,
         None => None,
     };
     let d = Dims { seq: 0, batch: 0, input: ws[2], hidden: op.hidden, nd };
-    Some(Packed::new(op.cell, op.linear_before_reset, &d, wv, rv, bv, Need { gemm: true, panels: true }))
+    // R is packed by the first run, in the layout its batch size needs.
+    let _ = r.as_slice::<f32>().ok()?;
+    Some(Packed::new(op.cell, op.linear_before_reset, &d, wv, bv))
 }
 
 /// Everything the f32 recurrence reads.
@@ -273,10 +285,9 @@ pub(super) fn run_dirs(op: &RnnOp, a: &Run<'_>, h_all: &mut [f32], c_all: &mut [
     let ng = d.nd * gh;
     let local;
     let pk = match &op.packed {
-        Some(p) if p.fits(d, gh, a.b.is_some(), op.cell) => p,
+        Some(p) if p.fits(d, gh, a.b.is_some()) => p,
         _ => {
-            let need = Need { gemm: d.batch > 1, panels: d.batch == 1 };
-            local = Packed::new(op.cell, op.linear_before_reset, d, a.w, a.r, a.b, need);
+            local = Packed::new(op.cell, op.linear_before_reset, d, a.w, a.b);
             &local
         }
     };
@@ -326,6 +337,7 @@ pub(super) fn run_dirs(op: &RnnOp, a: &Run<'_>, h_all: &mut [f32], c_all: &mut [
     }
 
     // LSTM: each direction into its own [seq, batch, H] buffer, in parallel when worthwhile.
+    let (r_gemm, r_panels): (&[PackedB], &[PanelMat]) = if d.batch == 1 { (&[], pk.r_panels(a.r)) } else { (pk.r_gemm(a.r), &[]) };
     let bh = d.batch * d.hidden;
     let mut ys: Vec<Vec<f32>> = (0..d.nd).map(|_| vec![0f32; d.seq * bh]).collect();
     let items: Vec<(usize, &mut [f32], &mut [f32], &mut Vec<f32>)> = h_all
@@ -342,8 +354,8 @@ pub(super) fn run_dirs(op: &RnnOp, a: &Run<'_>, h_all: &mut [f32], c_all: &mut [
             lens: a.lens,
             xw: &xw[k * gh..],
             xw_stride: ng,
-            r_gemm: pk.r_gemm.get(k),
-            r_panels: pk.r_panels.get(k),
+            r_gemm: r_gemm.get(k),
+            r_panels: r_panels.get(k),
             acts: &op.acts[k * nacts..][..nacts],
             clip: op.clip,
             peep: a.peep.map(|p| &p[k * 3 * d.hidden..][..3 * d.hidden]),
