@@ -899,6 +899,76 @@ mod tests {
         assert!((out[1][0] - 0.5 * 1f32.tanh()).abs() < 1e-6);
     }
 
+    /// Runs `op` on the same data in f32 (packed, vectorised path) and f64 (plain path) and
+    /// checks every output agrees.
+    fn f32_matches_f64(op: &RnnOp, seq: usize, batch: usize, input: usize, lens: Option<Vec<i64>>, peep: bool) {
+        let nd = op.dirs.len();
+        let (h, gh) = (op.hidden, op.cell.gates() * op.hidden);
+        let val = |n: usize, salt: usize| -> Vec<f64> { (0..n).map(|i| (((i * 7919 + salt * 104_729) % 1000) as f64 / 500.0 - 1.0) * 0.7).collect() };
+        let (xs, ss) = if op.batch_first { (vec![batch, seq, input], vec![batch, nd, h]) } else { (vec![seq, batch, input], vec![nd, batch, h]) };
+        let shapes: Vec<(Vec<usize>, Vec<f64>)> = vec![
+            (xs, val(seq * batch * input, 1)),
+            (vec![nd, gh, input], val(nd * gh * input, 2)),
+            (vec![nd, gh, h], val(nd * gh * h, 3)),
+            (vec![nd, 2 * gh], val(nd * 2 * gh, 4)),
+            (ss.clone(), val(nd * batch * h, 5)),
+            (ss, val(nd * batch * h, 6)),
+            (vec![nd, 3 * h], val(nd * 3 * h, 7)),
+        ];
+        let make = |f32s: bool| -> Vec<Option<Value>> {
+            let mut v: Vec<Option<Value>> = shapes
+                .iter()
+                .map(|(s, d)| {
+                    Some(Value::Tensor(if f32s {
+                        Tensor::from_vec(s.clone(), d.iter().map(|&x| x as f32).collect::<Vec<f32>>()).unwrap()
+                    } else {
+                        Tensor::from_vec(s.clone(), d.clone()).unwrap()
+                    }))
+                })
+                .collect();
+            let l = lens.clone().map(|l| Value::Tensor(Tensor::from_vec(vec![batch], l).unwrap()));
+            v.insert(4, l);
+            if !peep {
+                v[7] = None;
+            }
+            if op.cell != Cell::Lstm {
+                v.truncate(6);
+            }
+            v
+        };
+        let (a, b) = (make(true), make(false));
+        let ra: Vec<Option<&Value>> = a.iter().map(|v| v.as_ref()).collect();
+        let rb: Vec<Option<&Value>> = b.iter().map(|v| v.as_ref()).collect();
+        let oa = op.run(&Inputs::new(&ra)).unwrap();
+        let ob = op.run(&Inputs::new(&rb)).unwrap();
+        assert_eq!(oa.len(), ob.len());
+        for (x, y) in oa.into_iter().zip(ob) {
+            let (x, y) = (x.into_tensor().unwrap(), y.into_tensor().unwrap());
+            assert_eq!(x.shape(), y.shape());
+            let (x, y) = (x.into_vec::<f32>().unwrap(), y.into_vec::<f64>().unwrap());
+            for (i, (&p, &q)) in x.iter().zip(&y).enumerate() {
+                assert!((p as f64 - q).abs() < 2e-5, "{:?} output element {i}: f32 {p} vs f64 {q}", op.cell);
+            }
+        }
+    }
+
+    #[test]
+    fn f32_path_matches_f64_path() {
+        for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn] {
+            let mut o = op(cell, 19);
+            o.dirs = vec![false, true];
+            let names: Vec<String> = cell.default_acts().iter().chain(cell.default_acts()).map(|s| s.to_string()).collect();
+            o.acts = parse_acts(&names, &[], &[]).unwrap();
+            f32_matches_f64(&o, 5, 1, 3, None, false);
+            f32_matches_f64(&o, 5, 3, 4, Some(vec![5, 2, 0]), cell == Cell::Lstm);
+            f32_matches_f64(&o, 4, 1, 2, Some(vec![3]), false);
+            o.batch_first = true;
+            o.clip = Some(0.5);
+            o.linear_before_reset = cell == Cell::Gru;
+            f32_matches_f64(&o, 3, 2, 2, None, cell == Cell::Lstm);
+        }
+    }
+
     #[test]
     fn gru_update_gate_keeps_state() {
         // Large z bias: z ≈ 1, so H stays at its initial value.
