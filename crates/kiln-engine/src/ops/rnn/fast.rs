@@ -5,7 +5,9 @@
 
 use std::sync::OnceLock;
 
-use kiln_kernels::{par, sgemm_ex, Epilogue, Isa, Lhs, MatRef, PackedB, Rhs};
+use kiln_kernels::{par, sgemm_ex, Epilogue, Lhs, MatRef, PackedB, Rhs};
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+use kiln_kernels::Isa;
 
 use super::{gru_dir, lstm_cell, rnn_dir, Cell, Dims, RnnOp, StepCtx};
 
