@@ -1,7 +1,9 @@
 //! kiln-kernels: numeric inner loops with no knowledge of graphs or ONNX.
 //!
 //! Matrix multiplication (sgemm/dgemm with strides), the vectorisable helpers the operators
-//! share, and intra-op parallelism ([`par`]: the per-thread pool a run's kernels split work over). Depends on nothing of Kiln's. Single precision uses our packed GEMM ([`gemm`]:
+//! share ([`vmath`]: vectorised exp/sigmoid/tanh; [`simd`]: running plain loops with the CPU's
+//! widest ISA), and intra-op parallelism ([`par`]: the fork-join pool a run's kernels split work
+//! over). Depends on nothing of Kiln's. Single precision uses our packed GEMM ([`gemm`]:
 //! AVX-512 / AVX2+FMA / portable micro-kernels chosen at run time, prepacked operands, fused
 //! epilogues); double precision and negative strides use `matrixmultiply`.
 
@@ -9,6 +11,7 @@ pub mod dwconv;
 pub mod gemm;
 pub mod par;
 pub mod simd;
+pub mod vmath;
 
 pub use dwconv::{depthwise_conv2d, DwGeometry};
 pub use gemm::{best_isa, sgemm_ex, Epilogue, Isa, Lhs, MatRef, PackedA, PackedB, Rhs};

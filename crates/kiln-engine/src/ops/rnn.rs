@@ -1,5 +1,7 @@
 //! Recurrent operators: LSTM, GRU and RNN (all directions, activations, clip, peepholes,
-//! sequence_lens, initial states, both layouts).
+//! sequence_lens, initial states, both layouts). Single precision runs through [`fast`].
+
+mod fast;
 
 use std::borrow::Cow;
 use std::ops::{Add, Mul, Neg, Sub};
@@ -81,6 +83,12 @@ trait Fl:
     fn ln_1p(self) -> Self;
     fn abs(self) -> Self;
     fn div(self, o: Self) -> Self;
+    /// xs[i] = sigmoid(xs[i]).
+    fn sigmoid_slice(xs: &mut [Self]);
+    /// xs[i] = tanh(xs[i]).
+    fn tanh_slice(xs: &mut [Self]);
+    /// Runs every direction of `op` (see [`run_dirs_generic`]).
+    fn run_dirs(op: &RnnOp, a: &DirsIn<'_, Self>, h_all: &mut [Self], c_all: &mut [Self], y: &mut [Self]);
     /// C[m×n] = A[m×k]·B[k×n] + beta·C with strides.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
@@ -92,7 +100,7 @@ trait Fl:
 }
 
 macro_rules! impl_fl {
-    ($t:ty, $gemm:path) => {
+    ($t:ty, $gemm:path, $sig:path, $tanh:path, $dirs:path) => {
         impl Fl for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -112,6 +120,11 @@ macro_rules! impl_fl {
             fn abs(self) -> Self { <$t>::abs(self) }
             #[inline(always)]
             fn div(self, o: Self) -> Self { self / o }
+            fn sigmoid_slice(xs: &mut [Self]) { $sig(xs) }
+            fn tanh_slice(xs: &mut [Self]) { $tanh(xs) }
+            fn run_dirs(op: &RnnOp, a: &DirsIn<'_, Self>, h_all: &mut [Self], c_all: &mut [Self], y: &mut [Self]) {
+                $dirs(op, a, h_all, c_all, y)
+            }
             fn gemm(
                 m: usize, k: usize, n: usize,
                 a: &[Self], rsa: isize, csa: isize,
@@ -123,8 +136,21 @@ macro_rules! impl_fl {
         }
     };
 }
-impl_fl!(f32, kiln_kernels::sgemm);
-impl_fl!(f64, kiln_kernels::dgemm);
+impl_fl!(f32, kiln_kernels::sgemm, kiln_kernels::vmath::sigmoid, kiln_kernels::vmath::tanh, run_dirs_f32);
+impl_fl!(f64, kiln_kernels::dgemm, sigmoid_slice_scalar, tanh_slice_scalar, run_dirs_generic);
+
+fn sigmoid_slice_scalar<F: Fl>(xs: &mut [F]) {
+    xs.iter_mut().for_each(|x| *x = sigmoid(*x));
+}
+
+fn tanh_slice_scalar<F: Fl>(xs: &mut [F]) {
+    xs.iter_mut().for_each(|x| *x = x.tanh());
+}
+
+fn run_dirs_f32(op: &RnnOp, a: &DirsIn<'_, f32>, h_all: &mut [f32], c_all: &mut [f32], y: &mut [f32]) {
+    let run = fast::Run { d: a.d, x: a.x, w: a.w, r: a.r, b: a.b, lens: a.lens, peep: a.peep };
+    fast::run_dirs(op, &run, h_all, c_all, y);
+}
 
 /// The elements of a float tensor in compute precision, owned.
 fn load<F: Fl>(t: &Tensor, what: &str) -> OpResult<Vec<F>> {
@@ -229,8 +255,8 @@ impl Act {
         let (zero, one) = (F::ZERO, F::ONE);
         match self.kind {
             ActKind::Relu => xs.iter_mut().for_each(|x| *x = if *x > zero { *x } else { zero }),
-            ActKind::Tanh => xs.iter_mut().for_each(|x| *x = x.tanh()),
-            ActKind::Sigmoid => xs.iter_mut().for_each(|x| *x = sigmoid(*x)),
+            ActKind::Tanh => F::tanh_slice(xs),
+            ActKind::Sigmoid => F::sigmoid_slice(xs),
             ActKind::Affine => xs.iter_mut().for_each(|x| *x = a * *x + b),
             ActKind::LeakyRelu => xs.iter_mut().for_each(|x| *x = if *x >= zero { *x } else { a * *x }),
             ActKind::ThresholdedRelu => xs.iter_mut().for_each(|x| *x = if *x > a { *x } else { zero }),
@@ -273,6 +299,8 @@ struct RnnOp {
     input_forget: bool,
     linear_before_reset: bool,
     batch_first: bool,
+    /// Constant f32 weights packed at build time.
+    packed: Option<fast::Packed>,
 }
 
 fn build(n: &NodeInfo, cell: Cell) -> OpResult<Box<dyn Op>> {
@@ -316,7 +344,7 @@ fn build(n: &NodeInfo, cell: Cell) -> OpResult<Box<dyn Op>> {
             bail!("clip must be positive, got {c}");
         }
     }
-    Ok(Box::new(RnnOp {
+    let mut op = RnnOp {
         cell,
         hidden,
         dirs,
@@ -325,7 +353,14 @@ fn build(n: &NodeInfo, cell: Cell) -> OpResult<Box<dyn Op>> {
         input_forget: n.attr_int_or("input_forget", 0)? != 0,
         linear_before_reset: n.attr_int_or("linear_before_reset", 0)? != 0,
         batch_first: n.attr_int_or("layout", 0)? != 0,
-    }))
+        packed: None,
+    };
+    if let (Some(w), Some(r)) = (n.const_tensor(1), n.const_tensor(2)) {
+        // A bias that is present but not constant is detected at run time (the packing then
+        // does not fit and the run packs its own).
+        op.packed = fast::prepack(&op, w, r, n.const_tensor(3));
+    }
+    Ok(Box::new(op))
 }
 
 /// Run-time dimensions.
@@ -478,48 +513,12 @@ impl RnnOp {
 
         // Y in [seq, nd, batch, H] order.
         let mut y = vec![F::ZERO; d.seq * d.nd * d.batch * d.hidden];
-        let rows = d.seq * d.batch;
-        let mut xw = vec![F::ZERO; rows * gh];
-        for (k, &reverse) in self.dirs.iter().enumerate() {
-            let wk = &w[k * gh * d.input..][..gh * d.input];
-            let rk = &r[k * gh * d.hidden..][..gh * d.hidden];
-            let bk = &bias[k * 2 * gh..][..2 * gh];
-            // Input projection for every step at once: XW = X · Wᵀ + biases.
-            F::gemm(rows, d.input, gh, &xv, d.input as isize, 1, wk, 1, d.input as isize, F::ZERO, &mut xw, gh as isize);
-            let skip_rbh = self.cell == Cell::Gru && self.linear_before_reset;
-            let mut add_bias = vec![F::ZERO; gh];
-            for j in 0..gh {
-                let rb = if skip_rbh && j >= 2 * d.hidden { F::ZERO } else { bk[gh + j] };
-                add_bias[j] = bk[j] + rb;
-            }
-            for row in xw.chunks_exact_mut(gh) {
-                for (v, &b) in row.iter_mut().zip(&add_bias) {
-                    *v = *v + b;
-                }
-            }
-            let acts = &self.acts[k * self.cell.num_acts()..][..self.cell.num_acts()];
-            let h = &mut h_all[k * d.batch * d.hidden..][..d.batch * d.hidden];
-            let ctx = StepCtx {
-                d: &d,
-                k,
-                reverse,
-                lens: &lens,
-                xw: &xw,
-                r: rk,
-                rbh: if self.cell == Cell::Gru { &bk[gh + 2 * d.hidden..] } else { &[] },
-                acts,
-                clip: self.clip.map(F::of),
-            };
-            match self.cell {
-                Cell::Lstm => {
-                    let c = &mut c_all[k * d.batch * d.hidden..][..d.batch * d.hidden];
-                    let p = peep.as_ref().map(|p| &p[k * 3 * d.hidden..][..3 * d.hidden]);
-                    lstm_dir(&ctx, h, c, p, self.input_forget, &mut y);
-                }
-                Cell::Gru => gru_dir(&ctx, h, self.linear_before_reset, &mut y),
-                Cell::Rnn => rnn_dir(&ctx, h, &mut y),
-            }
-        }
+        let b_in = match inputs.opt_tensor(3)? {
+            Some(_) => Some(&bias[..]),
+            None => None,
+        };
+        let a = DirsIn { d: &d, x: &xv, w: &w, r: &r, b: b_in, bias: &bias, lens: &lens, peep: peep.as_deref() };
+        F::run_dirs(self, &a, &mut h_all, &mut c_all, &mut y);
 
         // Outputs in the requested layout.
         let (y_shape, y) = if self.batch_first {
@@ -559,14 +558,84 @@ impl RnnOp {
     }
 }
 
+/// What [`Fl::run_dirs`] reads.
+struct DirsIn<'a, F> {
+    d: &'a Dims,
+    /// X as [seq, batch, input].
+    x: &'a [F],
+    w: &'a [F],
+    r: &'a [F],
+    /// B as given (None when absent).
+    b: Option<&'a [F]>,
+    /// B, zeros when absent.
+    bias: &'a [F],
+    lens: &'a [usize],
+    peep: Option<&'a [F]>,
+}
+
+/// Runs every direction with a per-direction input-projection GEMM and plain recurrence
+/// products (the double-precision path).
+fn run_dirs_generic<F: Fl>(op: &RnnOp, a: &DirsIn<'_, F>, h_all: &mut [F], c_all: &mut [F], y: &mut [F]) {
+    let d = a.d;
+    let g = op.cell.gates();
+    let gh = g * d.hidden;
+    let rows = d.seq * d.batch;
+    let mut xw = vec![F::ZERO; rows * gh];
+    for (k, &reverse) in op.dirs.iter().enumerate() {
+        let wk = &a.w[k * gh * d.input..][..gh * d.input];
+        let rk = &a.r[k * gh * d.hidden..][..gh * d.hidden];
+        let bk = &a.bias[k * 2 * gh..][..2 * gh];
+        // Input projection for every step at once: XW = X · Wᵀ + biases.
+        F::gemm(rows, d.input, gh, a.x, d.input as isize, 1, wk, 1, d.input as isize, F::ZERO, &mut xw, gh as isize);
+        let skip_rbh = op.cell == Cell::Gru && op.linear_before_reset;
+        let mut add_bias = vec![F::ZERO; gh];
+        for j in 0..gh {
+            let rb = if skip_rbh && j >= 2 * d.hidden { F::ZERO } else { bk[gh + j] };
+            add_bias[j] = bk[j] + rb;
+        }
+        for row in xw.chunks_exact_mut(gh) {
+            for (v, &b) in row.iter_mut().zip(&add_bias) {
+                *v = *v + b;
+            }
+        }
+        let acts = &op.acts[k * op.cell.num_acts()..][..op.cell.num_acts()];
+        let h = &mut h_all[k * d.batch * d.hidden..][..d.batch * d.hidden];
+        let ctx = StepCtx {
+            d,
+            k,
+            reverse,
+            lens: a.lens,
+            xw: &xw,
+            xw_stride: gh,
+            xw_off: 0,
+            r: rk,
+            rbh: if op.cell == Cell::Gru { &bk[gh + 2 * d.hidden..] } else { &[] },
+            acts,
+            clip: op.clip.map(F::of),
+        };
+        match op.cell {
+            Cell::Lstm => {
+                let c = &mut c_all[k * d.batch * d.hidden..][..d.batch * d.hidden];
+                let p = a.peep.map(|p| &p[k * 3 * d.hidden..][..3 * d.hidden]);
+                lstm_dir(&ctx, h, c, p, op.input_forget, y);
+            }
+            Cell::Gru => gru_dir(&ctx, h, op.linear_before_reset, y),
+            Cell::Rnn => rnn_dir(&ctx, h, y),
+        }
+    }
+}
+
 /// What one direction's recurrence needs.
 struct StepCtx<'a, F: Fl> {
     d: &'a Dims,
     k: usize,
     reverse: bool,
     lens: &'a [usize],
-    /// Precomputed input projections plus biases, [seq, batch, G·H].
+    /// Precomputed input projections plus biases: step t, batch row b at
+    /// `xw[(t·batch + b)·xw_stride + xw_off..][..G·H]`.
     xw: &'a [F],
+    xw_stride: usize,
+    xw_off: usize,
     /// Recurrence weights of this direction, [G·H, H].
     r: &'a [F],
     /// Recurrence bias of the GRU candidate gate (used with linear_before_reset).
@@ -594,7 +663,7 @@ impl<'a, F: Fl> StepCtx<'a, F> {
         for b in 0..self.d.batch {
             let dst = &mut gates[b * gh..][..gh];
             match self.time(s, b) {
-                Some(t) => dst.copy_from_slice(&self.xw[(t * self.d.batch + b) * gh..][..gh]),
+                Some(t) => dst.copy_from_slice(&self.xw[(t * self.d.batch + b) * self.xw_stride + self.xw_off..][..gh]),
                 None => dst.iter_mut().for_each(|v| *v = F::ZERO),
             }
         }
@@ -625,48 +694,81 @@ fn lstm_dir<F: Fl>(ctx: &StepCtx<F>, h: &mut [F], c: &mut [F], p: Option<&[F]>, 
         F::gemm(d.batch, hs, gh, h, hs as isize, 1, ctx.r, 1, hs as isize, F::ONE, &mut gates, gh as isize);
         for b in 0..d.batch {
             let Some(t) = ctx.time(s, b) else { continue };
-            let g = &mut gates[b * gh..][..gh];
             let hb = &mut h[b * hs..][..hs];
-            let cb = &mut c[b * hs..][..hs];
-            let (gi, rest) = g.split_at_mut(hs);
-            let (go, rest) = rest.split_at_mut(hs);
-            let (gf, gc) = rest.split_at_mut(hs);
-            if let Some(p) = p {
-                for j in 0..hs {
-                    gi[j] = gi[j] + p[j] * cb[j];
-                    gf[j] = gf[j] + p[2 * hs + j] * cb[j];
-                }
-            }
-            ctx.clip(gi);
-            ctx.acts[0].apply(gi);
-            if input_forget {
-                for j in 0..hs {
-                    gf[j] = F::ONE - gi[j];
-                }
-            } else {
-                ctx.clip(gf);
-                ctx.acts[0].apply(gf);
-            }
-            ctx.clip(gc);
-            ctx.acts[1].apply(gc);
-            for j in 0..hs {
-                cb[j] = gf[j] * cb[j] + gi[j] * gc[j];
-            }
-            if let Some(p) = p {
-                for j in 0..hs {
-                    go[j] = go[j] + p[hs + j] * cb[j];
-                }
-            }
-            ctx.clip(go);
-            ctx.acts[0].apply(go);
-            // h = o ⊙ act_h(C), using gc as scratch.
-            gc.copy_from_slice(cb);
-            ctx.acts[2].apply(gc);
-            for j in 0..hs {
-                hb[j] = go[j] * gc[j];
-            }
+            lstm_cell(&mut gates[b * gh..][..gh], hb, &mut c[b * hs..][..hs], ctx.acts, ctx.clip, p, input_forget);
             ctx.write_y(y, t, b, hb);
         }
+    }
+}
+
+/// One LSTM cell update of one batch row: `g` holds the pre-activations [i, o, f, c] (and is
+/// used as scratch), `hb`/`cb` the state, updated in place.
+#[allow(clippy::too_many_arguments)]
+fn lstm_cell<F: Fl>(g: &mut [F], hb: &mut [F], cb: &mut [F], acts: &[Act], clip: Option<F>, p: Option<&[F]>, input_forget: bool) {
+    let hs = hb.len();
+    let default_acts = acts.len() == 3
+        && acts[0].kind == ActKind::Sigmoid
+        && acts[1].kind == ActKind::Tanh
+        && acts[2].kind == ActKind::Tanh;
+    if default_acts && clip.is_none() && p.is_none() && !input_forget {
+        F::sigmoid_slice(&mut g[..3 * hs]);
+        let (ifo, gc) = g.split_at_mut(3 * hs);
+        F::tanh_slice(gc);
+        let (gi, rest) = ifo.split_at(hs);
+        let (go, gf) = rest.split_at(hs);
+        for j in 0..hs {
+            let cn = gf[j] * cb[j] + gi[j] * gc[j];
+            cb[j] = cn;
+            gc[j] = cn;
+        }
+        F::tanh_slice(gc);
+        for j in 0..hs {
+            hb[j] = go[j] * gc[j];
+        }
+        return;
+    }
+    let clip_all = |xs: &mut [F]| {
+        if let Some(c) = clip {
+            let lo = -c;
+            xs.iter_mut().for_each(|x| *x = if *x > c { c } else if *x < lo { lo } else { *x });
+        }
+    };
+    let (gi, rest) = g.split_at_mut(hs);
+    let (go, rest) = rest.split_at_mut(hs);
+    let (gf, gc) = rest.split_at_mut(hs);
+    if let Some(p) = p {
+        for j in 0..hs {
+            gi[j] = gi[j] + p[j] * cb[j];
+            gf[j] = gf[j] + p[2 * hs + j] * cb[j];
+        }
+    }
+    clip_all(gi);
+    acts[0].apply(gi);
+    if input_forget {
+        for j in 0..hs {
+            gf[j] = F::ONE - gi[j];
+        }
+    } else {
+        clip_all(gf);
+        acts[0].apply(gf);
+    }
+    clip_all(gc);
+    acts[1].apply(gc);
+    for j in 0..hs {
+        cb[j] = gf[j] * cb[j] + gi[j] * gc[j];
+    }
+    if let Some(p) = p {
+        for j in 0..hs {
+            go[j] = go[j] + p[hs + j] * cb[j];
+        }
+    }
+    clip_all(go);
+    acts[0].apply(go);
+    // h = o ⊙ act_h(C), using gc as scratch.
+    gc.copy_from_slice(cb);
+    acts[2].apply(gc);
+    for j in 0..hs {
+        hb[j] = go[j] * gc[j];
     }
 }
 
@@ -756,6 +858,7 @@ mod tests {
             input_forget: false,
             linear_before_reset: false,
             batch_first: false,
+            packed: None,
         }
     }
 
@@ -794,6 +897,76 @@ mod tests {
         let out = run(&o, vec![Some(x), Some(w), Some(r), None, None, None, Some(c0)]);
         assert!((out[2][0] - 1.0).abs() < 1e-6);
         assert!((out[1][0] - 0.5 * 1f32.tanh()).abs() < 1e-6);
+    }
+
+    /// Runs `op` on the same data in f32 (packed, vectorised path) and f64 (plain path) and
+    /// checks every output agrees.
+    fn f32_matches_f64(op: &RnnOp, seq: usize, batch: usize, input: usize, lens: Option<Vec<i64>>, peep: bool) {
+        let nd = op.dirs.len();
+        let (h, gh) = (op.hidden, op.cell.gates() * op.hidden);
+        let val = |n: usize, salt: usize| -> Vec<f64> { (0..n).map(|i| (((i * 7919 + salt * 104_729) % 1000) as f64 / 500.0 - 1.0) * 0.7).collect() };
+        let (xs, ss) = if op.batch_first { (vec![batch, seq, input], vec![batch, nd, h]) } else { (vec![seq, batch, input], vec![nd, batch, h]) };
+        let shapes: Vec<(Vec<usize>, Vec<f64>)> = vec![
+            (xs, val(seq * batch * input, 1)),
+            (vec![nd, gh, input], val(nd * gh * input, 2)),
+            (vec![nd, gh, h], val(nd * gh * h, 3)),
+            (vec![nd, 2 * gh], val(nd * 2 * gh, 4)),
+            (ss.clone(), val(nd * batch * h, 5)),
+            (ss, val(nd * batch * h, 6)),
+            (vec![nd, 3 * h], val(nd * 3 * h, 7)),
+        ];
+        let make = |f32s: bool| -> Vec<Option<Value>> {
+            let mut v: Vec<Option<Value>> = shapes
+                .iter()
+                .map(|(s, d)| {
+                    Some(Value::Tensor(if f32s {
+                        Tensor::from_vec(s.clone(), d.iter().map(|&x| x as f32).collect::<Vec<f32>>()).unwrap()
+                    } else {
+                        Tensor::from_vec(s.clone(), d.clone()).unwrap()
+                    }))
+                })
+                .collect();
+            let l = lens.clone().map(|l| Value::Tensor(Tensor::from_vec(vec![batch], l).unwrap()));
+            v.insert(4, l);
+            if !peep {
+                v[7] = None;
+            }
+            if op.cell != Cell::Lstm {
+                v.truncate(6);
+            }
+            v
+        };
+        let (a, b) = (make(true), make(false));
+        let ra: Vec<Option<&Value>> = a.iter().map(|v| v.as_ref()).collect();
+        let rb: Vec<Option<&Value>> = b.iter().map(|v| v.as_ref()).collect();
+        let oa = op.run(&Inputs::new(&ra)).unwrap();
+        let ob = op.run(&Inputs::new(&rb)).unwrap();
+        assert_eq!(oa.len(), ob.len());
+        for (x, y) in oa.into_iter().zip(ob) {
+            let (x, y) = (x.into_tensor().unwrap(), y.into_tensor().unwrap());
+            assert_eq!(x.shape(), y.shape());
+            let (x, y) = (x.into_vec::<f32>().unwrap(), y.into_vec::<f64>().unwrap());
+            for (i, (&p, &q)) in x.iter().zip(&y).enumerate() {
+                assert!((p as f64 - q).abs() < 2e-5, "{:?} output element {i}: f32 {p} vs f64 {q}", op.cell);
+            }
+        }
+    }
+
+    #[test]
+    fn f32_path_matches_f64_path() {
+        for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn] {
+            let mut o = op(cell, 19);
+            o.dirs = vec![false, true];
+            let names: Vec<String> = cell.default_acts().iter().chain(cell.default_acts()).map(|s| s.to_string()).collect();
+            o.acts = parse_acts(&names, &[], &[]).unwrap();
+            f32_matches_f64(&o, 5, 1, 3, None, false);
+            f32_matches_f64(&o, 5, 3, 4, Some(vec![5, 2, 0]), cell == Cell::Lstm);
+            f32_matches_f64(&o, 4, 1, 2, Some(vec![3]), false);
+            o.batch_first = true;
+            o.clip = Some(0.5);
+            o.linear_before_reset = cell == Cell::Gru;
+            f32_matches_f64(&o, 3, 2, 2, None, cell == Cell::Lstm);
+        }
     }
 
     #[test]
