@@ -88,6 +88,12 @@ impl KilnSession {
     #[wasm_bindgen(constructor)]
     pub fn new(bytes: Vec<u8>) -> Result<KilnSession, JsError> {
         let opts = SessionOptions::default().with_threads(1);
+        // Loading allocates about the model's size again for the initializers, then their packed
+        // copies: growing the wasm memory once for that (the freed block is reused by those
+        // allocations) is much cheaper than growing it in many small steps.
+        let mut reserve: Vec<u8> = Vec::new();
+        let _ = reserve.try_reserve_exact(bytes.len().saturating_mul(2));
+        drop(reserve);
         let model = kiln_onnx::decode_model_shared(Arc::new(bytes))
             .map_err(|e| err(kiln_engine::Error::from(e).to_string()))?;
         let session = Session::from_proto(&model, None, opts, &Registry::with_builtin())
