@@ -364,17 +364,24 @@ pub(crate) fn move_data(d: &TensorData, m: &impl Mover) -> TensorData {
         D::Bool(v) => D::Bool(via_words::<bool, u8>(v, m)),
         D::U8(v) => D::U8(m.run(v)),
         D::String(v) => D::String(m.run(v)),
-        D::F8E4M3FN(v) => D::F8E4M3FN(m.run(v)),
-        D::F8E4M3FNUZ(v) => D::F8E4M3FNUZ(m.run(v)),
-        D::F8E5M2(v) => D::F8E5M2(m.run(v)),
-        D::F8E5M2FNUZ(v) => D::F8E5M2FNUZ(m.run(v)),
-        D::U4(v) => D::U4(m.run(v)),
-        D::I4(v) => D::I4(m.run(v)),
-        D::F4E2M1(v) => D::F4E2M1(m.run(v)),
-        D::F8E8M0(v) => D::F8E8M0(m.run(v)),
-        D::U2(v) => D::U2(m.run(v)),
-        D::I2(v) => D::I2(m.run(v)),
+        // The one-byte wrappers move as their byte (the u8 instance) with a conversion each way.
+        D::F8E4M3FN(v) => D::F8E4M3FN(via_byte(v, m, |x| x.0, kiln_tensor::F8E4M3FN)),
+        D::F8E4M3FNUZ(v) => D::F8E4M3FNUZ(via_byte(v, m, |x| x.0, kiln_tensor::F8E4M3FNUZ)),
+        D::F8E5M2(v) => D::F8E5M2(via_byte(v, m, |x| x.0, kiln_tensor::F8E5M2)),
+        D::F8E5M2FNUZ(v) => D::F8E5M2FNUZ(via_byte(v, m, |x| x.0, kiln_tensor::F8E5M2FNUZ)),
+        D::U4(v) => D::U4(via_byte(v, m, |x| x.0, kiln_tensor::U4)),
+        D::I4(v) => D::I4(via_byte(v, m, |x| x.0 as u8, |b| kiln_tensor::I4(b as i8))),
+        D::F4E2M1(v) => D::F4E2M1(via_byte(v, m, |x| x.0, kiln_tensor::F4E2M1)),
+        D::F8E8M0(v) => D::F8E8M0(via_byte(v, m, |x| x.0, kiln_tensor::F8E8M0)),
+        D::U2(v) => D::U2(via_byte(v, m, |x| x.0, kiln_tensor::U2)),
+        D::I2(v) => D::I2(via_byte(v, m, |x| x.0 as u8, |b| kiln_tensor::I2(b as i8))),
     }
+}
+
+/// `m` on the bytes of a one-byte wrapper type.
+fn via_byte<T: Copy>(v: &[T], m: &impl Mover, to: fn(T) -> u8, from: fn(u8) -> T) -> Vec<T> {
+    let bytes: Vec<u8> = v.iter().map(|&x| to(x)).collect();
+    m.run(&bytes).into_iter().map(from).collect()
 }
 
 /// `m` on `v` viewed as words `W` (an unsigned integer of the same size and alignment as `T`).
