@@ -389,18 +389,18 @@ fn variadic(_n: &NodeInfo, v: V) -> OpResult<Box<dyn Op>> {
     Ok(Box::new(Variadic(v)))
 }
 
-/// Folds the inputs with `f` through a function pointer: one shared loop per type.
-fn fold_fn<T: Num>(ts: &[&Tensor], f: fn(T, T) -> T) -> Out<T> {
-    fold_with(ts, move |x: &T, y: &T| f(*x, *y))
-}
-
-/// Folds the inputs with `f`, a loop per operator (f32 and f64).
-fn fold_with<T: Num>(ts: &[&Tensor], f: impl Fn(&T, &T) -> T + Copy) -> Out<T> {
+/// Folds the inputs with `f`: a loop per operator for f32 and f64, one shared loop per type
+/// (through a function pointer) for the others.
+fn fold<T: Num>(ts: &[&Tensor], f: fn(T, T) -> T, wide: impl Fn(&T, &T) -> T + Copy) -> Out<T> {
     let Some(first) = ts.first() else { bail!("needs at least one input") };
     let mut shape = first.shape().to_vec();
     let mut acc: Vec<T> = first.as_slice::<T>()?.to_vec();
     for t in &ts[1..] {
-        let (s, o) = binary(&acc, &shape, t.as_slice::<T>()?, t.shape(), f)?;
+        let (s, o) = if wide_float::<T>() {
+            binary(&acc, &shape, t.as_slice::<T>()?, t.shape(), wide)?
+        } else {
+            binary_fn(&acc, &shape, t.as_slice::<T>()?, t.shape(), f)?
+        };
         acc = o;
         shape = s;
     }
@@ -426,21 +426,12 @@ impl Op for Variadic {
             );
         }
         dispatch!(num first.data(), name, |_v: T| {
-            macro_rules! fold {
-                ($m:ident) => {
-                    if wide_float::<T>() {
-                        fold_with::<T>(&ts, |x, y| x.$m(*y))?
-                    } else {
-                        fold_fn::<T>(&ts, |x, y| x.$m(y))?
-                    }
-                };
-            }
             let (s, o) = match self.0 {
-                V::Sum => fold!(n_add),
-                V::Max => fold!(n_max),
-                V::Min => fold!(n_min),
+                V::Sum => fold::<T>(&ts, |x, y| x.n_add(y), |x, y| x.n_add(*y))?,
+                V::Max => fold::<T>(&ts, |x, y| x.n_max(y), |x, y| x.n_max(*y))?,
+                V::Min => fold::<T>(&ts, |x, y| x.n_min(y), |x, y| x.n_min(*y))?,
                 V::Mean => {
-                    let (s, o) = fold!(n_add);
+                    let (s, o) = fold::<T>(&ts, |x, y| x.n_add(y), |x, y| x.n_add(*y))?;
                     let n = T::from_f64(ts.len() as f64);
                     (s, o.into_iter().map(|x| x.n_div(n)).collect())
                 }
