@@ -264,7 +264,12 @@ pub fn merge_tensor(r: &mut Reader<'_>, m: &mut TensorProto, depth: u32) -> Resu
             6 => push_bytes(r, f, &mut m.string_data, "string_data")?,
             7 => r.repeated_int64(f, &mut m.int64_data).ctx("int64_data")?,
             8 => m.name = r.string(f).ctx("name")?,
-            9 => m.raw_data = r.raw_bytes(f).ctx("raw_data")?,
+            // Only the main graph's initializers (depth 2) refer into a shared input: the
+            // engine keeps nothing of them but the tensors, while a subgraph's tensors may live
+            // on in the operator that owns the subgraph and would keep the whole input alive.
+            9 => {
+                m.raw_data = if depth <= 2 { r.raw_bytes(f) } else { r.bytes(f).map(RawData::from) }.ctx("raw_data")?
+            }
             10 => r
                 .repeated_double(f, &mut m.double_data)
                 .ctx("double_data")?,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 /// The bytes of `TensorProto.raw_data`: owned, or a range of the serialized model when it was
-/// decoded with `decode_model_shared` (large initializers are then not copied while decoding).
+/// decoded with `decode_model_shared` (the main graph's initializers are then not copied).
 #[derive(Clone, Default)]
 pub struct RawData(RawRepr);
 
