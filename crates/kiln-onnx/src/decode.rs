@@ -19,6 +19,16 @@ pub fn decode_root<T: Default>(
     Ok(msg)
 }
 
+/// `decode_root` over a shared buffer: `raw_data` fields refer into it.
+pub fn decode_root_shared<T: Default>(
+    bytes: &SharedBytes,
+    merge: fn(&mut Reader<'_>, &mut T, u32) -> Result<()>,
+) -> Result<T> {
+    let mut msg = T::default();
+    merge(&mut Reader::new_shared(bytes), &mut msg, 0)?;
+    Ok(msg)
+}
+
 /// Appends a freshly decoded message to a repeated field, naming its index on error.
 fn push_message<'a, T: Default>(
     r: &mut Reader<'a>,
@@ -254,7 +264,12 @@ pub fn merge_tensor(r: &mut Reader<'_>, m: &mut TensorProto, depth: u32) -> Resu
             6 => push_bytes(r, f, &mut m.string_data, "string_data")?,
             7 => r.repeated_int64(f, &mut m.int64_data).ctx("int64_data")?,
             8 => m.name = r.string(f).ctx("name")?,
-            9 => m.raw_data = r.bytes(f).ctx("raw_data")?,
+            // Only the main graph's initializers (depth 2) refer into a shared input: the
+            // engine keeps nothing of them but the tensors, while a subgraph's tensors may live
+            // on in the operator that owns the subgraph and would keep the whole input alive.
+            9 => {
+                m.raw_data = if depth <= 2 { r.raw_bytes(f) } else { r.bytes(f).map(RawData::from) }.ctx("raw_data")?
+            }
             10 => r
                 .repeated_double(f, &mut m.double_data)
                 .ctx("double_data")?,
@@ -645,6 +660,20 @@ mod tests {
             .msg(8, Msg::new().str(1, "").int(2, 17))
             .msg(7, graph)
             .build()
+    }
+
+    #[test]
+    fn shared_decoding_refers_to_the_same_bytes() {
+        let bytes = sample_model();
+        let copied = decode_model(&bytes).unwrap();
+        let buf = std::sync::Arc::new(bytes);
+        let base = buf.as_ptr() as usize;
+        let shared = crate::decode_model_shared(buf.clone()).unwrap();
+        assert_eq!(shared, copied);
+        let raw = &shared.graph.as_ref().unwrap().initializer[0].raw_data;
+        assert_eq!(raw.len(), 8);
+        let start = raw.as_ptr() as usize;
+        assert!(start >= base && start + 8 <= base + buf.len(), "raw_data is not a copy");
     }
 
     #[test]

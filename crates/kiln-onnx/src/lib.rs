@@ -17,7 +17,7 @@ mod wire;
 
 pub use proto::{
     AttributeProto, AttributeType, DataLocation, DimProto, FunctionProto, GraphProto, MapProto,
-    ModelProto, NodeProto, OperatorSetIdProto, OptionalProto, SequenceProto, SparseTensorProto,
+    ModelProto, NodeProto, OperatorSetIdProto, OptionalProto, RawData, SequenceProto, SharedBytes, SparseTensorProto,
     StringStringEntryProto, TensorProto, TypeProto, TypeValue, ValueInfoProto,
 };
 pub use tensor::{
@@ -49,6 +49,12 @@ fn decode_as<T: Default>(
 /// Decodes a serialized `ModelProto` (the contents of a `.onnx` file).
 pub fn decode_model(bytes: &[u8]) -> Result<ModelProto, OnnxError> {
     decode_as(bytes, "ModelProto", decode::merge_model)
+}
+
+/// Decodes a serialized `ModelProto` held in shared memory without copying the initializers'
+/// `raw_data`: it refers into `bytes`, which stays alive as long as the decoded model does.
+pub fn decode_model_shared(bytes: SharedBytes) -> Result<ModelProto, OnnxError> {
+    decode::decode_root_shared(&bytes, decode::merge_model).map_err(|e| OnnxError(e.render("ModelProto")))
 }
 
 /// Decodes a serialized `TensorProto` (a backend-test `.pb` file holding a tensor).

@@ -3,6 +3,63 @@
 //! Only fields Kiln uses are kept; unknown fields are skipped by the decoder. Field numbers are
 //! noted next to each field.
 
+use std::fmt;
+use std::ops::{Deref, Range};
+use std::sync::Arc;
+
+/// A serialized model held in shared memory, so decoding can refer to large fields in place.
+pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// The bytes of `TensorProto.raw_data`: owned, or a range of the serialized model when it was
+/// decoded with `decode_model_shared` (the main graph's initializers are then not copied).
+#[derive(Clone, Default)]
+pub struct RawData(RawRepr);
+
+#[derive(Clone, Default)]
+enum RawRepr {
+    #[default]
+    Empty,
+    Owned(Vec<u8>),
+    Shared(SharedBytes, Range<usize>),
+}
+
+impl RawData {
+    /// A range of `buf`; `None` when the range is out of bounds.
+    pub fn shared(buf: &SharedBytes, range: Range<usize>) -> Option<RawData> {
+        (*buf).as_ref().as_ref().get(range.clone())?;
+        Some(RawData(RawRepr::Shared(Arc::clone(buf), range)))
+    }
+}
+
+impl Deref for RawData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            RawRepr::Empty => &[],
+            RawRepr::Owned(v) => v,
+            RawRepr::Shared(buf, r) => (**buf).as_ref().get(r.clone()).unwrap_or(&[]),
+        }
+    }
+}
+
+impl From<Vec<u8>> for RawData {
+    fn from(v: Vec<u8>) -> RawData {
+        RawData(RawRepr::Owned(v))
+    }
+}
+
+impl PartialEq for RawData {
+    fn eq(&self, other: &RawData) -> bool {
+        **self == **other
+    }
+}
+
+impl fmt::Debug for RawData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// ModelProto
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ModelProto {
@@ -117,7 +174,7 @@ pub struct TensorProto {
     pub data_type: i32,                          // 2
     pub name: String,                            // 8
     pub doc_string: String,                      // 12
-    pub raw_data: Vec<u8>,                       // 9
+    pub raw_data: RawData,                       // 9
     pub float_data: Vec<f32>,                    // 4
     pub int32_data: Vec<i32>,                    // 5
     pub string_data: Vec<Vec<u8>>,               // 6

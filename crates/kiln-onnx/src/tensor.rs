@@ -120,12 +120,28 @@ fn from_raw(
             expected.map_or_else(|| "too many".to_string(), |n| n.to_string()),
         ));
     }
-    fn le<T, const N: usize>(bytes: &[u8], conv: fn([u8; N]) -> T) -> Vec<T> {
-        bytes
-            .chunks_exact(N)
-            .filter_map(|c| <[u8; N]>::try_from(c).ok())
-            .map(conv)
-            .collect()
+    fn le<T: LeBytes, const N: usize>(bytes: &[u8], conv: fn([u8; N]) -> T) -> Vec<T> {
+        let n = bytes.len() / N;
+        #[cfg(target_endian = "little")]
+        if std::mem::size_of::<T>() == N {
+            let mut v: Vec<T> = Vec::with_capacity(n);
+            // SAFETY: `LeBytes` types are plain integers or float bit patterns of N bytes, valid
+            // for every bit pattern, whose in-memory form on a little-endian target is their
+            // little-endian encoding (what `conv` decodes); `v` has room for `n` elements and
+            // `bytes` holds at least `n * N` bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().cast::<u8>(), n * N);
+                v.set_len(n);
+            }
+            return v;
+        }
+        let mut v = Vec::with_capacity(n);
+        v.extend(bytes.chunks_exact(N).map(|c| {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            conv(a)
+        }));
+        v
     }
     Ok(match dtype {
         DType::F32 => TensorData::F32(le(bytes, f32::from_le_bytes)),
@@ -149,6 +165,20 @@ fn from_raw(
         _ => low_precision(bytes.iter().copied(), dtype, numel),
     })
 }
+
+/// Element types stored in raw data as their own little-endian bytes.
+trait LeBytes: Copy {}
+impl LeBytes for f32 {}
+impl LeBytes for f64 {}
+impl LeBytes for f16 {}
+impl LeBytes for bf16 {}
+impl LeBytes for i8 {}
+impl LeBytes for i16 {}
+impl LeBytes for i32 {}
+impl LeBytes for i64 {}
+impl LeBytes for u16 {}
+impl LeBytes for u32 {}
+impl LeBytes for u64 {}
 
 /// Decodes float8 (one byte each), 4-bit (two per byte, low nibble first) and 2-bit (four per
 /// byte, lowest bits first) elements from their storage bytes; `bytes` must hold enough.
@@ -744,13 +774,13 @@ mod tests {
         let mut buf = vec![0u8];
         buf.extend(values.iter().flat_map(|v| v.to_le_bytes()));
         let mut t = proto("w", DType::F32, &[3]);
-        t.raw_data = buf[1..].to_vec();
+        t.raw_data = buf[1..].to_vec().into();
         let out = tensor_from_proto(&t, None).unwrap();
         assert_eq!(out.shape(), &[3]);
         assert_eq!(out.as_slice::<f32>().unwrap(), &values);
 
         let mut t = proto("b", DType::Bool, &[2, 2]);
-        t.raw_data = vec![0, 1, 2, 0];
+        t.raw_data = vec![0, 1, 2, 0].into();
         assert_eq!(
             tensor_from_proto(&t, None)
                 .unwrap()
@@ -760,7 +790,7 @@ mod tests {
         );
 
         let mut t = proto("h", DType::F16, &[]);
-        t.raw_data = f16::from_f32(0.5).to_bits().to_le_bytes().to_vec();
+        t.raw_data = f16::from_f32(0.5).to_bits().to_le_bytes().to_vec().into();
         assert_eq!(
             tensor_from_proto(&t, None)
                 .unwrap()
@@ -770,7 +800,7 @@ mod tests {
         );
 
         let mut t = proto("u", DType::U64, &[1]);
-        t.raw_data = u64::MAX.to_le_bytes().to_vec();
+        t.raw_data = u64::MAX.to_le_bytes().to_vec().into();
         assert_eq!(
             tensor_from_proto(&t, None)
                 .unwrap()
@@ -783,7 +813,7 @@ mod tests {
     #[test]
     fn raw_data_size_must_match() {
         let mut t = proto("w", DType::F32, &[2, 2]);
-        t.raw_data = vec![0; 12];
+        t.raw_data = vec![0; 12].into();
         let e = tensor_from_proto(&t, None).unwrap_err().0;
         assert!(
             e.contains("tensor 'w' has 12 bytes of raw_data") && e.contains("16 bytes"),
@@ -886,36 +916,36 @@ mod tests {
     fn low_precision_raw_data_is_packed() {
         // int4: two per byte, low nibble first; an odd count leaves the last high nibble unused.
         let mut t = proto("a", DType::I4, &[3]);
-        t.raw_data = vec![0x87, 0x0f];
+        t.raw_data = vec![0x87, 0x0f].into();
         let v = tensor_from_proto(&t, None).unwrap();
         assert_eq!(v.as_slice::<I4>().unwrap(), &[I4(7), I4(-8), I4(-1)]);
         let mut t = proto("a", DType::U4, &[2]);
-        t.raw_data = vec![0x87];
+        t.raw_data = vec![0x87].into();
         let v = tensor_from_proto(&t, None).unwrap();
         assert_eq!(v.as_slice::<U4>().unwrap(), &[U4(7), U4(8)]);
         // 2-bit: four per byte, from the lowest bits up (x0 | x1 << 2 | x2 << 4 | x3 << 6).
         let mut t = proto("a", DType::I2, &[5]);
-        t.raw_data = vec![0b11_10_01_00, 0b10];
+        t.raw_data = vec![0b11_10_01_00, 0b10].into();
         let v = tensor_from_proto(&t, None).unwrap();
         assert_eq!(v.as_slice::<I2>().unwrap(), &[I2(0), I2(1), I2(-2), I2(-1), I2(-2)]);
         let mut t = proto("a", DType::U2, &[4]);
-        t.raw_data = vec![0b11_10_01_00];
+        t.raw_data = vec![0b11_10_01_00].into();
         let v = tensor_from_proto(&t, None).unwrap();
         assert_eq!(v.as_slice::<U2>().unwrap(), &[U2(0), U2(1), U2(2), U2(3)]);
         // float4: two per byte.
         let mut t = proto("a", DType::F4E2M1, &[2]);
-        t.raw_data = vec![0xf2];
+        t.raw_data = vec![0xf2].into();
         let v = tensor_from_proto(&t, None).unwrap();
         let f: Vec<f32> = v.as_slice::<F4E2M1>().unwrap().iter().map(|x| x.to_f32()).collect();
         assert_eq!(f, vec![1.0, -6.0]);
         // float8: one byte each.
         let mut t = proto("a", DType::F8E4M3FN, &[2]);
-        t.raw_data = vec![0x7e, 0x38];
+        t.raw_data = vec![0x7e, 0x38].into();
         let v = tensor_from_proto(&t, None).unwrap();
         assert_eq!(v.as_slice::<F8E4M3FN>().unwrap(), &[F8E4M3FN(0x7e), F8E4M3FN(0x38)]);
         // Byte counts are checked against the packed size.
         let mut t = proto("a", DType::I4, &[3]);
-        t.raw_data = vec![0x87];
+        t.raw_data = vec![0x87].into();
         assert!(tensor_from_proto(&t, None).unwrap_err().0.contains("needs 3 int4 elements (2 bytes)"));
     }
 
@@ -978,7 +1008,7 @@ mod tests {
     fn unsupported_dtypes_are_named() {
         let mut t = proto("w", DType::F32, &[1]);
         t.data_type = 14;
-        t.raw_data = vec![0];
+        t.raw_data = vec![0].into();
         assert_eq!(
             tensor_from_proto(&t, None).unwrap_err().0,
             "tensor 'w' has data type complex64, which Kiln does not support"

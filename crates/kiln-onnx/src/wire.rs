@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::proto::{RawData, SharedBytes};
+
 /// How deeply messages may nest (graphs in attributes in graphs, types in types, ...).
 pub const MAX_DEPTH: u32 = 64;
 
@@ -99,6 +101,8 @@ pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     base: usize,
+    /// The whole input when it is shared: `raw_bytes` then refers to it instead of copying.
+    shared: Option<&'a SharedBytes>,
 }
 
 impl<'a> Reader<'a> {
@@ -107,6 +111,17 @@ impl<'a> Reader<'a> {
             buf,
             pos: 0,
             base: 0,
+            shared: None,
+        }
+    }
+
+    /// A reader over the whole of `shared`, whose `raw_bytes` fields refer into it.
+    pub fn new_shared(shared: &'a SharedBytes) -> Reader<'a> {
+        Reader {
+            buf: (**shared).as_ref(),
+            pos: 0,
+            base: 0,
+            shared: Some(shared),
         }
     }
 
@@ -238,12 +253,26 @@ impl<'a> Reader<'a> {
             buf,
             pos: 0,
             base: self.offset().saturating_sub(buf.len()),
+            shared: self.shared,
         })
     }
 
     pub fn bytes(&mut self, f: Field) -> Result<Vec<u8>, DecodeError> {
         self.expect(f, WireType::Len)?;
         Ok(self.len_delimited()?.to_vec())
+    }
+
+    /// A bytes field that may be large: a range of the shared input when there is one.
+    pub fn raw_bytes(&mut self, f: Field) -> Result<RawData, DecodeError> {
+        self.expect(f, WireType::Len)?;
+        let b = self.len_delimited()?;
+        if let Some(shared) = self.shared {
+            let end = self.offset();
+            if let Some(raw) = RawData::shared(shared, end.saturating_sub(b.len())..end) {
+                return Ok(raw);
+            }
+        }
+        Ok(RawData::from(b.to_vec()))
     }
 
     pub fn string(&mut self, f: Field) -> Result<String, DecodeError> {

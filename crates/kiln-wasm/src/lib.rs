@@ -9,7 +9,9 @@
 //! plain JS arrays, objects and `null`; every failure becomes a JS `Error` naming the problem.
 
 use js_sys::{Array, BigInt64Array, BigUint64Array, Float32Array, Float64Array, Function, Int16Array, Int32Array, Int8Array, Object, Reflect, Uint16Array, Uint32Array, Uint8Array};
-use kiln_engine::{Session, SessionOptions};
+use std::sync::Arc;
+
+use kiln_engine::{Registry, Session, SessionOptions};
 use kiln_tensor::{
     bf16, f16, Dim, DType, MapKey, Tensor, TensorData, Value, ValueType, F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2,
     F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4,
@@ -81,11 +83,21 @@ pub struct KilnSession {
 
 #[wasm_bindgen]
 impl KilnSession {
-    /// Loads a model from the bytes of an .onnx file.
+    /// Loads a model from the bytes of an .onnx file. The bytes are moved into wasm memory once;
+    /// initializers are decoded from them in place and the buffer is freed once the session is built.
     #[wasm_bindgen(constructor)]
-    pub fn new(bytes: &[u8]) -> Result<KilnSession, JsError> {
+    pub fn new(bytes: Vec<u8>) -> Result<KilnSession, JsError> {
         let opts = SessionOptions::default().with_threads(1);
-        let session = Session::from_bytes(bytes, opts).map_err(|e| err(e.to_string()))?;
+        // Loading allocates about the model's size again for the initializers, then their packed
+        // copies: growing the wasm memory once for that (the freed block is reused by those
+        // allocations) is much cheaper than growing it in many small steps.
+        let mut reserve: Vec<u8> = Vec::new();
+        let _ = reserve.try_reserve_exact(bytes.len().saturating_mul(2));
+        drop(reserve);
+        let model = kiln_onnx::decode_model_shared(Arc::new(bytes))
+            .map_err(|e| err(kiln_engine::Error::from(e).to_string()))?;
+        let session = Session::from_proto(&model, None, opts, &Registry::with_builtin())
+            .map_err(|e| err(e.to_string()))?;
         Ok(KilnSession { inner: Some(session) })
     }
 

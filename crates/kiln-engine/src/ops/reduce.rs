@@ -380,7 +380,30 @@ fn reduce_with<E: Num, R: Reducer<E>>(x: &[E], plan: &Plan, r: R) -> Vec<E> {
 }
 
 fn reduce_typed<E: Num>(x: &[E], plan: &Plan, kind: Kind) -> TensorData {
-    let v = match kind {
+    E::wrap(reduce_vec(x, plan, kind))
+}
+
+/// Reduces in the compute type, so the loops of f32, i64 and u64 serve every type: 16-bit
+/// floats compute in f32 and narrower integers in i64/u64 (wrapping), exactly as their own
+/// loops would. Only the value of an empty Max/Min/LogSumExp depends on the element type.
+fn reduce_via_c<E: Num>(x: &[E], plan: &Plan, kind: Kind) -> TensorData
+where
+    E::C: Num,
+{
+    if plan.out_len > 0 && (plan.red_len == 0 || x.is_empty()) {
+        match kind {
+            Kind::Max | Kind::LogSumExp => return E::wrap(vec![E::LOWEST; plan.out_len]),
+            Kind::Min => return E::wrap(vec![E::HIGHEST; plan.out_len]),
+            _ => {}
+        }
+    }
+    let xc: Vec<E::C> = x.iter().map(|&v| v.to_c()).collect();
+    let r: Vec<E::C> = reduce_vec(&xc, plan, kind);
+    E::wrap(r.into_iter().map(E::from_c).collect())
+}
+
+fn reduce_vec<E: Num>(x: &[E], plan: &Plan, kind: Kind) -> Vec<E> {
+    match kind {
         Kind::Sum => reduce_with(x, plan, RSum),
         Kind::Mean => reduce_with(x, plan, RMean),
         Kind::Max => reduce_with(x, plan, RMax),
@@ -391,8 +414,7 @@ fn reduce_typed<E: Num>(x: &[E], plan: &Plan, kind: Kind) -> TensorData {
         Kind::LogSum => reduce_with(x, plan, RLogSum),
         Kind::LogSumExp => reduce_with(x, plan, RLogSumExp),
         Kind::SumSquare => reduce_with(x, plan, RSumSquare),
-    };
-    E::wrap(v)
+    }
 }
 
 /// Reduces `x` over `axes` (already normalised; empty = no reduction).
@@ -411,19 +433,19 @@ fn reduce_tensor(x: &Tensor, axes: &[usize], keepdims: bool, kind: Kind) -> OpRe
     let data = match x.data() {
         TensorData::F32(v) => reduce_typed(v, &plan, kind),
         TensorData::F64(v) => reduce_typed(v, &plan, kind),
-        TensorData::F16(v) => reduce_typed(v, &plan, kind),
-        TensorData::BF16(v) => reduce_typed(v, &plan, kind),
-        TensorData::I8(v) => reduce_typed(v, &plan, kind),
-        TensorData::I16(v) => reduce_typed(v, &plan, kind),
-        TensorData::I32(v) => reduce_typed(v, &plan, kind),
+        TensorData::F16(v) => reduce_via_c(v, &plan, kind),
+        TensorData::BF16(v) => reduce_via_c(v, &plan, kind),
+        TensorData::I8(v) => reduce_via_c(v, &plan, kind),
+        TensorData::I16(v) => reduce_via_c(v, &plan, kind),
+        TensorData::I32(v) => reduce_via_c(v, &plan, kind),
         TensorData::I64(v) => reduce_typed(v, &plan, kind),
-        TensorData::U8(v) => reduce_typed(v, &plan, kind),
-        TensorData::U16(v) => reduce_typed(v, &plan, kind),
-        TensorData::U32(v) => reduce_typed(v, &plan, kind),
+        TensorData::U8(v) => reduce_via_c(v, &plan, kind),
+        TensorData::U16(v) => reduce_via_c(v, &plan, kind),
+        TensorData::U32(v) => reduce_via_c(v, &plan, kind),
         TensorData::U64(v) => reduce_typed(v, &plan, kind),
         TensorData::Bool(v) if matches!(kind, Kind::Max | Kind::Min) => {
             let bytes: Vec<u8> = v.iter().map(|&b| b as u8).collect();
-            match reduce_typed(&bytes, &plan, kind) {
+            match reduce_via_c(&bytes, &plan, kind) {
                 TensorData::U8(r) => TensorData::Bool(r.into_iter().map(|b| b != 0).collect()),
                 _ => return Err(OpError::new("internal: bool reduction produced a non-u8 result")),
             }

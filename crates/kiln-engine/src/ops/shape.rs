@@ -331,7 +331,71 @@ fn blocked_transpose<T: Clone + Default>(
 
 /// Strided view copy for any dtype.
 pub(crate) fn strided_data(d: &TensorData, offset: usize, shape: &[usize], strides: &[isize]) -> TensorData {
-    kiln_tensor::map_data!(d, v => strided(v, offset, shape, strides))
+    struct M<'a>(usize, &'a [usize], &'a [isize]);
+    impl Mover for M<'_> {
+        fn run<T: Clone + Default>(&self, v: &[T]) -> Vec<T> {
+            strided(v, self.0, self.1, self.2)
+        }
+    }
+    move_data(d, &M(offset, shape, strides))
+}
+
+/// A copy that only moves elements: every element it returns is a clone of one of `v`.
+pub(crate) trait Mover {
+    fn run<T: Clone + Default>(&self, v: &[T]) -> Vec<T>;
+}
+
+/// Applies `m` to the data. Numbers and bools are moved as unsigned words of their width (the
+/// same bits), so f32, i32 and u32 share one instance of the copy loop, and so on (code size).
+pub(crate) fn move_data(d: &TensorData, m: &impl Mover) -> TensorData {
+    use TensorData as D;
+    match d {
+        D::F32(v) => D::F32(via_words::<f32, u32>(v, m)),
+        D::I32(v) => D::I32(via_words::<i32, u32>(v, m)),
+        D::U32(v) => D::U32(m.run(v)),
+        D::F64(v) => D::F64(via_words::<f64, u64>(v, m)),
+        D::I64(v) => D::I64(via_words::<i64, u64>(v, m)),
+        D::U64(v) => D::U64(m.run(v)),
+        D::F16(v) => D::F16(via_words::<f16, u16>(v, m)),
+        D::BF16(v) => D::BF16(via_words::<bf16, u16>(v, m)),
+        D::I16(v) => D::I16(via_words::<i16, u16>(v, m)),
+        D::U16(v) => D::U16(m.run(v)),
+        D::I8(v) => D::I8(via_words::<i8, u8>(v, m)),
+        D::Bool(v) => D::Bool(via_words::<bool, u8>(v, m)),
+        D::U8(v) => D::U8(m.run(v)),
+        D::String(v) => D::String(m.run(v)),
+        // The one-byte wrappers move as their byte (the u8 instance) with a conversion each way.
+        D::F8E4M3FN(v) => D::F8E4M3FN(via_byte(v, m, |x| x.0, kiln_tensor::F8E4M3FN)),
+        D::F8E4M3FNUZ(v) => D::F8E4M3FNUZ(via_byte(v, m, |x| x.0, kiln_tensor::F8E4M3FNUZ)),
+        D::F8E5M2(v) => D::F8E5M2(via_byte(v, m, |x| x.0, kiln_tensor::F8E5M2)),
+        D::F8E5M2FNUZ(v) => D::F8E5M2FNUZ(via_byte(v, m, |x| x.0, kiln_tensor::F8E5M2FNUZ)),
+        D::U4(v) => D::U4(via_byte(v, m, |x| x.0, kiln_tensor::U4)),
+        D::I4(v) => D::I4(via_byte(v, m, |x| x.0 as u8, |b| kiln_tensor::I4(b as i8))),
+        D::F4E2M1(v) => D::F4E2M1(via_byte(v, m, |x| x.0, kiln_tensor::F4E2M1)),
+        D::F8E8M0(v) => D::F8E8M0(via_byte(v, m, |x| x.0, kiln_tensor::F8E8M0)),
+        D::U2(v) => D::U2(via_byte(v, m, |x| x.0, kiln_tensor::U2)),
+        D::I2(v) => D::I2(via_byte(v, m, |x| x.0 as u8, |b| kiln_tensor::I2(b as i8))),
+    }
+}
+
+/// `m` on the bytes of a one-byte wrapper type.
+fn via_byte<T: Copy>(v: &[T], m: &impl Mover, to: fn(T) -> u8, from: fn(u8) -> T) -> Vec<T> {
+    let bytes: Vec<u8> = v.iter().map(|&x| to(x)).collect();
+    m.run(&bytes).into_iter().map(from).collect()
+}
+
+/// `m` on `v` viewed as words `W` (an unsigned integer of the same size and alignment as `T`).
+fn via_words<T: Copy + Default, W: Copy + Default>(v: &[T], m: &impl Mover) -> Vec<T> {
+    if std::mem::size_of::<T>() != std::mem::size_of::<W>() || std::mem::align_of::<T>() != std::mem::align_of::<W>() {
+        return m.run(v);
+    }
+    // SAFETY: T and W have the same size and alignment and W (an unsigned integer) is valid for
+    // every bit pattern, so `v` can be read as words.
+    let words: &[W] = unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<W>(), v.len()) };
+    let mut out = std::mem::ManuallyDrop::new(m.run(words));
+    // SAFETY: the allocation has T's size and alignment, and every word in it is a copy of an
+    // element of `v` (the `Mover` contract), hence a valid T.
+    unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<T>(), out.len(), out.capacity()) }
 }
 
 /// Row-major strides as isize.
@@ -366,7 +430,13 @@ pub(crate) fn take<T: Clone>(v: &[T], outer: usize, dim: usize, inner: usize, se
 }
 
 pub(crate) fn take_data(d: &TensorData, outer: usize, dim: usize, inner: usize, sel: &[usize]) -> TensorData {
-    kiln_tensor::map_data!(d, v => take(v, outer, dim, inner, sel))
+    struct M<'a>(usize, usize, usize, &'a [usize]);
+    impl Mover for M<'_> {
+        fn run<T: Clone + Default>(&self, v: &[T]) -> Vec<T> {
+            take(v, self.0, self.1, self.2, self.3)
+        }
+    }
+    move_data(d, &M(outer, dim, inner, sel))
 }
 
 /// Index meaning "the fill value" in `gather_fill`.

@@ -81,10 +81,20 @@ struct BinaryOp {
 
 type Out<T> = OpResult<(Vec<usize>, Vec<T>)>;
 
+/// `binary` through a function pointer: every operator using it shares one loop per element
+/// type (code size). f32 and f64 arithmetic keep a loop per operator instead.
+fn binary_fn<T: Copy>(a: &[T], sa: &[usize], b: &[T], sb: &[usize], f: fn(T, T) -> T) -> Out<T> {
+    binary(a, sa, b, sb, move |x, y| f(*x, *y))
+}
+
+/// Whether `T` is f32 or f64, whose arithmetic keeps specialised (vectorisable) loops.
+fn wide_float<T: Num>() -> bool {
+    T::IS_FLOAT && std::mem::size_of::<T>() >= 4
+}
+
 fn arith<T: Num>(a: &[T], sa: &[usize], b: &[T], sb: &[usize], k: B) -> Out<T> {
-    if !(T::IS_FLOAT && std::mem::size_of::<T>() >= 4) {
-        // Integer and 16-bit float types share one loop per type through a function pointer
-        // (code size); f32 and f64 get a loop per operator.
+    if !wide_float::<T>() {
+        // Integer and 16-bit float types share one loop per type through a function pointer.
         let f: fn(T, T) -> T = match k {
             B::Add => |x, y| x.n_add(y),
             B::Sub => |x, y| x.n_sub(y),
@@ -94,7 +104,7 @@ fn arith<T: Num>(a: &[T], sa: &[usize], b: &[T], sb: &[usize], k: B) -> Out<T> {
             B::Mod(true) => |x, y| x.rem_trunc(y),
             _ => bail!("internal: {k:?} is not arithmetic"),
         };
-        return binary(a, sa, b, sb, |x, y| f(*x, *y));
+        return binary_fn(a, sa, b, sb, f);
     }
     match k {
         B::Add => binary(a, sa, b, sb, |x, y| x.n_add(*y)),
@@ -159,36 +169,39 @@ impl Op for BinaryOp {
                 let (TensorData::Bool(va), TensorData::Bool(vb)) = (a.data(), b.data()) else {
                     bail!("{name} needs bool tensors, got {}", a.dtype());
                 };
-                let (s, o) = match k {
-                    B::And => binary(va, sa, vb, sb, |x, y| *x & *y)?,
-                    B::Or => binary(va, sa, vb, sb, |x, y| *x | *y)?,
-                    _ => binary(va, sa, vb, sb, |x, y| *x ^ *y)?,
+                let f: fn(bool, bool) -> bool = match k {
+                    B::And => |x, y| x & y,
+                    B::Or => |x, y| x | y,
+                    _ => |x, y| x ^ y,
                 };
+                let (s, o) = binary_fn(va, sa, vb, sb, f)?;
                 single(s, o)
             }
             B::BitAnd | B::BitOr | B::BitXor => dispatch!(int a.data(), name, |va: T| {
-                let vb = b.as_slice::<T>()?;
-                let (s, o) = match k {
-                    B::BitAnd => binary(va, sa, vb, sb, |x, y| *x & *y)?,
-                    B::BitOr => binary(va, sa, vb, sb, |x, y| *x | *y)?,
-                    _ => binary(va, sa, vb, sb, |x, y| *x ^ *y)?,
+                let f: fn(T, T) -> T = match k {
+                    B::BitAnd => |x, y| x & y,
+                    B::BitOr => |x, y| x | y,
+                    _ => |x, y| x ^ y,
                 };
+                let (s, o) = binary_fn(va, sa, b.as_slice::<T>()?, sb, f)?;
                 single(s, o)
             }),
             B::Shift(left) => dispatch!(int a.data(), name, |va: T| {
-                let vb = b.as_slice::<T>()?;
-                let bits = (std::mem::size_of::<T>() * 8) as i64;
-                let (s, o) = if left {
-                    binary(va, sa, vb, sb, |x, y| match shift_amount(*y, bits) {
+                let f: fn(T, T) -> T = if left {
+                    |x, y| match shift_amount(y, (std::mem::size_of::<T>() * 8) as i64) {
                         Some(n) => x.wrapping_shl(n),
                         None => 0,
-                    })?
+                    }
                 } else {
-                    binary(va, sa, vb, sb, |x, y| match shift_amount(*y, bits) {
-                        Some(n) => x.wrapping_shr(n),
-                        None => x.wrapping_shr(bits as u32 - 1).wrapping_shr(1),
-                    })?
+                    |x, y| {
+                        let bits = (std::mem::size_of::<T>() * 8) as i64;
+                        match shift_amount(y, bits) {
+                            Some(n) => x.wrapping_shr(n),
+                            None => x.wrapping_shr(bits as u32 - 1).wrapping_shr(1),
+                        }
+                    }
                 };
+                let (s, o) = binary_fn(va, sa, b.as_slice::<T>()?, sb, f)?;
                 single(s, o)
             }),
         }
@@ -341,9 +354,13 @@ impl Op for PReluOp {
             s.dtype()
         );
         dispatch!(num x.data(), "PRelu", |vx: T| {
-            let z = T::zero();
-            let (shape, o) =
-                binary(vx, x.shape(), s.as_slice::<T>()?, s.shape(), |a, b| if *a < z { a.n_mul(*b) } else { *a })?;
+            let vs = s.as_slice::<T>()?;
+            let (shape, o) = if wide_float::<T>() {
+                let z = T::zero();
+                binary(vx, x.shape(), vs, s.shape(), |a, b| if *a < z { a.n_mul(*b) } else { *a })?
+            } else {
+                binary_fn(vx, x.shape(), vs, s.shape(), |a, b| if a < T::zero() { a.n_mul(b) } else { a })?
+            };
             ensure!(
                 shape == x.shape(),
                 "PRelu slope of shape {:?} does not broadcast to X of shape {:?}",
@@ -372,12 +389,18 @@ fn variadic(_n: &NodeInfo, v: V) -> OpResult<Box<dyn Op>> {
     Ok(Box::new(Variadic(v)))
 }
 
-fn fold<T: Num>(ts: &[&Tensor], f: impl Fn(T, T) -> T + Copy) -> Out<T> {
+/// Folds the inputs with `f`: a loop per operator for f32 and f64, one shared loop per type
+/// (through a function pointer) for the others.
+fn fold<T: Num>(ts: &[&Tensor], f: fn(T, T) -> T, wide: impl Fn(&T, &T) -> T + Copy) -> Out<T> {
     let Some(first) = ts.first() else { bail!("needs at least one input") };
     let mut shape = first.shape().to_vec();
     let mut acc: Vec<T> = first.as_slice::<T>()?.to_vec();
     for t in &ts[1..] {
-        let (s, o) = binary(&acc, &shape, t.as_slice::<T>()?, t.shape(), |x, y| f(*x, *y))?;
+        let (s, o) = if wide_float::<T>() {
+            binary(&acc, &shape, t.as_slice::<T>()?, t.shape(), wide)?
+        } else {
+            binary_fn(&acc, &shape, t.as_slice::<T>()?, t.shape(), f)?
+        };
         acc = o;
         shape = s;
     }
@@ -404,11 +427,11 @@ impl Op for Variadic {
         }
         dispatch!(num first.data(), name, |_v: T| {
             let (s, o) = match self.0 {
-                V::Sum => fold::<T>(&ts, |x, y| x.n_add(y))?,
-                V::Max => fold::<T>(&ts, |x, y| x.n_max(y))?,
-                V::Min => fold::<T>(&ts, |x, y| x.n_min(y))?,
+                V::Sum => fold::<T>(&ts, |x, y| x.n_add(y), |x, y| x.n_add(*y))?,
+                V::Max => fold::<T>(&ts, |x, y| x.n_max(y), |x, y| x.n_max(*y))?,
+                V::Min => fold::<T>(&ts, |x, y| x.n_min(y), |x, y| x.n_min(*y))?,
                 V::Mean => {
-                    let (s, o) = fold::<T>(&ts, |x, y| x.n_add(y))?;
+                    let (s, o) = fold::<T>(&ts, |x, y| x.n_add(y), |x, y| x.n_add(*y))?;
                     let n = T::from_f64(ts.len() as f64);
                     (s, o.into_iter().map(|x| x.n_div(n)).collect())
                 }

@@ -163,7 +163,26 @@ fn wrap_source<S: Num>(x: S) -> i64 {
     }
 }
 
+/// Every conversion but the one to text depends only on the source's value as f64, i64 or u64
+/// (by its class): other source types are widened first, so only f32, f64, i64 and u64 keep
+/// their own set of conversion loops (code size).
 fn numeric_to<S: Num + Fmt>(v: &[S], to: DType, o: CastOpts) -> TensorData {
+    if to == DType::String {
+        return TensorData::String(v.iter().map(|&x| x.fmt_numpy()).collect());
+    }
+    let wide = std::mem::size_of::<S>() == 8 || (S::IS_FLOAT && std::mem::size_of::<S>() == 4);
+    if wide {
+        numeric_from(v, to, o)
+    } else if S::IS_FLOAT {
+        numeric_from(&v.iter().map(|&x| x.to_f64()).collect::<Vec<f64>>(), to, o)
+    } else if S::IS_SIGNED {
+        numeric_from(&v.iter().map(|&x| x.to_i64()).collect::<Vec<i64>>(), to, o)
+    } else {
+        numeric_from(&v.iter().map(|&x| x.to_u64()).collect::<Vec<u64>>(), to, o)
+    }
+}
+
+fn numeric_from<S: Num + Fmt>(v: &[S], to: DType, o: CastOpts) -> TensorData {
     let sat = o.saturate;
     match to {
         DType::F32 => TensorData::F32(conv(v)),

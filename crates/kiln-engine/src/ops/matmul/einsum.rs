@@ -313,11 +313,16 @@ impl Op for EinsumOp {
         for t in &ts {
             ensure!(t.dtype() == dt, "Einsum inputs differ in type: {} and {}", dt, t.dtype());
         }
+        // Integers are computed in wrapping i64 arithmetic, which agrees with wrapping arithmetic
+        // in every narrower type after truncation: one instance serves all of them.
         macro_rules! ints {
             ($t:ty) => {{
-                let ops = ts.iter().map(|t| Ok((t.shape().to_vec(), t.as_slice::<$t>()?.to_vec()))).collect::<OpResult<Vec<_>>>()?;
-                let (s, v) = einsum::<$t>(&self.eq, ops)?;
-                Tensor::from_vec(s, v)?
+                let ops = ts
+                    .iter()
+                    .map(|t| Ok((t.shape().to_vec(), t.as_slice::<$t>()?.iter().map(|&x| x as i64).collect())))
+                    .collect::<OpResult<Vec<_>>>()?;
+                let (s, v) = einsum::<i64>(&self.eq, ops)?;
+                Tensor::from_vec(s, v.into_iter().map(|x| x as $t).collect::<Vec<$t>>())?
             }};
         }
         let out = match dt {

@@ -225,35 +225,22 @@ fn reduction(n: &NodeInfo) -> OpResult<Reduction> {
 /// dst[d] = reduce(dst[d], src[s]) for each (d, s) in pairs of chunk starts, over `len` elements.
 fn scatter_apply<T: E>(dst: &mut [T], src: &kiln_tensor::TensorData, pairs: &[(usize, usize)], len: usize, red: Reduction) -> OpResult<()> {
     let src = same::<T>(src, "updates")?;
-    let unsupported = || OpError(format!("reduction {red:?} is not supported for {} data", T::DTYPE));
+    // One loop per type through a function pointer (code size).
+    let f: fn(&T, &T) -> Option<T> = match red {
+        Reduction::None => {
+            for &(d, s) in pairs {
+                dst[d..d + len].clone_from_slice(&src[s..s + len]);
+            }
+            return Ok(());
+        }
+        Reduction::Add => |a, b| a.add(b),
+        Reduction::Mul => |a, b| a.mul(b),
+        Reduction::Max => |a, b| Some(if b.order(a) == std::cmp::Ordering::Greater { b.clone() } else { a.clone() }),
+        Reduction::Min => |a, b| Some(if b.order(a) == std::cmp::Ordering::Less { b.clone() } else { a.clone() }),
+    };
     for &(d, s) in pairs {
-        let (dc, sc) = (&mut dst[d..d + len], &src[s..s + len]);
-        match red {
-            Reduction::None => dc.clone_from_slice(sc),
-            Reduction::Add => {
-                for (a, b) in dc.iter_mut().zip(sc) {
-                    *a = a.add(b).ok_or_else(unsupported)?;
-                }
-            }
-            Reduction::Mul => {
-                for (a, b) in dc.iter_mut().zip(sc) {
-                    *a = a.mul(b).ok_or_else(unsupported)?;
-                }
-            }
-            Reduction::Max => {
-                for (a, b) in dc.iter_mut().zip(sc) {
-                    if b.order(a) == std::cmp::Ordering::Greater {
-                        *a = b.clone();
-                    }
-                }
-            }
-            Reduction::Min => {
-                for (a, b) in dc.iter_mut().zip(sc) {
-                    if b.order(a) == std::cmp::Ordering::Less {
-                        *a = b.clone();
-                    }
-                }
-            }
+        for (a, b) in dst[d..d + len].iter_mut().zip(&src[s..s + len]) {
+            *a = f(a, b).ok_or_else(|| OpError(format!("reduction {red:?} is not supported for {} data", T::DTYPE)))?;
         }
     }
     Ok(())
