@@ -37,6 +37,12 @@ pub trait Op: Send + Sync {
         true
     }
 
+    /// True when constant input `i` was captured at build (e.g. prepacked) and `run` does not
+    /// read it: the plan passes `None` for it and the raw constant is freed after loading.
+    fn captures_const_input(&self, _i: usize) -> bool {
+        false
+    }
+
     /// True when [`Op::run_reusing`] may write its output into input 0's buffer.
     fn reuses_input0(&self) -> bool {
         false

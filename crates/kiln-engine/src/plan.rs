@@ -473,8 +473,9 @@ pub(crate) fn compile(
         }
         let n = &graph.node[ni];
         let mut ins = Vec::with_capacity(n.input.len());
-        for i in &n.input {
-            if i.is_empty() {
+        for (ii, i) in n.input.iter().enumerate() {
+            let captured = matches!(known.get(i), Some(Known::Const(_))) && op.captures_const_input(ii);
+            if i.is_empty() || captured {
                 ins.push(None);
             } else {
                 ins.push(src_of(i, &known, &mut slot_of, &mut num_slots));

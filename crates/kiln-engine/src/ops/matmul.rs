@@ -389,7 +389,18 @@ struct MatMulOp {
 impl Op for MatMulOp {
     fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
         let a = inputs.tensor(0)?;
-        let b = inputs.tensor(1)?;
+        let b = match (inputs.opt_tensor(1)?, &self.rhs) {
+            (Some(b), _) => b,
+            // B was captured at load: only the packed copy exists.
+            (None, Some(rhs)) => {
+                ensure!(a.dtype() == DType::F32, "MatMul operands differ in type: {} and float32", a.dtype());
+                return match matmul_packed(a, rhs)? {
+                    Some(t) => Ok(vec![Value::Tensor(t)]),
+                    None => bail!("MatMul inner dimensions differ: A {:?} and B {:?}", a.shape(), rhs.shape),
+                };
+            }
+            (None, None) => bail!("MatMul needs input B"),
+        };
         ensure!(a.dtype() == b.dtype(), "MatMul operands differ in type: {} and {}", a.dtype(), b.dtype());
         if let Some(rhs) = &self.rhs {
             if rhs.shape == b.shape() {
@@ -409,6 +420,9 @@ impl Op for MatMulOp {
             _ => None,
         };
         Some(vec![ValueType::tensor(dtype, shape)])
+    }
+    fn captures_const_input(&self, i: usize) -> bool {
+        i == 1 && self.rhs.is_some()
     }
 }
 
@@ -453,6 +467,8 @@ struct GemmOp {
     rhs: Option<ConstRhs>,
     /// Constant C of shape [n] or [1, n] times beta, with C's shape, fused as a column bias.
     col_bias: Option<(Vec<usize>, Vec<f32>)>,
+    /// The packed path always applies (no C, or C fused), so the raw B is not kept.
+    b_captured: bool,
 }
 
 fn build_gemm(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
@@ -473,15 +489,16 @@ fn build_gemm(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
         }
         _ => None,
     };
-    Ok(Box::new(GemmOp { alpha, beta, trans_a, trans_b, rhs, col_bias }))
+    let b_captured = rhs.is_some() && (n.num_inputs < 3 || col_bias.is_some());
+    Ok(Box::new(GemmOp { alpha, beta, trans_a, trans_b, rhs, col_bias, b_captured }))
 }
 
 impl GemmOp {
     /// The prepacked float32 path: alpha and a per-column C fused into the kernel's epilogue.
-    fn run_packed(&self, a: &Tensor, b: &Tensor, c: Option<&Tensor>) -> OpResult<Option<Tensor>> {
+    fn run_packed(&self, a: &Tensor, b: Option<&Tensor>, c: Option<&Tensor>) -> OpResult<Option<Tensor>> {
         let Some(rhs) = &self.rhs else { return Ok(None) };
         let Ok(av) = a.as_slice::<f32>() else { return Ok(None) };
-        if rhs.shape != b.shape() || a.rank() != 2 {
+        if b.is_some_and(|b| rhs.shape != b.shape()) || a.rank() != 2 {
             return Ok(None);
         }
         let bias = match (c, &self.col_bias) {
@@ -492,7 +509,7 @@ impl GemmOp {
         let (k, n) = (rhs.packed.depth(), rhs.packed.cols());
         let s = a.shape();
         let (m, ka) = if self.trans_a { (s[1], s[0]) } else { (s[0], s[1]) };
-        ensure!(ka == k, "Gemm inner dimensions differ: A {s:?} (transA={}) and B {:?} (transB={})", self.trans_a, b.shape(), self.trans_b);
+        ensure!(ka == k, "Gemm inner dimensions differ: A {s:?} (transA={}) and B {:?} (transB={})", self.trans_a, rhs.shape, self.trans_b);
         let view = if self.trans_a { MatRef::new(av, 1, m as isize) } else { MatRef::new(av, k as isize, 1) };
         let mut out = vec![0f32; kiln_tensor::checked_numel(&[m, n])?];
         if m > 0 {
@@ -535,11 +552,19 @@ impl GemmOp {
 impl Op for GemmOp {
     fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
         let a = inputs.tensor(0)?;
-        let b = inputs.tensor(1)?;
         let c = inputs.opt_tensor(2)?;
-        ensure!(a.dtype() == b.dtype(), "Gemm operands differ in type: {} and {}", a.dtype(), b.dtype());
         let c = if self.beta == 0.0 { None } else { c };
-        if let Some(t) = self.run_packed(a, b, c)? {
+        let Some(b) = inputs.opt_tensor(1)? else {
+            // B was captured at load: only the packed copy exists.
+            ensure!(a.dtype() == DType::F32, "Gemm operands differ in type: {} and float32", a.dtype());
+            ensure!(a.rank() == 2, "Gemm inputs must be 2-D, got A of shape {:?}", a.shape());
+            return match self.run_packed(a, None, c)? {
+                Some(t) => Ok(vec![Value::Tensor(t)]),
+                None => bail!("Gemm C of shape {:?} does not match the packed B", c.map(|c| c.shape().to_vec())),
+            };
+        };
+        ensure!(a.dtype() == b.dtype(), "Gemm operands differ in type: {} and {}", a.dtype(), b.dtype());
+        if let Some(t) = self.run_packed(a, Some(b), c)? {
             return Ok(vec![Value::Tensor(t)]);
         }
         macro_rules! ints {
@@ -582,6 +607,9 @@ impl Op for GemmOp {
             Some(Shape(vec![m, n]))
         })();
         Some(vec![ValueType::tensor(dtype, shape)])
+    }
+    fn captures_const_input(&self, i: usize) -> bool {
+        i == 1 && self.b_captured
     }
 }
 
