@@ -1,7 +1,7 @@
 //! Convolutions: Conv (im2col + GEMM, direct 1x1 and depthwise paths), ConvTranspose (GEMM +
 //! col2im) and ConvInteger.
 
-use kiln_kernels::{depthwise_conv2d, sgemm_ex, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
+use kiln_kernels::{conv2d_gemm, depthwise_conv2d, sgemm_ex, Conv2dGeometry, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
 use kiln_tensor::{DType, Dim, Shape, Tensor, Value, ValueType};
 
 use super::{nc_shape, AutoPad, Geometry, WindowAttrs};
@@ -356,8 +356,36 @@ fn conv_f32(x: &[f32], w: &[f32], packed: Option<&[PackedA]>, d: &ConvDims, grou
     let pointwise = ksz == 1
         && geo.strides.iter().all(|&s| s == 1)
         && geo.pad_begin.iter().chain(&geo.pad_end).all(|&p| p == 0);
-    let mut col = if pointwise { Vec::new() } else { vec![0f32; kiln_tensor::checked_numel(&[kdim, osz])?] };
     let threads = num_threads();
+    let valid_geo = geo.kernel.iter().all(|&k| k > 0) && geo.strides.iter().chain(&geo.dilations).all(|&s| s > 0);
+    if !pointwise && geo.input.len() == 2 && valid_geo {
+        let cg2 = Conv2dGeometry {
+            c: cg, ih: geo.input[0], iw: geo.input[1], oh: geo.output[0], ow: geo.output[1],
+            kh: geo.kernel[0], kw: geo.kernel[1], sh: geo.strides[0], sw: geo.strides[1],
+            dh: geo.dilations[0], dw: geo.dilations[1], ph: geo.pad_begin[0], pw: geo.pad_begin[1],
+        };
+        ensure!(x.len() == d.n * d.c * isz, "input has {} elements; expected {}", x.len(), d.n * d.c * isz);
+        let owned: Vec<PackedA>;
+        let pw: &[PackedA] = match packed {
+            Some(p) => p,
+            None => {
+                owned = (0..group)
+                    .map(|g| PackedA::new(mg, kdim, MatRef::new(&w[g * mg * kdim..(g + 1) * mg * kdim], kdim as isize, 1)))
+                    .collect();
+                &owned
+            }
+        };
+        for img in 0..d.n {
+            for (g, pa) in pw.iter().enumerate() {
+                let xg = &x[(img * d.c + g * cg) * isz..][..cg * isz];
+                let yg = &mut y[(img * d.m + g * mg) * osz..][..mg * osz];
+                let ep = Epilogue { row_bias: bias.map(|b| &b[g * mg..(g + 1) * mg]), ..Epilogue::default() };
+                conv2d_gemm(&cg2, xg, pa, yg, &ep, threads);
+            }
+        }
+        return Ok(y);
+    }
+    let mut col = if pointwise { Vec::new() } else { vec![0f32; kiln_tensor::checked_numel(&[kdim, osz])?] };
     for img in 0..d.n {
         for g in 0..group {
             let xg = &x[(img * d.c + g * cg) * isz..][..cg * isz];
