@@ -428,15 +428,22 @@ fn depthwise_f32(x: &[f32], w: &[f32], d: &ConvDims, group: usize, bias: Option<
         ph: geo.pad_begin[0], pw: geo.pad_begin[1],
     };
     let mult = d.m / group;
-    let chunks: Vec<(usize, &mut [f32])> = y.chunks_mut(osz).enumerate().collect();
-    let work = |(idx, out): (usize, &mut [f32])| {
-        let (img, m) = (idx / d.m, idx % d.m);
-        let ci = m / mult;
-        let xc = &x[(img * d.c + ci) * isz..(img * d.c + ci + 1) * isz];
-        let b = bias.map_or(0.0, |b| b[m]);
-        depthwise_conv2d(&g, xc, &w[m * kh * kw..(m + 1) * kh * kw], b, out);
+    // Whole channels per part, one part per thread, and only when the work outweighs waking the pool.
+    let planes = d.n * d.m;
+    let parts = if total * kh * kw >= 1 << 18 { num_threads().clamp(1, planes) } else { 1 };
+    let per = planes.div_ceil(parts);
+    let chunks: Vec<(usize, &mut [f32])> = y.chunks_mut(osz * per).enumerate().collect();
+    let work = |(part, outs): (usize, &mut [f32])| {
+        for (k, out) in outs.chunks_mut(osz).enumerate() {
+            let idx = part * per + k;
+            let (img, m) = (idx / d.m, idx % d.m);
+            let ci = m / mult;
+            let xc = &x[(img * d.c + ci) * isz..(img * d.c + ci + 1) * isz];
+            let b = bias.map_or(0.0, |b| b[m]);
+            depthwise_conv2d(&g, xc, &w[m * kh * kw..(m + 1) * kh * kw], b, out);
+        }
     };
-    if total * kh * kw >= 1 << 15 {
+    if chunks.len() > 1 {
         par_each(chunks, work);
     } else {
         chunks.into_iter().for_each(work);
