@@ -65,14 +65,15 @@ fn col_range(g: &Conv2dGeometry, b: usize) -> (usize, usize) {
 enum Src<'a> {
     /// The input image itself, with bounds handled per run (any stride).
     Image { x: &'a [f32], ranges: &'a [(usize, usize)] },
-    /// A zero-padded copy of the input (stride 1) whose rows are `wp` wide: row p of B is the
-    /// contiguous run starting at `base(p)`, for a "wide" output of oh × wp columns.
-    Wide { xpad: &'a [f32], plane: usize, wp: usize },
+    /// A zero-padded copy of the input split into sh × sw stride phases (phase (ry, rx) holds
+    /// padded rows ry, ry+sh, … and columns rx, rx+sw, …), each `plane` = hq × wq: row p of B is
+    /// the contiguous run from `base(p)`, for a "wide" output of oh × wq columns.
+    Wide { xpad: &'a [f32], plane: usize, wq: usize },
 }
 
 /// Packs rows `p0..p0+kc` × columns `j0..end` of B from the padded copy (see [`Src::Wide`]).
 #[allow(clippy::too_many_arguments)]
-fn pack_wide(info: &KernelInfo, g: &Conv2dGeometry, xpad: &[f32], plane: usize, wp: usize, p0: usize, kc: usize, j0: usize, end: usize, dst: &mut [f32]) {
+fn pack_wide(info: &KernelInfo, g: &Conv2dGeometry, xpad: &[f32], plane: usize, wq: usize, p0: usize, kc: usize, j0: usize, end: usize, dst: &mut [f32]) {
     let ksz = g.kh * g.kw;
     let mut j = j0;
     let mut off = 0;
@@ -83,8 +84,9 @@ fn pack_wide(info: &KernelInfo, g: &Conv2dGeometry, xpad: &[f32], plane: usize, 
         for p in 0..kc {
             let kk = p0 + p;
             let (ci, r) = (kk / ksz, kk % ksz);
-            let (a, b) = (r / g.kw, r % g.kw);
-            let base = ci * plane + a * g.dh * wp + b * g.dw + j;
+            let (ya, xb) = ((r / g.kw) * g.dh, (r % g.kw) * g.dw);
+            let phase = (ci * g.sh + ya % g.sh) * g.sw + xb % g.sw;
+            let base = phase * plane + (ya / g.sh) * wq + xb / g.sw + j;
             let row = &mut panel[p * w..(p + 1) * w];
             row[..valid].copy_from_slice(&xpad[base..base + valid]);
             row[valid..].fill(0.0);
@@ -194,28 +196,42 @@ pub fn conv2d_gemm(g: &Conv2dGeometry, x: &[f32], w: &PackedA, y: &mut [f32], ep
         }
         return;
     }
-    if g.sh == 1 && g.sw == 1 && ep.beta == 0.0 && ep.col_bias.is_none() {
-        // Padded copy of the input; the product is computed over oh × wp columns and compacted.
-        let hp = g.oh + (g.kh - 1) * g.dh;
-        let wp = g.ow + (g.kw - 1) * g.dw;
-        let plane = hp * wp;
-        let mut xpad = vec![0f32; g.c * plane + (g.kw - 1) * g.dw];
-        let (lo, hi) = (g.pw.min(wp), (g.pw + g.iw).min(wp));
+    if ep.beta == 0.0 && ep.col_bias.is_none() {
+        // Padded, phase-split copy of the input; the product is computed over oh × wq columns
+        // and compacted to oh × ow.
+        let hq = g.oh + (g.kh - 1) * g.dh / g.sh;
+        let wq = g.ow + (g.kw - 1) * g.dw / g.sw;
+        let plane = hq * wq;
+        let mut xpad = vec![0f32; g.c * g.sh * g.sw * plane + (g.kw - 1) * g.dw / g.sw];
         for ci in 0..g.c {
-            for r in 0..hp {
-                let iy = r as isize - g.ph as isize;
-                if iy < 0 || iy >= g.ih as isize || lo >= hi {
-                    continue;
+            for ry in 0..g.sh {
+                for r in 0..hq {
+                    let iy = (r * g.sh + ry) as isize - g.ph as isize;
+                    if iy < 0 || iy >= g.ih as isize {
+                        continue;
+                    }
+                    let xrow = &x[(ci * g.ih + iy as usize) * g.iw..][..g.iw];
+                    for rx in 0..g.sw {
+                        // Phase column q holds input column q·sw + rx − pw.
+                        let lo = if g.pw > rx { (g.pw - rx).div_ceil(g.sw) } else { 0 }.min(wq);
+                        let hi = if g.pw + g.iw > rx { (g.pw + g.iw - rx).div_ceil(g.sw) } else { 0 }.clamp(lo, wq);
+                        let dst = &mut xpad[((ci * g.sh + ry) * g.sw + rx) * plane + r * wq..][..wq];
+                        if g.sw == 1 {
+                            dst[lo..hi].copy_from_slice(&xrow[lo - g.pw..hi - g.pw]);
+                        } else {
+                            for (q, d) in dst[lo..hi].iter_mut().enumerate() {
+                                *d = xrow[(lo + q) * g.sw + rx - g.pw];
+                            }
+                        }
+                    }
                 }
-                let src = &x[(ci * g.ih + iy as usize) * g.iw..][..hi - lo];
-                xpad[ci * plane + r * wp + lo..ci * plane + r * wp + hi].copy_from_slice(src);
             }
         }
-        let nw = g.oh * wp;
+        let nw = g.oh * wq;
         let mut yw = vec![0f32; m * nw];
-        run(&info, g, &Src::Wide { xpad: &xpad, plane, wp }, w, &mut yw, nw, ep, threads);
+        run(&info, g, &Src::Wide { xpad: &xpad, plane, wq }, w, &mut yw, nw, ep, threads);
         for (yr, wr) in y.chunks_mut(n).zip(yw.chunks(nw)).take(m) {
-            for (o, i) in yr.chunks_mut(g.ow).zip(wr.chunks(wp)) {
+            for (o, i) in yr.chunks_mut(g.ow).zip(wr.chunks(wq)) {
                 o.copy_from_slice(&i[..g.ow]);
             }
         }
@@ -283,7 +299,7 @@ fn block(
             buf.reset(info.packed_cols(nc) * kc);
             match *src {
                 Src::Image { x, ranges } => pack_block(info, g, x, ranges, pc, kc, jc, jc + nc, buf.as_mut_slice()),
-                Src::Wide { xpad, plane, wp } => pack_wide(info, g, xpad, plane, wp, pc, kc, jc, jc + nc, buf.as_mut_slice()),
+                Src::Wide { xpad, plane, wq } => pack_wide(info, g, xpad, plane, wq, pc, kc, jc, jc + nc, buf.as_mut_slice()),
             }
             let bpanels = buf.as_slice();
             let apanels = w.block(pc, kc, i0);
