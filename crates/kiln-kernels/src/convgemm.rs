@@ -43,6 +43,8 @@ const NC: usize = 256;
 
 thread_local! {
     static BBUF: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
+    /// The padded input copy and the wide output of the calling thread, kept between calls.
+    static WORK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// C pointer shared by the threads computing disjoint column / row ranges.
@@ -202,39 +204,48 @@ pub fn conv2d_gemm(g: &Conv2dGeometry, x: &[f32], w: &PackedA, y: &mut [f32], ep
         let hq = g.oh + (g.kh - 1) * g.dh / g.sh;
         let wq = g.ow + (g.kw - 1) * g.dw / g.sw;
         let plane = hq * wq;
-        let mut xpad = vec![0f32; g.c * g.sh * g.sw * plane + (g.kw - 1) * g.dw / g.sw];
-        for ci in 0..g.c {
-            for ry in 0..g.sh {
-                for r in 0..hq {
-                    let iy = (r * g.sh + ry) as isize - g.ph as isize;
-                    if iy < 0 || iy >= g.ih as isize {
-                        continue;
-                    }
-                    let xrow = &x[(ci * g.ih + iy as usize) * g.iw..][..g.iw];
-                    for rx in 0..g.sw {
-                        // Phase column q holds input column q·sw + rx − pw.
-                        let lo = if g.pw > rx { (g.pw - rx).div_ceil(g.sw) } else { 0 }.min(wq);
-                        let hi = if g.pw + g.iw > rx { (g.pw + g.iw - rx).div_ceil(g.sw) } else { 0 }.clamp(lo, wq);
-                        let dst = &mut xpad[((ci * g.sh + ry) * g.sw + rx) * plane + r * wq..][..wq];
-                        if g.sw == 1 {
-                            dst[lo..hi].copy_from_slice(&xrow[lo - g.pw..hi - g.pw]);
-                        } else {
-                            for (q, d) in dst[lo..hi].iter_mut().enumerate() {
-                                *d = xrow[(lo + q) * g.sw + rx - g.pw];
+        let mut padded = |bufs: &mut (Vec<f32>, Vec<f32>)| {
+            let (xpad, yw) = (&mut bufs.0, &mut bufs.1);
+            xpad.clear();
+            xpad.resize(g.c * g.sh * g.sw * plane + (g.kw - 1) * g.dw / g.sw, 0.0);
+            for ci in 0..g.c {
+                for ry in 0..g.sh {
+                    for r in 0..hq {
+                        let iy = (r * g.sh + ry) as isize - g.ph as isize;
+                        if iy < 0 || iy >= g.ih as isize {
+                            continue;
+                        }
+                        let xrow = &x[(ci * g.ih + iy as usize) * g.iw..][..g.iw];
+                        for rx in 0..g.sw {
+                            // Phase column q holds input column q·sw + rx − pw.
+                            let lo = if g.pw > rx { (g.pw - rx).div_ceil(g.sw) } else { 0 }.min(wq);
+                            let hi = if g.pw + g.iw > rx { (g.pw + g.iw - rx).div_ceil(g.sw) } else { 0 }.clamp(lo, wq);
+                            let dst = &mut xpad[((ci * g.sh + ry) * g.sw + rx) * plane + r * wq..][..wq];
+                            if g.sw == 1 {
+                                dst[lo..hi].copy_from_slice(&xrow[lo - g.pw..hi - g.pw]);
+                            } else {
+                                for (q, d) in dst[lo..hi].iter_mut().enumerate() {
+                                    *d = xrow[(lo + q) * g.sw + rx - g.pw];
+                                }
                             }
                         }
                     }
                 }
             }
-        }
-        let nw = g.oh * wq;
-        let mut yw = vec![0f32; m * nw];
-        run(&info, g, &Src::Wide { xpad: &xpad, plane, wq }, w, &mut yw, nw, ep, threads);
-        for (yr, wr) in y.chunks_mut(n).zip(yw.chunks(nw)).take(m) {
-            for (o, i) in yr.chunks_mut(g.ow).zip(wr.chunks(wq)) {
-                o.copy_from_slice(&i[..g.ow]);
+            let nw = g.oh * wq;
+            yw.clear();
+            yw.resize(m * nw, 0.0);
+            run(&info, g, &Src::Wide { xpad, plane, wq }, w, yw, nw, ep, threads);
+            for (yr, wr) in y.chunks_mut(n).zip(yw.chunks(nw)).take(m) {
+                for (o, i) in yr.chunks_mut(g.ow).zip(wr.chunks(wq)) {
+                    o.copy_from_slice(&i[..g.ow]);
+                }
             }
-        }
+        };
+        WORK.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut bufs) => padded(&mut bufs),
+            Err(_) => padded(&mut (Vec::new(), Vec::new())),
+        });
         return;
     }
     let ranges: Vec<(usize, usize)> = (0..g.kw).map(|b| col_range(g, b)).collect();
