@@ -48,6 +48,9 @@ fn dispatch(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scra
         match crate::gemm::best_isa() {
             // SAFETY: AVX-512F was detected on this machine.
             #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if g.sw == 1 => return unsafe { dw_avx512_direct(g, x, w, bias, y) },
+            // SAFETY: AVX-512F was detected on this machine.
+            #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => return unsafe { dw_avx512(g, x, w, bias, y, scratch) },
             // SAFETY: AVX2 and FMA were detected on this machine.
             Isa::Avx2 => return unsafe { dw_avx2(g, x, w, bias, y, scratch) },
@@ -217,13 +220,79 @@ unsafe fn dw_avx512(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f3
     })
 }
 
+/// AVX-512 depthwise convolution for column stride 1 reading the input directly: each tap is a
+/// masked load whose mask drops the columns that fall in the padding (they contribute zero).
+/// R output rows per pass, 16 columns per vector.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dw_avx512_direct(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32]) {
+    let mut orow = 0;
+    while orow < g.oh {
+        match g.oh - orow {
+            1 => dw_direct_rows::<1>(g, x, w, bias, y, orow),
+            2 => dw_direct_rows::<2>(g, x, w, bias, y, orow),
+            3 => dw_direct_rows::<3>(g, x, w, bias, y, orow),
+            _ => dw_direct_rows::<4>(g, x, w, bias, y, orow),
+        }
+        orow += 4;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dw_direct_rows<const R: usize>(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], orow: usize) {
+    use std::arch::x86_64::*;
+    let xp = x.as_ptr();
+    let vb = _mm512_set1_ps(bias);
+    let mut o0 = 0;
+    while o0 < g.ow {
+        let rem = (g.ow - o0).min(V);
+        let mut acc = [vb; R];
+        for a in 0..g.kh {
+            // Input row of each output row for kernel row `a` (None: in the padding).
+            let mut rows = [None; R];
+            for (r, slot) in rows.iter_mut().enumerate() {
+                let iy = ((orow + r) * g.sh + a * g.dh) as isize - g.ph as isize;
+                if iy >= 0 && iy < g.ih as isize {
+                    *slot = Some(iy as usize * g.iw);
+                }
+            }
+            for b in 0..g.kw {
+                let ix0 = (o0 + b * g.dw) as isize - g.pw as isize;
+                let lo = (-ix0).max(0) as usize;
+                let hi = ((g.iw as isize - ix0).max(0) as usize).min(rem);
+                if lo >= hi {
+                    continue;
+                }
+                let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16;
+                let wv = _mm512_set1_ps(w[a * g.kw + b]);
+                for (r, row) in rows.iter().enumerate() {
+                    if let Some(base) = *row {
+                        // SAFETY: lanes in lo..hi read input columns ix0+lo..ix0+hi of row `base`,
+                        // inside 0..iw (x.len() >= ih·iw is asserted by the caller); the other
+                        // lanes are masked off and not accessed.
+                        let p = xp.wrapping_offset(base as isize + ix0);
+                        acc[r] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mask, p), acc[r]);
+                    }
+                }
+            }
+        }
+        let smask: __mmask16 = if rem == V { 0xffff } else { (1u16 << rem) - 1 };
+        for (r, &v) in acc.iter().enumerate() {
+            // SAFETY: row orow+r < oh and columns o0..o0+rem < ow; y.len() >= oh·ow (asserted).
+            _mm512_mask_storeu_ps(y.as_mut_ptr().add((orow + r) * g.ow + o0), smask, v);
+        }
+        o0 += V;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn matches_direct_definition() {
-        for (k, s, p, d, h, wd) in [(3usize, 1usize, 1usize, 1usize, 7usize, 20usize), (3, 2, 1, 1, 8, 37), (5, 2, 2, 1, 9, 6), (3, 2, 0, 1, 5, 5), (3, 1, 2, 2, 6, 18), (5, 1, 2, 1, 14, 14), (3, 1, 1, 1, 7, 7), (5, 2, 2, 1, 14, 14), (3, 2, 1, 1, 56, 56), (3, 1, 1, 1, 33, 40), (7, 3, 3, 1, 11, 23)] {
+        for (k, s, p, d, h, wd) in [(3usize, 1usize, 1usize, 1usize, 7usize, 20usize), (3, 2, 1, 1, 8, 37), (5, 2, 2, 1, 9, 6), (3, 2, 0, 1, 5, 5), (3, 1, 2, 2, 6, 18), (5, 1, 2, 1, 14, 14), (3, 1, 1, 1, 7, 7), (5, 2, 2, 1, 14, 14), (3, 2, 1, 1, 56, 56), (3, 1, 1, 1, 33, 40), (7, 3, 3, 1, 11, 23), (3, 1, 4, 1, 5, 21), (5, 1, 2, 1, 16, 16), (3, 1, 0, 1, 3, 17)] {
             let oh = (h + 2 * p - d * (k - 1) - 1) / s + 1;
             let ow = (wd + 2 * p - d * (k - 1) - 1) / s + 1;
             let g = DwGeometry { ih: h, iw: wd, oh, ow, kh: k, kw: k, sh: s, sw: s, dh: d, dw: d, ph: p, pw: p };
@@ -249,6 +318,31 @@ mod tests {
                     }
                     assert_eq!(y[i * ow + j], acc, "k{k} s{s} p{p} d{d} at ({i},{j})");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn row_stride_differs_from_column_stride() {
+        // sh 2, sw 1, dilation (1, 2), padding only on the left/top.
+        let g = DwGeometry { ih: 9, iw: 23, oh: 5, ow: 21, kh: 3, kw: 3, sh: 2, sw: 1, dh: 1, dw: 2, ph: 1, pw: 2 };
+        let x: Vec<f32> = (0..g.ih * g.iw).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let w: Vec<f32> = (0..9).map(|i| ((i * 5) % 11) as f32 - 5.0).collect();
+        let mut y = vec![0f32; g.oh * g.ow];
+        depthwise_conv2d(&g, &x, &w, -1.0, &mut y);
+        for i in 0..g.oh {
+            for j in 0..g.ow {
+                let mut acc = -1.0f32;
+                for a in 0..3 {
+                    for b in 0..3 {
+                        let r = (i * 2 + a) as isize - 1;
+                        let q = (j + b * 2) as isize - 2;
+                        if r >= 0 && q >= 0 && (r as usize) < g.ih && (q as usize) < g.iw {
+                            acc += x[r as usize * g.iw + q as usize] * w[a * 3 + b];
+                        }
+                    }
+                }
+                assert_eq!(y[i * g.ow + j], acc, "at ({i},{j})");
             }
         }
     }

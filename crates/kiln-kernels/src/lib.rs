@@ -7,12 +7,14 @@
 //! AVX-512 / AVX2+FMA / portable micro-kernels chosen at run time, prepacked operands, fused
 //! epilogues); double precision and negative strides use `matrixmultiply`.
 
+pub mod convgemm;
 pub mod dwconv;
 pub mod gemm;
 pub mod par;
 pub mod simd;
 pub mod vmath;
 
+pub use convgemm::{conv2d_gemm, Conv2dGeometry};
 pub use dwconv::{depthwise_conv2d, DwGeometry};
 pub use gemm::{best_isa, sgemm_ex, Epilogue, Isa, Lhs, MatRef, PackedA, PackedB, Rhs};
 

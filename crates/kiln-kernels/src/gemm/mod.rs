@@ -56,7 +56,7 @@ impl KernelInfo {
     }
 
     /// Width of the packed B panel starting at column `j` when columns end at `end`.
-    fn panel_width(&self, j: usize, end: usize) -> usize {
+    pub(crate) fn panel_width(&self, j: usize, end: usize) -> usize {
         let rem = end - j;
         if rem >= self.nr {
             self.nr
@@ -66,7 +66,7 @@ impl KernelInfo {
     }
 
     /// Total packed width of columns `0..n` (full panels plus a narrowed last one).
-    fn packed_cols(&self, n: usize) -> usize {
+    pub(crate) fn packed_cols(&self, n: usize) -> usize {
         let full = n / self.nr * self.nr;
         if full == n {
             n
@@ -102,7 +102,7 @@ pub fn best_isa() -> Isa {
 
 /// A buffer of f32 whose working region starts on a 64-byte boundary.
 #[derive(Clone, Debug, Default)]
-struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     data: Vec<f32>,
     off: usize,
     len: usize,
@@ -115,7 +115,7 @@ impl AlignedBuf {
         b
     }
     /// Resizes to `len` usable elements (contents unspecified, but initialised).
-    fn reset(&mut self, len: usize) {
+    pub(crate) fn reset(&mut self, len: usize) {
         if self.data.len() < len + 16 {
             self.data = vec![0.0; len + 16];
         }
@@ -123,10 +123,10 @@ impl AlignedBuf {
         self.off = (64 - addr % 64) % 64 / 4;
         self.len = len;
     }
-    fn as_slice(&self) -> &[f32] {
+    pub(crate) fn as_slice(&self) -> &[f32] {
         &self.data[self.off..self.off + self.len]
     }
-    fn as_mut_slice(&mut self) -> &mut [f32] {
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [f32] {
         &mut self.data[self.off..self.off + self.len]
     }
 }
@@ -191,11 +191,14 @@ impl PackedA {
     pub fn rows(&self) -> usize {
         self.m
     }
+    pub(crate) fn info(&self) -> KernelInfo {
+        self.info
+    }
     pub fn depth(&self) -> usize {
         self.k
     }
     /// The packed panels of k-block `pc` (depth `kc`), starting at row `i` (a multiple of MR).
-    fn block(&self, pc: usize, kc: usize, i: usize) -> &[f32] {
+    pub(crate) fn block(&self, pc: usize, kc: usize, i: usize) -> &[f32] {
         let base = pc * self.mpad;
         &self.buf.as_slice()[base + i * kc..base + self.mpad * kc]
     }
@@ -513,7 +516,7 @@ fn run_parts<F: Fn(&(usize, usize, usize, usize)) + Sync + Send>(parts: &[(usize
     crate::par::for_each(parts.iter().collect(), job);
 }
 
-fn tile_ep(ep: &Epilogue<'_>, cmul: f32, first: bool, last: bool, i: usize, j: usize) -> TileEp {
+pub(crate) fn tile_ep(ep: &Epilogue<'_>, cmul: f32, first: bool, last: bool, i: usize, j: usize) -> TileEp {
     TileEp {
         alpha: ep.alpha,
         cmul,
@@ -604,7 +607,7 @@ fn gemm_block(
 }
 
 /// One tile through the kernel family of `info`.
-fn run_kernel(info: &KernelInfo, kc: usize, a: &[f32], b: &[f32], w: usize, out: &TileOut, ep: &TileEp) {
+pub(crate) fn run_kernel(info: &KernelInfo, kc: usize, a: &[f32], b: &[f32], w: usize, out: &TileOut, ep: &TileEp) {
     assert!(a.len() >= info.mr * kc && b.len() >= w * kc && w <= info.nr && out.rows <= info.mr && out.cols <= w);
     match info.isa {
         Isa::Generic => generic::kernel(kc, a, b, w, out, ep),

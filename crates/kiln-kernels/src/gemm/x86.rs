@@ -45,31 +45,37 @@ unsafe fn tile512<const MR: usize, const NV: usize>(kc: usize, a: *const f32, b:
         a = a.add(MR);
         b = b.add(16 * NV);
     }
-    if out.rows == MR && out.cols == 16 * NV && out.csc == 1 {
+    if out.csc == 1 && out.rows <= MR && out.cols <= 16 * NV {
+        // Row-contiguous C: full and partial tiles through masked loads and stores.
         let alpha = _mm512_set1_ps(ep.alpha);
         let cm = _mm512_set1_ps(ep.cmul);
         let zero = _mm512_setzero_ps();
-        for (i, row) in acc.iter().enumerate() {
+        for (i, row) in acc.iter().enumerate().take(out.rows) {
             let cr = out.c.offset(i as isize * out.rsc);
             let rb = if ep.row_bias.is_null() { zero } else { _mm512_set1_ps(*ep.row_bias.add(i)) };
             for (v, &r) in row.iter().enumerate() {
+                let rem = out.cols.saturating_sub(16 * v).min(16);
+                if rem == 0 {
+                    break;
+                }
+                let mask: __mmask16 = if rem == 16 { 0xffff } else { (1u16 << rem) - 1 };
                 let mut x = r;
                 if ep.alpha != 1.0 {
                     x = _mm512_mul_ps(x, alpha);
                 }
                 if ep.cmul != 0.0 {
-                    x = _mm512_fmadd_ps(_mm512_loadu_ps(cr.add(16 * v)), cm, x);
+                    x = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, cr.add(16 * v)), cm, x);
                 }
                 if !ep.row_bias.is_null() {
                     x = _mm512_add_ps(x, rb);
                 }
                 if !ep.col_bias.is_null() {
-                    x = _mm512_add_ps(x, _mm512_loadu_ps(ep.col_bias.add(16 * v)));
+                    x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, ep.col_bias.add(16 * v)));
                 }
                 if ep.relu {
                     x = _mm512_max_ps(x, zero);
                 }
-                _mm512_storeu_ps(cr.add(16 * v), x);
+                _mm512_mask_storeu_ps(cr.add(16 * v), mask, x);
             }
         }
     } else {

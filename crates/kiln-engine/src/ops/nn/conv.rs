@@ -1,7 +1,7 @@
 //! Convolutions: Conv (im2col + GEMM, direct 1x1 and depthwise paths), ConvTranspose (GEMM +
 //! col2im) and ConvInteger.
 
-use kiln_kernels::{depthwise_conv2d, sgemm_ex, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
+use kiln_kernels::{conv2d_gemm, depthwise_conv2d, sgemm_ex, Conv2dGeometry, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
 use kiln_tensor::{DType, Dim, Shape, Tensor, Value, ValueType};
 
 use super::{nc_shape, AutoPad, Geometry, WindowAttrs};
@@ -356,8 +356,36 @@ fn conv_f32(x: &[f32], w: &[f32], packed: Option<&[PackedA]>, d: &ConvDims, grou
     let pointwise = ksz == 1
         && geo.strides.iter().all(|&s| s == 1)
         && geo.pad_begin.iter().chain(&geo.pad_end).all(|&p| p == 0);
-    let mut col = if pointwise { Vec::new() } else { vec![0f32; kiln_tensor::checked_numel(&[kdim, osz])?] };
     let threads = num_threads();
+    let valid_geo = geo.kernel.iter().all(|&k| k > 0) && geo.strides.iter().chain(&geo.dilations).all(|&s| s > 0);
+    if !pointwise && geo.input.len() == 2 && valid_geo {
+        let cg2 = Conv2dGeometry {
+            c: cg, ih: geo.input[0], iw: geo.input[1], oh: geo.output[0], ow: geo.output[1],
+            kh: geo.kernel[0], kw: geo.kernel[1], sh: geo.strides[0], sw: geo.strides[1],
+            dh: geo.dilations[0], dw: geo.dilations[1], ph: geo.pad_begin[0], pw: geo.pad_begin[1],
+        };
+        ensure!(x.len() == d.n * d.c * isz, "input has {} elements; expected {}", x.len(), d.n * d.c * isz);
+        let owned: Vec<PackedA>;
+        let pw: &[PackedA] = match packed {
+            Some(p) => p,
+            None => {
+                owned = (0..group)
+                    .map(|g| PackedA::new(mg, kdim, MatRef::new(&w[g * mg * kdim..(g + 1) * mg * kdim], kdim as isize, 1)))
+                    .collect();
+                &owned
+            }
+        };
+        for img in 0..d.n {
+            for (g, pa) in pw.iter().enumerate() {
+                let xg = &x[(img * d.c + g * cg) * isz..][..cg * isz];
+                let yg = &mut y[(img * d.m + g * mg) * osz..][..mg * osz];
+                let ep = Epilogue { row_bias: bias.map(|b| &b[g * mg..(g + 1) * mg]), ..Epilogue::default() };
+                conv2d_gemm(&cg2, xg, pa, yg, &ep, threads);
+            }
+        }
+        return Ok(y);
+    }
+    let mut col = if pointwise { Vec::new() } else { vec![0f32; kiln_tensor::checked_numel(&[kdim, osz])?] };
     for img in 0..d.n {
         for g in 0..group {
             let xg = &x[(img * d.c + g * cg) * isz..][..cg * isz];
@@ -400,15 +428,22 @@ fn depthwise_f32(x: &[f32], w: &[f32], d: &ConvDims, group: usize, bias: Option<
         ph: geo.pad_begin[0], pw: geo.pad_begin[1],
     };
     let mult = d.m / group;
-    let chunks: Vec<(usize, &mut [f32])> = y.chunks_mut(osz).enumerate().collect();
-    let work = |(idx, out): (usize, &mut [f32])| {
-        let (img, m) = (idx / d.m, idx % d.m);
-        let ci = m / mult;
-        let xc = &x[(img * d.c + ci) * isz..(img * d.c + ci + 1) * isz];
-        let b = bias.map_or(0.0, |b| b[m]);
-        depthwise_conv2d(&g, xc, &w[m * kh * kw..(m + 1) * kh * kw], b, out);
+    // Whole channels per part, one part per thread, and only when the work outweighs waking the pool.
+    let planes = d.n * d.m;
+    let parts = if total * kh * kw >= 1 << 18 { num_threads().clamp(1, planes) } else { 1 };
+    let per = planes.div_ceil(parts);
+    let chunks: Vec<(usize, &mut [f32])> = y.chunks_mut(osz * per).enumerate().collect();
+    let work = |(part, outs): (usize, &mut [f32])| {
+        for (k, out) in outs.chunks_mut(osz).enumerate() {
+            let idx = part * per + k;
+            let (img, m) = (idx / d.m, idx % d.m);
+            let ci = m / mult;
+            let xc = &x[(img * d.c + ci) * isz..(img * d.c + ci + 1) * isz];
+            let b = bias.map_or(0.0, |b| b[m]);
+            depthwise_conv2d(&g, xc, &w[m * kh * kw..(m + 1) * kh * kw], b, out);
+        }
     };
-    if total * kh * kw >= 1 << 15 {
+    if chunks.len() > 1 {
         par_each(chunks, work);
     } else {
         chunks.into_iter().for_each(work);

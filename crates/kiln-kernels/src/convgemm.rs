@@ -1,0 +1,426 @@
+//! Implicit-GEMM 2-D convolution (float32): Y[m × oh·ow] = W[m × c·kh·kw] · im2col(X) with the
+//! im2col matrix never materialised — each k-block × column-block of it is packed straight from
+//! the input image into the micro-kernel's B panel layout, then multiplied by the prepacked
+//! weights with the GEMM micro-kernels and epilogue.
+
+use std::cell::RefCell;
+
+use crate::gemm::{run_kernel, tile_ep, AlignedBuf, Epilogue, KernelInfo, PackedA, TileOut};
+
+/// Geometry of one group of a 2-D convolution: X [c, ih, iw] → Y [m, oh, ow].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    /// Input channels (of this group).
+    pub c: usize,
+    pub ih: usize,
+    pub iw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    /// Padding before the first row / column.
+    pub ph: usize,
+    pub pw: usize,
+}
+
+impl Conv2dGeometry {
+    /// Depth of the product: c · kh · kw.
+    pub fn depth(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    /// Output pixels: oh · ow.
+    pub fn cols(&self) -> usize {
+        self.oh * self.ow
+    }
+}
+
+/// Columns of the implicit B matrix packed per block.
+const NC: usize = 256;
+
+thread_local! {
+    static BBUF: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
+    /// The padded input copy and the wide output of the calling thread, kept between calls.
+    static WORK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// C pointer shared by the threads computing disjoint column / row ranges.
+#[derive(Clone, Copy)]
+struct YPtr(*mut f32);
+// SAFETY: each part writes a disjoint rectangle of Y (see `conv2d_gemm`).
+unsafe impl Send for YPtr {}
+// SAFETY: as above.
+unsafe impl Sync for YPtr {}
+
+/// Valid output columns [lo, hi) of kernel column `b` (input column inside 0..iw).
+fn col_range(g: &Conv2dGeometry, b: usize) -> (usize, usize) {
+    let off = (b * g.dw) as isize - g.pw as isize;
+    let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(g.sw) };
+    let hi = if g.iw as isize - off <= 0 { 0 } else { ((g.iw as isize - off) as usize).div_ceil(g.sw).min(g.ow) };
+    (lo.min(hi), hi)
+}
+
+/// Where B panels are packed from.
+enum Src<'a> {
+    /// The input image itself, with bounds handled per run (any stride).
+    Image { x: &'a [f32], ranges: &'a [(usize, usize)] },
+    /// A zero-padded copy of the input split into sh × sw stride phases (phase (ry, rx) holds
+    /// padded rows ry, ry+sh, … and columns rx, rx+sw, …), each `plane` = hq × wq: row p of B is
+    /// the contiguous run from `base(p)`, for a "wide" output of oh × wq columns.
+    Wide { xpad: &'a [f32], plane: usize, wq: usize },
+}
+
+/// Packs rows `p0..p0+kc` × columns `j0..end` of B from the padded copy (see [`Src::Wide`]).
+#[allow(clippy::too_many_arguments)]
+fn pack_wide(info: &KernelInfo, g: &Conv2dGeometry, xpad: &[f32], plane: usize, wq: usize, p0: usize, kc: usize, j0: usize, end: usize, dst: &mut [f32]) {
+    let ksz = g.kh * g.kw;
+    let mut j = j0;
+    let mut off = 0;
+    while j < end {
+        let w = info.panel_width(j, end);
+        let valid = w.min(end - j);
+        let panel = &mut dst[off..off + w * kc];
+        for p in 0..kc {
+            let kk = p0 + p;
+            let (ci, r) = (kk / ksz, kk % ksz);
+            let (ya, xb) = ((r / g.kw) * g.dh, (r % g.kw) * g.dw);
+            let phase = (ci * g.sh + ya % g.sh) * g.sw + xb % g.sw;
+            let base = phase * plane + (ya / g.sh) * wq + xb / g.sw + j;
+            let row = &mut panel[p * w..(p + 1) * w];
+            row[..valid].copy_from_slice(&xpad[base..base + valid]);
+            row[valid..].fill(0.0);
+        }
+        off += w * kc;
+        j += w;
+    }
+}
+
+/// Largest number of row segments one panel can cover (a panel is at most this wide).
+const MAX_SEGS: usize = 64;
+
+/// Packs rows `p0..p0+kc` × columns `j0..end` of im2col(x) into B panels (see `gemm::pack_b`).
+#[allow(clippy::too_many_arguments)]
+fn pack_block(info: &KernelInfo, g: &Conv2dGeometry, x: &[f32], ranges: &[(usize, usize)], p0: usize, kc: usize, j0: usize, end: usize, dst: &mut [f32]) {
+    let ksz = g.kh * g.kw;
+    let isz = g.ih * g.iw;
+    let mut j = j0;
+    let mut off = 0;
+    while j < end {
+        let w = info.panel_width(j, end);
+        let valid = w.min(end - j);
+        let panel = &mut dst[off..off + w * kc];
+        // The panel's columns as runs within one output row: (panel column, oy, ox, len).
+        let mut segs = [(0usize, 0usize, 0usize, 0usize); MAX_SEGS];
+        let mut ns = 0;
+        let mut col = 0;
+        while col < valid && ns < MAX_SEGS {
+            let pix = j + col;
+            let (oy, ox) = (pix / g.ow, pix % g.ow);
+            let len = (g.ow - ox).min(valid - col);
+            segs[ns] = (col, oy, ox, len);
+            ns += 1;
+            col += len;
+        }
+        for p in 0..kc {
+            let kk = p0 + p;
+            let (ci, r) = (kk / ksz, kk % ksz);
+            let (a, b) = (r / g.kw, r % g.kw);
+            let (lo_b, hi_b) = ranges[b];
+            let xc = &x[ci * isz..(ci + 1) * isz];
+            let row = &mut panel[p * w..(p + 1) * w];
+            row[valid..].fill(0.0);
+            let ioff = (b * g.dw) as isize - g.pw as isize;
+            for &(c0, oy, ox0, len) in &segs[..ns] {
+                let seg = &mut row[c0..c0 + len];
+                let iy = (oy * g.sh + a * g.dh) as isize - g.ph as isize;
+                if iy < 0 || iy >= g.ih as isize {
+                    seg.fill(0.0);
+                    continue;
+                }
+                let lo = lo_b.clamp(ox0, ox0 + len);
+                let hi = hi_b.clamp(lo, ox0 + len);
+                seg[..lo - ox0].fill(0.0);
+                seg[hi - ox0..].fill(0.0);
+                if lo < hi {
+                    let xrow = &xc[iy as usize * g.iw..(iy as usize + 1) * g.iw];
+                    let start = (lo as isize * g.sw as isize + ioff) as usize;
+                    let out = &mut seg[lo - ox0..hi - ox0];
+                    if g.sw == 1 {
+                        out.copy_from_slice(&xrow[start..start + (hi - lo)]);
+                    } else {
+                        for (d, s) in out.iter_mut().zip(xrow[start..].iter().step_by(g.sw)) {
+                            *d = *s;
+                        }
+                    }
+                }
+            }
+        }
+        off += w * kc;
+        j += w;
+    }
+}
+
+/// Y[m × oh·ow] (row stride oh·ow) = act(W · im2col(X) + biases) for one convolution group, with W
+/// the packed [m × c·kh·kw] weights. Uses up to `threads` parts of the calling thread's pool.
+///
+/// Panics if the buffers are smaller than the geometry needs, a stride or dilation is zero, or
+/// the packed weights' depth is not c·kh·kw (callers validate shapes first).
+pub fn conv2d_gemm(g: &Conv2dGeometry, x: &[f32], w: &PackedA, y: &mut [f32], ep: &Epilogue<'_>, threads: usize) {
+    assert!(g.sh > 0 && g.sw > 0 && g.dh > 0 && g.dw > 0, "conv2d_gemm: zero stride or dilation");
+    let info = w.info();
+    let (m, k, n) = (w.rows(), g.depth(), g.cols());
+    assert_eq!(w.depth(), k, "conv2d_gemm: packed weights have the wrong depth");
+    assert!(x.len() >= g.c * g.ih * g.iw && y.len() >= m * n, "conv2d_gemm: buffer too small");
+    assert!(info.panel_width(0, info.nr) <= MAX_SEGS);
+    if let Some(rb) = ep.row_bias {
+        assert!(rb.len() >= m, "conv2d_gemm: row bias too short");
+    }
+    assert!(ep.col_bias.map_or(true, |cb| cb.len() >= n), "conv2d_gemm: column bias too short");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for (i, row) in y.chunks_mut(n).take(m).enumerate() {
+            let rb = ep.row_bias.map_or(0.0, |b| b[i]);
+            for (j, v) in row.iter_mut().enumerate() {
+                let mut t = rb + ep.col_bias.map_or(0.0, |b| b[j]);
+                if ep.beta != 0.0 {
+                    t += ep.beta * *v;
+                }
+                if ep.relu && t < 0.0 {
+                    t = 0.0;
+                }
+                *v = t;
+            }
+        }
+        return;
+    }
+    if ep.beta == 0.0 && ep.col_bias.is_none() {
+        // Padded, phase-split copy of the input; the product is computed over oh × wq columns
+        // and compacted to oh × ow.
+        let hq = g.oh + (g.kh - 1) * g.dh / g.sh;
+        let wq = g.ow + (g.kw - 1) * g.dw / g.sw;
+        let plane = hq * wq;
+        let mut padded = |bufs: &mut (Vec<f32>, Vec<f32>)| {
+            let (xpad, yw) = (&mut bufs.0, &mut bufs.1);
+            xpad.clear();
+            xpad.resize(g.c * g.sh * g.sw * plane + (g.kw - 1) * g.dw / g.sw, 0.0);
+            for ci in 0..g.c {
+                for ry in 0..g.sh {
+                    for r in 0..hq {
+                        let iy = (r * g.sh + ry) as isize - g.ph as isize;
+                        if iy < 0 || iy >= g.ih as isize {
+                            continue;
+                        }
+                        let xrow = &x[(ci * g.ih + iy as usize) * g.iw..][..g.iw];
+                        for rx in 0..g.sw {
+                            // Phase column q holds input column q·sw + rx − pw.
+                            let lo = if g.pw > rx { (g.pw - rx).div_ceil(g.sw) } else { 0 }.min(wq);
+                            let hi = if g.pw + g.iw > rx { (g.pw + g.iw - rx).div_ceil(g.sw) } else { 0 }.clamp(lo, wq);
+                            let dst = &mut xpad[((ci * g.sh + ry) * g.sw + rx) * plane + r * wq..][..wq];
+                            if g.sw == 1 {
+                                dst[lo..hi].copy_from_slice(&xrow[lo - g.pw..hi - g.pw]);
+                            } else {
+                                for (q, d) in dst[lo..hi].iter_mut().enumerate() {
+                                    *d = xrow[(lo + q) * g.sw + rx - g.pw];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let nw = g.oh * wq;
+            yw.clear();
+            yw.resize(m * nw, 0.0);
+            run(&info, g, &Src::Wide { xpad, plane, wq }, w, yw, nw, ep, threads);
+            for (yr, wr) in y.chunks_mut(n).zip(yw.chunks(nw)).take(m) {
+                for (o, i) in yr.chunks_mut(g.ow).zip(wr.chunks(wq)) {
+                    o.copy_from_slice(&i[..g.ow]);
+                }
+            }
+        };
+        WORK.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut bufs) => padded(&mut bufs),
+            Err(_) => padded(&mut (Vec::new(), Vec::new())),
+        });
+        return;
+    }
+    let ranges: Vec<(usize, usize)> = (0..g.kw).map(|b| col_range(g, b)).collect();
+    run(&info, g, &Src::Image { x, ranges: &ranges }, w, y, n, ep, threads);
+}
+
+/// Splits Y [m × n] into parts over the pool and computes each from `src`.
+#[allow(clippy::too_many_arguments)]
+fn run(info: &KernelInfo, g: &Conv2dGeometry, src: &Src<'_>, w: &PackedA, y: &mut [f32], n: usize, ep: &Epilogue<'_>, threads: usize) {
+    let info = *info;
+    let (m, k) = (w.rows(), g.depth());
+    let threads = threads.max(1);
+    let work = m.saturating_mul(n).saturating_mul(k);
+    let parts: Vec<(usize, usize, usize, usize)> = if threads == 1 || work < (1 << 21) {
+        vec![(0, m, 0, n)]
+    } else if n >= threads * info.nr * 2 {
+        let panels = n.div_ceil(info.nr);
+        let per = panels.div_ceil(threads);
+        (0..threads)
+            .map(|t| ((t * per * info.nr).min(n), ((t + 1) * per * info.nr).min(n)))
+            .filter(|(a, b)| a < b)
+            .map(|(j0, j1)| (0, m, j0, j1))
+            .collect()
+    } else if m >= threads * info.mr * 2 {
+        let panels = m.div_ceil(info.mr);
+        let per = panels.div_ceil(threads);
+        (0..threads)
+            .map(|t| ((t * per * info.mr).min(m), ((t + 1) * per * info.mr).min(m)))
+            .filter(|(a, b)| a < b)
+            .map(|(i0, i1)| (i0, i1, 0, n))
+            .collect()
+    } else {
+        vec![(0, m, 0, n)]
+    };
+    let yp = YPtr(y.as_mut_ptr());
+    let job = |&(i0, i1, j0, j1): &(usize, usize, usize, usize)| {
+        let yp = yp;
+        BBUF.with(|b| match b.try_borrow_mut() {
+            Ok(mut buf) => block(&info, g, src, w, yp, n, ep, i0, i1, j0, j1, &mut buf),
+            Err(_) => block(&info, g, src, w, yp, n, ep, i0, i1, j0, j1, &mut AlignedBuf::default()),
+        });
+    };
+    crate::par::for_each(parts.iter().collect(), job);
+}
+
+/// Rows `i0..i1` × columns `j0..j1` of Y (i0 a multiple of MR, j0 of NR).
+#[allow(clippy::too_many_arguments)]
+fn block(
+    info: &KernelInfo, g: &Conv2dGeometry, src: &Src<'_>, w: &PackedA, y: YPtr, n: usize,
+    ep: &Epilogue<'_>, i0: usize, i1: usize, j0: usize, j1: usize, buf: &mut AlignedBuf,
+) {
+    let k = g.depth();
+    let (mr, nr) = (info.mr, info.nr);
+    let mut jc = j0;
+    while jc < j1 {
+        let nc = NC.min(j1 - jc);
+        let mut pc = 0;
+        while pc < k {
+            let kc = info.kc.min(k - pc);
+            let (first, last) = (pc == 0, pc + kc == k);
+            let cmul = if first { ep.beta } else { 1.0 };
+            buf.reset(info.packed_cols(nc) * kc);
+            match *src {
+                Src::Image { x, ranges } => pack_block(info, g, x, ranges, pc, kc, jc, jc + nc, buf.as_mut_slice()),
+                Src::Wide { xpad, plane, wq } => pack_wide(info, g, xpad, plane, wq, pc, kc, jc, jc + nc, buf.as_mut_slice()),
+            }
+            let bpanels = buf.as_slice();
+            let apanels = w.block(pc, kc, i0);
+            let mut j = jc;
+            let mut boff = 0;
+            while j < jc + nc {
+                let pw = info.panel_width(j, jc + nc);
+                let cols = nr.min(jc + nc - j);
+                let bp = &bpanels[boff..boff + pw * kc];
+                let mut i = i0;
+                let mut aoff = 0;
+                while i < i1 {
+                    let rows = mr.min(i1 - i);
+                    let ap = &apanels[aoff..aoff + mr * kc];
+                    let out = TileOut {
+                        // SAFETY: (i, j) lies inside the m×n Y checked in `conv2d_gemm`.
+                        c: unsafe { y.0.add(i * n + j) },
+                        rsc: n as isize,
+                        csc: 1,
+                        rows,
+                        cols,
+                    };
+                    let tep = tile_ep(ep, cmul, first, last, i, j);
+                    run_kernel(info, kc, ap, bp, pw, &out, &tep);
+                    i += mr;
+                    aoff += mr * kc;
+                }
+                boff += pw * kc;
+                j += pw;
+            }
+            pc += kc;
+        }
+        jc += nc;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::{available_isas, MatRef};
+
+    /// Direct definition: y[o, oy, ox] = Σ w[o, ci, a, b] · x[ci, oy·sh + a·dh − ph, ox·sw + b·dw − pw].
+    fn naive(g: &Conv2dGeometry, m: usize, x: &[f32], w: &[f32]) -> Vec<f64> {
+        let mut y = vec![0f64; m * g.oh * g.ow];
+        for o in 0..m {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = 0f64;
+                    for ci in 0..g.c {
+                        for a in 0..g.kh {
+                            for b in 0..g.kw {
+                                let iy = (oy * g.sh + a * g.dh) as isize - g.ph as isize;
+                                let ix = (ox * g.sw + b * g.dw) as isize - g.pw as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < g.ih && (ix as usize) < g.iw {
+                                    let xv = x[(ci * g.ih + iy as usize) * g.iw + ix as usize] as f64;
+                                    acc += xv * w[((o * g.c + ci) * g.kh + a) * g.kw + b] as f64;
+                                }
+                            }
+                        }
+                    }
+                    y[(o * g.oh + oy) * g.ow + ox] = acc;
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn matches_direct_definition() {
+        // (m, c, ih, iw, kh, kw, sh, sw, dh, dw, ph, pw, pad_end_h, pad_end_w)
+        let cases = [
+            (8, 3, 9, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
+            (13, 5, 11, 7, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1),
+            (16, 3, 20, 23, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3),
+            (5, 2, 8, 10, 3, 2, 1, 3, 2, 1, 2, 0, 1, 2),
+            (33, 40, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
+            (9, 7, 14, 14, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0),
+            (4, 1, 3, 3, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2),
+            (17, 30, 6, 40, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0),
+            (3, 2, 5, 5, 3, 3, 3, 3, 1, 1, 4, 4, 4, 4),
+            (6, 3, 9, 8, 3, 3, 1, 1, 2, 1, 2, 0, 1, 2),
+            (3, 2, 4, 5, 2, 2, 1, 1, 1, 1, 3, 3, 0, 1),
+            (70, 20, 12, 33, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
+        ];
+        for isa in available_isas() {
+            for &(m, c, ih, iw, kh, kw, sh, sw, dh, dw, ph, pw, eh, ew) in &cases {
+                let oh = (ih + ph + eh - (kh - 1) * dh - 1) / sh + 1;
+                let ow = (iw + pw + ew - (kw - 1) * dw - 1) / sw + 1;
+                let g = Conv2dGeometry { c, ih, iw, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw };
+                let x: Vec<f32> = (0..c * ih * iw).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+                let wv: Vec<f32> = (0..m * g.depth()).map(|i| ((i * 5) % 11) as f32 * 0.25 - 1.0).collect();
+                let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5 - 2.0).collect();
+                let pa = PackedA::with_isa(isa, m, g.depth(), MatRef::new(&wv, g.depth() as isize, 1));
+                let want = naive(&g, m, &x, &wv);
+                for threads in [1, 2] {
+                    for relu in [false, true] {
+                        let mut y = vec![f32::NAN; m * g.cols() + 3];
+                        let ep = Epilogue { row_bias: Some(&bias), relu, ..Epilogue::default() };
+                        conv2d_gemm(&g, &x, &pa, &mut y, &ep, threads);
+                        for (idx, (&got, &w)) in y.iter().zip(&want).enumerate() {
+                            let mut w = w + bias[idx / g.cols()] as f64;
+                            if relu && w < 0.0 {
+                                w = 0.0;
+                            }
+                            assert!((got as f64 - w).abs() <= 1e-3 * (1.0 + w.abs()), "{isa:?} {g:?} at {idx}: {got} vs {w}");
+                        }
+                        assert!(y[m * g.cols()..].iter().all(|v| v.is_nan()), "wrote past Y");
+                    }
+                }
+            }
+        }
+    }
+}
