@@ -30,7 +30,23 @@ const USAGE: &str = "usage:
   kiln serve [--model-repository DIR] [--http-port P] [--grpc-port Q] (see kiln serve --help)
   kiln --version";
 
+/// Keeps freed tensor buffers in the process heap instead of returning them to the kernel: with
+/// glibc's defaults, multi-megabyte activations are mmap'd and unmapped on every run, and each
+/// run pays the page faults again (EfficientNet-B0: 13 → 18 ms depending on heap history).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
+    tune_allocator();
     std::panic::set_hook(Box::new(|info| {
         let msg = info
             .payload()
