@@ -72,21 +72,41 @@ fn panel_gemv<const MR: usize>(panel: &[f32], x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// C[1×n] = epilogue(a · B) for a prepacked B.
+/// C[1×n] = epilogue(a · B) for a prepacked B. Column panels are split over the run's threads
+/// when B is large (the product is bound by reading B).
 pub(super) fn gemv_row(info: &KernelInfo, k: usize, n: usize, a: &MatRef<'_>, b: &PackedB, c: *mut f32, csc: isize, ep: &Epilogue<'_>) {
     let x: Vec<f32> = (0..k).map(|p| a.at(0, p)).collect();
     let mut y = vec![0f32; info.packed_cols(n)];
+    crate::par::split_mut(&mut y, info.nr, (1 << 17) / k.max(1), |g, part| {
+        crate::simd::vectorized(#[inline(always)] || row_cols(info, k, n, &x, b, g * info.nr, part))
+    });
+    let out = TileOut { c, rsc: 0, csc, rows: 1, cols: n };
+    let tep = TileEp {
+        alpha: ep.alpha,
+        cmul: ep.beta,
+        row_bias: ep.row_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
+        col_bias: ep.col_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
+        relu: ep.relu,
+    };
+    // SAFETY: the caller checked C as a 1×n view at column stride csc and the biases' lengths.
+    unsafe { store_tile_scalar(&y, n, &out, &tep) }
+}
+
+/// y[j0..] (the packed columns from `j0`, a multiple of NR) = x · B.
+#[inline(always)]
+fn row_cols(info: &KernelInfo, k: usize, n: usize, x: &[f32], b: &PackedB, j0: usize, y: &mut [f32]) {
+    let end = (j0 + y.len()).min(n);
     let mut pc = 0;
     while pc < k {
         let kc = info.kc.min(k - pc);
         let block = b.block(pc, kc, 0);
         let xs = &x[pc..pc + kc];
-        let mut j = 0;
-        let mut off = 0;
-        while j < n {
+        let mut j = j0;
+        let mut off = j0 * kc;
+        while j < end {
             let w = info.panel_width(j, n);
             let panel = &block[off..off + w * kc];
-            let yj = &mut y[j..j + w];
+            let yj = &mut y[j - j0..j - j0 + w];
             match w {
                 32 => row_panel::<32>(panel, xs, yj),
                 16 => row_panel::<16>(panel, xs, yj),
@@ -104,18 +124,9 @@ pub(super) fn gemv_row(info: &KernelInfo, k: usize, n: usize, a: &MatRef<'_>, b:
         }
         pc += kc;
     }
-    let out = TileOut { c, rsc: 0, csc, rows: 1, cols: n };
-    let tep = TileEp {
-        alpha: ep.alpha,
-        cmul: ep.beta,
-        row_bias: ep.row_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
-        col_bias: ep.col_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
-        relu: ep.relu,
-    };
-    // SAFETY: the caller checked C as a 1×n view at column stride csc and the biases' lengths.
-    unsafe { store_tile_scalar(&y, n, &out, &tep) }
 }
 
+#[inline(always)]
 fn row_panel<const W: usize>(panel: &[f32], x: &[f32], y: &mut [f32]) {
     let mut acc = [0f32; W];
     for (row, &xp) in panel.chunks_exact(W).zip(x) {

@@ -96,3 +96,24 @@ fn empty_depth_applies_epilogue() {
     sgemm_ex(2, 0, 3, Lhs::Strided(MatRef::new(&[], 0, 1)), Rhs::Strided(MatRef::new(&[], 3, 1)), &mut c, 3, 1, &ep, 1);
     assert_eq!(c, vec![6.0, 6.0, 6.0, 2.0, 2.0, 2.0]);
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn row_times_packed_b_split_over_threads_matches_naive() {
+    let _pool = crate::par::enter(crate::par::build_pool(2));
+    for &(k, n) in &[(300usize, 1000usize), (1024, 4096), (513, 1003), (64, 8000)] {
+        let (av, bv) = (fill(k, 5), fill(k * n, 6));
+        let (a, b) = (MatRef::new(&av, k as isize, 1), MatRef::new(&bv, n as isize, 1));
+        let want = naive(1, k, n, &a, &b);
+        let bias: Vec<f32> = fill(n, 7);
+        for isa in available_isas() {
+            let pb = PackedB::with_isa(isa, k, n, b);
+            let mut c = vec![0f32; n];
+            let ep = Epilogue { col_bias: Some(&bias), ..Epilogue::default() };
+            sgemm_ex(1, k, n, Lhs::Strided(a), Rhs::Packed(&pb), &mut c, n as isize, 1, &ep, 2);
+            for j in 0..n {
+                assert!(close(c[j], want[j] + bias[j] as f64, k), "{isa:?} k={k} n={n} j={j}: {} vs {}", c[j], want[j]);
+            }
+        }
+    }
+}
