@@ -7,6 +7,7 @@
 
 pub mod error;
 mod functions;
+mod fuse;
 pub mod op;
 pub mod ops;
 mod plan;

@@ -91,9 +91,9 @@ fn node_label(n: &NodeProto, i: usize) -> String {
 
 /// Orders nodes so every input is produced before it is read; errors on cycles and on inputs
 /// nobody produces.
-fn topo_order(graph: &GraphProto, available: &HashSet<&str>) -> Result<Vec<usize>, Error> {
+fn topo_order(nodes: &[NodeProto], available: &HashSet<&str>) -> Result<Vec<usize>, Error> {
     let mut producer: HashMap<&str, usize> = HashMap::new();
-    for (i, n) in graph.node.iter().enumerate() {
+    for (i, n) in nodes.iter().enumerate() {
         for o in n.output.iter().filter(|o| !o.is_empty()) {
             if available.contains(o.as_str()) || producer.insert(o.as_str(), i).is_some() {
                 return Err(Error::InvalidModel(format!(
@@ -103,9 +103,9 @@ fn topo_order(graph: &GraphProto, available: &HashSet<&str>) -> Result<Vec<usize
             }
         }
     }
-    let mut indeg = vec![0usize; graph.node.len()];
-    let mut users: Vec<Vec<usize>> = vec![Vec::new(); graph.node.len()];
-    for (i, n) in graph.node.iter().enumerate() {
+    let mut indeg = vec![0usize; nodes.len()];
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
         let mut deps: Vec<usize> = Vec::new();
         for inp in n.input.iter().filter(|s| !s.is_empty()) {
             if let Some(&p) = producer.get(inp.as_str()) {
@@ -143,8 +143,8 @@ fn topo_order(graph: &GraphProto, available: &HashSet<&str>) -> Result<Vec<usize
             users[p].push(i);
         }
     }
-    let mut queue: VecDeque<usize> = (0..graph.node.len()).filter(|&i| indeg[i] == 0).collect();
-    let mut order = Vec::with_capacity(graph.node.len());
+    let mut queue: VecDeque<usize> = (0..nodes.len()).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(nodes.len());
     while let Some(i) = queue.pop_front() {
         order.push(i);
         for &u in &users[i] {
@@ -154,11 +154,11 @@ fn topo_order(graph: &GraphProto, available: &HashSet<&str>) -> Result<Vec<usize
             }
         }
     }
-    if order.len() != graph.node.len() {
-        let stuck: Vec<String> = (0..graph.node.len())
+    if order.len() != nodes.len() {
+        let stuck: Vec<String> = (0..nodes.len())
             .filter(|&i| indeg[i] > 0)
             .take(5)
-            .map(|i| format!("'{}'", node_label(&graph.node[i], i)))
+            .map(|i| format!("'{}'", node_label(&nodes[i], i)))
             .collect();
         return Err(Error::InvalidModel(format!("the graph has a cycle through nodes {}", stuck.join(", "))));
     }
@@ -210,6 +210,8 @@ pub(crate) fn compile(
     env: &CompileEnv,
     outer: &[(String, Option<ValueType>)],
 ) -> Result<Plan, Error> {
+    let fused = if env.optimize { crate::fuse::fuse_activations(graph, env.base_dir) } else { None };
+    let nodes: &[NodeProto] = fused.as_deref().unwrap_or(&graph.node);
     let mut known: HashMap<String, Known> = HashMap::new();
     let mut consts: Vec<Arc<Value>> = Vec::new();
 
@@ -273,10 +275,10 @@ pub(crate) fn compile(
     }
 
     let available: HashSet<&str> = known.keys().map(|s| s.as_str()).collect();
-    let order = topo_order(graph, &available)?;
+    let order = topo_order(nodes, &available)?;
 
     let mut histogram: HashMap<String, usize> = HashMap::new();
-    for n in &graph.node {
+    for n in nodes {
         *histogram.entry(n.op_type.clone()).or_default() += 1;
     }
 
@@ -284,7 +286,7 @@ pub(crate) fn compile(
     let mut unsupported: Vec<UnsupportedNode> = Vec::new();
     let mut built: Vec<(usize, Box<dyn Op>)> = Vec::new();
     for &ni in &order {
-        let n = &graph.node[ni];
+        let n = &nodes[ni];
         let label = node_label(n, ni);
         let domain = domain_key(&n.domain);
         let opset = env.opsets.get(domain).copied().unwrap_or(0);
@@ -419,7 +421,7 @@ pub(crate) fn compile(
     let mut needed: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
     let mut keep = vec![false; built.len()];
     for (bi, (ni, _)) in built.iter().enumerate().rev() {
-        let n = &graph.node[*ni];
+        let n = &nodes[*ni];
         if n.output.iter().any(|o| needed.contains(o.as_str())) {
             keep[bi] = true;
             for i in n.input.iter().filter(|s| !s.is_empty()) {
@@ -471,7 +473,7 @@ pub(crate) fn compile(
         if !keep[bi] {
             continue;
         }
-        let n = &graph.node[ni];
+        let n = &nodes[ni];
         let mut ins = Vec::with_capacity(n.input.len());
         for (ii, i) in n.input.iter().enumerate() {
             let captured = matches!(known.get(i), Some(Known::Const(_))) && op.captures_const_input(ii);

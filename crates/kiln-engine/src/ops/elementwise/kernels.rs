@@ -488,7 +488,9 @@ impl FloatElem for bf16 {
 /// Applies `f` (in the computation type) to every element.
 #[inline(always)]
 pub fn map_float<T: FloatElem>(x: &mut [T], f: impl Fn(T::R) -> T::R) {
-    x.iter_mut().for_each(|v| *v = T::from_r(f(v.to_r())));
+    for v in x.iter_mut() {
+        *v = T::from_r(f(v.to_r()));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
