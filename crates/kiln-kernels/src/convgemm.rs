@@ -257,29 +257,7 @@ pub fn conv2d_gemm(g: &Conv2dGeometry, x: &[f32], w: &PackedA, y: &mut [f32], ep
 fn run(info: &KernelInfo, g: &Conv2dGeometry, src: &Src<'_>, w: &PackedA, y: &mut [f32], n: usize, ep: &Epilogue<'_>, threads: usize) {
     let info = *info;
     let (m, k) = (w.rows(), g.depth());
-    let threads = threads.max(1);
-    let work = m.saturating_mul(n).saturating_mul(k);
-    let parts: Vec<(usize, usize, usize, usize)> = if threads == 1 || work < (1 << 21) {
-        vec![(0, m, 0, n)]
-    } else if n >= threads * info.nr * 2 {
-        let panels = n.div_ceil(info.nr);
-        let per = panels.div_ceil(threads);
-        (0..threads)
-            .map(|t| ((t * per * info.nr).min(n), ((t + 1) * per * info.nr).min(n)))
-            .filter(|(a, b)| a < b)
-            .map(|(j0, j1)| (0, m, j0, j1))
-            .collect()
-    } else if m >= threads * info.mr * 2 {
-        let panels = m.div_ceil(info.mr);
-        let per = panels.div_ceil(threads);
-        (0..threads)
-            .map(|t| ((t * per * info.mr).min(m), ((t + 1) * per * info.mr).min(m)))
-            .filter(|(a, b)| a < b)
-            .map(|(i0, i1)| (i0, i1, 0, n))
-            .collect()
-    } else {
-        vec![(0, m, 0, n)]
-    };
+    let parts = crate::gemm::split_parts(&info, m, n, m.saturating_mul(n).saturating_mul(k), 1 << 21, threads);
     let yp = YPtr(y.as_mut_ptr());
     let job = |&(i0, i1, j0, j1): &(usize, usize, usize, usize)| {
         let yp = yp;

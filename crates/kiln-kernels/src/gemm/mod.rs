@@ -473,9 +473,29 @@ pub(crate) fn sgemm_with(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<
         gemv::gemv_row(&info, k, n, av, pb, cp.0, csc, ep);
         return;
     }
-    let flops = m.saturating_mul(n).saturating_mul(k);
+    let parts = split_parts(&info, m, n, m.saturating_mul(n).saturating_mul(k), 1 << 20, threads);
+    let job = |&(i0, i1, j0, j1): &(usize, usize, usize, usize)| {
+        let cp = cp;
+        PACK_BUFS.with(|bufs| match bufs.try_borrow_mut() {
+            Ok(mut bufs) => {
+                let (ba, bb) = &mut *bufs;
+                gemm_block(&info, k, &a, &b, cp, rsc, csc, ep, i0, i1, j0, j1, ba, bb);
+            }
+            Err(_) => {
+                let (mut ba, mut bb) = (AlignedBuf::default(), AlignedBuf::default());
+                gemm_block(&info, k, &a, &b, cp, rsc, csc, ep, i0, i1, j0, j1, &mut ba, &mut bb);
+            }
+        });
+    };
+    run_parts(&parts, job);
+}
+
+/// Rectangles (rows i0..i1, columns j0..j1) of an m×n product for `threads` threads: one when
+/// `work` (multiply-adds) is below `min_work`, else whole column panels per thread when there are
+/// enough, else whole row panels, else one.
+pub(crate) fn split_parts(info: &KernelInfo, m: usize, n: usize, work: usize, min_work: usize, threads: usize) -> Vec<(usize, usize, usize, usize)> {
     let threads = threads.max(1);
-    let parts: Vec<(usize, usize, usize, usize)> = if threads == 1 || flops < (1 << 20) {
+    if threads == 1 || work < min_work {
         vec![(0, m, 0, n)]
     } else if n >= threads * info.nr * 2 {
         let panels = n.div_ceil(info.nr);
@@ -495,21 +515,7 @@ pub(crate) fn sgemm_with(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<
             .collect()
     } else {
         vec![(0, m, 0, n)]
-    };
-    let job = |&(i0, i1, j0, j1): &(usize, usize, usize, usize)| {
-        let cp = cp;
-        PACK_BUFS.with(|bufs| match bufs.try_borrow_mut() {
-            Ok(mut bufs) => {
-                let (ba, bb) = &mut *bufs;
-                gemm_block(&info, k, &a, &b, cp, rsc, csc, ep, i0, i1, j0, j1, ba, bb);
-            }
-            Err(_) => {
-                let (mut ba, mut bb) = (AlignedBuf::default(), AlignedBuf::default());
-                gemm_block(&info, k, &a, &b, cp, rsc, csc, ep, i0, i1, j0, j1, &mut ba, &mut bb);
-            }
-        });
-    };
-    run_parts(&parts, job);
+    }
 }
 
 fn run_parts<F: Fn(&(usize, usize, usize, usize)) + Sync + Send>(parts: &[(usize, usize, usize, usize)], job: F) {
