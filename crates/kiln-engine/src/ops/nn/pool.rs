@@ -190,7 +190,7 @@ fn taps_1d(o: usize, s: usize, d: usize, pad: usize, n: usize, k: usize) -> impl
     })
 }
 
-/// 2-D float32 max pooling without indices, as two separable passes (rows, then columns):
+/// 2-D float32 max pooling without indices, as two separable passes (columns, then rows):
 /// max over the valid part of each window, NaN ignored unless the whole window is NaN.
 fn max_pool_2d_f32(x: &[f32], planes: usize, geo: &Geometry) -> Vec<f32> {
     let (ih, iw) = (geo.input[0], geo.input[1]);
@@ -209,20 +209,22 @@ fn max_pool_2d_f32(x: &[f32], planes: usize, geo: &Geometry) -> Vec<f32> {
     let items: Vec<(usize, &mut [f32])> = y.chunks_mut(oh * ow).enumerate().collect();
     let work = |(p, yo): (usize, &mut [f32])| {
         let xp = &x[p * ih * iw..][..ih * iw];
-        // Row pass: h[r][j] = max over the window columns of input row r.
-        let mut h = vec![f32::NEG_INFINITY; ih * ow];
-        for (xr, hr) in xp.chunks_exact(iw).zip(h.chunks_exact_mut(ow)) {
-            for (hv, cs) in hr.iter_mut().zip(&cols) {
-                *hv = cs.iter().fold(f32::NEG_INFINITY, |m, &c| m.max(xr[c]));
-            }
-        }
-        for (yr, rs) in yo.chunks_exact_mut(ow).zip(&rows) {
-            for &r in rs {
-                for (yv, &hv) in yr.iter_mut().zip(&h[r * ow..(r + 1) * ow]) {
-                    *yv = yv.max(hv);
+        // Per output row: v[c] = max over the window rows of input column c (contiguous,
+        // vectorised), then each output = max of v over its window columns.
+        let mut v = vec![f32::NEG_INFINITY; iw];
+        kiln_kernels::simd::vectorized(#[inline(always)] || {
+            for (yr, rs) in yo.chunks_exact_mut(ow).zip(&rows) {
+                v.fill(f32::NEG_INFINITY);
+                for &r in rs {
+                    for (vv, &xv) in v.iter_mut().zip(&xp[r * iw..(r + 1) * iw]) {
+                        *vv = vv.max(xv);
+                    }
+                }
+                for (yv, cs) in yr.iter_mut().zip(&cols) {
+                    *yv = cs.iter().fold(f32::NEG_INFINITY, |m, &c| m.max(v[c]));
                 }
             }
-        }
+        })
     };
     if planes * oh * ow >= 1 << 14 {
         par_each(items, work);
