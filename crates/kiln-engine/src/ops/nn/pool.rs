@@ -373,6 +373,13 @@ impl Op for GlobalPoolOp {
         let mut shape = s[..2].to_vec();
         shape.extend(std::iter::repeat_n(1, s.len() - 2));
         let dt = x.dtype();
+        if let (Kind::Avg, Ok(xv), true) = (self.kind, x.as_slice::<f32>(), sz > 0) {
+            // Float32 means: one vectorised sum per plane.
+            let y: Vec<f32> = kiln_kernels::simd::vectorized(#[inline(always)] || {
+                xv.chunks_exact(sz).map(|v| kiln_kernels::simd::sum_f32(v) / sz as f32).collect()
+            });
+            return Ok(vec![Value::Tensor(Tensor::from_vec(shape, y)?)]);
+        }
         let t = real_dispatch!(dt, "global pooling", |T| {
             let xv = T::cow(x)?;
             let p = T::from_f64(self.p);
