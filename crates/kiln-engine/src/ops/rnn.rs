@@ -644,18 +644,25 @@ struct StepCtx<'a, F: Fl> {
     clip: Option<F>,
 }
 
+/// Time index of batch row `b` (sequence length `lens[b]`) at step `s` of a direction, if the
+/// row is still running.
+#[inline]
+fn step_time(lens: &[usize], reverse: bool, s: usize, b: usize) -> Option<usize> {
+    let l = lens[b];
+    if s >= l {
+        None
+    } else if reverse {
+        Some(l - 1 - s)
+    } else {
+        Some(s)
+    }
+}
+
 impl<'a, F: Fl> StepCtx<'a, F> {
     /// Time index handled by batch row `b` at step `s`, if that row is still running.
     #[inline]
     fn time(&self, s: usize, b: usize) -> Option<usize> {
-        let l = self.lens[b];
-        if s >= l {
-            None
-        } else if self.reverse {
-            Some(l - 1 - s)
-        } else {
-            Some(s)
-        }
+        step_time(self.lens, self.reverse, s, b)
     }
 
     /// Loads the precomputed projections of step `s` into `gates` ([batch, G·H]).

@@ -49,13 +49,7 @@ pub(super) fn gemv_col(info: &KernelInfo, m: usize, k: usize, a: &Lhs<'_>, b: &M
         }
     }
     let out = TileOut { c, rsc, csc: 1, rows: m, cols: 1 };
-    let tep = TileEp {
-        alpha: ep.alpha,
-        cmul: ep.beta,
-        row_bias: ep.row_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
-        col_bias: ep.col_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
-        relu: ep.relu,
-    };
+    let tep = whole_ep(ep);
     // SAFETY: the caller checked C as an m×1 view at row stride rsc and the biases' lengths.
     unsafe { store_tile_scalar(&y, 1, &out, &tep) }
 }
@@ -81,13 +75,7 @@ pub(super) fn gemv_row(info: &KernelInfo, k: usize, n: usize, a: &MatRef<'_>, b:
         crate::simd::vectorized(#[inline(always)] || row_cols(info, k, n, &x, b, g * info.nr, part))
     });
     let out = TileOut { c, rsc: 0, csc, rows: 1, cols: n };
-    let tep = TileEp {
-        alpha: ep.alpha,
-        cmul: ep.beta,
-        row_bias: ep.row_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
-        col_bias: ep.col_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
-        relu: ep.relu,
-    };
+    let tep = whole_ep(ep);
     // SAFETY: the caller checked C as a 1×n view at column stride csc and the biases' lengths.
     unsafe { store_tile_scalar(&y, n, &out, &tep) }
 }
@@ -154,4 +142,15 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         s += x * y;
     }
     s
+}
+
+/// The epilogue of a product computed in one pass over the whole depth (first and last block).
+fn whole_ep(ep: &Epilogue<'_>) -> TileEp {
+    TileEp {
+        alpha: ep.alpha,
+        cmul: ep.beta,
+        row_bias: ep.row_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
+        col_bias: ep.col_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
+        relu: ep.relu,
+    }
 }

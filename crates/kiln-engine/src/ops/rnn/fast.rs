@@ -399,14 +399,7 @@ struct LstmDir<'a> {
 impl LstmDir<'_> {
     #[inline]
     fn time(&self, s: usize, b: usize) -> Option<usize> {
-        let l = self.lens[b];
-        if s >= l {
-            None
-        } else if self.reverse {
-            Some(l - 1 - s)
-        } else {
-            Some(s)
-        }
+        super::step_time(self.lens, self.reverse, s, b)
     }
 }
 
