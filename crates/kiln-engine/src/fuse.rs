@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use kiln_onnx::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
+use kiln_onnx::proto::{GraphProto, NodeProto, TensorProto};
 use kiln_onnx::tensor::tensor_from_proto;
 
 use crate::plan::collect_outer_refs;
@@ -86,9 +86,9 @@ pub(crate) fn fuse_activations(graph: &GraphProto, base_dir: Option<&Path>) -> O
             _ => None,
         }
     };
-    let near = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() <= 1e-6 * want.abs().max(1.0) * 100.0);
+    let near = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() <= 1e-4 * want.abs().max(1.0));
 
-    // (index of the node that becomes the fused one, fused node, nodes removed)
+    // Fused node by the index of the chain's last node (whose place it takes); removed nodes.
     let mut replace: HashMap<usize, NodeProto> = HashMap::new();
     let mut removed = vec![false; nodes.len()];
     for (i, n) in nodes.iter().enumerate() {
@@ -152,13 +152,11 @@ pub(crate) fn fuse_activations(graph: &GraphProto, base_dir: Option<&Path>) -> O
 
 /// A single-input node of `op` reading `x` that produces `last`'s output under `last`'s name.
 fn fused_node(op: &str, x: &str, last: &NodeProto) -> NodeProto {
-    let attribute: Vec<AttributeProto> = Vec::new();
     NodeProto {
         input: vec![x.to_string()],
         output: last.output.clone(),
         name: last.name.clone(),
         op_type: op.to_string(),
-        attribute,
         ..NodeProto::default()
     }
 }
