@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
-use kiln_onnx::proto::{GraphProto, NodeProto};
+use kiln_onnx::proto::{GraphProto, NodeProto, TensorProto};
 use kiln_onnx::tensor::{tensor_from_proto, value_type_from_proto};
 use kiln_tensor::{Value, ValueType};
 
@@ -68,9 +68,28 @@ pub(crate) struct CompileEnv<'a> {
     pub optimize: bool,
 }
 
-enum Known {
+enum Known<'g> {
     Const(Arc<Value>),
+    /// An initializer not converted yet: it becomes `Const` when a node first reads it, so
+    /// unused initializers are never converted and weights are converted one after another.
+    Init(&'g TensorProto),
+    /// A constant whose readers all captured it at build time or were folded: no step reads it
+    /// at run time, so the plan does not keep it.
+    Consumed,
     Dynamic(Option<ValueType>),
+}
+
+/// Converts the initializer `name` if it is still pending, then tells the model's memory the
+/// raw bytes were consumed (a file-mapped model gives those pages back).
+fn materialize(known: &mut HashMap<String, Known>, name: &str, base_dir: Option<&Path>) -> Result<(), Error> {
+    if let Some(Known::Init(t)) = known.get(name) {
+        let t = *t;
+        let tensor = tensor_from_proto(t, base_dir)
+            .map_err(|e| Error::InvalidModel(format!("initializer '{}': {e}", t.name)))?;
+        t.raw_data.release();
+        known.insert(name.to_string(), Known::Const(Arc::new(Value::Tensor(tensor))));
+    }
+    Ok(())
 }
 
 fn domain_key(d: &str) -> &str {
@@ -219,9 +238,7 @@ pub(crate) fn compile(
     // (IR < 4 models list every weight as an input).
     let mut init_names: HashSet<&str> = HashSet::new();
     for t in &graph.initializer {
-        let tensor = tensor_from_proto(t, env.base_dir)
-            .map_err(|e| Error::InvalidModel(format!("initializer '{}': {e}", t.name)))?;
-        known.insert(t.name.clone(), Known::Const(Arc::new(Value::Tensor(tensor))));
+        known.insert(t.name.clone(), Known::Init(t));
         init_names.insert(&t.name);
     }
     for st in &graph.sparse_initializer {
@@ -277,6 +294,30 @@ pub(crate) fn compile(
     let available: HashSet<&str> = known.keys().map(|s| s.as_str()).collect();
     let order = topo_order(nodes, &available)?;
 
+    // How many node inputs still read each value; graph outputs and values read by subgraphs
+    // are pinned. A constant whose count reaches zero once its readers captured it is dropped.
+    const PINNED: usize = usize::MAX / 2;
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for n in nodes {
+        for i in n.input.iter().filter(|s| !s.is_empty()) {
+            *readers.entry(i.clone()).or_default() += 1;
+        }
+        for r in subgraph_refs(n) {
+            readers.insert(r, PINNED);
+        }
+    }
+    for o in &graph.output {
+        readers.insert(o.name.clone(), PINNED);
+    }
+    let consumed = |known: &mut HashMap<String, Known>, readers: &mut HashMap<String, usize>, name: &str| {
+        if let Some(c) = readers.get_mut(name) {
+            *c = c.saturating_sub(1);
+            if *c == 0 && matches!(known.get(name), Some(Known::Const(_))) {
+                known.insert(name.to_string(), Known::Consumed);
+            }
+        }
+    };
+
     let mut histogram: HashMap<String, usize> = HashMap::new();
     for n in nodes {
         *histogram.entry(n.op_type.clone()).or_default() += 1;
@@ -290,6 +331,12 @@ pub(crate) fn compile(
         let label = node_label(n, ni);
         let domain = domain_key(&n.domain);
         let opset = env.opsets.get(domain).copied().unwrap_or(0);
+        for i in &n.input {
+            materialize(&mut known, i, env.base_dir)?;
+        }
+        for r in subgraph_refs(n) {
+            materialize(&mut known, &r, env.base_dir)?;
+        }
         let const_inputs: Vec<Option<Arc<Value>>> = n
             .input
             .iter()
@@ -304,7 +351,7 @@ pub(crate) fn compile(
             .map(|s| match known.get(s) {
                 Some(Known::Const(v)) => Some(v.value_type()),
                 Some(Known::Dynamic(t)) => t.clone(),
-                None => None,
+                Some(Known::Init(_) | Known::Consumed) | None => None,
             })
             .collect();
         let entry = match env.registry.get(domain, &n.op_type) {
@@ -383,6 +430,9 @@ pub(crate) fn compile(
                     }
                 }
             }
+            for i in n.input.iter().filter(|s| !s.is_empty()) {
+                consumed(&mut known, &mut readers, i);
+            }
             continue;
         }
         let type_refs: Vec<Option<&ValueType>> = input_types.iter().map(|t| t.as_ref()).collect();
@@ -393,6 +443,9 @@ pub(crate) fn compile(
                         if !o.is_empty() {
                             known.insert(o.clone(), Known::Const(Arc::new(v)));
                         }
+                    }
+                    for i in n.input.iter().filter(|s| !s.is_empty()) {
+                        consumed(&mut known, &mut readers, i);
                     }
                     continue;
                 }
@@ -411,6 +464,12 @@ pub(crate) fn compile(
                 .or_else(|| declared.get(o.as_str()).cloned());
             known.insert(o.clone(), Known::Dynamic(ty));
         }
+        for (ii, (c, name)) in const_inputs.iter().zip(&n.input).enumerate() {
+            if c.is_some() && op.captures_const_input(ii) {
+                consumed(&mut known, &mut readers, name);
+            }
+        }
+        drop(const_inputs);
         built.push((ni, op));
     }
     if !unsupported.is_empty() {
@@ -427,18 +486,9 @@ pub(crate) fn compile(
             for i in n.input.iter().filter(|s| !s.is_empty()) {
                 needed.insert(i);
             }
-            for a in &n.attribute {
-                let mut refs = Vec::new();
-                if let Some(g) = &a.g {
-                    collect_outer_refs(g, &mut refs);
-                }
-                for g in &a.graphs {
-                    collect_outer_refs(g, &mut refs);
-                }
-                for r in refs {
-                    if let Some((k, _)) = known.get_key_value(&r) {
-                        needed.insert(k.as_str());
-                    }
+            for r in subgraph_refs(n) {
+                if let Some((k, _)) = known.get_key_value(&r) {
+                    needed.insert(k.as_str());
                 }
             }
         }
@@ -465,6 +515,7 @@ pub(crate) fn compile(
                 });
                 Some(Src::Slot(s))
             }
+            Known::Init(_) | Known::Consumed => None,
         }
     };
 
@@ -476,7 +527,8 @@ pub(crate) fn compile(
         let n = &nodes[ni];
         let mut ins = Vec::with_capacity(n.input.len());
         for (ii, i) in n.input.iter().enumerate() {
-            let captured = matches!(known.get(i), Some(Known::Const(_))) && op.captures_const_input(ii);
+            let captured =
+                matches!(known.get(i), Some(Known::Const(_) | Known::Consumed)) && op.captures_const_input(ii);
             if i.is_empty() || captured {
                 ins.push(None);
             } else {
@@ -503,13 +555,14 @@ pub(crate) fn compile(
 
     let mut outputs = Vec::new();
     for o in &graph.output {
+        materialize(&mut known, &o.name, env.base_dir)?;
         let src = src_of(&o.name, &known, &mut slot_of, &mut num_slots).ok_or_else(|| {
             Error::InvalidModel(format!("graph output '{}' is not produced by any node", o.name))
         })?;
         let ty = declared.get(o.name.as_str()).cloned().or_else(|| match known.get(&o.name) {
             Some(Known::Dynamic(t)) => t.clone(),
             Some(Known::Const(v)) => Some(v.value_type()),
-            None => None,
+            Some(Known::Init(_) | Known::Consumed) | None => None,
         });
         outputs.push((o.name.clone(), ty, src));
     }
@@ -547,8 +600,8 @@ pub(crate) fn compile(
     Ok(Plan { consts, steps, num_slots, inputs, externals, outputs, op_histogram })
 }
 
-/// Outer-scope names a node's subgraphs read that this scope knows, sorted.
-fn implicit_inputs(n: &NodeProto, known: &HashMap<String, Known>) -> Vec<(String, Option<ValueType>)> {
+/// Outer-scope names a node's subgraphs read, sorted and deduplicated.
+fn subgraph_refs(n: &NodeProto) -> Vec<String> {
     let mut refs = Vec::new();
     for a in &n.attribute {
         if let Some(g) = &a.g {
@@ -560,11 +613,17 @@ fn implicit_inputs(n: &NodeProto, known: &HashMap<String, Known>) -> Vec<(String
     }
     refs.sort();
     refs.dedup();
-    refs.into_iter()
+    refs
+}
+
+/// Outer-scope names a node's subgraphs read that this scope knows, sorted.
+fn implicit_inputs(n: &NodeProto, known: &HashMap<String, Known>) -> Vec<(String, Option<ValueType>)> {
+    subgraph_refs(n)
+        .into_iter()
         .filter_map(|r| match known.get(&r) {
             Some(Known::Const(v)) => Some((r, Some(v.value_type()))),
             Some(Known::Dynamic(t)) => Some((r, t.clone())),
-            None => None,
+            Some(Known::Init(_) | Known::Consumed) | None => None,
         })
         .collect()
 }

@@ -16,7 +16,7 @@ mod testenc;
 mod wire;
 
 pub use proto::{
-    AttributeProto, AttributeType, DataLocation, DimProto, FunctionProto, GraphProto, MapProto,
+    AttributeProto, AttributeType, ByteSource, DataLocation, DimProto, FunctionProto, GraphProto, MapProto,
     ModelProto, NodeProto, OperatorSetIdProto, OptionalProto, RawData, SequenceProto, SharedBytes, SparseTensorProto,
     StringStringEntryProto, TensorProto, TypeProto, TypeValue, ValueInfoProto,
 };
@@ -90,35 +90,63 @@ pub fn model_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Reads and decodes a `.onnx` file (memory-mapped natively). Pass `model_dir(path)` to
+/// Reads and decodes a `.onnx` file. Natively the file is memory-mapped and the main graph's
+/// initializers refer into the map (see `decode_model_shared`): the map lives as long as the
+/// decoded model, and `RawData::release` gives pages already converted back to the OS, so
+/// loading a model does not hold a second copy of its weights. Pass `model_dir(path)` to
 /// `tensor_from_proto` to resolve the initializers' external data.
 pub fn load_model_file(path: &Path) -> Result<ModelProto, OnnxError> {
     let shown = path.display();
     let fail = |what: &str, e: std::io::Error| {
         OnnxError(format!("cannot {what} model file '{shown}': {e}"))
     };
-    let decoded = |bytes: &[u8]| {
-        if bytes.is_empty() {
+    let decoded = |bytes: SharedBytes| {
+        if bytes.bytes().is_empty() {
             return Err(OnnxError(format!("model file '{shown}' is empty")));
         }
-        decode_model(bytes).map_err(|e| OnnxError(format!("model file '{shown}': {e}")))
+        decode_model_shared(bytes).map_err(|e| OnnxError(format!("model file '{shown}': {e}")))
     };
     #[cfg(not(target_arch = "wasm32"))]
     {
         let file = std::fs::File::open(path).map_err(|e| fail("open", e))?;
         let len = file.metadata().map_err(|e| fail("read", e))?.len();
         if len == 0 {
-            return decoded(&[]);
+            return decoded(std::sync::Arc::new(Vec::new()));
         }
-        // SAFETY: the map is read-only and dropped once decoding has copied what it needs. As
-        // with any file-backed map, another process truncating the file meanwhile is outside
-        // what Kiln can guard against.
+        // SAFETY: the map is read-only. As with any file-backed map, another process truncating
+        // the file while the model is being loaded is outside what Kiln can guard against.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| fail("map", e))?;
-        decoded(&map)
+        decoded(std::sync::Arc::new(MappedFile(map)))
     }
     #[cfg(target_arch = "wasm32")]
     {
         let bytes = std::fs::read(path).map_err(|e| fail("read", e))?;
-        decoded(&bytes)
+        decoded(std::sync::Arc::new(bytes))
+    }
+}
+
+/// A read-only file map as a `ByteSource`.
+#[cfg(not(target_arch = "wasm32"))]
+struct MappedFile(memmap2::Mmap);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ByteSource for MappedFile {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    #[cfg(unix)]
+    fn release(&self, range: std::ops::Range<usize>) {
+        // Whole pages inside the range only, so a neighbour's bytes are not dropped early.
+        const PAGE: usize = 4096;
+        let start = range.start.div_ceil(PAGE) * PAGE;
+        let end = range.end.min(self.0.len()) / PAGE * PAGE;
+        if end > start {
+            // SAFETY: the map is read-only and file-backed; MADV_DONTNEED only drops the
+            // pages from this process, and a later read faults them in from the file again.
+            let _ = unsafe {
+                self.0.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
     }
 }

@@ -7,8 +7,22 @@ use std::fmt;
 use std::ops::{Deref, Range};
 use std::sync::Arc;
 
+/// Memory holding a serialized model that decoded messages may refer into.
+pub trait ByteSource: Send + Sync {
+    fn bytes(&self) -> &[u8];
+    /// A hint that `range` will not be read again soon: a file mapping gives those pages back to
+    /// the OS (they are read from the file again if touched). Owned memory ignores it.
+    fn release(&self, _range: Range<usize>) {}
+}
+
+impl ByteSource for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
 /// A serialized model held in shared memory, so decoding can refer to large fields in place.
-pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+pub type SharedBytes = Arc<dyn ByteSource>;
 
 /// The bytes of `TensorProto.raw_data`: owned, or a range of the serialized model when it was
 /// decoded with `decode_model_shared` (the main graph's initializers are then not copied).
@@ -26,8 +40,16 @@ enum RawRepr {
 impl RawData {
     /// A range of `buf`; `None` when the range is out of bounds.
     pub fn shared(buf: &SharedBytes, range: Range<usize>) -> Option<RawData> {
-        (*buf).as_ref().as_ref().get(range.clone())?;
+        buf.bytes().get(range.clone())?;
         Some(RawData(RawRepr::Shared(Arc::clone(buf), range)))
+    }
+
+    /// Tells the memory these bytes live in that they have been consumed (see
+    /// [`ByteSource::release`]); reading them afterwards stays valid.
+    pub fn release(&self) {
+        if let RawRepr::Shared(buf, r) = &self.0 {
+            buf.release(r.clone());
+        }
     }
 }
 
@@ -37,7 +59,7 @@ impl Deref for RawData {
         match &self.0 {
             RawRepr::Empty => &[],
             RawRepr::Owned(v) => v,
-            RawRepr::Shared(buf, r) => (**buf).as_ref().get(r.clone()).unwrap_or(&[]),
+            RawRepr::Shared(buf, r) => buf.bytes().get(r.clone()).unwrap_or(&[]),
         }
     }
 }

@@ -118,7 +118,7 @@ impl<'a> Reader<'a> {
     /// A reader over the whole of `shared`, whose `raw_bytes` fields refer into it.
     pub fn new_shared(shared: &'a SharedBytes) -> Reader<'a> {
         Reader {
-            buf: (**shared).as_ref(),
+            buf: shared.bytes(),
             pos: 0,
             base: 0,
             shared: Some(shared),
