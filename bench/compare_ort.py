@@ -1,8 +1,9 @@
 """Side-by-side latency of Kiln (`kiln bench`) and onnxruntime on the same model and inputs,
 plus load time and peak memory.
 
-Usage: python bench/compare_ort.py MODEL_DIR [MODEL_DIR ...] [--threads N] [--duration S] [--rounds R] [--kiln PATH]
-Each MODEL_DIR holds model.onnx and test_data_set_0/input_<k>.npy (models/export_large.py layout).
+Usage: python bench/compare_ort.py MODEL_DIR[:SET] [...] [--threads N] [--duration S] [--rounds R] [--kiln PATH]
+Each MODEL_DIR holds model.onnx and test_data_set_<SET>/input_<k>.npy (models/export_large.py layout);
+SET defaults to 0 (batch 1); e.g. models/large/bert:1 runs the BERT encoder at batch 8.
 The two runtimes alternate for R rounds (the machine is shared and noisy); the table shows the
 median of each runtime's per-round medians and the Kiln/ORT ratio.
 Load: Kiln's `load_ms` (file to ready session) vs the time of onnxruntime's InferenceSession().
@@ -63,15 +64,20 @@ def main():
     ap.add_argument("--kiln", default=KILN, help="path of the kiln binary (default: target/release/kiln)")
     a = ap.parse_args()
     rows = []
-    for d in a.models:
+    for spec in a.models:
+        d, _, data_set = spec.partition(":")
+        data_set = int(data_set or 0)
         model = os.path.join(d, "model.onnx")
         so = ort.SessionOptions()
         so.intra_op_num_threads = a.threads
         so.inter_op_num_threads = 1
         sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         names = [i.name for i in sess.get_inputs()]
-        files = [os.path.join(d, "test_data_set_0", f"input_{k}.npy") for k in range(len(names))]
+        files = [os.path.join(d, f"test_data_set_{data_set}", f"input_{k}.npy") for k in range(len(names))]
         feeds = {n: np.load(f) for n, f in zip(names, files)}
+        label = os.path.basename(os.path.normpath(d))
+        if data_set:
+            label += f" (batch {next(iter(feeds.values())).shape[0]})"
         kiln_cmd = [a.kiln, "bench", model, "--threads", str(a.threads), "--duration", str(a.duration), "--json"]
         for n, f in zip(names, files):
             kiln_cmd += ["--input", f"{n}={f}"]
@@ -91,7 +97,7 @@ def main():
         k_mem = statistics.median(k_rss)
         o_mem = float(subprocess.run([sys.executable, "-c", ORT_MEM, model, str(a.threads), *files],
                                      capture_output=True, text=True, check=True).stdout.strip())
-        rows.append((os.path.basename(os.path.normpath(d)), k, o, kl, ol, k_mem, o_mem))
+        rows.append((label, k, o, kl, ol, k_mem, o_mem))
     print(f"threads={a.threads}, onnxruntime {ort.__version__}")
     print("| model | kiln ms | onnxruntime ms | kiln/ort | load kiln ms | load ort ms | kiln/ort | peak RSS kiln MB | ort MB | kiln/ort |")
     print("|---|---|---|---|---|---|---|---|---|---|")
