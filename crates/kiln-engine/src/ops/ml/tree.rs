@@ -155,7 +155,8 @@ pub(crate) struct Forest {
     roots: Vec<u32>,
     l32: Layout<f32>,
     l64: Layout<f64>,
-    /// Per-slot modes when the ensemble mixes comparison modes (empty otherwise).
+    /// Per-slot modes when the ensemble mixes comparison modes (empty otherwise, except in
+    /// WebAssembly builds).
     modes: Vec<u8>,
     uniform: Option<Mode>,
     any_mvt: bool,
@@ -299,7 +300,8 @@ impl Forest {
                         Node { thr: s.thr, feat: s.feature as u32 | if s.mvt { MVT } else { 0 }, child }
                     }
                 };
-                if mixed {
+                // WebAssembly also runs uniform ensembles through the per-slot walk (`block`).
+                if mixed || cfg!(target_arch = "wasm32") {
                     let (m, set) = match slots[q] {
                         Ref::Node(i) => {
                             let s = &src.nodes[i];
@@ -379,6 +381,16 @@ impl Forest {
     fn block<T: Feat>(&self, layout: &Layout<T>, x: &[T], cols: usize, s: &mut [T], h: &mut [bool]) {
         // Missing-value tracking only matters for blocks that contain NaN.
         let nan = self.any_mvt && x.iter().any(|v| v.is_nan());
+        // WebAssembly keeps specialised walks only for the modes scikit-learn/LightGBM (<=) and
+        // XGBoost (<) export, without missing values; the rest share the general walk (each
+        // specialisation costs ~8 KiB of code per feature type).
+        #[cfg(target_arch = "wasm32")]
+        match (self.uniform, nan) {
+            (Some(Mode::Leq), false) => self.block_mode::<T, 0, false>(layout, x, cols, s, h),
+            (Some(Mode::Lt), false) => self.block_mode::<T, 1, false>(layout, x, cols, s, h),
+            _ => self.block_mode::<T, 255, true>(layout, x, cols, s, h),
+        }
+        #[cfg(not(target_arch = "wasm32"))]
         match (self.uniform, nan) {
             (Some(Mode::Leq), false) => self.block_mode::<T, 0, false>(layout, x, cols, s, h),
             (Some(Mode::Leq), true) => self.block_mode::<T, 0, true>(layout, x, cols, s, h),
