@@ -264,3 +264,64 @@ pub(crate) fn fuse_matmul_bias(graph: &GraphProto, nodes: &[NodeProto], base_dir
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_onnx::proto::ValueInfoProto;
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.to_string()],
+            name: output.to_string(),
+            op_type: op.to_string(),
+            ..NodeProto::default()
+        }
+    }
+
+    fn init(name: &str, dims: &[i64]) -> TensorProto {
+        let len = dims.iter().product::<i64>() as usize;
+        TensorProto { name: name.into(), dims: dims.to_vec(), data_type: 1, float_data: vec![0.5; len], ..TensorProto::default() }
+    }
+
+    fn graph(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, outputs: &[&str]) -> GraphProto {
+        GraphProto {
+            node: nodes,
+            initializer: inits,
+            output: outputs.iter().map(|o| ValueInfoProto { name: o.to_string(), ..ValueInfoProto::default() }).collect(),
+            ..GraphProto::default()
+        }
+    }
+
+    #[test]
+    fn matmul_then_bias_add_becomes_three_input_matmul() {
+        // The bias reaches the Add through an Identity and is its first operand.
+        let g = graph(
+            vec![node("Identity", &["b0"], "b"), node("MatMul", &["x", "w"], "xw"), node("Add", &["b", "xw"], "y"), node("Relu", &["y"], "z")],
+            vec![init("w", &[4, 3]), init("b0", &[3])],
+            &["z"],
+        );
+        let out = fuse_matmul_bias(&g, &g.node, None).expect("fused");
+        let ops: Vec<&str> = out.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Identity", "MatMul", "Relu"]);
+        assert_eq!(out[1].input, ["x", "w", "b"]);
+        assert_eq!(out[1].output, ["y"]);
+    }
+
+    #[test]
+    fn matmul_bias_left_alone_when_not_a_column_bias_or_shared() {
+        // Bias of rank 2 (would change the output shape of a 1-D product).
+        let g = graph(vec![node("MatMul", &["x", "w"], "xw"), node("Add", &["xw", "b"], "y")], vec![init("w", &[4, 3]), init("b", &[1, 3])], &["y"]);
+        assert!(fuse_matmul_bias(&g, &g.node, None).is_none());
+        // Bias length differs from W's columns.
+        let g = graph(vec![node("MatMul", &["x", "w"], "xw"), node("Add", &["xw", "b"], "y")], vec![init("w", &[4, 3]), init("b", &[4])], &["y"]);
+        assert!(fuse_matmul_bias(&g, &g.node, None).is_none());
+        // The product is also a graph output.
+        let g = graph(vec![node("MatMul", &["x", "w"], "xw"), node("Add", &["xw", "b"], "y")], vec![init("w", &[4, 3]), init("b", &[3])], &["y", "xw"]);
+        assert!(fuse_matmul_bias(&g, &g.node, None).is_none());
+        // W computed at run time.
+        let g = graph(vec![node("MatMul", &["x", "v"], "xw"), node("Add", &["xw", "b"], "y")], vec![init("b", &[3])], &["y"]);
+        assert!(fuse_matmul_bias(&g, &g.node, None).is_none());
+    }
+}

@@ -818,6 +818,35 @@ mod tests {
     }
 
     #[test]
+    fn batched_products_split_over_threads_match_naive() {
+        // Three matrices on two threads: each is split into row blocks.
+        let _pool = kiln_kernels::par::enter(kiln_kernels::par::build_pool(2));
+        let (bs, m, k, n) = (3usize, 37usize, 41usize, 29usize);
+        let a: Vec<f32> = (0..bs * m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
+        let b: Vec<f32> = (0..bs * k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
+        let (s, v) = matmul_generic(&a, &[bs, m, k], &b, &[bs, k, n]).unwrap();
+        assert_eq!(s, vec![bs, m, n]);
+        for t in 0..bs {
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|p| a[(t * m + i) * k + p] as f64 * b[(t * k + p) * n + j] as f64).sum();
+                    let got = v[(t * m + i) * n + j] as f64;
+                    assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "({t},{i},{j}): {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn col_bias_added_per_row() {
+        let t = Tensor::from_vec(vec![2, 3], vec![1f32, 2., 3., 4., 5., 6.]).unwrap();
+        let t = add_col_bias(t, &[10., 20., 30.]).unwrap();
+        assert_eq!(t.as_slice::<f32>().unwrap(), &[11., 22., 33., 14., 25., 36.]);
+        let t = Tensor::from_vec(vec![2, 3], vec![0f32; 6]).unwrap();
+        assert!(add_col_bias(t, &[1., 2.]).is_err());
+    }
+
+    #[test]
     fn matmul_vectors() {
         let (s, v) = matmul_generic(&[1i64, 2, 3], &[3], &[4i64, 5, 6], &[3]).unwrap();
         assert!(s.is_empty());
