@@ -229,7 +229,7 @@ pub(crate) fn compile(
     env: &CompileEnv,
     outer: &[(String, Option<ValueType>)],
 ) -> Result<Plan, Error> {
-    let fused = if env.optimize { crate::fuse::fuse_activations(graph, env.base_dir) } else { None };
+    let fused = if env.optimize { crate::fuse::fuse_graph(graph, env.base_dir) } else { None };
     let nodes: &[NodeProto] = fused.as_deref().unwrap_or(&graph.node);
     let mut known: HashMap<String, Known> = HashMap::new();
     let mut consts: Vec<Arc<Value>> = Vec::new();

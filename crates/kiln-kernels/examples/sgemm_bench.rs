@@ -1,9 +1,10 @@
-//! Single-thread sgemm throughput: `sgemm_bench SIZE [SIZE ...]` prints one JSON line per size
-//! with GFLOP/s of the strided product and of the product with B prepacked (best of several runs).
+//! Single-thread sgemm throughput: `sgemm_bench SIZE|MxKxN [...]` prints one JSON line per size
+//! with GFLOP/s of the strided product, of the product with B prepacked and with both prepacked
+//! (best of several runs).
 
 use std::time::Instant;
 
-use kiln_kernels::{best_isa, sgemm_ex, Epilogue, Lhs, MatRef, PackedB, Rhs};
+use kiln_kernels::{best_isa, sgemm_ex, Epilogue, Lhs, MatRef, PackedA, PackedB, Rhs};
 
 fn best_seconds(mut f: impl FnMut(), min_total: f64) -> f64 {
     f();
@@ -20,25 +21,36 @@ fn best_seconds(mut f: impl FnMut(), min_total: f64) -> f64 {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|s| s.parse().ok()).collect();
-    let sizes = if sizes.is_empty() { vec![256, 512, 1024, 2048] } else { sizes };
-    for n in sizes {
-        let a: Vec<f32> = (0..n * n).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
-        let b: Vec<f32> = (0..n * n).map(|i| ((i % 89) as f32 - 44.0) / 89.0).collect();
-        let mut c = vec![0f32; n * n];
-        let flops = 2.0 * (n as f64).powi(3);
+    let parse = |s: &str| -> Option<(usize, usize, usize)> {
+        let d: Vec<usize> = s.split('x').map(|t| t.parse().ok()).collect::<Option<_>>()?;
+        match d[..] {
+            [n] => Some((n, n, n)),
+            [m, k, n] => Some((m, k, n)),
+            _ => None,
+        }
+    };
+    let sizes: Vec<(usize, usize, usize)> = std::env::args().skip(1).filter_map(|s| parse(&s)).collect();
+    let sizes = if sizes.is_empty() { [256, 512, 1024, 2048].map(|n| (n, n, n)).to_vec() } else { sizes };
+    for (m, k, n) in sizes {
+        let a: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i % 89) as f32 - 44.0) / 89.0).collect();
+        let mut c = vec![0f32; m * n];
+        let flops = 2.0 * m as f64 * k as f64 * n as f64;
         let ep = Epilogue::default();
-        let am = MatRef::new(&a, n as isize, 1);
+        let am = MatRef::new(&a, k as isize, 1);
         let bm = MatRef::new(&b, n as isize, 1);
         let min_total = 0.5;
-        let t = best_seconds(|| sgemm_ex(n, n, n, Lhs::Strided(am), Rhs::Strided(bm), &mut c, n as isize, 1, &ep, 1), min_total);
-        let pb = PackedB::new(n, n, bm);
-        let tp = best_seconds(|| sgemm_ex(n, n, n, Lhs::Strided(am), Rhs::Packed(&pb), &mut c, n as isize, 1, &ep, 1), min_total);
+        let t = best_seconds(|| sgemm_ex(m, k, n, Lhs::Strided(am), Rhs::Strided(bm), &mut c, n as isize, 1, &ep, 1), min_total);
+        let pb = PackedB::new(k, n, bm);
+        let tp = best_seconds(|| sgemm_ex(m, k, n, Lhs::Strided(am), Rhs::Packed(&pb), &mut c, n as isize, 1, &ep, 1), min_total);
+        let pa = PackedA::new(m, k, am);
+        let tab = best_seconds(|| sgemm_ex(m, k, n, Lhs::Packed(&pa), Rhs::Packed(&pb), &mut c, n as isize, 1, &ep, 1), min_total);
         println!(
-            "{{\"n\": {n}, \"isa\": \"{:?}\", \"gflops\": {:.2}, \"gflops_prepacked_b\": {:.2}}}",
+            "{{\"size\": \"{m}x{k}x{n}\", \"isa\": \"{:?}\", \"gflops\": {:.2}, \"gflops_prepacked_b\": {:.2}, \"gflops_prepacked_ab\": {:.2}}}",
             best_isa(),
             flops / t / 1e9,
-            flops / tp / 1e9
+            flops / tp / 1e9,
+            flops / tab / 1e9
         );
     }
 }

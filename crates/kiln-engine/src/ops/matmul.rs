@@ -314,13 +314,36 @@ pub(crate) fn matmul_generic<T: GemmElem>(a: &[T], ashape: &[usize], b: &[T], bs
     }
     let ia = batch_offsets(&d.a_batch, &d.batch);
     let ib = batch_offsets(&d.b_batch, &d.batch);
-    let chunks: Vec<(usize, &mut [T])> = out.chunks_mut(m * n).enumerate().collect();
-    par_each(chunks, |(bi, c)| {
-        let aoff = ia[bi] * m * k;
+    let mats = ia.len();
+    let threads = num_threads();
+    let work = mats.saturating_mul(m).saturating_mul(n).saturating_mul(k.max(1));
+    if threads <= 1 || mats == 0 || work < BATCH_PAR_MIN_WORK {
+        for (bi, c) in out.chunks_mut(m * n).enumerate() {
+            T::gemm(m, k, n, &a[ia[bi] * m * k..], k as isize, 1, &b[ib[bi] * k * n..], n as isize, 1, false, c, n as isize, 1);
+        }
+        return Ok((d.out, out));
+    }
+    // Row blocks of every matrix, as many per matrix as make the total a multiple of the threads.
+    let split = (threads / gcd(mats, threads)).min(m).max(1);
+    let rows = m.div_ceil(split);
+    let jobs: Vec<(usize, usize, &mut [T])> = out
+        .chunks_mut(m * n)
+        .enumerate()
+        .flat_map(|(bi, c)| c.chunks_mut(rows * n).enumerate().map(move |(r, cc)| (bi, r * rows, cc)))
+        .collect();
+    par_each(jobs, |(bi, r0, c)| {
+        let aoff = ia[bi] * m * k + r0 * k;
         let boff = ib[bi] * k * n;
-        T::gemm(m, k, n, &a[aoff..], k as isize, 1, &b[boff..], n as isize, 1, false, c, n as isize, 1);
+        T::gemm(c.len() / n, k, n, &a[aoff..], k as isize, 1, &b[boff..], n as isize, 1, false, c, n as isize, 1);
     });
     Ok((d.out, out))
+}
+
+/// Multiply-adds below which a batch of products runs on one thread (waking the pool costs more).
+const BATCH_PAR_MIN_WORK: usize = 1 << 18;
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 fn matmul_infer(a: &Shape, b: &Shape) -> Option<Shape> {
@@ -359,10 +382,14 @@ impl ConstRhs {
     }
 }
 
-/// `A[..., k] · B[k, n]` with B prepacked, when A is float32 with the matching last dimension.
-fn matmul_packed(a: &Tensor, rhs: &ConstRhs) -> OpResult<Option<Tensor>> {
+/// `A[..., k] · B[k, n] (+ bias[n])` with B prepacked, when A is float32 with the matching last
+/// dimension.
+fn matmul_packed(a: &Tensor, rhs: &ConstRhs, bias: Option<&[f32]>) -> OpResult<Option<Tensor>> {
     let Ok(av) = a.as_slice::<f32>() else { return Ok(None) };
     let (k, n) = (rhs.packed.depth(), rhs.packed.cols());
+    if bias.is_some_and(|b| b.len() != n) {
+        return Ok(None);
+    }
     let s = a.shape();
     if s.is_empty() || s[s.len() - 1] != k {
         return Ok(None);
@@ -372,9 +399,21 @@ fn matmul_packed(a: &Tensor, rhs: &ConstRhs) -> OpResult<Option<Tensor>> {
     out_shape.push(n);
     let mut out = vec![0f32; kiln_tensor::checked_numel(&out_shape)?];
     if rows > 0 {
-        sgemm_ex(rows, k, n, Lhs::Strided(MatRef::new(av, k as isize, 1)), Rhs::Packed(&rhs.packed), &mut out, n as isize, 1, &Epilogue::default(), num_threads());
+        let ep = Epilogue { col_bias: bias, ..Epilogue::default() };
+        sgemm_ex(rows, k, n, Lhs::Strided(MatRef::new(av, k as isize, 1)), Rhs::Packed(&rhs.packed), &mut out, n as isize, 1, &ep, num_threads());
     }
     Ok(Some(Tensor::from_vec(out_shape, out)?))
+}
+
+/// `t + bias` for a float32 product `t` [..., n] and bias [n] (the fused MatMul's third input).
+fn add_col_bias(mut t: Tensor, bias: &[f32]) -> OpResult<Tensor> {
+    let n = t.shape().last().copied().unwrap_or(1);
+    ensure!(bias.len() == n, "MatMul bias has {} elements, the product has {n} columns", bias.len());
+    let v = t.as_slice_mut::<f32>()?;
+    for row in v.chunks_mut(n.max(1)) {
+        row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+    }
+    Ok(t)
 }
 
 fn build_matmul(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
@@ -389,14 +428,22 @@ struct MatMulOp {
 impl Op for MatMulOp {
     fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
         let a = inputs.tensor(0)?;
+        // A third input exists only where fusion folded a following bias Add into the product.
+        let bias = match inputs.opt_tensor(2)? {
+            Some(t) => {
+                ensure!(t.dtype() == DType::F32 && t.rank() == 1, "MatMul bias must be a float32 vector, got {} {:?}", t.dtype(), t.shape());
+                Some(t.as_slice::<f32>()?)
+            }
+            None => None,
+        };
         let b = match (inputs.opt_tensor(1)?, &self.rhs) {
             (Some(b), _) => b,
             // B was captured at load: only the packed copy exists.
             (None, Some(rhs)) => {
                 ensure!(a.dtype() == DType::F32, "MatMul operands differ in type: {} and float32", a.dtype());
-                return match matmul_packed(a, rhs)? {
+                return match matmul_packed(a, rhs, bias)? {
                     Some(t) => Ok(vec![Value::Tensor(t)]),
-                    None => bail!("MatMul inner dimensions differ: A {:?} and B {:?}", a.shape(), rhs.shape),
+                    None => bail!("MatMul inner dimensions differ: A {:?} and B {:?} (bias {:?})", a.shape(), rhs.shape, bias.map(|b| b.len())),
                 };
             }
             (None, None) => bail!("MatMul needs input B"),
@@ -404,12 +451,16 @@ impl Op for MatMulOp {
         ensure!(a.dtype() == b.dtype(), "MatMul operands differ in type: {} and {}", a.dtype(), b.dtype());
         if let Some(rhs) = &self.rhs {
             if rhs.shape == b.shape() {
-                if let Some(t) = matmul_packed(a, rhs)? {
+                if let Some(t) = matmul_packed(a, rhs, bias)? {
                     return Ok(vec![Value::Tensor(t)]);
                 }
             }
         }
         let t = matmul_tensors(a, b)?;
+        let t = match bias {
+            Some(bias) => add_col_bias(t, bias)?,
+            None => t,
+        };
         Ok(vec![Value::Tensor(t)])
     }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
@@ -764,6 +815,35 @@ mod tests {
         let (s, v) = matmul_generic(&a, &[2, 1, 2, 2], &b, &[3, 2, 1]).unwrap();
         assert_eq!(s, vec![2, 3, 2, 1]);
         assert_eq!(v, vec![1., 3., 2., 4., 3., 7., 5., 7., 6., 8., 11., 15.]);
+    }
+
+    #[test]
+    fn batched_products_split_over_threads_match_naive() {
+        // Three matrices on two threads: each is split into row blocks.
+        let _pool = kiln_kernels::par::enter(kiln_kernels::par::build_pool(2));
+        let (bs, m, k, n) = (3usize, 37usize, 41usize, 29usize);
+        let a: Vec<f32> = (0..bs * m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
+        let b: Vec<f32> = (0..bs * k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
+        let (s, v) = matmul_generic(&a, &[bs, m, k], &b, &[bs, k, n]).unwrap();
+        assert_eq!(s, vec![bs, m, n]);
+        for t in 0..bs {
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|p| a[(t * m + i) * k + p] as f64 * b[(t * k + p) * n + j] as f64).sum();
+                    let got = v[(t * m + i) * n + j] as f64;
+                    assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "({t},{i},{j}): {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn col_bias_added_per_row() {
+        let t = Tensor::from_vec(vec![2, 3], vec![1f32, 2., 3., 4., 5., 6.]).unwrap();
+        let t = add_col_bias(t, &[10., 20., 30.]).unwrap();
+        assert_eq!(t.as_slice::<f32>().unwrap(), &[11., 22., 33., 14., 25., 36.]);
+        let t = Tensor::from_vec(vec![2, 3], vec![0f32; 6]).unwrap();
+        assert!(add_col_bias(t, &[1., 2.]).is_err());
     }
 
     #[test]

@@ -568,11 +568,25 @@ fn gemm_block(
                     Lhs::Packed(_) => i1 - ic,
                     Lhs::Strided(_) => info.mc.min(i1 - ic),
                 };
-                let apanels: &[f32] = match a {
-                    Lhs::Packed(pa) => pa.block(pc, kc, ic),
-                    Lhs::Strided(av) => {
+                // Row-contiguous A is read in place by kernels that can; only a last partial
+                // row panel is packed then.
+                let direct = match a {
+                    Lhs::Strided(av) if av.cs == 1 && has_direct_kernel(info) => Some(*av),
+                    _ => None,
+                };
+                let apanels: &[f32] = match (a, direct) {
+                    (Lhs::Packed(pa), _) => pa.block(pc, kc, ic),
+                    (Lhs::Strided(av), None) => {
                         abuf.reset(mc.div_ceil(mr) * mr * kc);
                         pack_a(info, av, ic, mc, pc, kc, abuf.as_mut_slice());
+                        abuf.as_slice()
+                    }
+                    (Lhs::Strided(av), Some(_)) => {
+                        let full = mc / mr * mr;
+                        if full < mc {
+                            abuf.reset(mr * kc);
+                            pack_a(info, av, ic + full, mc - full, pc, kc, abuf.as_mut_slice());
+                        }
                         abuf.as_slice()
                     }
                 };
@@ -587,7 +601,6 @@ fn gemm_block(
                     let mut aoff = 0;
                     while i < ic + mc {
                         let rows = mr.min(ic + mc - i);
-                        let ap = &apanels[aoff..aoff + mr * kc];
                         let out = TileOut {
                             // SAFETY: (i, j) lies inside the m×n view of C checked in `sgemm_with`.
                             c: unsafe { c.0.offset(i as isize * rsc + j as isize * csc) },
@@ -597,7 +610,14 @@ fn gemm_block(
                             cols,
                         };
                         let tep = tile_ep(ep, cmul, first, last, i, j);
-                        run_kernel(info, kc, ap, bp, w, &out, &tep);
+                        match direct {
+                            Some(av) if rows == mr => {
+                                let start = (i as isize * av.rs) as usize + pc;
+                                run_kernel_direct(info, kc, &av.data[start..], av.rs as usize, bp, w, &out, &tep);
+                            }
+                            Some(_) => run_kernel(info, kc, apanels, bp, w, &out, &tep),
+                            None => run_kernel(info, kc, &apanels[aoff..aoff + mr * kc], bp, w, &out, &tep),
+                        }
                         i += mr;
                         aoff += mr * kc;
                     }
@@ -609,6 +629,31 @@ fn gemm_block(
             pc += kc;
         }
         jc += nc;
+    }
+}
+
+/// Whether the kernel family of `info` can read a row-contiguous A in place.
+fn has_direct_kernel(info: &KernelInfo) -> bool {
+    match info.isa {
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        Isa::Avx2 | Isa::Avx512 => true,
+        _ => false,
+    }
+}
+
+/// One full tile (MR rows) with A read in place: row i at `a[i * lda..]`, depth contiguous.
+#[allow(clippy::too_many_arguments)]
+fn run_kernel_direct(info: &KernelInfo, kc: usize, a: &[f32], lda: usize, b: &[f32], w: usize, out: &TileOut, ep: &TileEp) {
+    assert!(a.len() >= (info.mr - 1) * lda + kc && b.len() >= w * kc && w <= info.nr && out.rows <= info.mr && out.cols <= w);
+    match info.isa {
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        // SAFETY: the ISA was detected on this machine; the A rows and the B panel were asserted
+        // above; `out` and the bias pointers were derived from checked views.
+        Isa::Avx2 => unsafe { x86::kernel_avx2_direct(kc, a.as_ptr(), lda, b.as_ptr(), w, out, ep) },
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        // SAFETY: as above.
+        Isa::Avx512 => unsafe { x86::kernel_avx512_direct(kc, a.as_ptr(), lda, b.as_ptr(), w, out, ep) },
+        _ => unreachable!("no in-place A kernel for {:?}", info.isa),
     }
 }
 

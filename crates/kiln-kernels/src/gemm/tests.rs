@@ -56,6 +56,34 @@ fn strided_and_packed_match_naive() {
 }
 
 #[test]
+fn row_contiguous_a_with_padded_rows_matches_naive() {
+    // A read in place: row stride above k, several row and depth blocks, a partial last panel,
+    // and A's buffer ending exactly at its last element.
+    let _pool = crate::par::enter(crate::par::build_pool(2));
+    for &(m, k, n) in &[(200usize, 300usize, 70usize), (197, 64, 197), (25, 513, 33), (8, 7, 16)] {
+        let lda = k + 5;
+        let av = fill((m - 1) * lda + k, 8);
+        let bv = fill(k * n, 9);
+        let a = MatRef::new(&av, lda as isize, 1);
+        let b = MatRef::new(&bv, n as isize, 1);
+        let want = naive(m, k, n, &a, &b);
+        for isa in available_isas() {
+            let info = KernelInfo::for_isa(isa);
+            let pb = PackedB::with_isa(isa, k, n, b);
+            for rhs in [Rhs::Strided(b), Rhs::Packed(&pb)] {
+                for threads in [1, 2] {
+                    let mut c = vec![f32::NAN; m * n];
+                    sgemm_with(info, m, k, n, Lhs::Strided(a), rhs, &mut c, n as isize, 1, &Epilogue::default(), threads);
+                    for (idx, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                        assert!(close(got, w, k), "{isa:?} {m}x{k}x{n} t{threads} at {idx}: {got} vs {w}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn epilogue_alpha_beta_bias_relu() {
     let (m, k, n) = (11, 37, 53);
     for isa in available_isas() {

@@ -21,14 +21,28 @@ const TMP_STRIDE: usize = 32;
 /// bias pointers valid for the tile's rows and columns.
 pub(crate) unsafe fn kernel_avx512(kc: usize, a: *const f32, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
     if w > 16 {
-        tile512::<MR_AVX512, 2>(kc, a, b, out, ep)
+        tile512::<MR_AVX512, 2, false>(kc, a, 0, b, out, ep)
     } else {
-        tile512::<MR_AVX512, 1>(kc, a, b, out, ep)
+        tile512::<MR_AVX512, 1, false>(kc, a, 0, b, out, ep)
     }
 }
 
+/// As [`kernel_avx512`] with A read in place: row i of the tile at `a + i·lda`, depth contiguous.
+///
+/// # Safety
+/// As [`kernel_avx512`], with `a + i·lda` readable for kc floats for every i < MR_AVX512.
+pub(crate) unsafe fn kernel_avx512_direct(kc: usize, a: *const f32, lda: usize, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
+    if w > 16 {
+        tile512::<MR_AVX512, 2, true>(kc, a, lda, b, out, ep)
+    } else {
+        tile512::<MR_AVX512, 1, true>(kc, a, lda, b, out, ep)
+    }
+}
+
+/// A tile of MR rows × 16·NV columns; A is a packed panel (element (i, p) at `a[p·MR + i]`) or,
+/// when DIRECT, rows in place (element (i, p) at `a[i·lda + p]`).
 #[target_feature(enable = "avx512f")]
-unsafe fn tile512<const MR: usize, const NV: usize>(kc: usize, a: *const f32, b: *const f32, out: &TileOut, ep: &TileEp) {
+unsafe fn tile512<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, out: &TileOut, ep: &TileEp) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
@@ -37,12 +51,12 @@ unsafe fn tile512<const MR: usize, const NV: usize>(kc: usize, a: *const f32, b:
             *x = _mm512_loadu_ps(b.add(16 * v));
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm512_set1_ps(*a.add(i));
+            let ai = _mm512_set1_ps(*a.add(if DIRECT { i * lda } else { i }));
             for (x, bx) in row.iter_mut().zip(bv) {
                 *x = _mm512_fmadd_ps(ai, bx, *x);
             }
         }
-        a = a.add(MR);
+        a = a.add(if DIRECT { 1 } else { MR });
         b = b.add(16 * NV);
     }
     if out.csc == 1 && out.rows <= MR && out.cols <= 16 * NV {
@@ -95,14 +109,27 @@ unsafe fn tile512<const MR: usize, const NV: usize>(kc: usize, a: *const f32, b:
 /// AVX2 and FMA must be available; otherwise as [`kernel_avx512`].
 pub(crate) unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
     if w > 8 {
-        tile256::<MR_AVX2, 2>(kc, a, b, out, ep)
+        tile256::<MR_AVX2, 2, false>(kc, a, 0, b, out, ep)
     } else {
-        tile256::<MR_AVX2, 1>(kc, a, b, out, ep)
+        tile256::<MR_AVX2, 1, false>(kc, a, 0, b, out, ep)
     }
 }
 
+/// As [`kernel_avx2`] with A read in place (see [`kernel_avx512_direct`]).
+///
+/// # Safety
+/// As [`kernel_avx2`], with `a + i·lda` readable for kc floats for every i < MR_AVX2.
+pub(crate) unsafe fn kernel_avx2_direct(kc: usize, a: *const f32, lda: usize, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
+    if w > 8 {
+        tile256::<MR_AVX2, 2, true>(kc, a, lda, b, out, ep)
+    } else {
+        tile256::<MR_AVX2, 1, true>(kc, a, lda, b, out, ep)
+    }
+}
+
+/// As [`tile512`] with 8-wide vectors.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile256<const MR: usize, const NV: usize>(kc: usize, a: *const f32, b: *const f32, out: &TileOut, ep: &TileEp) {
+unsafe fn tile256<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, out: &TileOut, ep: &TileEp) {
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
@@ -111,12 +138,12 @@ unsafe fn tile256<const MR: usize, const NV: usize>(kc: usize, a: *const f32, b:
             *x = _mm256_loadu_ps(b.add(8 * v));
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm256_broadcast_ss(&*a.add(i));
+            let ai = _mm256_broadcast_ss(&*a.add(if DIRECT { i * lda } else { i }));
             for (x, bx) in row.iter_mut().zip(bv) {
                 *x = _mm256_fmadd_ps(ai, bx, *x);
             }
         }
-        a = a.add(MR);
+        a = a.add(if DIRECT { 1 } else { MR });
         b = b.add(8 * NV);
     }
     if out.rows == MR && out.cols == 8 * NV && out.csc == 1 {

@@ -7,6 +7,7 @@ use super::kernels::{binary, binary_in_place, ternary, FloatElem, Num, Real};
 use super::{in_dtype, infer_broadcast, infer_unary, single};
 use crate::error::OpResult;
 use crate::op::{with_first, Inputs, NodeInfo, Op};
+use crate::ops::util::broadcast_shapes;
 use crate::registry::Registry;
 use crate::{bail, ensure};
 
@@ -323,6 +324,13 @@ impl Op for WhereOp {
             x.dtype(),
             y.dtype()
         );
+        if let (TensorData::F32(vx), TensorData::F32(vy)) = (x.data(), y.data()) {
+            let shape = broadcast_shapes(&broadcast_shapes(c.shape(), x.shape())?, y.shape())?;
+            let numel = kiln_tensor::checked_numel(&shape)?;
+            if let Some(o) = where_flat(vc, vx, vy, numel) {
+                return single(shape, o);
+            }
+        }
         dispatch!(all x.data(), "Where", |vx: T| {
             let vy = y.as_slice::<T>()?;
             let (s, o) = ternary((vc, c.shape()), (vx, x.shape()), (vy, y.shape()), |c, a, b| {
@@ -338,6 +346,26 @@ impl Op for WhereOp {
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         infer_broadcast(inputs.get(..3)?, in_dtype(inputs, 1)?)
     }
+}
+
+/// Where over operands that each hold one element or all `numel` of the output (so share its
+/// layout); `None` for any other broadcast.
+fn where_flat<T: Copy>(c: &[bool], x: &[T], y: &[T], numel: usize) -> Option<Vec<T>> {
+    let fits = |len: usize| len == numel || len == 1;
+    if !(fits(c.len()) && fits(x.len()) && fits(y.len())) {
+        return None;
+    }
+    if c.len() != numel || numel == 1 {
+        // One condition for every element: the output is X or Y, repeated as needed.
+        let src = if c.first().copied().unwrap_or(false) { x } else { y };
+        return Some(if src.len() == numel { src.to_vec() } else { vec![src.first().copied()?; numel] });
+    }
+    Some(match (x.len() == numel, y.len() == numel) {
+        (true, true) => c.iter().zip(x).zip(y).map(|((&c, &a), &b)| if c { a } else { b }).collect(),
+        (true, false) => c.iter().zip(x).map(|(&c, &a)| if c { a } else { y[0] }).collect(),
+        (false, true) => c.iter().zip(y).map(|(&c, &b)| if c { x[0] } else { b }).collect(),
+        (false, false) => c.iter().map(|&c| if c { x[0] } else { y[0] }).collect(),
+    })
 }
 
 /// PRelu(x, slope): slope broadcasts to x's shape.
@@ -456,6 +484,20 @@ mod tests {
         assert_eq!(shift_amount(u64::MAX, 64), None);
         // Arithmetic right shift saturating to the sign when the amount is out of range.
         assert_eq!((-100i8).wrapping_shr(7).wrapping_shr(1), -1);
+    }
+
+    #[test]
+    fn where_flat_selects_per_element_or_whole() {
+        let c = [true, false, false, true];
+        assert_eq!(where_flat(&c, &[1., 2., 3., 4.], &[5., 6., 7., 8.], 4), Some(vec![1., 6., 7., 4.]));
+        assert_eq!(where_flat(&c, &[0.], &[5., 6., 7., 8.], 4), Some(vec![0., 6., 7., 0.]));
+        assert_eq!(where_flat(&c, &[1., 2., 3., 4.], &[-1.], 4), Some(vec![1., -1., -1., 4.]));
+        assert_eq!(where_flat(&c, &[9.], &[-1.], 4), Some(vec![9., -1., -1., 9.]));
+        assert_eq!(where_flat(&[false], &[9.], &[1., 2., 3.], 3), Some(vec![1., 2., 3.]));
+        assert_eq!(where_flat(&[true], &[9.], &[1., 2., 3.], 3), Some(vec![9., 9., 9.]));
+        assert_eq!(where_flat::<f32>(&[], &[], &[1.], 0), Some(vec![]));
+        // A row broadcast against a matrix is not flat.
+        assert_eq!(where_flat(&c, &[1., 2.], &[0.], 4), None);
     }
 
     #[test]
