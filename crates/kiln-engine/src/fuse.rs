@@ -3,6 +3,8 @@
 //!
 //! - `x * Sigmoid(x)` (SiLU, as torch exports it) → `Swish(x)` (alpha 1).
 //! - `(x * (Erf(x / √2) + 1)) * 0.5` (exact GELU, as torch exports it) → `Gelu(x)`.
+//! - `Act(Conv(...))` for Act in Relu, HardSigmoid, HardSwish, Sigmoid, Swish → the Conv with
+//!   [`CONV_ACTIVATION`] / [`CONV_ACTIVATION_PARAMS`] attributes naming the activation it applies.
 //!
 //! A chain is fused only when each intermediate value has exactly one reader and is neither a
 //! graph output nor read by a subgraph, and when its constants are the expected scalars. Uses
@@ -11,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use kiln_onnx::proto::{GraphProto, NodeProto, TensorProto};
+use kiln_onnx::proto::{AttributeProto, AttributeType, GraphProto, NodeProto, TensorProto};
 use kiln_onnx::tensor::tensor_from_proto;
 
 use crate::plan::collect_outer_refs;
@@ -19,24 +21,7 @@ use crate::plan::collect_outer_refs;
 /// The graph's nodes with fusable chains replaced, or `None` when nothing was fused.
 pub(crate) fn fuse_activations(graph: &GraphProto, base_dir: Option<&Path>) -> Option<Vec<NodeProto>> {
     let nodes = &graph.node;
-    // Readers of each value (graph outputs and subgraph references count as extra readers).
-    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, n) in nodes.iter().enumerate() {
-        for inp in n.input.iter().filter(|s| !s.is_empty()) {
-            readers.entry(inp.as_str()).or_default().push(i);
-        }
-    }
-    let mut pinned: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
-    for n in nodes {
-        for a in &n.attribute {
-            if let Some(g) = &a.g {
-                collect_outer_refs(g, &mut pinned);
-            }
-            for g in &a.graphs {
-                collect_outer_refs(g, &mut pinned);
-            }
-        }
-    }
+    let (readers, pinned) = value_readers(graph, nodes);
     let producer: HashMap<&str, usize> =
         nodes.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
     let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
@@ -148,6 +133,96 @@ pub(crate) fn fuse_activations(graph: &GraphProto, base_dir: Option<&Path>) -> O
         }
     }
     Some(out)
+}
+
+/// Readers of each value by node index, and the values read outside the node list (graph outputs
+/// and subgraph references), which count as extra readers.
+fn value_readers<'a>(graph: &GraphProto, nodes: &'a [NodeProto]) -> (HashMap<&'a str, Vec<usize>>, Vec<String>) {
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for inp in n.input.iter().filter(|s| !s.is_empty()) {
+            readers.entry(inp.as_str()).or_default().push(i);
+        }
+    }
+    let mut pinned: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+    for n in nodes {
+        for a in &n.attribute {
+            if let Some(g) = &a.g {
+                collect_outer_refs(g, &mut pinned);
+            }
+            for g in &a.graphs {
+                collect_outer_refs(g, &mut pinned);
+            }
+        }
+    }
+    (readers, pinned)
+}
+
+/// Attribute of a fused Conv naming the activation applied to its output.
+pub(crate) const CONV_ACTIVATION: &str = "kiln.activation";
+/// Attribute of a fused Conv with the activation's parameters (HardSigmoid alpha and beta,
+/// Swish alpha).
+pub(crate) const CONV_ACTIVATION_PARAMS: &str = "kiln.activation_params";
+
+/// `nodes` (the graph's nodes, possibly already rewritten) with each Conv whose only reader is
+/// a supported activation replaced by a Conv applying it; `None` when nothing was fused.
+pub(crate) fn fuse_conv_activations(graph: &GraphProto, nodes: &[NodeProto]) -> Option<Vec<NodeProto>> {
+    let (readers, pinned) = value_readers(graph, nodes);
+    let mut replace: HashMap<usize, NodeProto> = HashMap::new();
+    let mut removed = vec![false; nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        if n.op_type != "Conv" || !n.domain.is_empty() || n.output.len() != 1 || n.attribute.iter().any(|a| a.name == CONV_ACTIVATION) {
+            continue;
+        }
+        let y = n.output[0].as_str();
+        if y.is_empty() || pinned.iter().any(|p| p == y) {
+            continue;
+        }
+        let Some(&[r]) = readers.get(y).map(|r| r.as_slice()) else { continue };
+        let act = &nodes[r];
+        if removed[r] || !act.domain.is_empty() || act.input.len() != 1 || act.output.len() != 1 || act.output[0].is_empty() {
+            continue;
+        }
+        let float = |name: &str, default: f32| -> Option<f32> {
+            match act.attribute.iter().find(|a| a.name == name) {
+                None => Some(default),
+                Some(a) if a.r#type == AttributeType::Float => Some(a.f),
+                Some(_) => None,
+            }
+        };
+        let params = match act.op_type.as_str() {
+            "Relu" | "HardSwish" | "Sigmoid" if act.attribute.is_empty() => vec![],
+            "HardSigmoid" => match (float("alpha", 0.2), float("beta", 0.5)) {
+                (Some(a), Some(b)) => vec![a, b],
+                _ => continue,
+            },
+            "Swish" => match float("alpha", 1.0) {
+                Some(a) => vec![a],
+                None => continue,
+            },
+            _ => continue,
+        };
+        let mut fused = n.clone();
+        fused.output = act.output.clone();
+        fused.attribute.push(AttributeProto {
+            name: CONV_ACTIVATION.to_string(),
+            r#type: AttributeType::String,
+            s: act.op_type.as_bytes().to_vec(),
+            ..AttributeProto::default()
+        });
+        fused.attribute.push(AttributeProto {
+            name: CONV_ACTIVATION_PARAMS.to_string(),
+            r#type: AttributeType::Floats,
+            floats: params,
+            ..AttributeProto::default()
+        });
+        removed[r] = true;
+        replace.insert(i, fused);
+    }
+    if replace.is_empty() {
+        return None;
+    }
+    Some(nodes.iter().enumerate().filter(|(i, _)| !removed[*i]).map(|(i, n)| replace.remove(&i).unwrap_or_else(|| n.clone())).collect())
 }
 
 /// A single-input node of `op` reading `x` that produces `last`'s output under `last`'s name.

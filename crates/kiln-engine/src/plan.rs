@@ -211,6 +211,10 @@ pub(crate) fn compile(
     outer: &[(String, Option<ValueType>)],
 ) -> Result<Plan, Error> {
     let fused = if env.optimize { crate::fuse::fuse_activations(graph, env.base_dir) } else { None };
+    let fused = match env.optimize {
+        true => crate::fuse::fuse_conv_activations(graph, fused.as_deref().unwrap_or(&graph.node)).or(fused),
+        false => fused,
+    };
     let nodes: &[NodeProto] = fused.as_deref().unwrap_or(&graph.node);
     let mut known: HashMap<String, Known> = HashMap::new();
     let mut consts: Vec<Arc<Value>> = Vec::new();

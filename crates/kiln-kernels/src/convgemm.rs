@@ -193,7 +193,7 @@ pub fn conv2d_gemm(g: &Conv2dGeometry, x: &[f32], w: &PackedA, y: &mut [f32], ep
                 if ep.relu && t < 0.0 {
                     t = 0.0;
                 }
-                *v = t;
+                *v = ep.act.eval(t);
             }
         }
         return;
@@ -313,6 +313,10 @@ fn block(
                     };
                     let tep = tile_ep(ep, cmul, first, last, i, j);
                     run_kernel(info, kc, ap, bp, pw, &out, &tep);
+                    if last {
+                        // SAFETY: the tile lies inside Y and belongs to this part only.
+                        unsafe { ep.act.apply_block(out.c, rows, cols, n as isize, 1) };
+                    }
                     i += mr;
                     aoff += mr * kc;
                 }
