@@ -69,19 +69,8 @@ impl Activation {
 
     /// Applies the activation in place with the CPU's widest vector ISA.
     pub fn apply(self, xs: &mut [f32]) {
-        match self {
-            Activation::Identity => {}
-            #[cfg(target_arch = "x86_64")]
-            Activation::Sigmoid | Activation::Swish(_) if crate::gemm::best_isa() == crate::gemm::Isa::Avx512 => {
-                let alpha = if let Activation::Swish(a) = self { a } else { 1.0 };
-                // SAFETY: AVX-512F was detected on this machine.
-                unsafe { logistic_avx512(xs, alpha, matches!(self, Activation::Swish(_))) }
-            }
-            _ => crate::simd::vectorized(
-                #[inline(always)]
-                || self.apply_inline(xs),
-            ),
-        }
+        // SAFETY: one row of xs.len() contiguous elements.
+        unsafe { self.apply_block(xs.as_mut_ptr(), 1, xs.len(), 0, 1) }
     }
 
     /// Applies the activation to the `rows × cols` block of C at `c` (element (i, j) at
@@ -93,6 +82,11 @@ impl Activation {
         if self == Activation::Identity {
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if csc == 1 && crate::gemm::best_isa() == crate::gemm::Isa::Avx512 {
+            // SAFETY: AVX-512F was detected; the caller guarantees the block is valid.
+            return unsafe { apply_avx512(self, c, rows, cols, rsc) };
+        }
         crate::simd::vectorized(
             #[inline(always)]
             || {
@@ -101,7 +95,7 @@ impl Activation {
                     let row = unsafe { c.offset(i as isize * rsc) };
                     if csc == 1 {
                         // SAFETY: row i holds `cols` contiguous elements.
-                        self.apply(unsafe { std::slice::from_raw_parts_mut(row, cols) });
+                        self.apply_inline(unsafe { std::slice::from_raw_parts_mut(row, cols) });
                     } else {
                         for j in 0..cols {
                             // SAFETY: element (i, j) lies in the block.
@@ -115,32 +109,19 @@ impl Activation {
     }
 }
 
-/// xs[i] = 1 / (1 + e^(−alpha·xs[i])), times xs[i] when `times_x` (Swish): e^z as 2^(z·log2 e)
-/// with a degree-6 polynomial for the fraction and `scalef` for the power of two, and the
-/// reciprocal as rcp14 refined by one Newton step (relative error about 1e-7).
-///
-/// # Safety
-/// AVX-512F must be available.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn logistic_avx512(xs: &mut [f32], alpha: f32, times_x: bool) {
+#[inline]
+pub(crate) unsafe fn act512(act: Activation, x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
-    const LN2: f32 = std::f32::consts::LN_2;
     // ln2^k / k! for k = 6 .. 1.
-    const C: [f32; 6] = [1.540_353e-4, 1.333_355_8e-3, 9.618_129e-3, 5.550_411e-2, 2.402_265e-1, LN2];
-    let (na, lg) = (_mm512_set1_ps(-alpha), _mm512_set1_ps(std::f32::consts::LOG2_E));
-    let (lo, hi, one, two) = (_mm512_set1_ps(-88.0), _mm512_set1_ps(88.0), _mm512_set1_ps(1.0), _mm512_set1_ps(2.0));
-    let n = xs.len();
-    let p = xs.as_mut_ptr();
-    let mut i = 0;
-    while i < n {
-        let m: __mmask16 = if n - i >= 16 { 0xffff } else { ((1u32 << (n - i)) - 1) as __mmask16 };
-        // SAFETY: lanes of `m` lie inside xs.
-        let x = _mm512_maskz_loadu_ps(m, p.add(i));
-        // NaN x becomes a clamped z; the result is NaN again through the product with x (Swish)
-        // or is fixed below (Sigmoid).
-        let z = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(na, x), lo), hi);
-        let t = _mm512_mul_ps(z, lg);
+    const C: [f32; 6] = [1.540_353e-4, 1.333_355_8e-3, 9.618_129e-3, 5.550_411e-2, 2.402_265e-1, std::f32::consts::LN_2];
+    // max(lo, x) and min(hi, x) return x when it is NaN.
+    let clip = |x: __m512, lo: f32, hi: f32| _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), x));
+    let logistic = |x: __m512, alpha: f32| {
+        let one = _mm512_set1_ps(1.0);
+        let z = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_set1_ps(-alpha), x), _mm512_set1_ps(-88.0)), _mm512_set1_ps(88.0));
+        let t = _mm512_mul_ps(z, _mm512_set1_ps(std::f32::consts::LOG2_E));
         let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
         let f = _mm512_sub_ps(t, k);
         let mut q = _mm512_set1_ps(C[0]);
@@ -150,16 +131,42 @@ unsafe fn logistic_avx512(xs: &mut [f32], alpha: f32, times_x: bool) {
         q = _mm512_fmadd_ps(q, f, one);
         let d = _mm512_add_ps(one, _mm512_scalef_ps(q, k));
         let r0 = _mm512_rcp14_ps(d);
-        let r = _mm512_mul_ps(r0, _mm512_fnmadd_ps(d, r0, two));
-        let y = if times_x {
-            _mm512_mul_ps(x, r)
-        } else {
-            // Sigmoid of NaN is NaN.
-            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-            _mm512_mask_mov_ps(r, nan, x)
-        };
-        _mm512_mask_storeu_ps(p.add(i), m, y);
-        i += 16;
+        _mm512_mul_ps(r0, _mm512_fnmadd_ps(d, r0, _mm512_set1_ps(2.0)))
+    };
+    match act {
+        Activation::Identity => x,
+        Activation::Relu => _mm512_max_ps(_mm512_setzero_ps(), x),
+        Activation::Clip(lo, hi) => clip(x, lo, hi),
+        Activation::HardSigmoid(a, b) => clip(_mm512_fmadd_ps(_mm512_set1_ps(a), x, _mm512_set1_ps(b)), 0.0, 1.0),
+        Activation::HardSwish => {
+            _mm512_mul_ps(x, clip(_mm512_fmadd_ps(_mm512_set1_ps(1.0 / 6.0), x, _mm512_set1_ps(0.5)), 0.0, 1.0))
+        }
+        // The clamped z loses a NaN; it comes back through the product with x (Swish) or the
+        // blend (Sigmoid).
+        Activation::Sigmoid => _mm512_mask_mov_ps(logistic(x, 1.0), _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), x),
+        Activation::Swish(a) => _mm512_mul_ps(x, logistic(x, a)),
+    }
+}
+
+/// Applies `act` to the `rows × cols` block at `c` with row stride `rsc` (columns contiguous).
+///
+/// # Safety
+/// AVX-512F must be available and the block valid for reads and writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn apply_avx512(act: Activation, c: *mut f32, rows: usize, cols: usize, rsc: isize) {
+    use std::arch::x86_64::*;
+    for i in 0..rows {
+        let p = c.offset(i as isize * rsc);
+        let mut j = 0;
+        while j + 16 <= cols {
+            _mm512_storeu_ps(p.add(j), act512(act, _mm512_loadu_ps(p.add(j))));
+            j += 16;
+        }
+        if j < cols {
+            let m = ((1u32 << (cols - j)) - 1) as __mmask16;
+            _mm512_mask_storeu_ps(p.add(j), m, act512(act, _mm512_maskz_loadu_ps(m, p.add(j))));
+        }
     }
 }
 

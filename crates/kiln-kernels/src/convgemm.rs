@@ -313,12 +313,12 @@ fn block(
                     };
                     let tep = tile_ep(ep, cmul, first, last, i, j);
                     run_kernel(info, kc, ap, bp, pw, &out, &tep);
-                    if last {
-                        // SAFETY: the tile lies inside Y and belongs to this part only.
-                        unsafe { ep.act.apply_block(out.c, rows, cols, n as isize, 1) };
-                    }
                     i += mr;
                     aoff += mr * kc;
+                }
+                if last {
+                    // SAFETY: rows i0..i1 × columns j..j+cols lie inside Y and belong to this part.
+                    unsafe { ep.act.apply_block(y.0.add(i0 * n + j), i1 - i0, cols, n as isize, 1) };
                 }
                 boff += pw * kc;
                 j += pw;

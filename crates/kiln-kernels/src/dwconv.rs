@@ -8,6 +8,8 @@
 use std::cell::RefCell;
 
 use crate::act::Activation;
+#[cfg(target_arch = "x86_64")]
+use crate::act::act512;
 
 /// Geometry of a depthwise convolution (per channel).
 #[derive(Clone, Copy, Debug)]
@@ -205,7 +207,8 @@ fn planes_body(
 }
 
 /// AVX-512 form of [`planes_body`]: vector copies into the phase image (even/odd split for
-/// stride 2), the wide output up to 8 vectors per pass, masked copies out.
+/// stride 2), the wide output up to 8 vectors per pass with the activation applied in
+/// registers, masked copies out.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -264,14 +267,14 @@ unsafe fn planes_avx512(
         while v0 < nvec {
             let (ip, op) = (img.as_ptr(), wide.as_mut_ptr().add(v0 * V));
             match nvec - v0 {
-                1 => wide_block::<1>(ip, offs, wc, b, v0 * V, op),
-                2 => wide_block::<2>(ip, offs, wc, b, v0 * V, op),
-                3 => wide_block::<3>(ip, offs, wc, b, v0 * V, op),
-                4 => wide_block::<4>(ip, offs, wc, b, v0 * V, op),
-                5 => wide_block::<5>(ip, offs, wc, b, v0 * V, op),
-                6 => wide_block::<6>(ip, offs, wc, b, v0 * V, op),
-                7 => wide_block::<7>(ip, offs, wc, b, v0 * V, op),
-                _ => wide_block::<8>(ip, offs, wc, b, v0 * V, op),
+                1 => wide_block::<1>(ip, offs, wc, b, act, v0 * V, op),
+                2 => wide_block::<2>(ip, offs, wc, b, act, v0 * V, op),
+                3 => wide_block::<3>(ip, offs, wc, b, act, v0 * V, op),
+                4 => wide_block::<4>(ip, offs, wc, b, act, v0 * V, op),
+                5 => wide_block::<5>(ip, offs, wc, b, act, v0 * V, op),
+                6 => wide_block::<6>(ip, offs, wc, b, act, v0 * V, op),
+                7 => wide_block::<7>(ip, offs, wc, b, act, v0 * V, op),
+                _ => wide_block::<8>(ip, offs, wc, b, act, v0 * V, op),
             }
             v0 += 8;
         }
@@ -286,11 +289,10 @@ unsafe fn planes_avx512(
                 q += V;
             }
         }
-        act.apply(yc);
     }
 }
 
-/// NV vectors of the wide output from element `j0`: bias + Σ_t w[t] · img[offs[t] + j ..].
+/// NV vectors of the wide output from element `j0`: act(bias + Σ_t w[t] · img[offs[t] + j ..]).
 ///
 /// # Safety
 /// AVX-512F must be available; offs[t] + j0 + NV·16 ≤ the image length for every tap and
@@ -298,7 +300,8 @@ unsafe fn planes_avx512(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn wide_block<const NV: usize>(img: *const f32, offs: &[usize], wc: &[f32], bias: f32, j0: usize, out: *mut f32) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn wide_block<const NV: usize>(img: *const f32, offs: &[usize], wc: &[f32], bias: f32, act: Activation, j0: usize, out: *mut f32) {
     use std::arch::x86_64::*;
     let mut acc = [_mm512_set1_ps(bias); NV];
     for (&off, &wv) in offs.iter().zip(wc) {
@@ -309,7 +312,7 @@ unsafe fn wide_block<const NV: usize>(img: *const f32, offs: &[usize], wc: &[f32
         }
     }
     for (v, a) in acc.iter().enumerate() {
-        _mm512_storeu_ps(out.add(v * V), *a);
+        _mm512_storeu_ps(out.add(v * V), act512(act, *a));
     }
 }
 

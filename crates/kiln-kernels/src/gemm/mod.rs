@@ -608,12 +608,13 @@ fn gemm_block(
                         };
                         let tep = tile_ep(ep, cmul, first, last, i, j);
                         run_kernel(info, kc, ap, bp, w, &out, &tep);
-                        if last {
-                            // SAFETY: the tile lies inside C and belongs to this part only.
-                            unsafe { ep.act.apply_block(out.c, rows, cols, rsc, csc) };
-                        }
                         i += mr;
                         aoff += mr * kc;
+                    }
+                    if last {
+                        // SAFETY: rows ic..ic+mc × columns j..j+cols lie inside C and belong to
+                        // this part only.
+                        unsafe { ep.act.apply_block(c.0.offset(ic as isize * rsc + j as isize * csc), mc, cols, rsc, csc) };
                     }
                     boff += w * kc;
                     j += nr;
