@@ -222,39 +222,55 @@ unsafe fn planes_avx512(
     assert!(offs.iter().all(|&o| o + lay.wide_len <= img.len()) && wide.len() >= lay.wide_len);
     let mask = |n: usize| -> __mmask16 { if n >= V { 0xffff } else { ((1u32 << n) - 1) as __mmask16 } };
     let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     let nvec = lay.wide_len / V;
     for c in 0..channels {
         let xc = &x[c * isz..(c + 1) * isz];
-        if g.sw <= 2 {
+        if g.sw == 1 {
+            let (lo, hi) = lay.cols(g, 0);
+            for ry in (0..g.sh).filter(|_| lo < hi) {
+                for r in 0..lay.hq {
+                    let Some(iy) = lay.in_row(g, ry, r) else { continue };
+                    let dst = img[ry * lay.plane + r * lay.wq..][lo..hi].as_mut_ptr();
+                    // Phase column q holds input column q − pw.
+                    let src = xc[iy * g.iw..(iy + 1) * g.iw].as_ptr().add(lo - g.pw);
+                    let n = hi - lo;
+                    let mut q = 0;
+                    while q < n {
+                        let m = mask(n - q);
+                        // SAFETY: lanes below n − q stay inside the input row and the phase row.
+                        _mm512_mask_storeu_ps(dst.add(q), m, _mm512_maskz_loadu_ps(m, src.add(q)));
+                        q += V;
+                    }
+                }
+            }
+        } else if g.sw == 2 {
+            // Input column c goes to column phase (c + pw) % 2 at index (c + pw) / 2: even
+            // columns to phase pw % 2 from index pw / 2, odd ones to the other from (pw + 1) / 2.
+            let (rxe, qe, rxo, qo) = (g.pw % 2, g.pw / 2, (g.pw + 1) % 2, (g.pw + 1) / 2);
             for ry in 0..g.sh {
-                for rx in 0..g.sw {
-                    let (lo, hi) = lay.cols(g, rx);
-                    let base = (ry * g.sw + rx) * lay.plane;
-                    for r in 0..lay.hq {
-                        let Some(iy) = lay.in_row(g, ry, r) else { continue };
-                        let dst = img[base + r * lay.wq..][lo..hi].as_mut_ptr();
-                        // Input columns s0, s0 + sw, ... (hi − lo of them), all inside the row.
-                        let s0 = lo * g.sw + rx - g.pw;
-                        let src = xc[iy * g.iw..(iy + 1) * g.iw].as_ptr();
-                        let n = hi - lo;
-                        let mut q = 0;
-                        while q < n {
-                            let m = (n - q).min(V);
-                            // SAFETY: lanes below `m` read input columns s0 + (q + i)·sw < iw and
-                            // write phase columns lo + q + i < hi; other lanes are masked off.
-                            let v = if g.sw == 1 {
-                                _mm512_maskz_loadu_ps(mask(m), src.add(s0 + q))
-                            } else {
-                                // 2m − 1 input elements hold the m even-position ones.
-                                let avail = 2 * m - 1;
-                                let p = src.add(s0 + 2 * q);
-                                let a = _mm512_maskz_loadu_ps(mask(avail), p);
-                                let b = _mm512_maskz_loadu_ps(mask(avail.saturating_sub(V)), p.add(V));
-                                _mm512_permutex2var_ps(a, evens, b)
-                            };
-                            _mm512_mask_storeu_ps(dst.add(q), mask(m), v);
-                            q += V;
+                for r in 0..lay.hq {
+                    let Some(iy) = lay.in_row(g, ry, r) else { continue };
+                    let src = xc[iy * g.iw..(iy + 1) * g.iw].as_ptr();
+                    let row = img[(ry * 2) * lay.plane + r * lay.wq..].as_mut_ptr();
+                    let (de, dof) = (row.add(rxe * lay.plane), row.add(rxo * lay.plane));
+                    let mut c0 = 0;
+                    while c0 < g.iw {
+                        let n = (g.iw - c0).min(2 * V);
+                        // SAFETY: the loads read input columns c0..c0+n of the row; the stores
+                        // write phase columns below wq of rows inside the image.
+                        let a = _mm512_maskz_loadu_ps(mask(n), src.add(c0));
+                        let b = _mm512_maskz_loadu_ps(mask(n.saturating_sub(V)), src.wrapping_add(c0 + V));
+                        let k = c0 / 2;
+                        let ne = n.div_ceil(2).min(lay.wq.saturating_sub(qe + k));
+                        let no = (n / 2).min(lay.wq.saturating_sub(qo + k));
+                        if ne > 0 {
+                            _mm512_mask_storeu_ps(de.add(qe + k), mask(ne), _mm512_permutex2var_ps(a, evens, b));
                         }
+                        if no > 0 {
+                            _mm512_mask_storeu_ps(dof.add(qo + k), mask(no), _mm512_permutex2var_ps(a, odds, b));
+                        }
+                        c0 += 2 * V;
                     }
                 }
             }
