@@ -954,6 +954,76 @@ mod tests {
         }
     }
 
+    /// The activations a fused Conv applies, written out in f64.
+    fn act_f64(act: Activation, v: f64) -> f64 {
+        let sig = |z: f64| 1.0 / (1.0 + (-z).exp());
+        match act {
+            Activation::Identity => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Clip(lo, hi) => v.max(lo as f64).min(hi as f64),
+            Activation::HardSigmoid(a, b) => (a as f64 * v + b as f64).clamp(0.0, 1.0),
+            Activation::HardSwish => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::Sigmoid => sig(v),
+            Activation::Swish(a) => v * sig(a as f64 * v),
+        }
+    }
+
+    #[test]
+    fn fused_activation_matches_definition() {
+        let acts = [Activation::Relu, Activation::HardSwish, Activation::HardSigmoid(0.2, 0.5), Activation::Sigmoid, Activation::Swish(1.0)];
+        // Pointwise (plain GEMM), 3x3 stride 2 (implicit GEMM), 1x1 spatial (matrix-vector) and
+        // depthwise (group = channels): (c, m, h, w, k, s, p, group).
+        for (c, m, h, wd, k, s, p, group) in [(8usize, 20usize, 9usize, 13usize, 1usize, 1usize, 0usize, 1usize), (3, 10, 11, 9, 3, 2, 1, 1), (24, 12, 1, 1, 1, 1, 0, 1), (6, 6, 10, 17, 3, 1, 1, 6), (4, 4, 9, 9, 5, 2, 2, 4)] {
+            let op = ConvOp {
+                attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![s, s]), dilations: None, pads: Some(vec![p; 4]), ceil_mode: false },
+                group,
+                packed: None,
+                act: Activation::Identity,
+            };
+            let cg = c / group;
+            let d = op.dims(&[1, c, h, wd], &[m, cg, k, k]).unwrap();
+            let x: Vec<f32> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
+            let w: Vec<f32> = (0..m * cg * k * k).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
+            let (oh, ow) = (d.geo.output[0], d.geo.output[1]);
+            // y[o, i, j] = bias[o] + Σ w[o, ci, a, b] · x[g·cg + ci, i·s + a − p, j·s + b − p]
+            let mut want = vec![0f64; m * oh * ow];
+            for o in 0..m {
+                let g = o / (m / group);
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let mut acc = bias[o] as f64;
+                        for ci in 0..cg {
+                            for a in 0..k {
+                                for b in 0..k {
+                                    let (r, q) = ((i * s + a) as isize - p as isize, (j * s + b) as isize - p as isize);
+                                    if r >= 0 && q >= 0 && (r as usize) < h && (q as usize) < wd {
+                                        let xv = x[((g * cg + ci) * h + r as usize) * wd + q as usize] as f64;
+                                        acc += xv * w[((o * cg + ci) * k + a) * k + b] as f64;
+                                    }
+                                }
+                            }
+                        }
+                        want[(o * oh + i) * ow + j] = acc;
+                    }
+                }
+            }
+            let packed = if group == 1 { PackedWeights::new(&Tensor::from_vec(vec![m, cg, k, k], w.clone()).unwrap(), 1) } else { None };
+            for act in acts {
+                let got = if group > 1 {
+                    depthwise_f32(&x, &w, &d, group, Some(&bias), act).unwrap()
+                } else {
+                    conv_f32(&x, &w, packed.as_ref().map(|p| p.groups.as_slice()), &d, 1, Some(&bias), act).unwrap()
+                };
+                assert_eq!(got.len(), want.len());
+                for (idx, (g, v)) in got.iter().zip(&want).enumerate() {
+                    let v = act_f64(act, *v);
+                    assert!((*g as f64 - v).abs() < 1e-4 * (1.0 + v.abs()), "{act:?} c{c} m{m} k{k} s{s} at {idx}: {g} vs {v}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn transpose_stride2() {
         // 1-D: x = [1, 2], w = [1, 1, 1], stride 2 -> length 5: [1, 1, 3, 2, 2]
