@@ -362,15 +362,21 @@ mod tests {
         let bias: Vec<f32> = (0..channels).map(|c| c as f32 * 0.5 - 1.0).collect();
         let mut y = vec![f32::NAN; channels * osz + 5];
         depthwise_conv2d(g, channels, &x, &w, Some(&bias), act, &mut y);
+        // The portable body (used without AVX-512) on the same input.
+        let lay = Layout::new(g);
+        let (mut img, mut wide) = (vec![0f32; lay.img_len], vec![0f32; lay.wide_len]);
+        let mut yp = vec![f32::NAN; channels * osz + 5];
+        with_taps(g, &lay, |offs| planes_body(g, &lay, offs, channels, &x, &w, Some(&bias), act, &mut yp, &mut img, &mut wide));
         for c in 0..channels {
             let want = naive(g, &x[c * isz..], &w[c * ksz..], bias[c] as f64);
             for (k, &wv) in want.iter().enumerate() {
                 let wv = act.eval_f64(wv);
-                let got = y[c * osz + k] as f64;
-                assert!((got - wv).abs() <= 1e-4 * (1.0 + wv.abs()), "{g:?} {act:?} channel {c} at {k}: {got} vs {wv}");
+                for got in [y[c * osz + k] as f64, yp[c * osz + k] as f64] {
+                    assert!((got - wv).abs() <= 1e-4 * (1.0 + wv.abs()), "{g:?} {act:?} channel {c} at {k}: {got} vs {wv}");
+                }
             }
         }
-        assert!(y[channels * osz..].iter().all(|v| v.is_nan()), "wrote past Y");
+        assert!(y[channels * osz..].iter().chain(&yp[channels * osz..]).all(|v| v.is_nan()), "wrote past Y");
     }
 
     #[test]
