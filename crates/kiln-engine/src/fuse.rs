@@ -3,6 +3,8 @@
 //!
 //! - `x * Sigmoid(x)` (SiLU, as torch exports it) → `Swish(x)` (alpha 1).
 //! - `(x * (Erf(x / √2) + 1)) * 0.5` (exact GELU, as torch exports it) → `Gelu(x)`.
+//! - `Act(Conv(...))` for Act in Relu, HardSigmoid, HardSwish, Sigmoid, Swish → the Conv with
+//!   [`CONV_ACTIVATION`] / [`CONV_ACTIVATION_PARAMS`] attributes naming the activation it applies.
 //!
 //! - `Add(MatMul(x, W), b)` with constant float32 W [k, n] and b [n] → `MatMul(x, W, b)`, the
 //!   bias applied in the product's epilogue (a third MatMul input exists only in fused graphs).
@@ -14,7 +16,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use kiln_onnx::proto::{GraphProto, NodeProto, TensorProto};
+use kiln_onnx::proto::{AttributeProto, AttributeType, GraphProto, NodeProto, TensorProto};
 use kiln_onnx::tensor::tensor_from_proto;
 
 use crate::plan::collect_outer_refs;
@@ -22,7 +24,8 @@ use crate::plan::collect_outer_refs;
 /// The graph's nodes with every fusion applied, or `None` when nothing was fused.
 pub(crate) fn fuse_graph(graph: &GraphProto, base_dir: Option<&Path>) -> Option<Vec<NodeProto>> {
     let act = fuse_activations(graph, base_dir);
-    fuse_matmul_bias(graph, act.as_deref().unwrap_or(&graph.node), base_dir).or(act)
+    let conv = fuse_conv_activations(graph, act.as_deref().unwrap_or(&graph.node)).or(act);
+    fuse_matmul_bias(graph, conv.as_deref().unwrap_or(&graph.node), base_dir).or(conv)
 }
 
 /// Who reads each value of a node list, and which values must stay (graph outputs, values read
@@ -264,6 +267,74 @@ pub(crate) fn fuse_matmul_bias(graph: &GraphProto, nodes: &[NodeProto], base_dir
     }
     Some(out)
 }
+
+/// Attribute of a fused Conv naming the activation applied to its output.
+pub(crate) const CONV_ACTIVATION: &str = "kiln.activation";
+/// Attribute of a fused Conv with the activation's parameters (HardSigmoid alpha and beta,
+/// Swish alpha).
+pub(crate) const CONV_ACTIVATION_PARAMS: &str = "kiln.activation_params";
+
+/// `nodes` (the graph's nodes, possibly already rewritten) with each Conv whose only reader is
+/// a supported activation replaced by a Conv applying it; `None` when nothing was fused.
+pub(crate) fn fuse_conv_activations(graph: &GraphProto, nodes: &[NodeProto]) -> Option<Vec<NodeProto>> {
+    let uses = Uses::new(graph, nodes);
+    let mut replace: HashMap<usize, NodeProto> = HashMap::new();
+    let mut removed = vec![false; nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        if n.op_type != "Conv" || !n.domain.is_empty() || n.output.len() != 1 || n.attribute.iter().any(|a| a.name == CONV_ACTIVATION) {
+            continue;
+        }
+        let y = n.output[0].as_str();
+        if y.is_empty() {
+            continue;
+        }
+        let Some(r) = uses.sole_reader(y) else { continue };
+        let act = &nodes[r];
+        if removed[r] || !act.domain.is_empty() || act.input.len() != 1 || act.output.len() != 1 || act.output[0].is_empty() {
+            continue;
+        }
+        let float = |name: &str, default: f32| -> Option<f32> {
+            match act.attribute.iter().find(|a| a.name == name) {
+                None => Some(default),
+                Some(a) if a.r#type == AttributeType::Float => Some(a.f),
+                Some(_) => None,
+            }
+        };
+        let params = match act.op_type.as_str() {
+            "Relu" | "HardSwish" | "Sigmoid" if act.attribute.is_empty() => vec![],
+            "HardSigmoid" => match (float("alpha", 0.2), float("beta", 0.5)) {
+                (Some(a), Some(b)) => vec![a, b],
+                _ => continue,
+            },
+            "Swish" => match float("alpha", 1.0) {
+                Some(a) => vec![a],
+                None => continue,
+            },
+            _ => continue,
+        };
+        let mut fused = n.clone();
+        fused.output = act.output.clone();
+        fused.attribute.push(AttributeProto {
+            name: CONV_ACTIVATION.to_string(),
+            r#type: AttributeType::String,
+            s: act.op_type.as_bytes().to_vec(),
+            ..AttributeProto::default()
+        });
+        fused.attribute.push(AttributeProto {
+            name: CONV_ACTIVATION_PARAMS.to_string(),
+            r#type: AttributeType::Floats,
+            floats: params,
+            ..AttributeProto::default()
+        });
+        removed[r] = true;
+        replace.insert(i, fused);
+    }
+    if replace.is_empty() {
+        return None;
+    }
+    Some(nodes.iter().enumerate().filter(|(i, _)| !removed[*i]).map(|(i, n)| replace.remove(&i).unwrap_or_else(|| n.clone())).collect())
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -193,7 +193,7 @@ pub fn conv2d_gemm(g: &Conv2dGeometry, x: &[f32], w: &PackedA, y: &mut [f32], ep
                 if ep.relu && t < 0.0 {
                     t = 0.0;
                 }
-                *v = t;
+                *v = ep.act.eval(t);
             }
         }
         return;
@@ -315,6 +315,10 @@ fn block(
                     run_kernel(info, kc, ap, bp, pw, &out, &tep);
                     i += mr;
                     aoff += mr * kc;
+                }
+                if last {
+                    // SAFETY: rows i0..i1 × columns j..j+cols lie inside Y and belong to this part.
+                    unsafe { ep.act.apply_block(y.0.add(i0 * n + j), i1 - i0, cols, n as isize, 1) };
                 }
                 boff += pw * kc;
                 j += pw;

@@ -1,9 +1,15 @@
-//! Depthwise 2-D convolution of one channel (float32): the input is copied once into a
-//! zero-padded, stride-phase-split scratch image so every kernel tap reads a contiguous run, and
-//! each output row is accumulated in registers, 16 columns at a time. Compiled per ISA
-//! (AVX-512, AVX2+FMA, portable) and chosen at run time.
+//! Depthwise 2-D convolution (float32) over channel planes. Each plane is copied once into a
+//! zero-padded image split into its sh × sw stride phases (each hq × wq), so every kernel tap
+//! reads one contiguous run and the output is computed as a "wide" oh × wq image: a sum of
+//! shifted runs, 16 lanes per vector and up to 8 vectors per pass. The valid oh × ow part is
+//! then copied out and the activation applied. Compiled per ISA (AVX-512, AVX2+FMA, portable)
+//! and chosen at run time.
 
 use std::cell::RefCell;
+
+use crate::act::Activation;
+#[cfg(target_arch = "x86_64")]
+use crate::act::act512;
 
 /// Geometry of a depthwise convolution (per channel).
 #[derive(Clone, Copy, Debug)]
@@ -24,265 +30,305 @@ pub struct DwGeometry {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// y[oh×ow] = conv(x[ih×iw], w[kh×kw]) + bias. Panics if a buffer is smaller than the geometry
-/// needs or a stride is zero (callers validate geometry first).
-pub fn depthwise_conv2d(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32]) {
-    assert!(g.sh > 0 && g.sw > 0 && g.dh > 0 && g.dw > 0, "depthwise: zero stride or dilation");
-    assert!(x.len() >= g.ih * g.iw && w.len() >= g.kh * g.kw && y.len() >= g.oh * g.ow, "depthwise: buffer too small");
-    if g.oh == 0 || g.ow == 0 {
-        return;
-    }
-    SCRATCH.with(|s| match s.try_borrow_mut() {
-        Ok(mut s) => dispatch(g, x, w, bias, y, &mut s),
-        Err(_) => dispatch(g, x, w, bias, y, &mut Vec::new()),
-    })
-}
-
-fn dispatch(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scratch: &mut Vec<f32>) {
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    {
-        use crate::gemm::Isa;
-        match crate::gemm::best_isa() {
-            // SAFETY: AVX-512F was detected on this machine.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 if g.sw == 1 => return unsafe { dw_avx512_direct(g, x, w, bias, y) },
-            // SAFETY: AVX-512F was detected on this machine.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => return unsafe { dw_avx512(g, x, w, bias, y, scratch) },
-            // SAFETY: AVX2 and FMA were detected on this machine.
-            Isa::Avx2 => return unsafe { dw_avx2(g, x, w, bias, y, scratch) },
-            #[allow(unreachable_patterns)]
-            _ => {}
-        }
-    }
-    dw_body(g, x, w, bias, y, scratch)
-}
-
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dw_avx2(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scratch: &mut Vec<f32>) {
-    dw_body(g, x, w, bias, y, scratch)
-}
-
-/// Fills the zero-padded, stride-phase-split copy of `x` that every tap reads contiguously.
-/// Returns (rows per phase, row length, elements used); `scratch` gets `V` spare zeros at the end.
-fn prepare(g: &DwGeometry, x: &[f32], scratch: &mut Vec<f32>) -> (usize, usize, usize) {
-    // Padded extent actually read by the taps.
-    let prow = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
-    let pcol = (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1;
-    // Columns split into `sw` phases: padded column c lives in phase c % sw at index c / sw.
-    let plen = pcol.div_ceil(g.sw);
-    let used = g.sw * prow * plen;
-    // V spare elements at the end: a partial last vector of a row is computed full width
-    // (the extra lanes read the next row or the spare, and are not stored).
-    let need = used + V;
-    if scratch.len() < need {
-        scratch.resize(need, 0.0);
-    }
-    let img = &mut scratch[..need];
-    for q in 0..g.sw {
-        // Phase q, index i holds padded column i·sw + q, i.e. input column i·sw + q − pw.
-        let lo = if g.pw > q { (g.pw - q).div_ceil(g.sw) } else { 0 }.min(plen);
-        let hi = if g.pw + g.iw > q { (g.pw + g.iw - q).div_ceil(g.sw) } else { 0 }.clamp(lo, plen);
-        for r in 0..prow {
-            let dst = &mut img[(q * prow + r) * plen..(q * prow + r + 1) * plen];
-            let xr = r as isize - g.ph as isize;
-            if xr < 0 || xr as usize >= g.ih {
-                dst.fill(0.0);
-                continue;
-            }
-            let xrow = &x[xr as usize * g.iw..(xr as usize + 1) * g.iw];
-            dst[..lo].fill(0.0);
-            dst[hi..].fill(0.0);
-            if g.sw == 1 {
-                dst[lo..hi].copy_from_slice(&xrow[lo + q - g.pw..hi + q - g.pw]);
-            } else {
-                for (i, d) in dst[lo..hi].iter_mut().enumerate() {
-                    *d = xrow[(lo + i) * g.sw + q - g.pw];
-                }
-            }
-        }
-    }
-    img[used..].fill(0.0);
-    (prow, plen, used)
+    /// The padded phase image and the wide output of the calling thread, kept between calls.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 const V: usize = 16;
 /// Taps kept on the stack up to this many (7×7 kernels); larger kernels use the heap.
 const STACK_TAPS: usize = 49;
 
-/// Per tap: (phase row offset without the output-row term, column start, weight).
-fn with_taps<R>(g: &DwGeometry, prow: usize, w: &[f32], f: impl FnOnce(&[(usize, usize, f32)]) -> R) -> R {
+/// Where everything lives in the scratch buffers.
+struct Layout {
+    /// Rows and columns of one phase plane.
+    hq: usize,
+    wq: usize,
+    plane: usize,
+    /// Wide output elements (oh × wq) rounded up to whole vectors.
+    wide_len: usize,
+    /// Padded image elements, with room for the last vector of the farthest tap.
+    img_len: usize,
+}
+
+impl Layout {
+    fn new(g: &DwGeometry) -> Layout {
+        let hq = g.oh + (g.kh - 1) * g.dh / g.sh;
+        let wq = g.ow + (g.kw - 1) * g.dw / g.sw;
+        let plane = hq * wq;
+        let wide_len = (g.oh * wq).div_ceil(V) * V;
+        let max_off = (g.sh * g.sw - 1) * plane + ((g.kh - 1) * g.dh / g.sh) * wq + (g.kw - 1) * g.dw / g.sw;
+        Layout { hq, wq, plane, wide_len, img_len: (max_off + wide_len).max(g.sh * g.sw * plane) }
+    }
+
+    /// Offset in the padded image of tap `t` (row-major over the kernel) for wide output 0.
+    fn tap(&self, g: &DwGeometry, t: usize) -> usize {
+        let (ya, xb) = ((t / g.kw) * g.dh, (t % g.kw) * g.dw);
+        ((ya % g.sh) * g.sw + xb % g.sw) * self.plane + (ya / g.sh) * self.wq + xb / g.sw
+    }
+
+    /// For phase column `rx`: the phase columns [lo, hi) that hold input columns (phase column q
+    /// holds input column q·sw + rx − pw).
+    fn cols(&self, g: &DwGeometry, rx: usize) -> (usize, usize) {
+        let lo = if g.pw > rx { (g.pw - rx).div_ceil(g.sw) } else { 0 }.min(self.wq);
+        let hi = if g.pw + g.iw > rx { (g.pw + g.iw - rx).div_ceil(g.sw) } else { 0 }.clamp(lo, self.wq);
+        (lo, hi)
+    }
+
+    /// Input row of phase row `r` of row phase `ry`, if inside the input.
+    fn in_row(&self, g: &DwGeometry, ry: usize, r: usize) -> Option<usize> {
+        let iy = (r * g.sh + ry) as isize - g.ph as isize;
+        (iy >= 0 && (iy as usize) < g.ih).then_some(iy as usize)
+    }
+}
+
+/// y[c] = act(conv(x[c], w[c]) + bias[c]) for `channels` planes: x [channels, ih, iw],
+/// w [channels, kh, kw], bias [channels] (zero when absent), y [channels, oh, ow]. Panics if a
+/// buffer is smaller than the geometry needs or a stride or dilation is zero (callers validate
+/// geometry first).
+pub fn depthwise_conv2d(g: &DwGeometry, channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, y: &mut [f32]) {
+    assert!(g.sh > 0 && g.sw > 0 && g.dh > 0 && g.dw > 0 && g.kh > 0 && g.kw > 0, "depthwise: zero stride, dilation or kernel");
+    let (isz, osz, ksz) = (g.ih * g.iw, g.oh * g.ow, g.kh * g.kw);
+    assert!(
+        x.len() >= channels * isz && w.len() >= channels * ksz && y.len() >= channels * osz && bias.map_or(true, |b| b.len() >= channels),
+        "depthwise: buffer too small"
+    );
+    if osz == 0 || channels == 0 {
+        return;
+    }
+    let lay = Layout::new(g);
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => {
+            let (img, wide) = &mut *s;
+            with_taps(g, &lay, |offs| dispatch(g, &lay, offs, channels, x, w, bias, act, y, img, wide))
+        }
+        Err(_) => with_taps(g, &lay, |offs| dispatch(g, &lay, offs, channels, x, w, bias, act, y, &mut Vec::new(), &mut Vec::new())),
+    })
+}
+
+fn with_taps<R>(g: &DwGeometry, lay: &Layout, f: impl FnOnce(&[usize]) -> R) -> R {
     let n = g.kh * g.kw;
-    let tap = |t: usize| {
-        let (a, b) = (t / g.kw, t % g.kw);
-        let c0 = b * g.dw;
-        ((c0 % g.sw) * prow + a * g.dh, c0 / g.sw, w[t])
-    };
     if n <= STACK_TAPS {
-        let mut buf = [(0usize, 0usize, 0f32); STACK_TAPS];
+        let mut buf = [0usize; STACK_TAPS];
         for (t, slot) in buf[..n].iter_mut().enumerate() {
-            *slot = tap(t);
+            *slot = lay.tap(g, t);
         }
         f(&buf[..n])
     } else {
-        let v: Vec<_> = (0..n).map(tap).collect();
+        let v: Vec<usize> = (0..n).map(|t| lay.tap(g, t)).collect();
         f(&v)
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    g: &DwGeometry, lay: &Layout, offs: &[usize], channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation,
+    y: &mut [f32], img: &mut Vec<f32>, wide: &mut Vec<f32>,
+) {
+    // Positions outside the input stay zero for every channel.
+    img.clear();
+    img.resize(lay.img_len, 0.0);
+    wide.clear();
+    wide.resize(lay.wide_len, 0.0);
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        use crate::gemm::Isa;
+        match crate::gemm::best_isa() {
+            // SAFETY: AVX-512F was detected on this machine; the buffers have the layout's sizes.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => return unsafe { planes_avx512(g, lay, offs, channels, x, w, bias, act, y, img, wide) },
+            // SAFETY: AVX2 and FMA were detected on this machine.
+            Isa::Avx2 => return unsafe { planes_avx2(g, lay, offs, channels, x, w, bias, act, y, img, wide) },
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+    planes_body(g, lay, offs, channels, x, w, bias, act, y, img, wide)
+}
+
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn planes_avx2(
+    g: &DwGeometry, lay: &Layout, offs: &[usize], channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation,
+    y: &mut [f32], img: &mut [f32], wide: &mut [f32],
+) {
+    planes_body(g, lay, offs, channels, x, w, bias, act, y, img, wide)
+}
+
+/// Copies the input plane `xc` into the phase image (positions outside the input untouched).
 #[inline(always)]
-fn dw_body(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scratch: &mut Vec<f32>) {
-    let (prow, plen, _) = prepare(g, x, scratch);
-    let img = &scratch[..];
-    with_taps(g, prow, w, |taps| {
-        for orow in 0..g.oh {
-            let yrow = &mut y[orow * g.ow..(orow + 1) * g.ow];
-            let rbase = orow * g.sh;
-            let mut o0 = 0;
-            while o0 < g.ow {
-                let rem = (g.ow - o0).min(V);
-                let mut acc = [bias; V];
-                for &(row, start, wv) in taps {
-                    let src = &img[(row + rbase) * plen + start + o0..][..V];
-                    for (s, &v) in acc.iter_mut().zip(src) {
-                        *s += wv * v;
-                    }
+fn fill_plane(g: &DwGeometry, lay: &Layout, xc: &[f32], img: &mut [f32]) {
+    for ry in 0..g.sh {
+        for rx in 0..g.sw {
+            let (lo, hi) = lay.cols(g, rx);
+            let base = (ry * g.sw + rx) * lay.plane;
+            for r in 0..lay.hq {
+                let Some(iy) = lay.in_row(g, ry, r) else { continue };
+                let xrow = &xc[iy * g.iw..(iy + 1) * g.iw];
+                let dst = &mut img[base + r * lay.wq..][lo..hi];
+                for (q, d) in dst.iter_mut().enumerate() {
+                    *d = xrow[(lo + q) * g.sw + rx - g.pw];
                 }
-                yrow[o0..o0 + rem].copy_from_slice(&acc[..rem]);
-                o0 += V;
             }
         }
-    })
-}
-
-/// AVX-512 form of [`dw_body`]: four output rows at a time, 16 columns per vector, masked stores
-/// at the row end.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dw_avx512(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scratch: &mut Vec<f32>) {
-    use std::arch::x86_64::*;
-    let (prow, plen, _) = prepare(g, x, scratch);
-    let img = scratch.as_ptr();
-    let limit = scratch.len();
-    with_taps(g, prow, w, |taps| {
-        // Largest element offset a tap reads for output row `orow`, column block `o0`, plus V.
-        let reach = |orow: usize, o0: usize| taps.iter().map(|&(row, start, _)| (row + orow * g.sh) * plen + start + o0 + V).max().unwrap_or(0);
-        if reach(g.oh - 1, (g.ow - 1) / V * V) > limit {
-            // Unreachable by construction of `prepare`; keeps the raw reads below provably in bounds.
-            return dw_body(g, x, w, bias, y, &mut scratch.clone());
-        }
-        let vb = _mm512_set1_ps(bias);
-        let mut orow = 0;
-        while orow < g.oh {
-            let nr = (g.oh - orow).min(4);
-            let mut o0 = 0;
-            while o0 < g.ow {
-                let rem = (g.ow - o0).min(V);
-                let mask: __mmask16 = if rem == V { 0xffff } else { (1u16 << rem) - 1 };
-                let (mut a0, mut a1, mut a2, mut a3) = (vb, vb, vb, vb);
-                for &(row, start, wv) in taps {
-                    let wvv = _mm512_set1_ps(wv);
-                    // SAFETY: every offset is at most `reach(..)` − V ≤ limit − V (checked above).
-                    let p = img.add((row + orow * g.sh) * plen + start + o0);
-                    let step = g.sh * plen;
-                    a0 = _mm512_fmadd_ps(wvv, _mm512_loadu_ps(p), a0);
-                    if nr > 1 {
-                        a1 = _mm512_fmadd_ps(wvv, _mm512_loadu_ps(p.add(step)), a1);
-                    }
-                    if nr > 2 {
-                        a2 = _mm512_fmadd_ps(wvv, _mm512_loadu_ps(p.add(2 * step)), a2);
-                    }
-                    if nr > 3 {
-                        a3 = _mm512_fmadd_ps(wvv, _mm512_loadu_ps(p.add(3 * step)), a3);
-                    }
-                }
-                let out = y.as_mut_ptr().add(orow * g.ow + o0);
-                // SAFETY: rows orow..orow+nr exist and columns o0..o0+rem lie within each row
-                // (y.len() >= oh·ow is asserted by the caller).
-                _mm512_mask_storeu_ps(out, mask, a0);
-                if nr > 1 {
-                    _mm512_mask_storeu_ps(out.add(g.ow), mask, a1);
-                }
-                if nr > 2 {
-                    _mm512_mask_storeu_ps(out.add(2 * g.ow), mask, a2);
-                }
-                if nr > 3 {
-                    _mm512_mask_storeu_ps(out.add(3 * g.ow), mask, a3);
-                }
-                o0 += V;
-            }
-            orow += nr;
-        }
-    })
-}
-
-/// AVX-512 depthwise convolution for column stride 1 reading the input directly: each tap is a
-/// masked load whose mask drops the columns that fall in the padding (they contribute zero).
-/// R output rows per pass, 16 columns per vector.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dw_avx512_direct(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32]) {
-    let mut orow = 0;
-    while orow < g.oh {
-        match g.oh - orow {
-            1 => dw_direct_rows::<1>(g, x, w, bias, y, orow),
-            2 => dw_direct_rows::<2>(g, x, w, bias, y, orow),
-            3 => dw_direct_rows::<3>(g, x, w, bias, y, orow),
-            _ => dw_direct_rows::<4>(g, x, w, bias, y, orow),
-        }
-        orow += 4;
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dw_direct_rows<const R: usize>(g: &DwGeometry, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], orow: usize) {
-    use std::arch::x86_64::*;
-    let xp = x.as_ptr();
-    let vb = _mm512_set1_ps(bias);
-    let mut o0 = 0;
-    while o0 < g.ow {
-        let rem = (g.ow - o0).min(V);
-        let mut acc = [vb; R];
-        for a in 0..g.kh {
-            // Input row of each output row for kernel row `a` (None: in the padding).
-            let mut rows = [None; R];
-            for (r, slot) in rows.iter_mut().enumerate() {
-                let iy = ((orow + r) * g.sh + a * g.dh) as isize - g.ph as isize;
-                if iy >= 0 && iy < g.ih as isize {
-                    *slot = Some(iy as usize * g.iw);
+/// Portable form: the wide output in blocks of `PB` elements, then copied out.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn planes_body(
+    g: &DwGeometry, lay: &Layout, offs: &[usize], channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation,
+    y: &mut [f32], img: &mut [f32], wide: &mut [f32],
+) {
+    const PB: usize = 64;
+    let (isz, osz, ksz) = (g.ih * g.iw, g.oh * g.ow, g.kh * g.kw);
+    for c in 0..channels {
+        fill_plane(g, lay, &x[c * isz..(c + 1) * isz], img);
+        let wc = &w[c * ksz..(c + 1) * ksz];
+        let b = bias.map_or(0.0, |b| b[c]);
+        for (blk, out) in wide.chunks_mut(PB).enumerate() {
+            let j0 = blk * PB;
+            let n = out.len();
+            let mut acc = [b; PB];
+            for (&off, &wv) in offs.iter().zip(wc) {
+                for (a, &s) in acc[..n].iter_mut().zip(&img[off + j0..off + j0 + n]) {
+                    *a += wv * s;
                 }
             }
-            for b in 0..g.kw {
-                let ix0 = (o0 + b * g.dw) as isize - g.pw as isize;
-                let lo = (-ix0).max(0) as usize;
-                let hi = ((g.iw as isize - ix0).max(0) as usize).min(rem);
-                if lo >= hi {
-                    continue;
-                }
-                let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16;
-                let wv = _mm512_set1_ps(w[a * g.kw + b]);
-                for (r, row) in rows.iter().enumerate() {
-                    if let Some(base) = *row {
-                        // SAFETY: lanes in lo..hi read input columns ix0+lo..ix0+hi of row `base`,
-                        // inside 0..iw (x.len() >= ih·iw is asserted by the caller); the other
-                        // lanes are masked off and not accessed.
-                        let p = xp.wrapping_offset(base as isize + ix0);
-                        acc[r] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mask, p), acc[r]);
+            out.copy_from_slice(&acc[..n]);
+        }
+        let yc = &mut y[c * osz..(c + 1) * osz];
+        for (yr, wr) in yc.chunks_mut(g.ow).zip(wide.chunks(lay.wq)) {
+            yr.copy_from_slice(&wr[..g.ow]);
+        }
+        act.apply(yc);
+    }
+}
+
+/// AVX-512 form of [`planes_body`]: vector copies into the phase image (even/odd split for
+/// stride 2), the wide output up to 8 vectors per pass with the activation applied in
+/// registers, masked copies out.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn planes_avx512(
+    g: &DwGeometry, lay: &Layout, offs: &[usize], channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation,
+    y: &mut [f32], img: &mut [f32], wide: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let (isz, osz, ksz) = (g.ih * g.iw, g.oh * g.ow, g.kh * g.kw);
+    // Every tap reads at most `wide_len` elements from its offset (checked once here).
+    assert!(offs.iter().all(|&o| o + lay.wide_len <= img.len()) && wide.len() >= lay.wide_len);
+    let mask = |n: usize| -> __mmask16 { if n >= V { 0xffff } else { ((1u32 << n) - 1) as __mmask16 } };
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let nvec = lay.wide_len / V;
+    for c in 0..channels {
+        let xc = &x[c * isz..(c + 1) * isz];
+        if g.sw == 1 {
+            let (lo, hi) = lay.cols(g, 0);
+            for ry in (0..g.sh).filter(|_| lo < hi) {
+                for r in 0..lay.hq {
+                    let Some(iy) = lay.in_row(g, ry, r) else { continue };
+                    let dst = img[ry * lay.plane + r * lay.wq..][lo..hi].as_mut_ptr();
+                    // Phase column q holds input column q − pw.
+                    let src = xc[iy * g.iw..(iy + 1) * g.iw].as_ptr().add(lo - g.pw);
+                    let n = hi - lo;
+                    let mut q = 0;
+                    while q < n {
+                        let m = mask(n - q);
+                        // SAFETY: lanes below n − q stay inside the input row and the phase row.
+                        _mm512_mask_storeu_ps(dst.add(q), m, _mm512_maskz_loadu_ps(m, src.add(q)));
+                        q += V;
                     }
                 }
             }
+        } else if g.sw == 2 {
+            // Input column c goes to column phase (c + pw) % 2 at index (c + pw) / 2: even
+            // columns to phase pw % 2 from index pw / 2, odd ones to the other from (pw + 1) / 2.
+            let (rxe, qe, rxo, qo) = (g.pw % 2, g.pw / 2, (g.pw + 1) % 2, (g.pw + 1) / 2);
+            for ry in 0..g.sh {
+                for r in 0..lay.hq {
+                    let Some(iy) = lay.in_row(g, ry, r) else { continue };
+                    let src = xc[iy * g.iw..(iy + 1) * g.iw].as_ptr();
+                    let row = img[(ry * 2) * lay.plane + r * lay.wq..].as_mut_ptr();
+                    let (de, dof) = (row.add(rxe * lay.plane), row.add(rxo * lay.plane));
+                    let mut c0 = 0;
+                    while c0 < g.iw {
+                        let n = (g.iw - c0).min(2 * V);
+                        // SAFETY: the loads read input columns c0..c0+n of the row; the stores
+                        // write phase columns below wq of rows inside the image.
+                        let a = _mm512_maskz_loadu_ps(mask(n), src.add(c0));
+                        let b = _mm512_maskz_loadu_ps(mask(n.saturating_sub(V)), src.wrapping_add(c0 + V));
+                        let k = c0 / 2;
+                        let ne = n.div_ceil(2).min(lay.wq.saturating_sub(qe + k));
+                        let no = (n / 2).min(lay.wq.saturating_sub(qo + k));
+                        if ne > 0 {
+                            _mm512_mask_storeu_ps(de.add(qe + k), mask(ne), _mm512_permutex2var_ps(a, evens, b));
+                        }
+                        if no > 0 {
+                            _mm512_mask_storeu_ps(dof.add(qo + k), mask(no), _mm512_permutex2var_ps(a, odds, b));
+                        }
+                        c0 += 2 * V;
+                    }
+                }
+            }
+        } else {
+            fill_plane(g, lay, xc, img);
         }
-        let smask: __mmask16 = if rem == V { 0xffff } else { (1u16 << rem) - 1 };
-        for (r, &v) in acc.iter().enumerate() {
-            // SAFETY: row orow+r < oh and columns o0..o0+rem < ow; y.len() >= oh·ow (asserted).
-            _mm512_mask_storeu_ps(y.as_mut_ptr().add((orow + r) * g.ow + o0), smask, v);
+        let wc = &w[c * ksz..(c + 1) * ksz];
+        let b = bias.map_or(0.0, |b| b[c]);
+        let mut v0 = 0;
+        while v0 < nvec {
+            let (ip, op) = (img.as_ptr(), wide.as_mut_ptr().add(v0 * V));
+            match nvec - v0 {
+                1 => wide_block::<1>(ip, offs, wc, b, act, v0 * V, op),
+                2 => wide_block::<2>(ip, offs, wc, b, act, v0 * V, op),
+                3 => wide_block::<3>(ip, offs, wc, b, act, v0 * V, op),
+                4 => wide_block::<4>(ip, offs, wc, b, act, v0 * V, op),
+                5 => wide_block::<5>(ip, offs, wc, b, act, v0 * V, op),
+                6 => wide_block::<6>(ip, offs, wc, b, act, v0 * V, op),
+                7 => wide_block::<7>(ip, offs, wc, b, act, v0 * V, op),
+                _ => wide_block::<8>(ip, offs, wc, b, act, v0 * V, op),
+            }
+            v0 += 8;
         }
-        o0 += V;
+        let yc = &mut y[c * osz..(c + 1) * osz];
+        for oy in 0..g.oh {
+            let (src, dst) = (wide.as_ptr().add(oy * lay.wq), yc.as_mut_ptr().add(oy * g.ow));
+            let mut q = 0;
+            while q < g.ow {
+                let m = mask(g.ow - q);
+                // SAFETY: columns q.. < ow of row oy in both the wide output and Y.
+                _mm512_mask_storeu_ps(dst.add(q), m, _mm512_maskz_loadu_ps(m, src.add(q)));
+                q += V;
+            }
+        }
+    }
+}
+
+/// NV vectors of the wide output from element `j0`: act(bias + Σ_t w[t] · img[offs[t] + j ..]).
+///
+/// # Safety
+/// AVX-512F must be available; offs[t] + j0 + NV·16 ≤ the image length for every tap and
+/// `out` must hold NV·16 elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wide_block<const NV: usize>(img: *const f32, offs: &[usize], wc: &[f32], bias: f32, act: Activation, j0: usize, out: *mut f32) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(bias); NV];
+    for (&off, &wv) in offs.iter().zip(wc) {
+        let wv = _mm512_set1_ps(wv);
+        let p = img.add(off + j0);
+        for (v, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p.add(v * V)), *a);
+        }
+    }
+    for (v, a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(out.add(v * V), act512(act, *a));
     }
 }
 
@@ -290,59 +336,67 @@ unsafe fn dw_direct_rows<const R: usize>(g: &DwGeometry, x: &[f32], w: &[f32], b
 mod tests {
     use super::*;
 
+    /// Direct definition in f64.
+    fn naive(g: &DwGeometry, x: &[f32], w: &[f32], bias: f64) -> Vec<f64> {
+        let mut y = vec![bias; g.oh * g.ow];
+        for i in 0..g.oh {
+            for j in 0..g.ow {
+                for a in 0..g.kh {
+                    for b in 0..g.kw {
+                        let r = (i * g.sh + a * g.dh) as isize - g.ph as isize;
+                        let q = (j * g.sw + b * g.dw) as isize - g.pw as isize;
+                        if r >= 0 && q >= 0 && (r as usize) < g.ih && (q as usize) < g.iw {
+                            y[i * g.ow + j] += x[r as usize * g.iw + q as usize] as f64 * w[a * g.kw + b] as f64;
+                        }
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn check(g: &DwGeometry, channels: usize, act: Activation) {
+        let (isz, osz, ksz) = (g.ih * g.iw, g.oh * g.ow, g.kh * g.kw);
+        let x: Vec<f32> = (0..channels * isz).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let w: Vec<f32> = (0..channels * ksz).map(|i| ((i * 5) % 11) as f32 * 0.25 - 1.25).collect();
+        let bias: Vec<f32> = (0..channels).map(|c| c as f32 * 0.5 - 1.0).collect();
+        let mut y = vec![f32::NAN; channels * osz + 5];
+        depthwise_conv2d(g, channels, &x, &w, Some(&bias), act, &mut y);
+        // The portable body (used without AVX-512) on the same input.
+        let lay = Layout::new(g);
+        let (mut img, mut wide) = (vec![0f32; lay.img_len], vec![0f32; lay.wide_len]);
+        let mut yp = vec![f32::NAN; channels * osz + 5];
+        with_taps(g, &lay, |offs| planes_body(g, &lay, offs, channels, &x, &w, Some(&bias), act, &mut yp, &mut img, &mut wide));
+        for c in 0..channels {
+            let want = naive(g, &x[c * isz..], &w[c * ksz..], bias[c] as f64);
+            for (k, &wv) in want.iter().enumerate() {
+                let wv = act.eval_f64(wv);
+                for got in [y[c * osz + k] as f64, yp[c * osz + k] as f64] {
+                    assert!((got - wv).abs() <= 1e-4 * (1.0 + wv.abs()), "{g:?} {act:?} channel {c} at {k}: {got} vs {wv}");
+                }
+            }
+        }
+        assert!(y[channels * osz..].iter().chain(&yp[channels * osz..]).all(|v| v.is_nan()), "wrote past Y");
+    }
+
     #[test]
     fn matches_direct_definition() {
-        for (k, s, p, d, h, wd) in [(3usize, 1usize, 1usize, 1usize, 7usize, 20usize), (3, 2, 1, 1, 8, 37), (5, 2, 2, 1, 9, 6), (3, 2, 0, 1, 5, 5), (3, 1, 2, 2, 6, 18), (5, 1, 2, 1, 14, 14), (3, 1, 1, 1, 7, 7), (5, 2, 2, 1, 14, 14), (3, 2, 1, 1, 56, 56), (3, 1, 1, 1, 33, 40), (7, 3, 3, 1, 11, 23), (3, 1, 4, 1, 5, 21), (5, 1, 2, 1, 16, 16), (3, 1, 0, 1, 3, 17)] {
+        for (k, s, p, d, h, wd) in [(3usize, 1usize, 1usize, 1usize, 7usize, 20usize), (3, 2, 1, 1, 8, 37), (5, 2, 2, 1, 9, 6), (3, 2, 0, 1, 5, 5), (3, 1, 2, 2, 6, 18), (5, 1, 2, 1, 14, 14), (3, 1, 1, 1, 7, 7), (5, 2, 2, 1, 14, 14), (3, 2, 1, 1, 56, 56), (3, 1, 1, 1, 33, 40), (7, 3, 3, 1, 11, 23), (3, 1, 4, 1, 5, 21), (5, 1, 2, 1, 16, 16), (3, 1, 0, 1, 3, 17), (3, 2, 1, 1, 112, 112), (1, 1, 0, 1, 4, 4), (3, 2, 1, 1, 41, 65)] {
             let oh = (h + 2 * p - d * (k - 1) - 1) / s + 1;
             let ow = (wd + 2 * p - d * (k - 1) - 1) / s + 1;
             let g = DwGeometry { ih: h, iw: wd, oh, ow, kh: k, kw: k, sh: s, sw: s, dh: d, dw: d, ph: p, pw: p };
-            let x: Vec<f32> = (0..h * wd).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
-            let w: Vec<f32> = (0..k * k).map(|i| ((i * 5) % 11) as f32 - 5.0).collect();
-            let mut y = vec![0f32; oh * ow];
-            depthwise_conv2d(&g, &x, &w, 0.5, &mut y);
-            // The portable body must agree with the dispatched one.
-            let mut y2 = vec![0f32; oh * ow];
-            dw_body(&g, &x, &w, 0.5, &mut y2, &mut Vec::new());
-            assert_eq!(y, y2);
-            for i in 0..oh {
-                for j in 0..ow {
-                    let mut acc = 0.5f32;
-                    for a in 0..k {
-                        for b in 0..k {
-                            let r = (i * s + a * d) as isize - p as isize;
-                            let q = (j * s + b * d) as isize - p as isize;
-                            if r >= 0 && q >= 0 && (r as usize) < h && (q as usize) < wd {
-                                acc += x[r as usize * wd + q as usize] * w[a * k + b];
-                            }
-                        }
-                    }
-                    assert_eq!(y[i * ow + j], acc, "k{k} s{s} p{p} d{d} at ({i},{j})");
-                }
-            }
+            check(&g, 3, Activation::Identity);
         }
     }
 
     #[test]
-    fn row_stride_differs_from_column_stride() {
-        // sh 2, sw 1, dilation (1, 2), padding only on the left/top.
-        let g = DwGeometry { ih: 9, iw: 23, oh: 5, ow: 21, kh: 3, kw: 3, sh: 2, sw: 1, dh: 1, dw: 2, ph: 1, pw: 2 };
-        let x: Vec<f32> = (0..g.ih * g.iw).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
-        let w: Vec<f32> = (0..9).map(|i| ((i * 5) % 11) as f32 - 5.0).collect();
-        let mut y = vec![0f32; g.oh * g.ow];
-        depthwise_conv2d(&g, &x, &w, -1.0, &mut y);
-        for i in 0..g.oh {
-            for j in 0..g.ow {
-                let mut acc = -1.0f32;
-                for a in 0..3 {
-                    for b in 0..3 {
-                        let r = (i * 2 + a) as isize - 1;
-                        let q = (j + b * 2) as isize - 2;
-                        if r >= 0 && q >= 0 && (r as usize) < g.ih && (q as usize) < g.iw {
-                            acc += x[r as usize * g.iw + q as usize] * w[a * 3 + b];
-                        }
-                    }
-                }
-                assert_eq!(y[i * g.ow + j], acc, "at ({i},{j})");
+    fn activations_and_uneven_geometry() {
+        // sh 2, sw 1, dilation (1, 2), padding only on the left/top; and sw 2 with sh 1.
+        let g1 = DwGeometry { ih: 9, iw: 23, oh: 5, ow: 21, kh: 3, kw: 3, sh: 2, sw: 1, dh: 1, dw: 2, ph: 1, pw: 2 };
+        let g2 = DwGeometry { ih: 6, iw: 19, oh: 6, ow: 9, kh: 3, kw: 2, sh: 1, sw: 2, dh: 2, dw: 1, ph: 2, pw: 0 };
+        for g in [g1, g2] {
+            for act in [Activation::Identity, Activation::Relu, Activation::HardSwish, Activation::Swish(1.0), Activation::Clip(0.0, 6.0)] {
+                check(&g, 2, act);
             }
         }
     }

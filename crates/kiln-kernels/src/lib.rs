@@ -7,6 +7,7 @@
 //! AVX-512 / AVX2+FMA / portable micro-kernels chosen at run time, prepacked operands, fused
 //! epilogues); double precision and negative strides use `matrixmultiply`.
 
+pub mod act;
 pub mod convgemm;
 pub mod dwconv;
 pub mod gemm;
@@ -14,6 +15,7 @@ pub mod par;
 pub mod simd;
 pub mod vmath;
 
+pub use act::Activation;
 pub use convgemm::{conv2d_gemm, Conv2dGeometry};
 pub use dwconv::{depthwise_conv2d, DwGeometry};
 pub use gemm::{best_isa, sgemm_ex, Epilogue, Isa, Lhs, MatRef, PackedA, PackedB, Rhs};

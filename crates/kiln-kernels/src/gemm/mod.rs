@@ -11,6 +11,7 @@ mod wasm32;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
+use crate::act::Activation;
 
 /// Which micro-kernel family computes the tiles.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -272,11 +273,13 @@ pub struct Epilogue<'a> {
     pub row_bias: Option<&'a [f32]>,
     pub col_bias: Option<&'a [f32]>,
     pub relu: bool,
+    /// Applied after everything above (on each finished tile).
+    pub act: Activation,
 }
 
 impl Default for Epilogue<'_> {
     fn default() -> Self {
-        Epilogue { alpha: 1.0, beta: 0.0, row_bias: None, col_bias: None, relu: false }
+        Epilogue { alpha: 1.0, beta: 0.0, row_bias: None, col_bias: None, relu: false, act: Activation::Identity }
     }
 }
 
@@ -457,7 +460,10 @@ pub(crate) fn sgemm_with(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<
             let out = TileOut { c: c[(i as isize * rsc) as usize..].as_mut_ptr(), rsc, csc, rows: 1, cols: n };
             let tep = tile_ep(ep, ep.beta, true, true, i, 0);
             // SAFETY: row i of C holds n elements at stride csc (checked above); biases checked above.
-            unsafe { store_tile_scalar(&tmp, n, &out, &tep) };
+            unsafe {
+                store_tile_scalar(&tmp, n, &out, &tep);
+                ep.act.apply_block(out.c, 1, n, rsc, csc);
+            }
         }
         return;
     }
@@ -467,10 +473,14 @@ pub(crate) fn sgemm_with(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<
             Rhs::Packed(p) => MatRef::new(p.buf.as_slice(), p.npad as isize, 1),
         };
         gemv::gemv_col(&info, m, k, &a, &bv, cp.0, rsc, ep);
+        // SAFETY: C's m×1 view was checked above.
+        unsafe { ep.act.apply_block(cp.0, m, 1, rsc, csc) };
         return;
     }
     if let (1, Lhs::Strided(av), Rhs::Packed(pb)) = (m, &a, &b) {
         gemv::gemv_row(&info, k, n, av, pb, cp.0, csc, ep);
+        // SAFETY: C's 1×n view was checked above.
+        unsafe { ep.act.apply_block(cp.0, 1, n, rsc, csc) };
         return;
     }
     let parts = split_parts(&info, m, n, m.saturating_mul(n).saturating_mul(k), 1 << 20, threads);
@@ -620,6 +630,11 @@ fn gemm_block(
                         }
                         i += mr;
                         aoff += mr * kc;
+                    }
+                    if last {
+                        // SAFETY: rows ic..ic+mc × columns j..j+cols lie inside C and belong to
+                        // this part only.
+                        unsafe { ep.act.apply_block(c.0.offset(ic as isize * rsc + j as isize * csc), mc, cols, rsc, csc) };
                     }
                     boff += w * kc;
                     j += nr;

@@ -97,7 +97,7 @@ fn epilogue_alpha_beta_bias_relu() {
         let cb = fill(n, 6);
         let c0 = fill(m * n, 7);
         let mut c = c0.clone();
-        let ep = Epilogue { alpha: 0.5, beta: 2.0, row_bias: Some(&rb), col_bias: Some(&cb), relu: true };
+        let ep = Epilogue { alpha: 0.5, beta: 2.0, row_bias: Some(&rb), col_bias: Some(&cb), relu: true, act: crate::act::Activation::Identity };
         sgemm_with(info, m, k, n, Lhs::Strided(a), Rhs::Strided(b), &mut c, n as isize, 1, &ep, 1);
         for i in 0..m {
             for j in 0..n {
@@ -120,7 +120,7 @@ fn epilogue_alpha_beta_bias_relu() {
 fn empty_depth_applies_epilogue() {
     let rb = [1.0f32, -3.0];
     let mut c = vec![5.0f32; 6];
-    let ep = Epilogue { alpha: 1.0, beta: 1.0, row_bias: Some(&rb), col_bias: None, relu: true };
+    let ep = Epilogue { alpha: 1.0, beta: 1.0, row_bias: Some(&rb), col_bias: None, relu: true, act: crate::act::Activation::Identity };
     sgemm_ex(2, 0, 3, Lhs::Strided(MatRef::new(&[], 0, 1)), Rhs::Strided(MatRef::new(&[], 3, 1)), &mut c, 3, 1, &ep, 1);
     assert_eq!(c, vec![6.0, 6.0, 6.0, 2.0, 2.0, 2.0]);
 }

@@ -1,7 +1,7 @@
 //! Convolutions: Conv (im2col + GEMM, direct 1x1 and depthwise paths), ConvTranspose (GEMM +
 //! col2im) and ConvInteger.
 
-use kiln_kernels::{conv2d_gemm, depthwise_conv2d, sgemm_ex, Conv2dGeometry, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
+use kiln_kernels::{conv2d_gemm, depthwise_conv2d, sgemm_ex, Activation, Conv2dGeometry, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
 use kiln_tensor::{DType, Dim, Shape, Tensor, Value, ValueType};
 
 use super::{nc_shape, AutoPad, Geometry, WindowAttrs};
@@ -22,6 +22,8 @@ struct ConvOp {
     group: usize,
     /// Constant float32 weights packed per group at load (not for depthwise convolutions).
     packed: Option<PackedWeights>,
+    /// Applied to the output (fused from a following activation node).
+    act: Activation,
 }
 
 /// Weights W [M, C/group, k...] as one packed [M/group × C/group·K] matrix per group.
@@ -54,13 +56,27 @@ fn build_conv(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     ensure!(group >= 1, "group must be >= 1, got {group}");
     let group = group as usize;
     let packed = n.const_tensor(1).and_then(|w| PackedWeights::new(w, group));
-    Ok(Box::new(ConvOp { attrs: WindowAttrs::parse(n)?, group, packed }))
+    Ok(Box::new(ConvOp { attrs: WindowAttrs::parse(n)?, group, packed, act: fused_activation(n)? }))
+}
+
+/// The activation a fused Conv applies (see `fuse::fuse_conv_activations`).
+fn fused_activation(n: &NodeInfo) -> OpResult<Activation> {
+    let Some(name) = n.attr_string(crate::fuse::CONV_ACTIVATION)? else { return Ok(Activation::Identity) };
+    let p = n.attr_floats(crate::fuse::CONV_ACTIVATION_PARAMS)?.unwrap_or_default();
+    Ok(match (name.as_str(), p.as_slice()) {
+        ("Relu", []) => Activation::Relu,
+        ("HardSwish", []) => Activation::HardSwish,
+        ("Sigmoid", []) => Activation::Sigmoid,
+        ("HardSigmoid", &[a, b]) => Activation::HardSigmoid(a, b),
+        ("Swish", &[a]) => Activation::Swish(a),
+        _ => bail!("unsupported fused Conv activation {name} with parameters {p:?}"),
+    })
 }
 
 fn build_conv_integer(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let group = n.attr_int_or("group", 1)?;
     ensure!(group >= 1, "group must be >= 1, got {group}");
-    Ok(Box::new(ConvIntegerOp(ConvOp { attrs: WindowAttrs::parse(n)?, group: group as usize, packed: None })))
+    Ok(Box::new(ConvIntegerOp(ConvOp { attrs: WindowAttrs::parse(n)?, group: group as usize, packed: None, act: Activation::Identity })))
 }
 
 /// Validated dims of a convolution: X [N, C, in...], W [M, C/group, k...].
@@ -333,7 +349,8 @@ fn conv_compute<T: GemmElem>(x: &[T], w: &[T], d: &ConvDims, group: usize) -> Op
 
 /// Float32 convolution through the packed GEMM (weights prepacked or packed per call), with the
 /// bias fused into the GEMM epilogue. Not for depthwise convolutions.
-fn conv_f32(x: &[f32], w: &[f32], packed: Option<&[PackedA]>, d: &ConvDims, group: usize, bias: Option<&[f32]>) -> OpResult<Vec<f32>> {
+#[allow(clippy::too_many_arguments)]
+fn conv_f32(x: &[f32], w: &[f32], packed: Option<&[PackedA]>, d: &ConvDims, group: usize, bias: Option<&[f32]>, act: Activation) -> OpResult<Vec<f32>> {
     let geo = &d.geo;
     let osz = geo.out_size();
     let isz = geo.in_size();
@@ -379,7 +396,7 @@ fn conv_f32(x: &[f32], w: &[f32], packed: Option<&[PackedA]>, d: &ConvDims, grou
             for (g, pa) in pw.iter().enumerate() {
                 let xg = &x[(img * d.c + g * cg) * isz..][..cg * isz];
                 let yg = &mut y[(img * d.m + g * mg) * osz..][..mg * osz];
-                let ep = Epilogue { row_bias: bias.map(|b| &b[g * mg..(g + 1) * mg]), ..Epilogue::default() };
+                let ep = epilogue(bias.map(|b| &b[g * mg..(g + 1) * mg]), act);
                 conv2d_gemm(&cg2, xg, pa, yg, &ep, threads);
             }
         }
@@ -400,15 +417,24 @@ fn conv_f32(x: &[f32], w: &[f32], packed: Option<&[PackedA]>, d: &ConvDims, grou
                 Some(p) => Lhs::Packed(&p[g]),
                 None => Lhs::Strided(MatRef::new(&w[g * mg * kdim..(g + 1) * mg * kdim], kdim as isize, 1)),
             };
-            let ep = Epilogue { row_bias: bias.map(|b| &b[g * mg..(g + 1) * mg]), ..Epilogue::default() };
+            let ep = epilogue(bias.map(|b| &b[g * mg..(g + 1) * mg]), act);
             sgemm_ex(mg, kdim, osz, lhs, Rhs::Strided(MatRef::new(b, osz as isize, 1)), yg, osz as isize, 1, &ep, threads);
         }
     }
     Ok(y)
 }
 
-/// Float32 depthwise 2-D convolution (one input channel per group) with the bias fused.
-fn depthwise_f32(x: &[f32], w: &[f32], d: &ConvDims, group: usize, bias: Option<&[f32]>) -> OpResult<Vec<f32>> {
+/// The GEMM epilogue adding `bias` per row and applying `act` (Relu through the kernels' own flag).
+fn epilogue(bias: Option<&[f32]>, act: Activation) -> Epilogue<'_> {
+    match act {
+        Activation::Relu => Epilogue { row_bias: bias, relu: true, ..Epilogue::default() },
+        act => Epilogue { row_bias: bias, act, ..Epilogue::default() },
+    }
+}
+
+/// Float32 depthwise 2-D convolution (one input channel per group) with the bias and activation
+/// fused.
+fn depthwise_f32(x: &[f32], w: &[f32], d: &ConvDims, group: usize, bias: Option<&[f32]>, act: Activation) -> OpResult<Vec<f32>> {
     let geo = &d.geo;
     let (osz, isz) = (geo.out_size(), geo.in_size());
     let (kh, kw) = (geo.kernel[0], geo.kernel[1]);
@@ -433,14 +459,25 @@ fn depthwise_f32(x: &[f32], w: &[f32], d: &ConvDims, group: usize, bias: Option<
     let parts = if total * kh * kw >= 1 << 18 { num_threads().clamp(1, planes) } else { 1 };
     let per = planes.div_ceil(parts);
     let chunks: Vec<(usize, &mut [f32])> = y.chunks_mut(osz * per).enumerate().collect();
+    let ksz = kh * kw;
     let work = |(part, outs): (usize, &mut [f32])| {
+        let first = part * per;
+        let count = outs.len() / osz;
+        if mult == 1 && first % d.m + count <= d.m {
+            // Consecutive channels of one image: input plane i feeds output plane i.
+            let (img, m) = (first / d.m, first % d.m);
+            let xs = &x[(img * d.c + m) * isz..(img * d.c + m + count) * isz];
+            let b = bias.map(|b| &b[m..m + count]);
+            depthwise_conv2d(&g, count, xs, &w[m * ksz..(m + count) * ksz], b, act, outs);
+            return;
+        }
         for (k, out) in outs.chunks_mut(osz).enumerate() {
-            let idx = part * per + k;
+            let idx = first + k;
             let (img, m) = (idx / d.m, idx % d.m);
             let ci = m / mult;
             let xc = &x[(img * d.c + ci) * isz..(img * d.c + ci + 1) * isz];
-            let b = bias.map_or(0.0, |b| b[m]);
-            depthwise_conv2d(&g, xc, &w[m * kh * kw..(m + 1) * kh * kw], b, out);
+            let b = bias.map(|b| &b[m..m + 1]);
+            depthwise_conv2d(&g, 1, xc, &w[m * ksz..(m + 1) * ksz], b, act, out);
         }
     };
     if chunks.len() > 1 {
@@ -484,7 +521,7 @@ impl Op for ConvOp {
                 Some(b) => Some(f32::cow(b)?),
                 None => None,
             };
-            let y = depthwise_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, &d, self.group, bias.as_deref())?;
+            let y = depthwise_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, &d, self.group, bias.as_deref(), self.act)?;
             return Ok(vec![Value::Tensor(Tensor::from_vec(out_shape(&d), y)?)]);
         }
         if dt == DType::F32 && w.dtype() == DType::F32 && !depthwise {
@@ -493,7 +530,7 @@ impl Op for ConvOp {
                 Some(b) => Some(f32::cow(b)?),
                 None => None,
             };
-            let y = conv_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, packed, &d, self.group, bias.as_deref())?;
+            let y = conv_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, packed, &d, self.group, bias.as_deref(), self.act)?;
             return Ok(vec![Value::Tensor(Tensor::from_vec(out_shape(&d), y)?)]);
         }
         let t = real_dispatch!(dt, "Conv", |T| {
@@ -502,6 +539,9 @@ impl Op for ConvOp {
             let mut y = conv_compute::<T>(&xv, &wv, &d, self.group)?;
             if let Some(b) = b {
                 add_bias(&mut y, &T::cow(b)?, d.m, d.geo.out_size())?;
+            }
+            if self.act != Activation::Identity {
+                y.iter_mut().for_each(|v| *v = T::from_f64(self.act.eval_f64(v.to_f64())));
             }
             real_tensor(out_shape(&d), y, dt)?
         });
@@ -800,7 +840,7 @@ mod tests {
     #[test]
     fn conv_3x3_padded_matches_hand_sum() {
         // 1x1x3x3 input of ones, 3x3 kernel of ones, pad 1: corner = 4, edge = 6, centre = 9.
-        let op = ConvOp { attrs: attrs(Some(vec![1, 1, 1, 1]), None), group: 1, packed: None };
+        let op = ConvOp { attrs: attrs(Some(vec![1, 1, 1, 1]), None), group: 1, packed: None, act: Activation::Identity };
         let d = op.dims(&[1, 1, 3, 3], &[1, 1, 3, 3]).unwrap();
         let y = conv_compute::<f32>(&[1.0; 9], &[1.0; 9], &d, 1).unwrap();
         assert_eq!(y, vec![4., 6., 4., 6., 9., 6., 4., 6., 4.]);
@@ -809,7 +849,7 @@ mod tests {
     #[test]
     fn depthwise_matches_hand_sum() {
         // two channels, 2x2 kernel of ones on a 3x3 image with values 0..9, stride 1, no pad.
-        let op = ConvOp { attrs: attrs(None, None), group: 2, packed: None };
+        let op = ConvOp { attrs: attrs(None, None), group: 2, packed: None, act: Activation::Identity };
         let d = op.dims(&[1, 2, 3, 3], &[2, 1, 2, 2]).unwrap();
         let x: Vec<f32> = (0..18).map(|v| v as f32).collect();
         let mut w = vec![1.0f32; 8];
@@ -850,6 +890,7 @@ mod tests {
                 attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![s, s]), dilations: None, pads: Some(vec![p; 4]), ceil_mode: false },
                 group: c,
                 packed: None,
+                act: Activation::Identity,
             };
             let d = op.dims(&[1, c, h, wd], &[c, 1, k, k]).unwrap();
             let x: Vec<f64> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
@@ -866,6 +907,7 @@ mod tests {
             attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![2, 2]), dilations: None, pads: Some(vec![1; 4]), ceil_mode: false },
             group: 2,
             packed: None,
+            act: Activation::Identity,
         };
         let (n, c, m, h, wd) = (2usize, 4usize, 6usize, 9usize, 7usize);
         let d = op.dims(&[n, c, h, wd], &[m, 2, 3, 3]).unwrap();
@@ -879,7 +921,7 @@ mod tests {
         let wt = Tensor::from_vec(vec![m, 2, 3, 3], w.clone()).unwrap();
         let packed = PackedWeights::new(&wt, 2).unwrap();
         for p in [None, Some(packed.groups.as_slice())] {
-            let got = conv_f32(&x, &w, p, &d, 2, Some(&bias)).unwrap();
+            let got = conv_f32(&x, &w, p, &d, 2, Some(&bias), Activation::Identity).unwrap();
             assert_eq!(got.len(), want.len());
             for (g, w) in got.iter().zip(&want) {
                 assert!((*g as f64 - w).abs() < 1e-3, "{g} vs {w}");
@@ -895,6 +937,7 @@ mod tests {
                 attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![s, s]), dilations: None, pads: Some(vec![p; 4]), ceil_mode: false },
                 group: c,
                 packed: None,
+                act: Activation::Identity,
             };
             let d = op.dims(&[1, c, h, wd], &[c, 1, k, k]).unwrap();
             let x: Vec<f64> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
@@ -902,11 +945,81 @@ mod tests {
             let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
             let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
             let bias = [1.0f32, -2.0, 0.5];
-            let got = depthwise_f32(&x32, &w32, &d, c, Some(&bias)).unwrap();
+            let got = depthwise_f32(&x32, &w32, &d, c, Some(&bias), Activation::Identity).unwrap();
             let want = naive_dw(&x, &w, c, h, wd, k, s, p);
             let osz = want.len() / c;
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(*g as f64, w + bias[i / osz] as f64, "k{k} s{s} p{p}");
+            }
+        }
+    }
+
+    /// The activations a fused Conv applies, written out in f64.
+    fn act_f64(act: Activation, v: f64) -> f64 {
+        let sig = |z: f64| 1.0 / (1.0 + (-z).exp());
+        match act {
+            Activation::Identity => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Clip(lo, hi) => v.max(lo as f64).min(hi as f64),
+            Activation::HardSigmoid(a, b) => (a as f64 * v + b as f64).clamp(0.0, 1.0),
+            Activation::HardSwish => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::Sigmoid => sig(v),
+            Activation::Swish(a) => v * sig(a as f64 * v),
+        }
+    }
+
+    #[test]
+    fn fused_activation_matches_definition() {
+        let acts = [Activation::Relu, Activation::HardSwish, Activation::HardSigmoid(0.2, 0.5), Activation::Sigmoid, Activation::Swish(1.0)];
+        // Pointwise (plain GEMM), 3x3 stride 2 (implicit GEMM), 1x1 spatial (matrix-vector) and
+        // depthwise (group = channels): (c, m, h, w, k, s, p, group).
+        for (c, m, h, wd, k, s, p, group) in [(8usize, 20usize, 9usize, 13usize, 1usize, 1usize, 0usize, 1usize), (3, 10, 11, 9, 3, 2, 1, 1), (24, 12, 1, 1, 1, 1, 0, 1), (6, 6, 10, 17, 3, 1, 1, 6), (4, 4, 9, 9, 5, 2, 2, 4)] {
+            let op = ConvOp {
+                attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![s, s]), dilations: None, pads: Some(vec![p; 4]), ceil_mode: false },
+                group,
+                packed: None,
+                act: Activation::Identity,
+            };
+            let cg = c / group;
+            let d = op.dims(&[1, c, h, wd], &[m, cg, k, k]).unwrap();
+            let x: Vec<f32> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
+            let w: Vec<f32> = (0..m * cg * k * k).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
+            let (oh, ow) = (d.geo.output[0], d.geo.output[1]);
+            // y[o, i, j] = bias[o] + Σ w[o, ci, a, b] · x[g·cg + ci, i·s + a − p, j·s + b − p]
+            let mut want = vec![0f64; m * oh * ow];
+            for o in 0..m {
+                let g = o / (m / group);
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let mut acc = bias[o] as f64;
+                        for ci in 0..cg {
+                            for a in 0..k {
+                                for b in 0..k {
+                                    let (r, q) = ((i * s + a) as isize - p as isize, (j * s + b) as isize - p as isize);
+                                    if r >= 0 && q >= 0 && (r as usize) < h && (q as usize) < wd {
+                                        let xv = x[((g * cg + ci) * h + r as usize) * wd + q as usize] as f64;
+                                        acc += xv * w[((o * cg + ci) * k + a) * k + b] as f64;
+                                    }
+                                }
+                            }
+                        }
+                        want[(o * oh + i) * ow + j] = acc;
+                    }
+                }
+            }
+            let packed = if group == 1 { PackedWeights::new(&Tensor::from_vec(vec![m, cg, k, k], w.clone()).unwrap(), 1) } else { None };
+            for act in acts {
+                let got = if group > 1 {
+                    depthwise_f32(&x, &w, &d, group, Some(&bias), act).unwrap()
+                } else {
+                    conv_f32(&x, &w, packed.as_ref().map(|p| p.groups.as_slice()), &d, 1, Some(&bias), act).unwrap()
+                };
+                assert_eq!(got.len(), want.len());
+                for (idx, (g, v)) in got.iter().zip(&want).enumerate() {
+                    let v = act_f64(act, *v);
+                    assert!((*g as f64 - v).abs() < 1e-4 * (1.0 + v.abs()), "{act:?} c{c} m{m} k{k} s{s} at {idx}: {g} vs {v}");
+                }
             }
         }
     }

@@ -1,0 +1,257 @@
+//! Pointwise activations applied in kernel epilogues (convolution and GEMM outputs): identity,
+//! Relu, Clip, HardSigmoid, HardSwish, Sigmoid and Swish, with the same definitions as the ONNX
+//! operators of those names.
+
+use crate::vmath::exp_f32;
+
+/// An activation applied to each element after a product is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum Activation {
+    #[default]
+    Identity,
+    /// max(x, 0).
+    Relu,
+    /// x limited to [lo, hi].
+    Clip(f32, f32),
+    /// clamp(alpha·x + beta, 0, 1).
+    HardSigmoid(f32, f32),
+    /// x · clamp(x/6 + 1/2, 0, 1).
+    HardSwish,
+    /// 1 / (1 + e^-x).
+    Sigmoid,
+    /// x · sigmoid(alpha·x).
+    Swish(f32),
+}
+
+impl Activation {
+    /// The activation of one value (NaN passes through the clamping forms).
+    #[inline(always)]
+    pub fn eval(self, v: f32) -> f32 {
+        match self {
+            Activation::Identity => v,
+            Activation::Relu => relu(v),
+            Activation::Clip(lo, hi) => clip(v, lo, hi),
+            Activation::HardSigmoid(a, b) => clip(a * v + b, 0.0, 1.0),
+            Activation::HardSwish => v * clip(v * (1.0 / 6.0) + 0.5, 0.0, 1.0),
+            Activation::Sigmoid => 1.0 / (1.0 + exp_f32(-v)),
+            Activation::Swish(a) => v / (1.0 + exp_f32(-a * v)),
+        }
+    }
+
+    /// The activation in double precision (for float64 outputs).
+    pub fn eval_f64(self, v: f64) -> f64 {
+        let clip = |v: f64, lo: f64, hi: f64| if v < lo { lo } else if v > hi { hi } else { v };
+        match self {
+            Activation::Identity => v,
+            Activation::Relu => if v < 0.0 { 0.0 } else { v },
+            Activation::Clip(lo, hi) => clip(v, lo as f64, hi as f64),
+            Activation::HardSigmoid(a, b) => clip(a as f64 * v + b as f64, 0.0, 1.0),
+            Activation::HardSwish => v * clip(v / 6.0 + 0.5, 0.0, 1.0),
+            Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+            Activation::Swish(a) => v / (1.0 + (-a as f64 * v).exp()),
+        }
+    }
+
+    /// Applies the activation in place; meant to be inlined into a caller already compiled for
+    /// the wide ISA (see [`crate::simd::vectorized`]).
+    #[inline(always)]
+    pub fn apply_inline(self, xs: &mut [f32]) {
+        match self {
+            Activation::Identity => {}
+            Activation::Relu => xs.iter_mut().for_each(|v| *v = relu(*v)),
+            Activation::Clip(lo, hi) => xs.iter_mut().for_each(|v| *v = clip(*v, lo, hi)),
+            Activation::HardSigmoid(a, b) => xs.iter_mut().for_each(|v| *v = clip(a * *v + b, 0.0, 1.0)),
+            Activation::HardSwish => xs.iter_mut().for_each(|v| *v *= clip(*v * (1.0 / 6.0) + 0.5, 0.0, 1.0)),
+            Activation::Sigmoid => xs.iter_mut().for_each(|v| *v = 1.0 / (1.0 + exp_f32(-*v))),
+            Activation::Swish(a) => xs.iter_mut().for_each(|v| *v /= 1.0 + exp_f32(-a * *v)),
+        }
+    }
+
+    /// Applies the activation in place with the CPU's widest vector ISA.
+    pub fn apply(self, xs: &mut [f32]) {
+        // SAFETY: one row of xs.len() contiguous elements.
+        unsafe { self.apply_block(xs.as_mut_ptr(), 1, xs.len(), 0, 1) }
+    }
+
+    /// Applies the activation to the `rows × cols` block of C at `c` (element (i, j) at
+    /// `c[i·rsc + j·csc]`).
+    ///
+    /// # Safety
+    /// Every element of the block must be valid for reads and writes and not aliased elsewhere.
+    pub(crate) unsafe fn apply_block(self, c: *mut f32, rows: usize, cols: usize, rsc: isize, csc: isize) {
+        if self == Activation::Identity {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if csc == 1 && crate::gemm::best_isa() == crate::gemm::Isa::Avx512 {
+            // SAFETY: AVX-512F was detected; the caller guarantees the block is valid.
+            return unsafe { apply_avx512(self, c, rows, cols, rsc) };
+        }
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                for i in 0..rows {
+                    // SAFETY: the caller guarantees the block is valid (see above).
+                    let row = unsafe { c.offset(i as isize * rsc) };
+                    if csc == 1 {
+                        // SAFETY: row i holds `cols` contiguous elements.
+                        self.apply_inline(unsafe { std::slice::from_raw_parts_mut(row, cols) });
+                    } else {
+                        for j in 0..cols {
+                            // SAFETY: element (i, j) lies in the block.
+                            let p = unsafe { row.offset(j as isize * csc) };
+                            unsafe { *p = self.eval(*p) };
+                        }
+                    }
+                }
+            },
+        )
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn act512(act: Activation, x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // ln2^k / k! for k = 6 .. 1.
+    const C: [f32; 6] = [1.540_353e-4, 1.333_355_8e-3, 9.618_129e-3, 5.550_411e-2, 2.402_265e-1, std::f32::consts::LN_2];
+    // max(lo, x) and min(hi, x) return x when it is NaN.
+    let clip = |x: __m512, lo: f32, hi: f32| _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), x));
+    let logistic = |x: __m512, alpha: f32| {
+        let one = _mm512_set1_ps(1.0);
+        let z = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_set1_ps(-alpha), x), _mm512_set1_ps(-88.0)), _mm512_set1_ps(88.0));
+        let t = _mm512_mul_ps(z, _mm512_set1_ps(std::f32::consts::LOG2_E));
+        let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+        let f = _mm512_sub_ps(t, k);
+        let mut q = _mm512_set1_ps(C[0]);
+        for &c in &C[1..] {
+            q = _mm512_fmadd_ps(q, f, _mm512_set1_ps(c));
+        }
+        q = _mm512_fmadd_ps(q, f, one);
+        let d = _mm512_add_ps(one, _mm512_scalef_ps(q, k));
+        let r0 = _mm512_rcp14_ps(d);
+        _mm512_mul_ps(r0, _mm512_fnmadd_ps(d, r0, _mm512_set1_ps(2.0)))
+    };
+    match act {
+        Activation::Identity => x,
+        Activation::Relu => _mm512_max_ps(_mm512_setzero_ps(), x),
+        Activation::Clip(lo, hi) => clip(x, lo, hi),
+        Activation::HardSigmoid(a, b) => clip(_mm512_fmadd_ps(_mm512_set1_ps(a), x, _mm512_set1_ps(b)), 0.0, 1.0),
+        Activation::HardSwish => {
+            _mm512_mul_ps(x, clip(_mm512_fmadd_ps(_mm512_set1_ps(1.0 / 6.0), x, _mm512_set1_ps(0.5)), 0.0, 1.0))
+        }
+        // The clamped z loses a NaN; it comes back through the product with x (Swish) or the
+        // blend (Sigmoid).
+        Activation::Sigmoid => _mm512_mask_mov_ps(logistic(x, 1.0), _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), x),
+        Activation::Swish(a) => _mm512_mul_ps(x, logistic(x, a)),
+    }
+}
+
+/// Applies `act` to the `rows × cols` block at `c` with row stride `rsc` (columns contiguous).
+///
+/// # Safety
+/// AVX-512F must be available and the block valid for reads and writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn apply_avx512(act: Activation, c: *mut f32, rows: usize, cols: usize, rsc: isize) {
+    use std::arch::x86_64::*;
+    for i in 0..rows {
+        let p = c.offset(i as isize * rsc);
+        let mut j = 0;
+        while j + 16 <= cols {
+            _mm512_storeu_ps(p.add(j), act512(act, _mm512_loadu_ps(p.add(j))));
+            j += 16;
+        }
+        if j < cols {
+            let m = ((1u32 << (cols - j)) - 1) as __mmask16;
+            _mm512_mask_storeu_ps(p.add(j), m, act512(act, _mm512_maskz_loadu_ps(m, p.add(j))));
+        }
+    }
+}
+
+#[inline(always)]
+fn relu(v: f32) -> f32 {
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+#[inline(always)]
+fn clip(v: f32, lo: f32, hi: f32) -> f32 {
+    let t = if v < lo { lo } else { v };
+    if t > hi {
+        hi
+    } else {
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_definitions() {
+        let xs: Vec<f32> = (-40..=40).map(|i| i as f32 * 0.25).collect();
+        let acts = [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::Clip(-1.0, 6.0),
+            Activation::HardSigmoid(0.2, 0.5),
+            Activation::HardSwish,
+            Activation::Sigmoid,
+            Activation::Swish(1.0),
+            Activation::Swish(1.702),
+        ];
+        for act in acts {
+            let want = |x: f64| -> f64 {
+                match act {
+                    Activation::Identity => x,
+                    Activation::Relu => x.max(0.0),
+                    Activation::Clip(lo, hi) => x.max(lo as f64).min(hi as f64),
+                    Activation::HardSigmoid(a, b) => (a as f64 * x + b as f64).clamp(0.0, 1.0),
+                    Activation::HardSwish => x * ((x + 3.0).clamp(0.0, 6.0) / 6.0),
+                    Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+                    Activation::Swish(a) => x / (1.0 + (-(a as f64) * x).exp()),
+                }
+            };
+            let mut got = xs.clone();
+            act.apply(&mut got);
+            let mut inl = xs.clone();
+            act.apply_inline(&mut inl);
+            for (&x, &g) in xs.iter().zip(&inl) {
+                let w = want(x as f64);
+                assert!((g as f64 - w).abs() <= 1e-6 * (1.0 + w.abs()), "{act:?}({x}) inline = {g}, want {w}");
+            }
+            for (&x, &g) in xs.iter().zip(&got) {
+                let w = want(x as f64);
+                assert!((g as f64 - w).abs() <= 1e-6 * (1.0 + w.abs()), "{act:?}({x}) = {g}, want {w}");
+                assert!((act.eval(x) as f64 - w).abs() <= 1e-6 * (1.0 + w.abs()));
+                assert!((act.eval_f64(x as f64) - w).abs() <= 1e-12 * (1.0 + w.abs()));
+            }
+        }
+        assert!(Activation::Relu.eval(f32::NAN).is_nan());
+        for act in [Activation::Sigmoid, Activation::Swish(1.0)] {
+            let mut v = vec![f32::NAN, f32::INFINITY, -200.0, 200.0];
+            act.apply(&mut v);
+            assert!(v[0].is_nan());
+            assert_eq!(v[1], if act == Activation::Sigmoid { 1.0 } else { f32::INFINITY });
+            assert!(v[2].abs() < 1e-30 && (v[3] - if act == Activation::Sigmoid { 1.0 } else { 200.0 }).abs() < 1e-4);
+        }
+        assert!(Activation::Clip(0.0, 1.0).eval(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn block_with_strides() {
+        // A 2×3 block inside a 3×4 buffer, column stride 1 and transposed.
+        let mut c: Vec<f32> = (0..12).map(|i| i as f32 - 6.0).collect();
+        unsafe { Activation::Relu.apply_block(c.as_mut_ptr().add(1), 2, 3, 4, 1) };
+        assert_eq!(c, vec![-6.0, 0.0, 0.0, 0.0, -2.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        let mut c: Vec<f32> = (0..12).map(|i| i as f32 - 6.0).collect();
+        unsafe { Activation::Relu.apply_block(c.as_mut_ptr(), 2, 2, 1, 4) };
+        assert_eq!(c, vec![0.0, 0.0, -4.0, -3.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    }
+}
