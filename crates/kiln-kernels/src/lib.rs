@@ -13,6 +13,7 @@ pub mod gemm;
 pub mod par;
 pub mod simd;
 pub mod vmath;
+pub mod winograd;
 
 pub use convgemm::{conv2d_gemm, Conv2dGeometry};
 pub use dwconv::{depthwise_conv2d, DwGeometry};

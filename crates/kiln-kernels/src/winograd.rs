@@ -1,0 +1,618 @@
+//! Winograd F(4×4, 3×3) convolution (float32; 3×3 kernels, stride 1, dilation 1, one group):
+//! weights transformed once into 36 packed matrices, input tiles transformed per panel of output
+//! tiles straight into the micro-kernel's B panel layout, 36 products in the transform domain with
+//! the packed GEMM micro-kernels, and the output transform with bias (and optional ReLU).
+
+use std::cell::RefCell;
+
+use crate::convgemm::Conv2dGeometry;
+use crate::gemm::{best_isa, run_kernel, tile_ep, AlignedBuf, Epilogue, Isa, KernelInfo, MatRef, PackedA, TileOut};
+use crate::simd::vectorized;
+
+/// Output tile edge.
+const TO: usize = 4;
+/// Input tile edge (TO + 2).
+const TI: usize = 6;
+/// Points of the transform domain (TI²).
+const NX: usize = TI * TI;
+/// Lanes of the fixed-width input stage (and the slack its buffers keep).
+const L: usize = 16;
+/// Output channels whose products are kept between the GEMMs and the output transform.
+const CO_CHUNK: usize = 64;
+
+/// Weight transform G (6×3).
+const G: [[f64; 3]; TI] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// L lanes processed as one value (one AVX-512 register, two AVX2 ones).
+#[derive(Clone, Copy)]
+struct V([f32; L]);
+
+impl V {
+    #[inline(always)]
+    fn load(s: &[f32], off: usize) -> V {
+        V(s[off..off + L].try_into().expect("L lanes"))
+    }
+    #[inline(always)]
+    fn store(self, d: &mut [f32], off: usize) {
+        d[off..off + L].copy_from_slice(&self.0);
+    }
+    #[inline(always)]
+    fn splat(v: f32) -> V {
+        V([v; L])
+    }
+    #[inline(always)]
+    fn max(mut self, o: V) -> V {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a = if *a > b { *a } else { b };
+        }
+        self
+    }
+}
+
+impl std::ops::Add for V {
+    type Output = V;
+    #[inline(always)]
+    fn add(mut self, o: V) -> V {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a += b;
+        }
+        self
+    }
+}
+
+impl std::ops::Sub for V {
+    type Output = V;
+    #[inline(always)]
+    fn sub(mut self, o: V) -> V {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a -= b;
+        }
+        self
+    }
+}
+
+impl std::ops::Mul<f32> for V {
+    type Output = V;
+    #[inline(always)]
+    fn mul(mut self, k: f32) -> V {
+        for a in self.0.iter_mut() {
+            *a *= k;
+        }
+        self
+    }
+}
+
+/// Input transform Bᵀ applied to six values.
+#[inline(always)]
+fn bt6(d: [V; TI]) -> [V; TI] {
+    let (d1, d2, d3, d4) = (d[1], d[2], d[3], d[4]);
+    [
+        d[0] * 4.0 - d2 * 5.0 + d4,
+        d4 + d3 - (d1 + d2) * 4.0,
+        d4 - d3 + (d1 - d2) * 4.0,
+        d4 - d2 + (d3 - d1) * 2.0,
+        d4 - d2 + (d1 - d3) * 2.0,
+        d1 * 4.0 - d3 * 5.0 + d[5],
+    ]
+}
+
+/// Output transform Aᵀ applied to six values.
+#[inline(always)]
+fn at6(m: [V; TI]) -> [V; TO] {
+    let (s12, d12, s34, d34) = (m[1] + m[2], m[1] - m[2], m[3] + m[4], m[3] - m[4]);
+    [m[0] + s12 + s34, d12 + d34 * 2.0, s12 + s34 * 4.0, d12 + d34 * 8.0 + m[5]]
+}
+
+/// Transformed weights: for each of the 36 points ξ, U_ξ [m × c] packed as a GEMM left operand.
+#[derive(Clone, Debug)]
+pub struct WinogradWeights {
+    m: usize,
+    c: usize,
+    mats: Vec<PackedA>,
+}
+
+impl WinogradWeights {
+    /// Transforms W [m, c, 3, 3] (row-major) for [`best_isa`]; `None` if the sizes disagree.
+    pub fn new(m: usize, c: usize, w: &[f32]) -> Option<WinogradWeights> {
+        WinogradWeights::with_isa(best_isa(), m, c, w)
+    }
+
+    pub fn with_isa(isa: Isa, m: usize, c: usize, w: &[f32]) -> Option<WinogradWeights> {
+        if m == 0 || c == 0 || m.checked_mul(c)?.checked_mul(9)? != w.len() {
+            return None;
+        }
+        let mc = m * c;
+        let mut u = vec![0f32; NX * mc];
+        for (oc, k) in w.chunks_exact(9).enumerate() {
+            // GgGᵀ in double precision.
+            let mut gg = [[0f64; 3]; TI];
+            for (row, gr) in gg.iter_mut().zip(&G) {
+                for (b, v) in row.iter_mut().enumerate() {
+                    *v = (0..3).map(|a| gr[a] * k[a * 3 + b] as f64).sum();
+                }
+            }
+            for (kx, row) in gg.iter().enumerate() {
+                for (lx, gl) in G.iter().enumerate() {
+                    let v: f64 = (0..3).map(|b| row[b] * gl[b]).sum();
+                    u[(kx * TI + lx) * mc + oc] = v as f32;
+                }
+            }
+        }
+        let mats = u.chunks_exact(mc).map(|ux| PackedA::with_isa(isa, m, c, MatRef::new(ux, c as isize, 1))).collect();
+        Some(WinogradWeights { m, c, mats })
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.m
+    }
+    pub fn in_channels(&self) -> usize {
+        self.c
+    }
+}
+
+/// Whether the geometry is one [`conv3x3_winograd`] computes (3×3, stride 1, dilation 1).
+pub fn applies(g: &Conv2dGeometry) -> bool {
+    g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1
+}
+
+/// Whether the Winograd path is expected to beat the implicit GEMM for c → m channels and an
+/// oh × ow output per image.
+pub fn pays(m: usize, c: usize, oh: usize, ow: usize) -> bool {
+    let tiles = oh.div_ceil(TO) * ow.div_ceil(TO);
+    m >= 16 && c >= 16 && m <= 256 && c <= 256 && tiles >= 16
+}
+
+/// Per-thread work buffers.
+#[derive(Default)]
+struct Bufs {
+    /// Padded, column-phase-split rows of one input channel.
+    xp: Vec<f32>,
+    /// First-stage input transform: 36 rows of `ts`.
+    t: Vec<f32>,
+    /// Transformed input: per ξ, [c × w] in B panel layout.
+    v: AlignedBuf,
+    /// Products: per ξ, [chunk × w].
+    p: AlignedBuf,
+    /// Output tiles of one channel: 16 rows of `w`.
+    z: Vec<f32>,
+}
+
+thread_local! {
+    static BUFS: RefCell<Bufs> = RefCell::new(Bufs::default());
+}
+
+/// Y pointer shared by the threads writing disjoint output tiles.
+#[derive(Clone, Copy)]
+struct YPtr(*mut f32);
+// SAFETY: each part writes a disjoint set of (channel, tile) outputs (see `conv3x3_winograd`).
+unsafe impl Send for YPtr {}
+// SAFETY: as above.
+unsafe impl Sync for YPtr {}
+
+/// Shapes shared by every part of one call.
+struct Job<'a> {
+    g: &'a Conv2dGeometry,
+    info: KernelInfo,
+    w: &'a WinogradWeights,
+    x: &'a [f32],
+    y: YPtr,
+    bias: Option<&'a [f32]>,
+    relu: bool,
+    /// Tiles per image: rows, columns.
+    ty: usize,
+    tx: usize,
+}
+
+/// Y [batch, m, oh, ow] = act(conv3x3(X [batch, c, ih, iw], W) + bias), zero padding `ph`/`pw`
+/// before and as much as the output size implies after, using up to `threads` parts of the
+/// calling thread's pool.
+///
+/// Panics if [`applies`] is false for `g`, the weights were made for other channel counts, or a
+/// buffer is smaller than the geometry needs (callers validate shapes first).
+#[allow(clippy::too_many_arguments)]
+pub fn conv3x3_winograd(
+    g: &Conv2dGeometry, batch: usize, x: &[f32], w: &WinogradWeights, y: &mut [f32], bias: Option<&[f32]>, relu: bool,
+    threads: usize,
+) {
+    assert!(applies(g), "conv3x3_winograd: not a 3x3 stride-1 convolution");
+    assert_eq!(w.c, g.c, "conv3x3_winograd: weights for other input channels");
+    let (m, osz) = (w.m, g.oh * g.ow);
+    assert!(x.len() >= batch * g.c * g.ih * g.iw && y.len() >= batch * m * osz, "conv3x3_winograd: buffer too small");
+    assert!(bias.map_or(true, |b| b.len() >= m), "conv3x3_winograd: bias too short");
+    if batch == 0 || osz == 0 {
+        return;
+    }
+    let info = w.mats[0].info();
+    let (ty, tx) = (g.oh.div_ceil(TO), g.ow.div_ceil(TO));
+    let job = Job { g, info, w, x, y: YPtr(y.as_mut_ptr()), bias, relu, ty, tx };
+    let total = batch * ty * tx;
+    let threads = threads.max(1);
+    // Parts: (first tile, end tile, first channel, end channel) over the whole batch.
+    let parts: Vec<(usize, usize, usize, usize)> = if threads == 1 {
+        vec![(0, total, 0, m)]
+    } else if total >= threads * info.nr {
+        let per = total.div_ceil(threads);
+        (0..threads).map(|t| ((t * per).min(total), ((t + 1) * per).min(total), 0, m)).filter(|p| p.0 < p.1).collect()
+    } else {
+        let per = m.div_ceil(info.mr).div_ceil(threads) * info.mr;
+        (0..threads).map(|t| (0, total, (t * per).min(m), ((t + 1) * per).min(m))).filter(|p| p.2 < p.3).collect()
+    };
+    let run = |&(t0, t1, c0, c1): &(usize, usize, usize, usize)| {
+        BUFS.with(|b| match b.try_borrow_mut() {
+            Ok(mut bufs) => part(&job, t0, t1, c0, c1, &mut bufs),
+            Err(_) => part(&job, t0, t1, c0, c1, &mut Bufs::default()),
+        })
+    };
+    crate::par::for_each(parts.iter().collect(), run);
+}
+
+/// Tiles `t0..t1` (over the batch) × output channels `c0..c1` (c0 a multiple of MR).
+fn part(job: &Job<'_>, t0: usize, t1: usize, c0: usize, c1: usize, bufs: &mut Bufs) {
+    let per_img = job.ty * job.tx;
+    let nr = job.info.nr;
+    let mut t = t0;
+    while t < t1 {
+        let img = t / per_img;
+        let j0 = t % per_img;
+        let j1 = (j0 + nr).min(per_img).min(j0 + (t1 - t));
+        panel(job, img, j0, j1, c0, c1, bufs);
+        t += j1 - j0;
+    }
+}
+
+/// Runs of one panel's tiles within one tile row: (tile row, first column, end column, panel column).
+fn segments(job: &Job<'_>, j0: usize, j1: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let tx = job.tx;
+    let mut j = j0;
+    std::iter::from_fn(move || {
+        if j >= j1 {
+            return None;
+        }
+        let (r, c) = (j / tx, j % tx);
+        let end = (c + (j1 - j)).min(tx);
+        let seg = (r, c, end, j - j0);
+        j += end - c;
+        Some(seg)
+    })
+}
+
+/// Tiles `j0..j1` of image `img` (at most one B panel) for output channels `c0..c1`.
+#[allow(clippy::too_many_arguments)]
+fn panel(job: &Job<'_>, img: usize, j0: usize, j1: usize, c0: usize, c1: usize, bufs: &mut Bufs) {
+    let (g, info) = (job.g, &job.info);
+    let c = g.c;
+    let nt = j1 - j0;
+    let w = info.panel_width(0, nt);
+    let vs = c * w + L;
+    bufs.v.reset(NX * vs);
+    input_transform(job, img, j0, j1, w, vs, bufs);
+    let chunk = CO_CHUNK.div_ceil(info.mr) * info.mr;
+    let ps = chunk * w;
+    bufs.p.reset(NX * ps + L);
+    let no_ep = Epilogue::default();
+    let mut cc = c0;
+    while cc < c1 {
+        let rows_c = chunk.min(c1 - cc);
+        for (xi, mat) in job.w.mats.iter().enumerate() {
+            let vb = &bufs.v.as_slice()[xi * vs..xi * vs + c * w];
+            let pb = &mut bufs.p.as_mut_slice()[xi * ps..(xi + 1) * ps];
+            let mut pc = 0;
+            while pc < c {
+                let kc = info.kc.min(c - pc);
+                let (first, last) = (pc == 0, pc + kc == c);
+                let ap = mat.block(pc, kc, cc);
+                let bp = &vb[pc * w..(pc + kc) * w];
+                let mut i = 0;
+                while i < rows_c {
+                    let rows = info.mr.min(rows_c - i);
+                    let a = &ap[i * kc..(i + info.mr) * kc];
+                    let dst = &mut pb[i * w..];
+                    let out = TileOut { c: dst.as_mut_ptr(), rsc: w as isize, csc: 1, rows, cols: nt };
+                    debug_assert!(dst.len() >= (rows - 1) * w + nt);
+                    let tep = tile_ep(&no_ep, if first { 0.0 } else { 1.0 }, first, last, 0, 0);
+                    run_kernel(info, kc, a, bp, w, &out, &tep);
+                    i += info.mr;
+                }
+                pc += kc;
+            }
+        }
+        for ol in 0..rows_c {
+            output_transform(job, img, j0, j1, cc + ol, ol, w, ps, bufs);
+        }
+        cc += rows_c;
+    }
+}
+
+/// Transforms the 6×6 input tiles of tiles `j0..j1` of image `img`, every input channel, into
+/// `bufs.v` (per ξ at `ξ·vs`, [c × w] panel rows).
+fn input_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, w: usize, vs: usize, bufs: &mut Bufs) {
+    let g = job.g;
+    let (ra, rb) = (j0 / job.tx, (j1 - 1) / job.tx);
+    let rows = TO * (rb - ra) + TI;
+    // Phase p, index i of a padded row holds padded column 4i + p; one extra index so every
+    // tile's last two columns exist.
+    let qs = (job.tx + 1).div_ceil(L) * L;
+    let ts = w.div_ceil(L) * L + L;
+    bufs.xp.resize(rows * TO * qs + TO * qs + 2 * L, 0.0);
+    bufs.t.resize(NX * ts, 0.0);
+    let isz = g.ih * g.iw;
+    let nt = j1 - j0;
+    let segs: Vec<(usize, usize, usize, usize)> = segments(job, j0, j1).collect();
+    vectorized(
+        #[inline(always)]
+        || {
+            let (xp, t, v) = (&mut bufs.xp[..], &mut bufs.t[..], bufs.v.as_mut_slice());
+            for ci in 0..g.c {
+                let xc = &job.x[(img * g.c + ci) * isz..][..isz];
+                fill_padded(g, xc, TO * ra, rows, qs, xp);
+                for &(r, c0, c1, jo) in &segs {
+                    let base = TO * (r - ra);
+                    for col in 0..TI {
+                        let (phase, dq) = (col % TO, col / TO);
+                        let mut j = 0;
+                        while j < c1 - c0 {
+                            let d: [V; TI] = std::array::from_fn(|rr| V::load(xp, ((base + rr) * TO + phase) * qs + c0 + dq + j));
+                            for (k, o) in bt6(d).into_iter().enumerate() {
+                                o.store(t, (k * TI + col) * ts + jo + j);
+                            }
+                            j += L;
+                        }
+                    }
+                }
+                let mut j = 0;
+                while j < nt {
+                    for k in 0..TI {
+                        let d: [V; TI] = std::array::from_fn(|col| V::load(t, (k * TI + col) * ts + j));
+                        for (l, o) in bt6(d).into_iter().enumerate() {
+                            o.store(v, (k * TI + l) * vs + ci * w + j);
+                        }
+                    }
+                    j += L;
+                }
+            }
+        },
+    );
+}
+
+/// Rows `y0..y0+rows` of the zero-padded channel `xc`, each split into four column phases of
+/// `qs` values: dst[(row·4 + p)·qs + i] = padded(y0 + row, 4i + p). Uses `dst[rows·4·qs..]`
+/// (4·qs values) as scratch.
+#[inline(always)]
+fn fill_padded(g: &Conv2dGeometry, xc: &[f32], y0: usize, rows: usize, qs: usize, dst: &mut [f32]) {
+    let wide = TO * qs;
+    let (out, scratch) = dst.split_at_mut(rows * wide);
+    let scratch = &mut scratch[..wide];
+    // Input columns that land inside the wide row.
+    let x1 = g.iw.min(wide.saturating_sub(g.pw));
+    for (rr, orow) in out.chunks_exact_mut(wide).enumerate() {
+        let iy = (y0 + rr) as isize - g.ph as isize;
+        if iy < 0 || iy >= g.ih as isize || x1 == 0 {
+            orow.fill(0.0);
+            continue;
+        }
+        let xrow = &xc[iy as usize * g.iw..][..g.iw];
+        scratch[..g.pw.min(wide)].fill(0.0);
+        scratch[g.pw..g.pw + x1].copy_from_slice(&xrow[..x1]);
+        scratch[g.pw + x1..].fill(0.0);
+        let (p0, rest) = orow.split_at_mut(qs);
+        let (p1, rest) = rest.split_at_mut(qs);
+        let (p2, p3) = rest.split_at_mut(qs);
+        for ((((s, a), b), c), d) in scratch.chunks_exact(TO * L).zip(p0.chunks_exact_mut(L)).zip(p1.chunks_exact_mut(L)).zip(p2.chunks_exact_mut(L)).zip(p3.chunks_exact_mut(L)) {
+            for i in 0..L {
+                a[i] = s[TO * i];
+                b[i] = s[TO * i + 1];
+                c[i] = s[TO * i + 2];
+                d[i] = s[TO * i + 3];
+            }
+        }
+    }
+}
+
+/// Output transform of channel `o` (row `ol` of the products) for tiles `j0..j1` of image `img`,
+/// with bias and activation, stored into Y.
+#[allow(clippy::too_many_arguments)]
+fn output_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, o: usize, ol: usize, w: usize, ps: usize, bufs: &mut Bufs) {
+    let g = job.g;
+    let nt = j1 - j0;
+    let zs = w.div_ceil(L) * L;
+    let b = V::splat(job.bias.map_or(0.0, |b| b[o]));
+    let relu = job.relu;
+    let p = bufs.p.as_slice();
+    let z = &mut bufs.z;
+    z.resize(TO * TO * zs, 0.0);
+    vectorized(
+        #[inline(always)]
+        || {
+            let mut j = 0;
+            while j < nt {
+                // s[k][c'] = Σ_l M[k][l] Aᵀ[c'][l]; y[r'][c'] = Σ_k Aᵀ[r'][k] s[k][c'].
+                let s: [[V; TO]; TI] = std::array::from_fn(|k| at6(std::array::from_fn(|l| V::load(p, (k * TI + l) * ps + ol * w + j))));
+                for cc in 0..TO {
+                    for (r, yv) in at6(std::array::from_fn(|k| s[k][cc])).into_iter().enumerate() {
+                        let mut yv = yv + b;
+                        if relu {
+                            yv = yv.max(V::splat(0.0));
+                        }
+                        yv.store(z, (r * TO + cc) * zs + j);
+                    }
+                }
+                j += L;
+            }
+            let yc = (img * job.w.m + o) * g.oh * g.ow;
+            for (r, c0, c1, jo) in segments(job, j0, j1) {
+                for rr in 0..TO {
+                    let oy = TO * r + rr;
+                    if oy >= g.oh {
+                        break;
+                    }
+                    let (x0, x1) = (TO * c0, (TO * c1).min(g.ow));
+                    // SAFETY: columns x0..x1 of row oy of channel o in image img lie inside Y
+                    // (checked in `conv3x3_winograd`) and belong to this part's tiles only.
+                    let row = unsafe { std::slice::from_raw_parts_mut(job.y.0.add(yc + oy * g.ow + x0), x1 - x0) };
+                    let zr: [&[f32]; TO] = std::array::from_fn(|cc| &z[(rr * TO + cc) * zs + jo..][..c1 - c0]);
+                    let mut quads = row.chunks_exact_mut(TO);
+                    for (i, q) in (&mut quads).enumerate() {
+                        q[0] = zr[0][i];
+                        q[1] = zr[1][i];
+                        q[2] = zr[2][i];
+                        q[3] = zr[3][i];
+                    }
+                    let full = (x1 - x0) / TO;
+                    for (cc, v) in quads.into_remainder().iter_mut().enumerate() {
+                        *v = zr[cc][full];
+                    }
+                }
+            }
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::available_isas;
+
+    /// Direct definition in f64: y[n, o, oy, ox] = b[o] + Σ w[o, ci, a, b] · x[n, ci, oy + a − ph, ox + b − pw].
+    #[allow(clippy::too_many_arguments)]
+    fn naive(g: &Conv2dGeometry, batch: usize, m: usize, x: &[f32], w: &[f32], bias: &[f32], relu: bool) -> Vec<f64> {
+        let mut y = vec![0f64; batch * m * g.oh * g.ow];
+        for n in 0..batch {
+            for o in 0..m {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let mut acc = bias[o] as f64;
+                        for ci in 0..g.c {
+                            for a in 0..3 {
+                                for b in 0..3 {
+                                    let iy = (oy + a) as isize - g.ph as isize;
+                                    let ix = (ox + b) as isize - g.pw as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < g.ih && (ix as usize) < g.iw {
+                                        let xv = x[((n * g.c + ci) * g.ih + iy as usize) * g.iw + ix as usize] as f64;
+                                        acc += xv * w[((o * g.c + ci) * 3 + a) * 3 + b] as f64;
+                                    }
+                                }
+                            }
+                        }
+                        y[((n * m + o) * g.oh + oy) * g.ow + ox] = if relu && acc < 0.0 { 0.0 } else { acc };
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn matches_direct_definition() {
+        // (batch, m, c, ih, iw, ph, pw, pad_end_h, pad_end_w)
+        let cases = [
+            (1, 8, 3, 9, 9, 1, 1, 1, 1),
+            (2, 13, 5, 11, 7, 1, 1, 1, 1),
+            (1, 17, 30, 6, 40, 0, 0, 0, 0),
+            (3, 9, 7, 14, 13, 1, 0, 0, 1),
+            (1, 5, 2, 3, 3, 1, 1, 1, 1),
+            (1, 70, 20, 12, 33, 1, 1, 1, 1),
+            (2, 33, 19, 23, 21, 2, 1, 0, 2),
+            (1, 11, 260, 9, 10, 1, 1, 1, 1),
+            (1, 40, 12, 29, 27, 1, 1, 1, 1),
+            (1, 6, 4, 5, 4, 0, 0, 0, 0),
+        ];
+        #[cfg(not(target_arch = "wasm32"))]
+        let _pool = crate::par::enter(crate::par::build_pool(2));
+        for isa in available_isas() {
+            for &(batch, m, c, ih, iw, ph, pw, eh, ew) in &cases {
+                let (oh, ow) = (ih + ph + eh - 2, iw + pw + ew - 2);
+                let g = Conv2dGeometry { c, ih, iw, oh, ow, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, ph, pw };
+                let x: Vec<f32> = (0..batch * c * ih * iw).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
+                let wv: Vec<f32> = (0..m * c * 9).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+                let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5 - 2.0).collect();
+                let ww = WinogradWeights::with_isa(isa, m, c, &wv).expect("weights");
+                for relu in [false, true] {
+                    let want = naive(&g, batch, m, &x, &wv, &bias, relu);
+                    let scale = want.iter().fold(1f64, |a, v| a.max(v.abs()));
+                    for threads in [1, 2] {
+                        let mut y = vec![f32::NAN; batch * m * oh * ow + 3];
+                        conv3x3_winograd(&g, batch, &x, &ww, &mut y, Some(&bias), relu, threads);
+                        for (idx, (&got, &w)) in y.iter().zip(&want).enumerate() {
+                            assert!((got as f64 - w).abs() <= 1e-5 * scale + 1e-4 * w.abs(), "{isa:?} {g:?} batch {batch} threads {threads} at {idx}: {got} vs {w}");
+                        }
+                        assert!(y[want.len()..].iter().all(|v| v.is_nan()), "wrote past Y");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hand_computed_single_tile() {
+        // One channel, 3×3 input of ones, all-ones kernel, padding 1: each output counts the
+        // input pixels its window covers.
+        let g = Conv2dGeometry { c: 1, ih: 3, iw: 3, oh: 3, ow: 3, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, ph: 1, pw: 1 };
+        let ww = WinogradWeights::new(1, 1, &[1.0; 9]).expect("weights");
+        let mut y = vec![0f32; 9];
+        conv3x3_winograd(&g, 1, &[1.0; 9], &ww, &mut y, None, false, 1);
+        let want = [4.0, 6.0, 4.0, 6.0, 9.0, 6.0, 4.0, 6.0, 4.0];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{y:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_mismatched_weights() {
+        assert!(WinogradWeights::new(2, 3, &[0.0; 53]).is_none());
+        assert!(WinogradWeights::new(0, 3, &[]).is_none());
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod timing {
+    use super::*;
+    use crate::convgemm::conv2d_gemm;
+    use std::time::Instant;
+
+    /// Per-layer timings of this path against the implicit GEMM (run with --ignored --nocapture).
+    #[test]
+    #[ignore]
+    fn layer_timings() {
+        let threads: usize = std::env::var("WINO_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+        let _pool = crate::par::enter(if threads > 1 { crate::par::build_pool(threads) } else { None });
+        let only: Option<usize> = std::env::var("WINO_CASE").ok().and_then(|v| v.parse().ok());
+        let cases = [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7), (64, 16, 55), (128, 32, 27), (192, 48, 13), (256, 64, 13)];
+        for (ci, &(m, c, hw)) in cases.iter().enumerate() {
+            if only.is_some_and(|o| o != ci) {
+                continue;
+            }
+            let g = Conv2dGeometry { c, ih: hw, iw: hw, oh: hw, ow: hw, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, ph: 1, pw: 1 };
+            let x: Vec<f32> = (0..c * hw * hw).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
+            let wv: Vec<f32> = (0..m * c * 9).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+            let bias = vec![0.5f32; m];
+            let ww = WinogradWeights::new(m, c, &wv).expect("weights");
+            let pa = PackedA::new(m, c * 9, MatRef::new(&wv, (c * 9) as isize, 1));
+            let mut y = vec![0f32; m * hw * hw];
+            let ep = Epilogue { row_bias: Some(&bias), ..Epilogue::default() };
+            let time = |f: &mut dyn FnMut()| {
+                for _ in 0..3 {
+                    f();
+                }
+                let mut best = f64::MAX;
+                for _ in 0..5 {
+                    let t = Instant::now();
+                    for _ in 0..5 {
+                        f();
+                    }
+                    best = best.min(t.elapsed().as_secs_f64() / 5.0);
+                }
+                best * 1e3
+            };
+            let tg = if only.is_some() { f64::NAN } else { time(&mut || conv2d_gemm(&g, &x, &pa, &mut y, &ep, threads)) };
+            let tw = time(&mut || conv3x3_winograd(&g, 1, &x, &ww, &mut y, Some(&bias), false, threads));
+            println!("{c:>4}->{m:<4} @{hw:>3}²  convgemm {tg:7.3} ms  winograd {tw:7.3} ms  speedup {:.2}", tg / tw);
+        }
+    }
+}
