@@ -89,6 +89,19 @@ impl std::ops::Mul<f32> for V {
     }
 }
 
+/// Six values at `off`, `off + stride`, … of `s`.
+#[inline(always)]
+fn load6(s: &[f32], off: usize, stride: usize) -> [V; TI] {
+    [
+        V::load(s, off),
+        V::load(s, off + stride),
+        V::load(s, off + 2 * stride),
+        V::load(s, off + 3 * stride),
+        V::load(s, off + 4 * stride),
+        V::load(s, off + 5 * stride),
+    ]
+}
+
 /// Input transform Bᵀ applied to six values.
 #[inline(always)]
 fn bt6(d: [V; TI]) -> [V; TI] {
@@ -358,7 +371,7 @@ fn input_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, w: usize, vs
                         let (phase, dq) = (col % TO, col / TO);
                         let mut j = 0;
                         while j < c1 - c0 {
-                            let d: [V; TI] = std::array::from_fn(|rr| V::load(xp, ((base + rr) * TO + phase) * qs + c0 + dq + j));
+                            let d = load6(xp, (base * TO + phase) * qs + c0 + dq + j, TO * qs);
                             for (k, o) in bt6(d).into_iter().enumerate() {
                                 o.store(t, (k * TI + col) * ts + jo + j);
                             }
@@ -369,7 +382,7 @@ fn input_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, w: usize, vs
                 let mut j = 0;
                 while j < nt {
                     for k in 0..TI {
-                        let d: [V; TI] = std::array::from_fn(|col| V::load(t, (k * TI + col) * ts + j));
+                        let d = load6(t, k * TI * ts + j, ts);
                         for (l, o) in bt6(d).into_iter().enumerate() {
                             o.store(v, (k * TI + l) * vs + ci * w + j);
                         }
@@ -433,9 +446,13 @@ fn output_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, o: usize, o
             let mut j = 0;
             while j < nt {
                 // s[k][c'] = Σ_l M[k][l] Aᵀ[c'][l]; y[r'][c'] = Σ_k Aᵀ[r'][k] s[k][c'].
-                let s: [[V; TO]; TI] = std::array::from_fn(|k| at6(std::array::from_fn(|l| V::load(p, (k * TI + l) * ps + ol * w + j))));
+                let mut s = [[V::splat(0.0); TO]; TI];
+                for (k, sk) in s.iter_mut().enumerate() {
+                    *sk = at6(load6(p, k * TI * ps + ol * w + j, ps));
+                }
                 for cc in 0..TO {
-                    for (r, yv) in at6(std::array::from_fn(|k| s[k][cc])).into_iter().enumerate() {
+                    let col = [s[0][cc], s[1][cc], s[2][cc], s[3][cc], s[4][cc], s[5][cc]];
+                    for (r, yv) in at6(col).into_iter().enumerate() {
                         let mut yv = yv + b;
                         if relu {
                             yv = yv.max(V::splat(0.0));
@@ -456,7 +473,8 @@ fn output_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, o: usize, o
                     // SAFETY: columns x0..x1 of row oy of channel o in image img lie inside Y
                     // (checked in `conv3x3_winograd`) and belong to this part's tiles only.
                     let row = unsafe { std::slice::from_raw_parts_mut(job.y.0.add(yc + oy * g.ow + x0), x1 - x0) };
-                    let zr: [&[f32]; TO] = std::array::from_fn(|cc| &z[(rr * TO + cc) * zs + jo..][..c1 - c0]);
+                    let zq = &z[rr * TO * zs..(rr + 1) * TO * zs];
+                    let zr = [&zq[jo..][..c1 - c0], &zq[zs + jo..][..c1 - c0], &zq[2 * zs + jo..][..c1 - c0], &zq[3 * zs + jo..][..c1 - c0]];
                     let mut quads = row.chunks_exact_mut(TO);
                     for (i, q) in (&mut quads).enumerate() {
                         q[0] = zr[0][i];
@@ -596,12 +614,13 @@ mod timing {
             let pa = PackedA::new(m, c * 9, MatRef::new(&wv, (c * 9) as isize, 1));
             let mut y = vec![0f32; m * hw * hw];
             let ep = Epilogue { row_bias: Some(&bias), ..Epilogue::default() };
+            let reps = if only.is_some() { 200 } else { 5 };
             let time = |f: &mut dyn FnMut()| {
                 for _ in 0..3 {
                     f();
                 }
                 let mut best = f64::MAX;
-                for _ in 0..5 {
+                for _ in 0..reps {
                     let t = Instant::now();
                     for _ in 0..5 {
                         f();
