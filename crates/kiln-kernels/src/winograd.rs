@@ -102,6 +102,91 @@ fn load6(s: &[f32], off: usize, stride: usize) -> [V; TI] {
     ]
 }
 
+/// Whether the AVX-512 shuffles of [`x86`] can run.
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Four-way interleaving of 16-lane vectors with AVX-512 permutes (the compiler turns the
+/// portable loops into gathers or scalar moves).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn idx(v: [i32; 16]) -> __m512i {
+        _mm512_loadu_si512(v.as_ptr() as *const _)
+    }
+
+    /// dst[p][i] = src[4i + p] for i < 16.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `src` readable for 64 values, each `dst[p]` writable for 16.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn deinterleave4(src: *const f32, dst: [*mut f32; 4]) {
+        let (a0, a1, a2, a3) = (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16)), _mm512_loadu_ps(src.add(32)), _mm512_loadu_ps(src.add(48)));
+        // Phases 0, 1 (resp. 2, 3) of 32 values: 8 each.
+        let i01 = idx([0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29]);
+        let i23 = idx([2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31]);
+        let (x, y) = (_mm512_permutex2var_ps(a0, i01, a1), _mm512_permutex2var_ps(a0, i23, a1));
+        let (xx, yy) = (_mm512_permutex2var_ps(a2, i01, a3), _mm512_permutex2var_ps(a2, i23, a3));
+        let lo = idx([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]);
+        let hi = idx([8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31]);
+        _mm512_storeu_ps(dst[0], _mm512_permutex2var_ps(x, lo, xx));
+        _mm512_storeu_ps(dst[1], _mm512_permutex2var_ps(x, hi, xx));
+        _mm512_storeu_ps(dst[2], _mm512_permutex2var_ps(y, lo, yy));
+        _mm512_storeu_ps(dst[3], _mm512_permutex2var_ps(y, hi, yy));
+    }
+
+    /// out[4t + c] = y[c][t] for t < 16.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; each `y[c]` readable for 16 values, `out` writable for 64.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn interleave4(y: [*const f32; 4], out: *mut f32) {
+        let (y0, y1, y2, y3) = (_mm512_loadu_ps(y[0]), _mm512_loadu_ps(y[1]), _mm512_loadu_ps(y[2]), _mm512_loadu_ps(y[3]));
+        let lo = idx([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]);
+        let hi = idx([8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31]);
+        // a = [y0 t0..8, y1 t0..8], b = [y2 t0..8, y3 t0..8] (c, d: t8..16).
+        let (a, b) = (_mm512_permutex2var_ps(y0, lo, y1), _mm512_permutex2var_ps(y2, lo, y3));
+        let (c, d) = (_mm512_permutex2var_ps(y0, hi, y1), _mm512_permutex2var_ps(y2, hi, y3));
+        // Output t..t+4 (t < 8 within a half): lane 4u + k takes a[k·8 + u] (k < 2) or b[(k−2)·8 + u].
+        let q0 = idx([0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27]);
+        let q1 = idx([4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31]);
+        _mm512_storeu_ps(out, _mm512_permutex2var_ps(a, q0, b));
+        _mm512_storeu_ps(out.add(16), _mm512_permutex2var_ps(a, q1, b));
+        _mm512_storeu_ps(out.add(32), _mm512_permutex2var_ps(c, q0, d));
+        _mm512_storeu_ps(out.add(48), _mm512_permutex2var_ps(c, q1, d));
+    }
+}
+
+/// Stores four values interleaved: out[4t + c] = y[c][t].
+#[inline(always)]
+fn interleave4(y: &[V; TO], out: &mut [f32], avx512: bool) {
+    let out: &mut [f32; TO * L] = out.try_into().expect("4·L values");
+    #[cfg(target_arch = "x86_64")]
+    if avx512 {
+        // SAFETY: AVX-512F was detected; `out` holds 4·L values.
+        unsafe { x86::interleave4([y[0].0.as_ptr(), y[1].0.as_ptr(), y[2].0.as_ptr(), y[3].0.as_ptr()], out.as_mut_ptr()) };
+        return;
+    }
+    let _ = avx512;
+    for t in 0..L {
+        for (c, yc) in y.iter().enumerate() {
+            out[TO * t + c] = yc.0[t];
+        }
+    }
+}
+
 /// Input transform Bᵀ applied to six values.
 #[inline(always)]
 fn bt6(d: [V; TI]) -> [V; TI] {
@@ -358,13 +443,14 @@ fn input_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, w: usize, vs
     let isz = g.ih * g.iw;
     let nt = j1 - j0;
     let segs: Vec<(usize, usize, usize, usize)> = segments(job, j0, j1).collect();
+    let avx512 = has_avx512();
     vectorized(
         #[inline(always)]
         || {
             let (xp, t, v) = (&mut bufs.xp[..], &mut bufs.t[..], bufs.v.as_mut_slice());
             for ci in 0..g.c {
                 let xc = &job.x[(img * g.c + ci) * isz..][..isz];
-                fill_padded(g, xc, TO * ra, rows, qs, xp);
+                fill_padded(g, xc, TO * ra, rows, qs, xp, avx512);
                 for &(r, c0, c1, jo) in &segs {
                     let base = TO * (r - ra);
                     for col in 0..TI {
@@ -398,7 +484,7 @@ fn input_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, w: usize, vs
 /// `qs` values: dst[(row·4 + p)·qs + i] = padded(y0 + row, 4i + p). Uses `dst[rows·4·qs..]`
 /// (4·qs values) as scratch.
 #[inline(always)]
-fn fill_padded(g: &Conv2dGeometry, xc: &[f32], y0: usize, rows: usize, qs: usize, dst: &mut [f32]) {
+fn fill_padded(g: &Conv2dGeometry, xc: &[f32], y0: usize, rows: usize, qs: usize, dst: &mut [f32], avx512: bool) {
     let wide = TO * qs;
     let (out, scratch) = dst.split_at_mut(rows * wide);
     let scratch = &mut scratch[..wide];
@@ -417,13 +503,22 @@ fn fill_padded(g: &Conv2dGeometry, xc: &[f32], y0: usize, rows: usize, qs: usize
         let (p0, rest) = orow.split_at_mut(qs);
         let (p1, rest) = rest.split_at_mut(qs);
         let (p2, p3) = rest.split_at_mut(qs);
-        for ((((s, a), b), c), d) in scratch.chunks_exact(TO * L).zip(p0.chunks_exact_mut(L)).zip(p1.chunks_exact_mut(L)).zip(p2.chunks_exact_mut(L)).zip(p3.chunks_exact_mut(L)) {
-            for i in 0..L {
-                a[i] = s[TO * i];
-                b[i] = s[TO * i + 1];
-                c[i] = s[TO * i + 2];
-                d[i] = s[TO * i + 3];
+        #[cfg(target_arch = "x86_64")]
+        if avx512 {
+            for (i, sc) in scratch.chunks_exact(TO * L).enumerate() {
+                let o = i * L;
+                assert!(o + L <= qs);
+                // SAFETY: AVX-512F was detected; `sc` holds 4·L values and each phase row L
+                // values from `o` (asserted).
+                unsafe { x86::deinterleave4(sc.as_ptr(), [p0[o..].as_mut_ptr(), p1[o..].as_mut_ptr(), p2[o..].as_mut_ptr(), p3[o..].as_mut_ptr()]) };
             }
+            continue;
+        }
+        for ((((s, a), b), c), d) in scratch.chunks_exact(TO).zip(p0.iter_mut()).zip(p1.iter_mut()).zip(p2.iter_mut()).zip(p3.iter_mut()) {
+            *a = s[0];
+            *b = s[1];
+            *c = s[2];
+            *d = s[3];
         }
     }
 }
@@ -440,25 +535,21 @@ fn output_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, o: usize, o
     let p = bufs.p.as_slice();
     let z = &mut bufs.z;
     z.resize(TO * TO * zs, 0.0);
+    let avx512 = has_avx512();
     vectorized(
         #[inline(always)]
         || {
             let mut j = 0;
             while j < nt {
                 // s[k][c'] = Σ_l M[k][l] Aᵀ[c'][l]; y[r'][c'] = Σ_k Aᵀ[r'][k] s[k][c'].
-                let mut s = [[V::splat(0.0); TO]; TI];
-                for (k, sk) in s.iter_mut().enumerate() {
-                    *sk = at6(load6(p, k * TI * ps + ol * w + j, ps));
-                }
-                for cc in 0..TO {
-                    let col = [s[0][cc], s[1][cc], s[2][cc], s[3][cc], s[4][cc], s[5][cc]];
-                    for (r, yv) in at6(col).into_iter().enumerate() {
-                        let mut yv = yv + b;
-                        if relu {
-                            yv = yv.max(V::splat(0.0));
-                        }
-                        yv.store(z, (r * TO + cc) * zs + j);
-                    }
+                let row = |k: usize| at6(load6(p, k * TI * ps + ol * w + j, ps));
+                let s = [row(0), row(1), row(2), row(3), row(4), row(5)];
+                let col = |cc: usize| at6([s[0][cc], s[1][cc], s[2][cc], s[3][cc], s[4][cc], s[5][cc]]);
+                let (y0, y1, y2, y3) = (col(0), col(1), col(2), col(3));
+                let fin = |v: V| if relu { (v + b).max(V::splat(0.0)) } else { v + b };
+                for r in 0..TO {
+                    let yr = [fin(y0[r]), fin(y1[r]), fin(y2[r]), fin(y3[r])];
+                    interleave4(&yr, &mut z[r * TO * zs + TO * j..][..TO * L], avx512);
                 }
                 j += L;
             }
@@ -473,19 +564,7 @@ fn output_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, o: usize, o
                     // SAFETY: columns x0..x1 of row oy of channel o in image img lie inside Y
                     // (checked in `conv3x3_winograd`) and belong to this part's tiles only.
                     let row = unsafe { std::slice::from_raw_parts_mut(job.y.0.add(yc + oy * g.ow + x0), x1 - x0) };
-                    let zq = &z[rr * TO * zs..(rr + 1) * TO * zs];
-                    let zr = [&zq[jo..][..c1 - c0], &zq[zs + jo..][..c1 - c0], &zq[2 * zs + jo..][..c1 - c0], &zq[3 * zs + jo..][..c1 - c0]];
-                    let mut quads = row.chunks_exact_mut(TO);
-                    for (i, q) in (&mut quads).enumerate() {
-                        q[0] = zr[0][i];
-                        q[1] = zr[1][i];
-                        q[2] = zr[2][i];
-                        q[3] = zr[3][i];
-                    }
-                    let full = (x1 - x0) / TO;
-                    for (cc, v) in quads.into_remainder().iter_mut().enumerate() {
-                        *v = zr[cc][full];
-                    }
+                    row.copy_from_slice(&z[rr * TO * zs + TO * jo..][..x1 - x0]);
                 }
             }
         },
