@@ -264,7 +264,7 @@ pub fn applies(g: &Conv2dGeometry) -> bool {
 /// oh × ow output per image.
 pub fn pays(m: usize, c: usize, oh: usize, ow: usize) -> bool {
     let tiles = oh.div_ceil(TO) * ow.div_ceil(TO);
-    m >= 16 && c >= 16 && m <= 256 && c <= 256 && tiles >= 16
+    m >= 16 && c >= 16 && tiles >= 12
 }
 
 /// Per-thread work buffers.
