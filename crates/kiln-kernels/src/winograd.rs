@@ -1,7 +1,8 @@
-//! Winograd F(4×4, 3×3) convolution (float32; 3×3 kernels, stride 1, dilation 1, one group):
-//! weights transformed once into 36 packed matrices, input tiles transformed per panel of output
-//! tiles straight into the micro-kernel's B panel layout, 36 products in the transform domain with
-//! the packed GEMM micro-kernels, and the output transform with bias (and optional ReLU).
+//! Winograd F(4×4, 3×3) and F(2×2, 3×3) convolution (float32; 3×3 kernels, stride 1, dilation 1,
+//! one group): weights transformed once into 36 (16) packed matrices, input tiles transformed per
+//! panel of output tiles straight into the micro-kernel's B panel layout, one product per
+//! transform-domain point with the packed GEMM micro-kernels, and the output transform with bias
+//! (and optional ReLU).
 
 use std::cell::RefCell;
 
@@ -9,26 +10,95 @@ use crate::convgemm::Conv2dGeometry;
 use crate::gemm::{best_isa, run_kernel, tile_ep, AlignedBuf, Epilogue, Isa, KernelInfo, MatRef, PackedA, TileOut};
 use crate::simd::vectorized;
 
-/// Output tile edge.
-const TO: usize = 4;
-/// Input tile edge (TO + 2).
+/// Largest input tile edge.
 const TI: usize = 6;
-/// Points of the transform domain (TI²).
-const NX: usize = TI * TI;
-/// Lanes of the fixed-width input stage (and the slack its buffers keep).
+/// Lanes of the fixed-width transform stages (and the slack their buffers keep).
 const L: usize = 16;
 /// Output channels whose products are kept between the GEMMs and the output transform.
 const CO_CHUNK: usize = 64;
 
-/// Weight transform G (6×3).
-const G: [[f64; 3]; TI] = [
-    [1.0 / 4.0, 0.0, 0.0],
-    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-    [0.0, 0.0, 1.0],
-];
+/// Output tile size of a Winograd variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileSize {
+    /// F(4×4, 3×3): 6×6 input tiles, 36 products.
+    F4,
+    /// F(2×2, 3×3): 4×4 input tiles, 16 products.
+    F2,
+}
+
+impl TileSize {
+    fn out(self) -> usize {
+        match self {
+            TileSize::F4 => 4,
+            TileSize::F2 => 2,
+        }
+    }
+}
+
+/// One Winograd variant: tile sizes and the three transforms (arrays sized for the largest).
+trait Tile {
+    /// Output tile edge.
+    const TO: usize;
+    /// Input tile edge (TO + 2).
+    const TI: usize;
+    /// Points of the transform domain (TI²).
+    const NX: usize = Self::TI * Self::TI;
+    /// Weight transform G (TI×3).
+    const G: [[f64; 3]; TI];
+    /// Bᵀ applied to the first TI values.
+    fn bt(d: [V; TI]) -> [V; TI];
+    /// Aᵀ applied to the first TI values (first TO results).
+    fn at(m: [V; TI]) -> [V; 4];
+}
+
+struct F4;
+struct F2;
+
+impl Tile for F4 {
+    const TO: usize = 4;
+    const TI: usize = 6;
+    const G: [[f64; 3]; TI] = [
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ];
+    #[inline(always)]
+    fn bt(d: [V; TI]) -> [V; TI] {
+        let (d1, d2, d3, d4) = (d[1], d[2], d[3], d[4]);
+        [
+            d[0] * 4.0 - d2 * 5.0 + d4,
+            d4 + d3 - (d1 + d2) * 4.0,
+            d4 - d3 + (d1 - d2) * 4.0,
+            d4 - d2 + (d3 - d1) * 2.0,
+            d4 - d2 + (d1 - d3) * 2.0,
+            d1 * 4.0 - d3 * 5.0 + d[5],
+        ]
+    }
+    #[inline(always)]
+    fn at(m: [V; TI]) -> [V; 4] {
+        let (s12, d12, s34, d34) = (m[1] + m[2], m[1] - m[2], m[3] + m[4], m[3] - m[4]);
+        [m[0] + s12 + s34, d12 + d34 * 2.0, s12 + s34 * 4.0, d12 + d34 * 8.0 + m[5]]
+    }
+}
+
+impl Tile for F2 {
+    const TO: usize = 2;
+    const TI: usize = 4;
+    const G: [[f64; 3]; TI] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0], [0.0; 3], [0.0; 3]];
+    #[inline(always)]
+    fn bt(d: [V; TI]) -> [V; TI] {
+        let z = V::splat(0.0);
+        [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3], z, z]
+    }
+    #[inline(always)]
+    fn at(m: [V; TI]) -> [V; 4] {
+        let z = V::splat(0.0);
+        [m[0] + m[1] + m[2], m[1] - m[2] - m[3], z, z]
+    }
+}
 
 /// L lanes processed as one value (one AVX-512 register, two AVX2 ones).
 #[derive(Clone, Copy)]
@@ -89,17 +159,14 @@ impl std::ops::Mul<f32> for V {
     }
 }
 
-/// Six values at `off`, `off + stride`, … of `s`.
+/// `n` (at most TI) values at `off`, `off + stride`, … of `s`; zeros after them.
 #[inline(always)]
-fn load6(s: &[f32], off: usize, stride: usize) -> [V; TI] {
-    [
-        V::load(s, off),
-        V::load(s, off + stride),
-        V::load(s, off + 2 * stride),
-        V::load(s, off + 3 * stride),
-        V::load(s, off + 4 * stride),
-        V::load(s, off + 5 * stride),
-    ]
+fn loadn(s: &[f32], off: usize, stride: usize, n: usize) -> [V; TI] {
+    let mut d = [V::splat(0.0); TI];
+    for (i, di) in d.iter_mut().enumerate().take(n) {
+        *di = V::load(s, off + i * stride);
+    }
+    d
 }
 
 /// Whether the AVX-512 shuffles of [`x86`] can run.
@@ -146,6 +213,34 @@ mod x86 {
         _mm512_storeu_ps(dst[3], _mm512_permutex2var_ps(y, hi, yy));
     }
 
+    /// dst[p][i] = src[2i + p] for i < 16.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `src` readable for 32 values, each `dst[p]` writable for 16.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn deinterleave2(src: *const f32, dst: [*mut f32; 2]) {
+        let (a0, a1) = (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16)));
+        let ev = idx([0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30]);
+        let od = idx([1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31]);
+        _mm512_storeu_ps(dst[0], _mm512_permutex2var_ps(a0, ev, a1));
+        _mm512_storeu_ps(dst[1], _mm512_permutex2var_ps(a0, od, a1));
+    }
+
+    /// out[2t + c] = y[c][t] for t < 16.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; each `y[c]` readable for 16 values, `out` writable for 32.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn interleave2(y: [*const f32; 2], out: *mut f32) {
+        let (y0, y1) = (_mm512_loadu_ps(y[0]), _mm512_loadu_ps(y[1]));
+        let lo = idx([0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23]);
+        let hi = idx([8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31]);
+        _mm512_storeu_ps(out, _mm512_permutex2var_ps(y0, lo, y1));
+        _mm512_storeu_ps(out.add(16), _mm512_permutex2var_ps(y0, hi, y1));
+    }
+
     /// out[4t + c] = y[c][t] for t < 16.
     ///
     /// # Safety
@@ -169,48 +264,64 @@ mod x86 {
     }
 }
 
-/// Stores four values interleaved: out[4t + c] = y[c][t].
+/// Stores `n` (2 or 4) vectors interleaved: out[n·t + c] = y[c][t] (`out` holds n·L values).
 #[inline(always)]
-fn interleave4(y: &[V; TO], out: &mut [f32], avx512: bool) {
-    let out: &mut [f32; TO * L] = out.try_into().expect("4·L values");
+fn interleave(y: &[V; 4], n: usize, out: &mut [f32], avx512: bool) {
+    let out = &mut out[..n * L];
     #[cfg(target_arch = "x86_64")]
     if avx512 {
-        // SAFETY: AVX-512F was detected; `out` holds 4·L values.
-        unsafe { x86::interleave4([y[0].0.as_ptr(), y[1].0.as_ptr(), y[2].0.as_ptr(), y[3].0.as_ptr()], out.as_mut_ptr()) };
+        // SAFETY: AVX-512F was detected; `out` holds n·L values.
+        unsafe {
+            if n == 4 {
+                x86::interleave4([y[0].0.as_ptr(), y[1].0.as_ptr(), y[2].0.as_ptr(), y[3].0.as_ptr()], out.as_mut_ptr());
+            } else {
+                x86::interleave2([y[0].0.as_ptr(), y[1].0.as_ptr()], out.as_mut_ptr());
+            }
+        }
         return;
     }
     let _ = avx512;
-    for t in 0..L {
-        for (c, yc) in y.iter().enumerate() {
-            out[TO * t + c] = yc.0[t];
+    for (t, o) in out.chunks_exact_mut(n).enumerate() {
+        for (c, v) in o.iter_mut().enumerate() {
+            *v = y[c].0[t];
         }
     }
 }
 
-/// Input transform Bᵀ applied to six values.
+/// Splits `src` (n·len values) into `n` (2 or 4) phases: dst[p][i] = src[n·i + p] (`len` a
+/// multiple of L).
 #[inline(always)]
-fn bt6(d: [V; TI]) -> [V; TI] {
-    let (d1, d2, d3, d4) = (d[1], d[2], d[3], d[4]);
-    [
-        d[0] * 4.0 - d2 * 5.0 + d4,
-        d4 + d3 - (d1 + d2) * 4.0,
-        d4 - d3 + (d1 - d2) * 4.0,
-        d4 - d2 + (d3 - d1) * 2.0,
-        d4 - d2 + (d1 - d3) * 2.0,
-        d1 * 4.0 - d3 * 5.0 + d[5],
-    ]
+fn deinterleave(src: &[f32], n: usize, dst: &mut [&mut [f32]; 4], len: usize, avx512: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512 {
+        for (i, sc) in src[..n * len].chunks_exact(n * L).enumerate() {
+            let o = i * L;
+            assert!(dst[..n].iter().all(|d| d.len() >= o + L));
+            // SAFETY: AVX-512F was detected; `sc` holds n·L values and each phase row L values
+            // from `o` (asserted).
+            unsafe {
+                if n == 4 {
+                    x86::deinterleave4(sc.as_ptr(), [dst[0][o..].as_mut_ptr(), dst[1][o..].as_mut_ptr(), dst[2][o..].as_mut_ptr(), dst[3][o..].as_mut_ptr()]);
+                } else {
+                    x86::deinterleave2(sc.as_ptr(), [dst[0][o..].as_mut_ptr(), dst[1][o..].as_mut_ptr()]);
+                }
+            }
+        }
+        return;
+    }
+    let _ = avx512;
+    for (i, s) in src[..n * len].chunks_exact(n).enumerate() {
+        for (p, &v) in s.iter().enumerate() {
+            dst[p][i] = v;
+        }
+    }
 }
 
-/// Output transform Aᵀ applied to six values.
-#[inline(always)]
-fn at6(m: [V; TI]) -> [V; TO] {
-    let (s12, d12, s34, d34) = (m[1] + m[2], m[1] - m[2], m[3] + m[4], m[3] - m[4]);
-    [m[0] + s12 + s34, d12 + d34 * 2.0, s12 + s34 * 4.0, d12 + d34 * 8.0 + m[5]]
-}
-
-/// Transformed weights: for each of the 36 points ξ, U_ξ [m × c] packed as a GEMM left operand.
+/// Transformed weights: for each transform-domain point ξ, U_ξ [m × c] packed as a GEMM left
+/// operand.
 #[derive(Clone, Debug)]
 pub struct WinogradWeights {
+    tile: TileSize,
     m: usize,
     c: usize,
     mats: Vec<PackedA>,
@@ -218,35 +329,43 @@ pub struct WinogradWeights {
 
 impl WinogradWeights {
     /// Transforms W [m, c, 3, 3] (row-major) for [`best_isa`]; `None` if the sizes disagree.
-    pub fn new(m: usize, c: usize, w: &[f32]) -> Option<WinogradWeights> {
-        WinogradWeights::with_isa(best_isa(), m, c, w)
+    pub fn new(tile: TileSize, m: usize, c: usize, w: &[f32]) -> Option<WinogradWeights> {
+        WinogradWeights::with_isa(best_isa(), tile, m, c, w)
     }
 
-    pub fn with_isa(isa: Isa, m: usize, c: usize, w: &[f32]) -> Option<WinogradWeights> {
+    pub fn with_isa(isa: Isa, tile: TileSize, m: usize, c: usize, w: &[f32]) -> Option<WinogradWeights> {
         if m == 0 || c == 0 || m.checked_mul(c)?.checked_mul(9)? != w.len() {
             return None;
         }
+        let (ti, g) = match tile {
+            TileSize::F4 => (F4::TI, &F4::G),
+            TileSize::F2 => (F2::TI, &F2::G),
+        };
+        let g = &g[..ti];
         let mc = m * c;
-        let mut u = vec![0f32; NX * mc];
+        let mut u = vec![0f32; ti * ti * mc];
         for (oc, k) in w.chunks_exact(9).enumerate() {
             // GgGᵀ in double precision.
             let mut gg = [[0f64; 3]; TI];
-            for (row, gr) in gg.iter_mut().zip(&G) {
+            for (row, gr) in gg.iter_mut().zip(g) {
                 for (b, v) in row.iter_mut().enumerate() {
                     *v = (0..3).map(|a| gr[a] * k[a * 3 + b] as f64).sum();
                 }
             }
-            for (kx, row) in gg.iter().enumerate() {
-                for (lx, gl) in G.iter().enumerate() {
+            for (kx, row) in gg.iter().take(ti).enumerate() {
+                for (lx, gl) in g.iter().enumerate() {
                     let v: f64 = (0..3).map(|b| row[b] * gl[b]).sum();
-                    u[(kx * TI + lx) * mc + oc] = v as f32;
+                    u[(kx * ti + lx) * mc + oc] = v as f32;
                 }
             }
         }
         let mats = u.chunks_exact(mc).map(|ux| PackedA::with_isa(isa, m, c, MatRef::new(ux, c as isize, 1))).collect();
-        Some(WinogradWeights { m, c, mats })
+        Some(WinogradWeights { tile, m, c, mats })
     }
 
+    pub fn tile(&self) -> TileSize {
+        self.tile
+    }
     pub fn out_channels(&self) -> usize {
         self.m
     }
@@ -260,11 +379,19 @@ pub fn applies(g: &Conv2dGeometry) -> bool {
     g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1
 }
 
-/// Whether the Winograd path is expected to beat the implicit GEMM for c → m channels and an
-/// oh × ow output per image.
-pub fn pays(m: usize, c: usize, oh: usize, ow: usize) -> bool {
-    let tiles = oh.div_ceil(TO) * ow.div_ceil(TO);
-    m >= 16 && c >= 16 && tiles >= 12
+/// The Winograd variant expected to beat the implicit GEMM for c → m channels and an oh × ow
+/// output per image, if any.
+pub fn choose(m: usize, c: usize, oh: usize, ow: usize) -> Option<TileSize> {
+    let tiles = |t: usize| oh.div_ceil(t) * ow.div_ceil(t);
+    if m < 16 || c < 16 {
+        None
+    } else if tiles(4) >= 12 {
+        Some(TileSize::F4)
+    } else if tiles(2) >= 12 {
+        Some(TileSize::F2)
+    } else {
+        None
+    }
 }
 
 /// Per-thread work buffers.
@@ -328,7 +455,8 @@ pub fn conv3x3_winograd(
         return;
     }
     let info = w.mats[0].info();
-    let (ty, tx) = (g.oh.div_ceil(TO), g.ow.div_ceil(TO));
+    let to = w.tile.out();
+    let (ty, tx) = (g.oh.div_ceil(to), g.ow.div_ceil(to));
     let job = Job { g, info, w, x, y: YPtr(y.as_mut_ptr()), bias, relu, ty, tx };
     let total = batch * ty * tx;
     let threads = threads.max(1);
@@ -353,6 +481,13 @@ pub fn conv3x3_winograd(
 
 /// Tiles `t0..t1` (over the batch) × output channels `c0..c1` (c0 a multiple of MR).
 fn part(job: &Job<'_>, t0: usize, t1: usize, c0: usize, c1: usize, bufs: &mut Bufs) {
+    match job.w.tile {
+        TileSize::F4 => part_t::<F4>(job, t0, t1, c0, c1, bufs),
+        TileSize::F2 => part_t::<F2>(job, t0, t1, c0, c1, bufs),
+    }
+}
+
+fn part_t<T: Tile>(job: &Job<'_>, t0: usize, t1: usize, c0: usize, c1: usize, bufs: &mut Bufs) {
     let per_img = job.ty * job.tx;
     let nr = job.info.nr;
     let mut t = t0;
@@ -360,7 +495,7 @@ fn part(job: &Job<'_>, t0: usize, t1: usize, c0: usize, c1: usize, bufs: &mut Bu
         let img = t / per_img;
         let j0 = t % per_img;
         let j1 = (j0 + nr).min(per_img).min(j0 + (t1 - t));
-        panel(job, img, j0, j1, c0, c1, bufs);
+        panel::<T>(job, img, j0, j1, c0, c1, bufs);
         t += j1 - j0;
     }
 }
@@ -383,17 +518,17 @@ fn segments(job: &Job<'_>, j0: usize, j1: usize) -> impl Iterator<Item = (usize,
 
 /// Tiles `j0..j1` of image `img` (at most one B panel) for output channels `c0..c1`.
 #[allow(clippy::too_many_arguments)]
-fn panel(job: &Job<'_>, img: usize, j0: usize, j1: usize, c0: usize, c1: usize, bufs: &mut Bufs) {
+fn panel<T: Tile>(job: &Job<'_>, img: usize, j0: usize, j1: usize, c0: usize, c1: usize, bufs: &mut Bufs) {
     let (g, info) = (job.g, &job.info);
     let c = g.c;
     let nt = j1 - j0;
     let w = info.panel_width(0, nt);
     let vs = c * w + L;
-    bufs.v.reset(NX * vs);
-    input_transform(job, img, j0, j1, w, vs, bufs);
+    bufs.v.reset(T::NX * vs);
+    input_transform::<T>(job, img, j0, j1, w, vs, bufs);
     let chunk = CO_CHUNK.div_ceil(info.mr) * info.mr;
     let ps = chunk * w;
-    bufs.p.reset(NX * ps + L);
+    bufs.p.reset(T::NX * ps + L);
     let no_ep = Epilogue::default();
     let mut cc = c0;
     while cc < c1 {
@@ -422,24 +557,24 @@ fn panel(job: &Job<'_>, img: usize, j0: usize, j1: usize, c0: usize, c1: usize, 
             }
         }
         for ol in 0..rows_c {
-            output_transform(job, img, j0, j1, cc + ol, ol, w, ps, bufs);
+            output_transform::<T>(job, img, j0, j1, cc + ol, ol, w, ps, bufs);
         }
         cc += rows_c;
     }
 }
 
-/// Transforms the 6×6 input tiles of tiles `j0..j1` of image `img`, every input channel, into
+/// Transforms the input tiles of tiles `j0..j1` of image `img`, every input channel, into
 /// `bufs.v` (per ξ at `ξ·vs`, [c × w] panel rows).
-fn input_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, w: usize, vs: usize, bufs: &mut Bufs) {
+fn input_transform<T: Tile>(job: &Job<'_>, img: usize, j0: usize, j1: usize, w: usize, vs: usize, bufs: &mut Bufs) {
     let g = job.g;
     let (ra, rb) = (j0 / job.tx, (j1 - 1) / job.tx);
-    let rows = TO * (rb - ra) + TI;
-    // Phase p, index i of a padded row holds padded column 4i + p; one extra index so every
+    let rows = T::TO * (rb - ra) + T::TI;
+    // Phase p, index i of a padded row holds padded column TO·i + p; one extra index so every
     // tile's last two columns exist.
     let qs = (job.tx + 1).div_ceil(L) * L;
     let ts = w.div_ceil(L) * L + L;
-    bufs.xp.resize(rows * TO * qs + TO * qs + 2 * L, 0.0);
-    bufs.t.resize(NX * ts, 0.0);
+    bufs.xp.resize(rows * T::TO * qs + T::TO * qs + 2 * L, 0.0);
+    bufs.t.resize(T::NX * ts, 0.0);
     let isz = g.ih * g.iw;
     let nt = j1 - j0;
     let segs: Vec<(usize, usize, usize, usize)> = segments(job, j0, j1).collect();
@@ -450,16 +585,16 @@ fn input_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, w: usize, vs
             let (xp, t, v) = (&mut bufs.xp[..], &mut bufs.t[..], bufs.v.as_mut_slice());
             for ci in 0..g.c {
                 let xc = &job.x[(img * g.c + ci) * isz..][..isz];
-                fill_padded(g, xc, TO * ra, rows, qs, xp, avx512);
+                fill_padded::<T>(g, xc, T::TO * ra, rows, qs, xp, avx512);
                 for &(r, c0, c1, jo) in &segs {
-                    let base = TO * (r - ra);
-                    for col in 0..TI {
-                        let (phase, dq) = (col % TO, col / TO);
+                    let base = T::TO * (r - ra);
+                    for col in 0..T::TI {
+                        let (phase, dq) = (col % T::TO, col / T::TO);
                         let mut j = 0;
                         while j < c1 - c0 {
-                            let d = load6(xp, (base * TO + phase) * qs + c0 + dq + j, TO * qs);
-                            for (k, o) in bt6(d).into_iter().enumerate() {
-                                o.store(t, (k * TI + col) * ts + jo + j);
+                            let d = loadn(xp, (base * T::TO + phase) * qs + c0 + dq + j, T::TO * qs, T::TI);
+                            for (k, o) in T::bt(d).into_iter().take(T::TI).enumerate() {
+                                o.store(t, (k * T::TI + col) * ts + jo + j);
                             }
                             j += L;
                         }
@@ -467,10 +602,10 @@ fn input_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, w: usize, vs
                 }
                 let mut j = 0;
                 while j < nt {
-                    for k in 0..TI {
-                        let d = load6(t, k * TI * ts + j, ts);
-                        for (l, o) in bt6(d).into_iter().enumerate() {
-                            o.store(v, (k * TI + l) * vs + ci * w + j);
+                    for k in 0..T::TI {
+                        let d = loadn(t, k * T::TI * ts + j, ts, T::TI);
+                        for (l, o) in T::bt(d).into_iter().take(T::TI).enumerate() {
+                            o.store(v, (k * T::TI + l) * vs + ci * w + j);
                         }
                     }
                     j += L;
@@ -480,12 +615,12 @@ fn input_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, w: usize, vs
     );
 }
 
-/// Rows `y0..y0+rows` of the zero-padded channel `xc`, each split into four column phases of
-/// `qs` values: dst[(row·4 + p)·qs + i] = padded(y0 + row, 4i + p). Uses `dst[rows·4·qs..]`
-/// (4·qs values) as scratch.
+/// Rows `y0..y0+rows` of the zero-padded channel `xc`, each split into TO column phases of `qs`
+/// values: dst[(row·TO + p)·qs + i] = padded(y0 + row, TO·i + p). Uses `dst[rows·TO·qs..]`
+/// (TO·qs values) as scratch.
 #[inline(always)]
-fn fill_padded(g: &Conv2dGeometry, xc: &[f32], y0: usize, rows: usize, qs: usize, dst: &mut [f32], avx512: bool) {
-    let wide = TO * qs;
+fn fill_padded<T: Tile>(g: &Conv2dGeometry, xc: &[f32], y0: usize, rows: usize, qs: usize, dst: &mut [f32], avx512: bool) {
+    let wide = T::TO * qs;
     let (out, scratch) = dst.split_at_mut(rows * wide);
     let scratch = &mut scratch[..wide];
     // Input columns that land inside the wide row.
@@ -500,33 +635,19 @@ fn fill_padded(g: &Conv2dGeometry, xc: &[f32], y0: usize, rows: usize, qs: usize
         scratch[..g.pw.min(wide)].fill(0.0);
         scratch[g.pw..g.pw + x1].copy_from_slice(&xrow[..x1]);
         scratch[g.pw + x1..].fill(0.0);
-        let (p0, rest) = orow.split_at_mut(qs);
-        let (p1, rest) = rest.split_at_mut(qs);
-        let (p2, p3) = rest.split_at_mut(qs);
-        #[cfg(target_arch = "x86_64")]
-        if avx512 {
-            for (i, sc) in scratch.chunks_exact(TO * L).enumerate() {
-                let o = i * L;
-                assert!(o + L <= qs);
-                // SAFETY: AVX-512F was detected; `sc` holds 4·L values and each phase row L
-                // values from `o` (asserted).
-                unsafe { x86::deinterleave4(sc.as_ptr(), [p0[o..].as_mut_ptr(), p1[o..].as_mut_ptr(), p2[o..].as_mut_ptr(), p3[o..].as_mut_ptr()]) };
-            }
-            continue;
+        let mut ph = orow.chunks_exact_mut(qs);
+        let mut dsts: [&mut [f32]; 4] = [&mut [], &mut [], &mut [], &mut []];
+        for d in dsts.iter_mut().take(T::TO) {
+            *d = ph.next().expect("TO phase rows");
         }
-        for ((((s, a), b), c), d) in scratch.chunks_exact(TO).zip(p0.iter_mut()).zip(p1.iter_mut()).zip(p2.iter_mut()).zip(p3.iter_mut()) {
-            *a = s[0];
-            *b = s[1];
-            *c = s[2];
-            *d = s[3];
-        }
+        deinterleave(scratch, T::TO, &mut dsts, qs, avx512);
     }
 }
 
 /// Output transform of channel `o` (row `ol` of the products) for tiles `j0..j1` of image `img`,
 /// with bias and activation, stored into Y.
 #[allow(clippy::too_many_arguments)]
-fn output_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, o: usize, ol: usize, w: usize, ps: usize, bufs: &mut Bufs) {
+fn output_transform<T: Tile>(job: &Job<'_>, img: usize, j0: usize, j1: usize, o: usize, ol: usize, w: usize, ps: usize, bufs: &mut Bufs) {
     let g = job.g;
     let nt = j1 - j0;
     let zs = w.div_ceil(L) * L;
@@ -534,7 +655,7 @@ fn output_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, o: usize, o
     let relu = job.relu;
     let p = bufs.p.as_slice();
     let z = &mut bufs.z;
-    z.resize(TO * TO * zs, 0.0);
+    z.resize(T::TO * T::TO * zs, 0.0);
     let avx512 = has_avx512();
     vectorized(
         #[inline(always)]
@@ -542,29 +663,32 @@ fn output_transform(job: &Job<'_>, img: usize, j0: usize, j1: usize, o: usize, o
             let mut j = 0;
             while j < nt {
                 // s[k][c'] = Σ_l M[k][l] Aᵀ[c'][l]; y[r'][c'] = Σ_k Aᵀ[r'][k] s[k][c'].
-                let row = |k: usize| at6(load6(p, k * TI * ps + ol * w + j, ps));
-                let s = [row(0), row(1), row(2), row(3), row(4), row(5)];
-                let col = |cc: usize| at6([s[0][cc], s[1][cc], s[2][cc], s[3][cc], s[4][cc], s[5][cc]]);
+                let row = |k: usize| T::at(loadn(p, k * T::TI * ps + ol * w + j, ps, T::TI));
+                let mut sm = [[V::splat(0.0); 4]; TI];
+                for (k, sk) in sm.iter_mut().enumerate().take(T::TI) {
+                    *sk = row(k);
+                }
+                let col = |cc: usize| T::at([sm[0][cc], sm[1][cc], sm[2][cc], sm[3][cc], sm[4][cc], sm[5][cc]]);
                 let (y0, y1, y2, y3) = (col(0), col(1), col(2), col(3));
                 let fin = |v: V| if relu { (v + b).max(V::splat(0.0)) } else { v + b };
-                for r in 0..TO {
+                for r in 0..T::TO {
                     let yr = [fin(y0[r]), fin(y1[r]), fin(y2[r]), fin(y3[r])];
-                    interleave4(&yr, &mut z[r * TO * zs + TO * j..][..TO * L], avx512);
+                    interleave(&yr, T::TO, &mut z[r * T::TO * zs + T::TO * j..], avx512);
                 }
                 j += L;
             }
             let yc = (img * job.w.m + o) * g.oh * g.ow;
             for (r, c0, c1, jo) in segments(job, j0, j1) {
-                for rr in 0..TO {
-                    let oy = TO * r + rr;
+                for rr in 0..T::TO {
+                    let oy = T::TO * r + rr;
                     if oy >= g.oh {
                         break;
                     }
-                    let (x0, x1) = (TO * c0, (TO * c1).min(g.ow));
+                    let (x0, x1) = (T::TO * c0, (T::TO * c1).min(g.ow));
                     // SAFETY: columns x0..x1 of row oy of channel o in image img lie inside Y
                     // (checked in `conv3x3_winograd`) and belong to this part's tiles only.
                     let row = unsafe { std::slice::from_raw_parts_mut(job.y.0.add(yc + oy * g.ow + x0), x1 - x0) };
-                    row.copy_from_slice(&z[rr * TO * zs + TO * jo..][..x1 - x0]);
+                    row.copy_from_slice(&z[rr * T::TO * zs + T::TO * jo..][..x1 - x0]);
                 }
             }
         },
@@ -622,14 +746,14 @@ mod tests {
         ];
         #[cfg(not(target_arch = "wasm32"))]
         let _pool = crate::par::enter(crate::par::build_pool(2));
-        for isa in available_isas() {
+        for (isa, tile) in available_isas().into_iter().flat_map(|i| [(i, TileSize::F4), (i, TileSize::F2)]) {
             for &(batch, m, c, ih, iw, ph, pw, eh, ew) in &cases {
                 let (oh, ow) = (ih + ph + eh - 2, iw + pw + ew - 2);
                 let g = Conv2dGeometry { c, ih, iw, oh, ow, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, ph, pw };
                 let x: Vec<f32> = (0..batch * c * ih * iw).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
                 let wv: Vec<f32> = (0..m * c * 9).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
                 let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5 - 2.0).collect();
-                let ww = WinogradWeights::with_isa(isa, m, c, &wv).expect("weights");
+                let ww = WinogradWeights::with_isa(isa, tile, m, c, &wv).expect("weights");
                 for relu in [false, true] {
                     let want = naive(&g, batch, m, &x, &wv, &bias, relu);
                     let scale = want.iter().fold(1f64, |a, v| a.max(v.abs()));
@@ -637,7 +761,7 @@ mod tests {
                         let mut y = vec![f32::NAN; batch * m * oh * ow + 3];
                         conv3x3_winograd(&g, batch, &x, &ww, &mut y, Some(&bias), relu, threads);
                         for (idx, (&got, &w)) in y.iter().zip(&want).enumerate() {
-                            assert!((got as f64 - w).abs() <= 1e-5 * scale + 1e-4 * w.abs(), "{isa:?} {g:?} batch {batch} threads {threads} at {idx}: {got} vs {w}");
+                            assert!((got as f64 - w).abs() <= 1e-5 * scale + 1e-4 * w.abs(), "{isa:?} {tile:?} {g:?} batch {batch} threads {threads} at {idx}: {got} vs {w}");
                         }
                         assert!(y[want.len()..].iter().all(|v| v.is_nan()), "wrote past Y");
                     }
@@ -651,19 +775,29 @@ mod tests {
         // One channel, 3×3 input of ones, all-ones kernel, padding 1: each output counts the
         // input pixels its window covers.
         let g = Conv2dGeometry { c: 1, ih: 3, iw: 3, oh: 3, ow: 3, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, ph: 1, pw: 1 };
-        let ww = WinogradWeights::new(1, 1, &[1.0; 9]).expect("weights");
-        let mut y = vec![0f32; 9];
-        conv3x3_winograd(&g, 1, &[1.0; 9], &ww, &mut y, None, false, 1);
-        let want = [4.0, 6.0, 4.0, 6.0, 9.0, 6.0, 4.0, 6.0, 4.0];
-        for (a, b) in y.iter().zip(want) {
-            assert!((a - b).abs() < 1e-5, "{y:?}");
+        for tile in [TileSize::F4, TileSize::F2] {
+            let ww = WinogradWeights::new(tile, 1, 1, &[1.0; 9]).expect("weights");
+            let mut y = vec![0f32; 9];
+            conv3x3_winograd(&g, 1, &[1.0; 9], &ww, &mut y, None, false, 1);
+            let want = [4.0, 6.0, 4.0, 6.0, 9.0, 6.0, 4.0, 6.0, 4.0];
+            for (a, b) in y.iter().zip(want) {
+                assert!((a - b).abs() < 1e-5, "{tile:?} {y:?}");
+            }
         }
     }
 
     #[test]
     fn rejects_mismatched_weights() {
-        assert!(WinogradWeights::new(2, 3, &[0.0; 53]).is_none());
-        assert!(WinogradWeights::new(0, 3, &[]).is_none());
+        assert!(WinogradWeights::new(TileSize::F4, 2, 3, &[0.0; 53]).is_none());
+        assert!(WinogradWeights::new(TileSize::F2, 0, 3, &[]).is_none());
+    }
+
+    #[test]
+    fn chooses_by_tile_count() {
+        assert_eq!(choose(64, 64, 56, 56), Some(TileSize::F4));
+        assert_eq!(choose(512, 512, 7, 7), Some(TileSize::F2));
+        assert_eq!(choose(8, 64, 56, 56), None);
+        assert_eq!(choose(64, 64, 3, 3), None);
     }
 }
 
@@ -689,7 +823,12 @@ mod timing {
             let x: Vec<f32> = (0..c * hw * hw).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
             let wv: Vec<f32> = (0..m * c * 9).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
             let bias = vec![0.5f32; m];
-            let ww = WinogradWeights::new(m, c, &wv).expect("weights");
+            let tile = match std::env::var("WINO_TILE").as_deref() {
+                Ok("2") => TileSize::F2,
+                Ok("4") => TileSize::F4,
+                _ => choose(m, c, hw, hw).unwrap_or(TileSize::F4),
+            };
+            let ww = WinogradWeights::new(tile, m, c, &wv).expect("weights");
             let pa = PackedA::new(m, c * 9, MatRef::new(&wv, (c * 9) as isize, 1));
             let mut y = vec![0f32; m * hw * hw];
             let ep = Epilogue { row_bias: Some(&bias), ..Epilogue::default() };
@@ -710,7 +849,7 @@ mod timing {
             };
             let tg = if only.is_some() { f64::NAN } else { time(&mut || conv2d_gemm(&g, &x, &pa, &mut y, &ep, threads)) };
             let tw = time(&mut || conv3x3_winograd(&g, 1, &x, &ww, &mut y, Some(&bias), false, threads));
-            println!("{c:>4}->{m:<4} @{hw:>3}²  convgemm {tg:7.3} ms  winograd {tw:7.3} ms  speedup {:.2}", tg / tw);
+            println!("{tile:?} {c:>4}->{m:<4} @{hw:>3}²  convgemm {tg:7.3} ms  winograd {tw:7.3} ms  speedup {:.2}", tg / tw);
         }
     }
 }
