@@ -63,7 +63,7 @@ fn build_conv(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
 }
 
 /// Winograd weights for a float32 [M, C, 3, 3] constant weight when the convolution has unit
-/// strides and dilations and, if the input's spatial size is known, that size makes the path pay.
+/// strides and dilations and, if the input's spatial size is known, a variant pays for that size.
 fn winograd_weights(n: &NodeInfo, attrs: &WindowAttrs, w: &Tensor) -> Option<WinogradWeights> {
     let s = w.shape();
     let unit = |v: &Option<Vec<usize>>| v.as_ref().map_or(true, |v| v.iter().all(|&x| x == 1));
@@ -72,14 +72,11 @@ fn winograd_weights(n: &NodeInfo, attrs: &WindowAttrs, w: &Tensor) -> Option<Win
     }
     let (m, c) = (s[0], s[1]);
     let spatial = n.input_shape(0).filter(|x| x.rank() == 4).and_then(|x| x.0[2..].iter().map(|d| d.fixed()).collect::<Option<Vec<usize>>>());
-    let pays = match spatial {
-        Some(sp) => attrs.geometry(&sp, &[3, 3]).is_ok_and(|g| winograd::pays(m, c, g.output[0], g.output[1])),
-        None => winograd::pays(m, c, 16, 16),
+    let tile = match spatial {
+        Some(sp) => attrs.geometry(&sp, &[3, 3]).ok().and_then(|g| winograd::choose(m, c, g.output[0], g.output[1]))?,
+        None => winograd::choose(m, c, 16, 16)?,
     };
-    if !pays {
-        return None;
-    }
-    WinogradWeights::new(m, c, w.as_slice::<f32>().ok()?)
+    WinogradWeights::new(tile, m, c, w.as_slice::<f32>().ok()?)
 }
 
 fn build_conv_integer(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
@@ -395,7 +392,7 @@ fn conv_f32(
         };
         ensure!(x.len() == d.n * d.c * isz, "input has {} elements; expected {}", x.len(), d.n * d.c * isz);
         if let Some(ww) = wino.filter(|ww| {
-            group == 1 && winograd::applies(&cg2) && (ww.out_channels(), ww.in_channels()) == (mg, cg) && winograd::pays(mg, cg, cg2.oh, cg2.ow)
+            group == 1 && winograd::applies(&cg2) && (ww.out_channels(), ww.in_channels()) == (mg, cg) && winograd::choose(mg, cg, cg2.oh, cg2.ow) == Some(ww.tile())
         }) {
             winograd::conv3x3_winograd(&cg2, d.n, x, ww, &mut y, bias, false, threads);
             return Ok(y);
@@ -943,8 +940,8 @@ mod tests {
         let w64: Vec<f64> = w.iter().map(|&v| v as f64).collect();
         let mut want = conv_compute::<f64>(&x64, &w64, &d, 1).unwrap();
         add_bias(&mut want, &bias.iter().map(|&v| v as f64).collect::<Vec<_>>(), m, d.geo.out_size()).unwrap();
-        let ww = WinogradWeights::new(m, c, &w).unwrap();
-        assert!(winograd::pays(m, c, d.geo.output[0], d.geo.output[1]));
+        let tile = winograd::choose(m, c, d.geo.output[0], d.geo.output[1]).unwrap();
+        let ww = WinogradWeights::new(tile, m, c, &w).unwrap();
         let got = conv_f32(&x, &w, None, Some(&ww), &d, 1, Some(&bias)).unwrap();
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
