@@ -337,28 +337,11 @@ impl WinogradWeights {
         if m == 0 || c == 0 || m.checked_mul(c)?.checked_mul(9)? != w.len() {
             return None;
         }
-        let (ti, g) = match tile {
-            TileSize::F4 => (F4::TI, &F4::G),
-            TileSize::F2 => (F2::TI, &F2::G),
-        };
-        let g = &g[..ti];
         let mc = m * c;
-        let mut u = vec![0f32; ti * ti * mc];
-        for (oc, k) in w.chunks_exact(9).enumerate() {
-            // GgGᵀ in double precision.
-            let mut gg = [[0f64; 3]; TI];
-            for (row, gr) in gg.iter_mut().zip(g) {
-                for (b, v) in row.iter_mut().enumerate() {
-                    *v = (0..3).map(|a| gr[a] * k[a * 3 + b] as f64).sum();
-                }
-            }
-            for (kx, row) in gg.iter().take(ti).enumerate() {
-                for (lx, gl) in g.iter().enumerate() {
-                    let v: f64 = (0..3).map(|b| row[b] * gl[b]).sum();
-                    u[(kx * ti + lx) * mc + oc] = v as f32;
-                }
-            }
-        }
+        let u = match tile {
+            TileSize::F4 => transform_weights::<F4>(mc, w),
+            TileSize::F2 => transform_weights::<F2>(mc, w),
+        };
         let mats = u.chunks_exact(mc).map(|ux| PackedA::with_isa(isa, m, c, MatRef::new(ux, c as isize, 1))).collect();
         Some(WinogradWeights { tile, m, c, mats })
     }
@@ -372,6 +355,48 @@ impl WinogradWeights {
     pub fn in_channels(&self) -> usize {
         self.c
     }
+}
+
+/// U [ξ][oc] = (G g_oc Gᵀ)[ξ] for the `mc` 3×3 kernels of `w`, L kernels at a time.
+fn transform_weights<T: Tile>(mc: usize, w: &[f32]) -> Vec<f32> {
+    let mut u = vec![0f32; T::NX * mc];
+    let mut g = [[0f32; 3]; TI];
+    for (gr, gd) in g.iter_mut().zip(&T::G) {
+        for (x, &y) in gr.iter_mut().zip(gd) {
+            *x = y as f32;
+        }
+    }
+    vectorized(
+        #[inline(always)]
+        || {
+            let mut oc = 0;
+            while oc < mc {
+                let n = L.min(mc - oc);
+                let mut k = [V::splat(0.0); 9];
+                for (l, kw) in w[oc * 9..(oc + n) * 9].chunks_exact(9).enumerate() {
+                    for (e, &v) in kw.iter().enumerate() {
+                        k[e].0[l] = v;
+                    }
+                }
+                // gg = G·g (TI×3), then U = gg·Gᵀ.
+                let mut gg = [[V::splat(0.0); 3]; TI];
+                for (ggr, gr) in gg.iter_mut().zip(&g).take(T::TI) {
+                    for (b, x) in ggr.iter_mut().enumerate() {
+                        *x = k[b] * gr[0] + k[3 + b] * gr[1] + k[6 + b] * gr[2];
+                    }
+                }
+                for (r, ggr) in gg.iter().enumerate().take(T::TI) {
+                    for (l2, gl) in g.iter().enumerate().take(T::TI) {
+                        let v = ggr[0] * gl[0] + ggr[1] * gl[1] + ggr[2] * gl[2];
+                        let off = (r * T::TI + l2) * mc + oc;
+                        u[off..off + n].copy_from_slice(&v.0[..n]);
+                    }
+                }
+                oc += n;
+            }
+        },
+    );
+    u
 }
 
 /// Whether the geometry is one [`conv3x3_winograd`] computes (3×3, stride 1, dilation 1).
