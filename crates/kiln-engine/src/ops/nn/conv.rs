@@ -56,9 +56,10 @@ fn build_conv(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let group = n.attr_int_or("group", 1)?;
     ensure!(group >= 1, "group must be >= 1, got {group}");
     let group = group as usize;
-    let packed = n.const_tensor(1).and_then(|w| PackedWeights::new(w, group));
     let attrs = WindowAttrs::parse(n)?;
     let wino = if group == 1 { n.const_tensor(1).and_then(|w| winograd_weights(n, &attrs, w)) } else { None };
+    // With Winograd weights the GEMM path only runs for unexpected shapes; it then packs per call.
+    let packed = if wino.is_some() { None } else { n.const_tensor(1).and_then(|w| PackedWeights::new(w, group)) };
     Ok(Box::new(ConvOp { attrs, group, packed, wino }))
 }
 
