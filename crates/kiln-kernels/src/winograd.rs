@@ -408,11 +408,12 @@ pub fn applies(g: &Conv2dGeometry) -> bool {
 /// output per image, if any.
 pub fn choose(m: usize, c: usize, oh: usize, ow: usize) -> Option<TileSize> {
     let tiles = |t: usize| oh.div_ceil(t) * ow.div_ceil(t);
+    // With few tiles per image the transforms only pay off against deep products.
     if m < 16 || c < 16 {
         None
-    } else if tiles(4) >= 12 {
+    } else if tiles(4) > 16 || (tiles(4) >= 12 && c >= 128) {
         Some(TileSize::F4)
-    } else if tiles(2) >= 12 {
+    } else if tiles(2) >= 12 && c >= 128 {
         Some(TileSize::F2)
     } else {
         None
@@ -823,6 +824,8 @@ mod tests {
         assert_eq!(choose(512, 512, 7, 7), Some(TileSize::F2));
         assert_eq!(choose(8, 64, 56, 56), None);
         assert_eq!(choose(64, 64, 3, 3), None);
+        assert_eq!(choose(256, 256, 14, 14), Some(TileSize::F4));
+        assert_eq!(choose(192, 48, 13, 13), None);
     }
 }
 
