@@ -14,6 +14,7 @@ pub mod gemm;
 pub mod par;
 pub mod simd;
 pub mod vmath;
+pub mod winograd;
 
 pub use act::Activation;
 pub use convgemm::{conv2d_gemm, Conv2dGeometry};

@@ -1,6 +1,7 @@
 //! Convolutions: Conv (im2col + GEMM, direct 1x1 and depthwise paths), ConvTranspose (GEMM +
 //! col2im) and ConvInteger.
 
+use kiln_kernels::winograd::{self, WinogradWeights};
 use kiln_kernels::{conv2d_gemm, depthwise_conv2d, sgemm_ex, Activation, Conv2dGeometry, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
 use kiln_tensor::{DType, Dim, Shape, Tensor, Value, ValueType};
 
@@ -24,6 +25,8 @@ struct ConvOp {
     packed: Option<PackedWeights>,
     /// Applied to the output (fused from a following activation node).
     act: Activation,
+    /// Constant 3×3 weights transformed at load for the Winograd path, when it pays.
+    wino: Option<WinogradWeights>,
 }
 
 /// Weights W [M, C/group, k...] as one packed [M/group × C/group·K] matrix per group.
@@ -55,8 +58,14 @@ fn build_conv(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let group = n.attr_int_or("group", 1)?;
     ensure!(group >= 1, "group must be >= 1, got {group}");
     let group = group as usize;
-    let packed = n.const_tensor(1).and_then(|w| PackedWeights::new(w, group));
-    Ok(Box::new(ConvOp { attrs: WindowAttrs::parse(n)?, group, packed, act: fused_activation(n)? }))
+    let attrs = WindowAttrs::parse(n)?;
+    let act = fused_activation(n)?;
+    // The Winograd kernels fuse no activation other than Relu.
+    let wino_act = matches!(act, Activation::Identity | Activation::Relu);
+    let wino = if group == 1 && wino_act { n.const_tensor(1).and_then(|w| winograd_weights(n, &attrs, w)) } else { None };
+    // With Winograd weights the GEMM path only runs for unexpected shapes; it then packs per call.
+    let packed = if wino.is_some() { None } else { n.const_tensor(1).and_then(|w| PackedWeights::new(w, group)) };
+    Ok(Box::new(ConvOp { attrs, group, packed, act, wino }))
 }
 
 /// The activation a fused Conv applies (see `fuse::fuse_conv_activations`).
@@ -73,10 +82,27 @@ fn fused_activation(n: &NodeInfo) -> OpResult<Activation> {
     })
 }
 
+/// Winograd weights for a float32 [M, C, 3, 3] constant weight when the convolution has unit
+/// strides and dilations and, if the input's spatial size is known, a variant pays for that size.
+fn winograd_weights(n: &NodeInfo, attrs: &WindowAttrs, w: &Tensor) -> Option<WinogradWeights> {
+    let s = w.shape();
+    let unit = |v: &Option<Vec<usize>>| v.as_ref().map_or(true, |v| v.iter().all(|&x| x == 1));
+    if s.len() != 4 || s[2] != 3 || s[3] != 3 || !unit(&attrs.strides) || !unit(&attrs.dilations) {
+        return None;
+    }
+    let (m, c) = (s[0], s[1]);
+    let spatial = n.input_shape(0).filter(|x| x.rank() == 4).and_then(|x| x.0[2..].iter().map(|d| d.fixed()).collect::<Option<Vec<usize>>>());
+    let tile = match spatial {
+        Some(sp) => attrs.geometry(&sp, &[3, 3]).ok().and_then(|g| winograd::choose(m, c, g.output[0], g.output[1]))?,
+        None => winograd::choose(m, c, 16, 16)?,
+    };
+    WinogradWeights::new(tile, m, c, w.as_slice::<f32>().ok()?)
+}
+
 fn build_conv_integer(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let group = n.attr_int_or("group", 1)?;
     ensure!(group >= 1, "group must be >= 1, got {group}");
-    Ok(Box::new(ConvIntegerOp(ConvOp { attrs: WindowAttrs::parse(n)?, group: group as usize, packed: None, act: Activation::Identity })))
+    Ok(Box::new(ConvIntegerOp(ConvOp { attrs: WindowAttrs::parse(n)?, group: group as usize, packed: None, act: Activation::Identity, wino: None })))
 }
 
 /// Validated dims of a convolution: X [N, C, in...], W [M, C/group, k...].
@@ -350,7 +376,10 @@ fn conv_compute<T: GemmElem>(x: &[T], w: &[T], d: &ConvDims, group: usize) -> Op
 /// Float32 convolution through the packed GEMM (weights prepacked or packed per call), with the
 /// bias fused into the GEMM epilogue. Not for depthwise convolutions.
 #[allow(clippy::too_many_arguments)]
-fn conv_f32(x: &[f32], w: &[f32], packed: Option<&[PackedA]>, d: &ConvDims, group: usize, bias: Option<&[f32]>, act: Activation) -> OpResult<Vec<f32>> {
+fn conv_f32(
+    x: &[f32], w: &[f32], packed: Option<&[PackedA]>, wino: Option<&WinogradWeights>, d: &ConvDims, group: usize,
+    bias: Option<&[f32]>, act: Activation,
+) -> OpResult<Vec<f32>> {
     let geo = &d.geo;
     let osz = geo.out_size();
     let isz = geo.in_size();
@@ -382,6 +411,12 @@ fn conv_f32(x: &[f32], w: &[f32], packed: Option<&[PackedA]>, d: &ConvDims, grou
             dh: geo.dilations[0], dw: geo.dilations[1], ph: geo.pad_begin[0], pw: geo.pad_begin[1],
         };
         ensure!(x.len() == d.n * d.c * isz, "input has {} elements; expected {}", x.len(), d.n * d.c * isz);
+        if let Some(ww) = wino.filter(|ww| {
+            group == 1 && winograd::applies(&cg2) && (ww.out_channels(), ww.in_channels()) == (mg, cg) && winograd::choose(mg, cg, cg2.oh, cg2.ow) == Some(ww.tile())
+        }) {
+            winograd::conv3x3_winograd(&cg2, d.n, x, ww, &mut y, bias, act == Activation::Relu, threads);
+            return Ok(y);
+        }
         let owned: Vec<PackedA>;
         let pw: &[PackedA] = match packed {
             Some(p) => p,
@@ -530,7 +565,8 @@ impl Op for ConvOp {
                 Some(b) => Some(f32::cow(b)?),
                 None => None,
             };
-            let y = conv_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, packed, &d, self.group, bias.as_deref(), self.act)?;
+            let wino = self.wino.as_ref().filter(|_| w.shape().get(2..) == Some(&[3, 3][..]));
+            let y = conv_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, packed, wino, &d, self.group, bias.as_deref(), self.act)?;
             return Ok(vec![Value::Tensor(Tensor::from_vec(out_shape(&d), y)?)]);
         }
         let t = real_dispatch!(dt, "Conv", |T| {
@@ -840,7 +876,7 @@ mod tests {
     #[test]
     fn conv_3x3_padded_matches_hand_sum() {
         // 1x1x3x3 input of ones, 3x3 kernel of ones, pad 1: corner = 4, edge = 6, centre = 9.
-        let op = ConvOp { attrs: attrs(Some(vec![1, 1, 1, 1]), None), group: 1, packed: None, act: Activation::Identity };
+        let op = ConvOp { attrs: attrs(Some(vec![1, 1, 1, 1]), None), group: 1, packed: None, act: Activation::Identity, wino: None };
         let d = op.dims(&[1, 1, 3, 3], &[1, 1, 3, 3]).unwrap();
         let y = conv_compute::<f32>(&[1.0; 9], &[1.0; 9], &d, 1).unwrap();
         assert_eq!(y, vec![4., 6., 4., 6., 9., 6., 4., 6., 4.]);
@@ -849,7 +885,7 @@ mod tests {
     #[test]
     fn depthwise_matches_hand_sum() {
         // two channels, 2x2 kernel of ones on a 3x3 image with values 0..9, stride 1, no pad.
-        let op = ConvOp { attrs: attrs(None, None), group: 2, packed: None, act: Activation::Identity };
+        let op = ConvOp { attrs: attrs(None, None), group: 2, packed: None, act: Activation::Identity, wino: None };
         let d = op.dims(&[1, 2, 3, 3], &[2, 1, 2, 2]).unwrap();
         let x: Vec<f32> = (0..18).map(|v| v as f32).collect();
         let mut w = vec![1.0f32; 8];
@@ -891,6 +927,7 @@ mod tests {
                 group: c,
                 packed: None,
                 act: Activation::Identity,
+                wino: None,
             };
             let d = op.dims(&[1, c, h, wd], &[c, 1, k, k]).unwrap();
             let x: Vec<f64> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
@@ -908,6 +945,7 @@ mod tests {
             group: 2,
             packed: None,
             act: Activation::Identity,
+            wino: None,
         };
         let (n, c, m, h, wd) = (2usize, 4usize, 6usize, 9usize, 7usize);
         let d = op.dims(&[n, c, h, wd], &[m, 2, 3, 3]).unwrap();
@@ -921,10 +959,41 @@ mod tests {
         let wt = Tensor::from_vec(vec![m, 2, 3, 3], w.clone()).unwrap();
         let packed = PackedWeights::new(&wt, 2).unwrap();
         for p in [None, Some(packed.groups.as_slice())] {
-            let got = conv_f32(&x, &w, p, &d, 2, Some(&bias), Activation::Identity).unwrap();
+            let got = conv_f32(&x, &w, p, None, &d, 2, Some(&bias), Activation::Identity).unwrap();
             assert_eq!(got.len(), want.len());
             for (g, w) in got.iter().zip(&want) {
                 assert!((*g as f64 - w).abs() < 1e-3, "{g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn f32_winograd_path_matches_generic_path() {
+        // 3x3, stride 1, asymmetric pads, batch 2, channels past the register blocks; f64 reference.
+        let op = ConvOp {
+            attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: None, dilations: None, pads: Some(vec![1, 0, 0, 1]), ceil_mode: false },
+            group: 1,
+            packed: None,
+            act: Activation::Identity,
+            wino: None,
+        };
+        let (n, c, m, h, wd) = (2usize, 19usize, 21usize, 18usize, 17usize);
+        let d = op.dims(&[n, c, h, wd], &[m, c, 3, 3]).unwrap();
+        let x: Vec<f32> = (0..n * c * h * wd).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
+        let w: Vec<f32> = (0..m * c * 9).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+        let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5).collect();
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let w64: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+        let mut want = conv_compute::<f64>(&x64, &w64, &d, 1).unwrap();
+        add_bias(&mut want, &bias.iter().map(|&v| v as f64).collect::<Vec<_>>(), m, d.geo.out_size()).unwrap();
+        let tile = winograd::choose(m, c, d.geo.output[0], d.geo.output[1]).unwrap();
+        let ww = WinogradWeights::new(tile, m, c, &w).unwrap();
+        for (act, relu) in [(Activation::Identity, false), (Activation::Relu, true)] {
+            let got = conv_f32(&x, &w, None, Some(&ww), &d, 1, Some(&bias), act).unwrap();
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                let w = if relu { w.max(0.0) } else { *w };
+                assert!((*g as f64 - w).abs() < 1e-3 * (1.0 + w.abs()), "{act:?}: {g} vs {w}");
             }
         }
     }
@@ -938,6 +1007,7 @@ mod tests {
                 group: c,
                 packed: None,
                 act: Activation::Identity,
+                wino: None,
             };
             let d = op.dims(&[1, c, h, wd], &[c, 1, k, k]).unwrap();
             let x: Vec<f64> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
@@ -979,6 +1049,7 @@ mod tests {
                 group,
                 packed: None,
                 act: Activation::Identity,
+                wino: None,
             };
             let cg = c / group;
             let d = op.dims(&[1, c, h, wd], &[m, cg, k, k]).unwrap();
@@ -1013,7 +1084,7 @@ mod tests {
                 let got = if group > 1 {
                     depthwise_f32(&x, &w, &d, group, Some(&bias), act).unwrap()
                 } else {
-                    conv_f32(&x, &w, packed.as_ref().map(|p| p.groups.as_slice()), &d, 1, Some(&bias), act).unwrap()
+                    conv_f32(&x, &w, packed.as_ref().map(|p| p.groups.as_slice()), None, &d, 1, Some(&bias), act).unwrap()
                 };
                 assert_eq!(got.len(), want.len());
                 for (idx, (g, v)) in got.iter().zip(&want).enumerate() {
