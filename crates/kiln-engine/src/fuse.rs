@@ -162,6 +162,12 @@ pub(crate) fn fuse_activations(graph: &GraphProto, base_dir: Option<&Path>) -> O
             replace.insert(chain[3], fused_node("Gelu", x, &nodes[chain[3]]));
         }
     }
+    rewritten(nodes, replace, &removed)
+}
+
+/// `nodes` with the nodes in `replace` swapped in and those marked in `removed` dropped; `None`
+/// when nothing was replaced.
+fn rewritten(nodes: &[NodeProto], mut replace: HashMap<usize, NodeProto>, removed: &[bool]) -> Option<Vec<NodeProto>> {
     if replace.is_empty() {
         return None;
     }
@@ -254,18 +260,7 @@ pub(crate) fn fuse_matmul_bias(graph: &GraphProto, nodes: &[NodeProto], base_dir
             },
         );
     }
-    if replace.is_empty() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(nodes.len());
-    for (i, n) in nodes.iter().enumerate() {
-        if let Some(f) = replace.remove(&i) {
-            out.push(f);
-        } else if !removed[i] {
-            out.push(n.clone());
-        }
-    }
-    Some(out)
+    rewritten(nodes, replace, &removed)
 }
 
 /// Attribute of a fused Conv naming the activation applied to its output.
@@ -329,10 +324,7 @@ pub(crate) fn fuse_conv_activations(graph: &GraphProto, nodes: &[NodeProto]) -> 
         removed[r] = true;
         replace.insert(i, fused);
     }
-    if replace.is_empty() {
-        return None;
-    }
-    Some(nodes.iter().enumerate().filter(|(i, _)| !removed[*i]).map(|(i, n)| replace.remove(&i).unwrap_or_else(|| n.clone())).collect())
+    rewritten(nodes, replace, &removed)
 }
 
 
