@@ -3,6 +3,7 @@
 import { Tensor, toFeed, TENSOR_TYPES } from './tensor.js';
 import { env, initWasm, isNode, readSource } from './wasm.js';
 import { readModelCached, clearModelCache } from './cache.js';
+import { splitWeights } from './weights.js';
 
 export { Tensor, TENSOR_TYPES, env, initWasm, clearModelCache };
 
@@ -86,7 +87,9 @@ export class InferenceSession {
     const [wasm, bytes] = await Promise.all([initWasm(options.wasm), modelBytes(source, byteOffset, byteLength, options)]);
     let inner;
     try {
-      inner = new wasm.KilnSession(bytes);
+      // Large initializers stay in `bytes` and are copied into wasm memory one tensor at a time.
+      const split = splitWeights(bytes);
+      inner = split === null ? new wasm.KilnSession(bytes) : wasm.KilnSession.withWeights(split.skeleton, bytes, split.location);
     } catch (e) {
       throw new Error(`cannot load the model: ${message(e)}`, { cause: e });
     }

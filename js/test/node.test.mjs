@@ -14,6 +14,7 @@ import { InferenceSession, Tensor, initWasm, env, clearModelCache } from '../src
 import { parseNpy } from './npy.mjs';
 import { createWorkerSession } from '../src/worker-session.js';
 import { compareTensor } from './compare.mjs';
+import { splitWeights } from '../src/weights.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
@@ -264,6 +265,59 @@ describe('bad input rejects with a clear Error and the session stays usable', ()
     await assert.rejects(s.run(good), /the session has been released/);
     await s.release();
     await stillWorks();
+  });
+});
+
+describe('large initializers stay in the caller\'s buffer', () => {
+  test('splitWeights moves them out and the rest of the model is unchanged', () => {
+    const bytes = new Uint8Array(readFileSync(join(fixturesDir, 'resnet_ts', 'model.onnx')));
+    const split = splitWeights(bytes);
+    assert.notEqual(split, null);
+    assert.ok(split.skeleton.length < bytes.length / 10, `skeleton ${split.skeleton.length} of ${bytes.length} bytes`);
+    // Every external data entry names this load's location and a range inside the bytes.
+    const text = new TextDecoder('latin1').decode(split.skeleton);
+    const offsets = [...text.matchAll(/offset\x12.([0-9]+)/gs)].map((m) => Number(m[1]));
+    const lengths = [...text.matchAll(/length\x12.([0-9]+)/gs)].map((m) => Number(m[1]));
+    assert.ok(offsets.length > 0 && offsets.length === lengths.length);
+    assert.equal([...text.matchAll(new RegExp(split.location, 'g'))].length, offsets.length);
+    offsets.forEach((o, i) => assert.ok(o + lengths[i] <= bytes.length));
+  });
+
+  test('bytes that are not a model are left alone', () => {
+    assert.equal(splitWeights(new Uint8Array([0xff, 0xff, 0xff])), null);
+    assert.equal(splitWeights(new Uint8Array(0)), null);
+    // A model without initializers of at least 1 KiB: nothing to move.
+    assert.equal(splitWeights(new Uint8Array(readFileSync(join(localFixtures, 'identity_all_types.onnx')))), null);
+  });
+
+  test('weights outside the buffer are an error, not a crash', async () => {
+    const bytes = new Uint8Array(readFileSync(join(fixturesDir, 'resnet_ts', 'model.onnx')));
+    const split = splitWeights(bytes);
+    const wasm = await initWasm();
+    assert.throws(
+      () => wasm.KilnSession.withWeights(split.skeleton, bytes.subarray(0, 1000), split.location),
+      /outside the model's 1000 bytes/,
+    );
+    // The engine is still usable.
+    const s = wasm.KilnSession.withWeights(split.skeleton, bytes, split.location);
+    assert.ok(s.inputMetadata().length > 0);
+    s.free();
+  });
+
+  test('a model loaded from a subarray reads its weights at the right offsets', async () => {
+    const dir = join(fixturesDir, 'resnet_ts');
+    const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8'));
+    const model = readFileSync(join(dir, 'model.onnx'));
+    const padded = new Uint8Array(model.length + 13);
+    padded.set(model, 7);
+    const session = await InferenceSession.create(padded.subarray(7, 7 + model.length));
+    const ds = meta.datasets[0].name;
+    const out = await session.run(feedsFor(dir, meta, ds));
+    meta.outputs.forEach((o, k) => {
+      const problem = compareTensor(out[o.name], readNpy(join(dir, ds, `output_${k}.npy`)));
+      assert.equal(problem, null, `output '${o.name}': ${problem}`);
+    });
+    await session.release();
   });
 });
 

@@ -4,6 +4,7 @@
 //! weights with the GEMM micro-kernels and epilogue.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use crate::gemm::{run_kernel, tile_ep, AlignedBuf, Epilogue, KernelInfo, PackedA, TileOut};
 
@@ -43,8 +44,8 @@ const NC: usize = 256;
 
 thread_local! {
     static BBUF: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
-    /// The padded input copy and the wide output of the calling thread, kept between calls.
-    static WORK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// The padded input copy of the calling thread, kept between calls.
+    static WORK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// C pointer shared by the threads computing disjoint column / row ranges.
@@ -68,14 +69,17 @@ enum Src<'a> {
     /// The input image itself, with bounds handled per run (any stride).
     Image { x: &'a [f32], ranges: &'a [(usize, usize)] },
     /// A zero-padded copy of the input split into sh × sw stride phases (phase (ry, rx) holds
-    /// padded rows ry, ry+sh, … and columns rx, rx+sw, …), each `plane` = hq × wq: row p of B is
-    /// the contiguous run from `base(p)`, for a "wide" output of oh × wq columns.
-    Wide { xpad: &'a [f32], plane: usize, wq: usize },
+    /// padded rows ry, ry+sh, … and columns rx, rx+sw, …), each `plane` = hq × wq: the columns
+    /// of B in one output row are a contiguous run of a phase plane.
+    Padded { xpad: &'a [f32], plane: usize, wq: usize },
 }
 
-/// Packs rows `p0..p0+kc` × columns `j0..end` of B from the padded copy (see [`Src::Wide`]).
+/// Packs rows `p0..p0+kc` × output columns `j0..end` of B from the padded copy (see
+/// [`Src::Padded`]): each panel's columns as runs within output rows, each run contiguous in
+/// the copy.
 #[allow(clippy::too_many_arguments)]
-fn pack_wide(info: &KernelInfo, g: &Conv2dGeometry, xpad: &[f32], plane: usize, wq: usize, p0: usize, kc: usize, j0: usize, end: usize, dst: &mut [f32]) {
+#[inline(always)]
+fn pack_padded(info: &KernelInfo, g: &Conv2dGeometry, xpad: &[f32], plane: usize, wq: usize, p0: usize, kc: usize, j0: usize, end: usize, dst: &mut [f32]) {
     let ksz = g.kh * g.kw;
     let mut j = j0;
     let mut off = 0;
@@ -83,18 +87,45 @@ fn pack_wide(info: &KernelInfo, g: &Conv2dGeometry, xpad: &[f32], plane: usize, 
         let w = info.panel_width(j, end);
         let valid = w.min(end - j);
         let panel = &mut dst[off..off + w * kc];
-        for p in 0..kc {
+        // The panel's columns as runs within one output row: (panel column, offset in a phase
+        // plane, len).
+        let mut segs = [(0usize, 0usize, 0usize); MAX_SEGS];
+        let mut ns = 0;
+        let mut col = 0;
+        while col < valid && ns < MAX_SEGS {
+            let pix = j + col;
+            let (oy, ox) = (pix / g.ow, pix % g.ow);
+            let len = (g.ow - ox).min(valid - col);
+            segs[ns] = (col, oy * wq + ox, len);
+            ns += 1;
+            col += len;
+        }
+        for (p, row) in panel.chunks_exact_mut(w).enumerate() {
             let kk = p0 + p;
             let (ci, r) = (kk / ksz, kk % ksz);
             let (ya, xb) = ((r / g.kw) * g.dh, (r % g.kw) * g.dw);
             let phase = (ci * g.sh + ya % g.sh) * g.sw + xb % g.sw;
-            let base = phase * plane + (ya / g.sh) * wq + xb / g.sw + j;
-            let row = &mut panel[p * w..(p + 1) * w];
-            row[..valid].copy_from_slice(&xpad[base..base + valid]);
+            let base = phase * plane + (ya / g.sh) * wq + xb / g.sw;
+            for &(c0, o, len) in &segs[..ns] {
+                copy_run(&mut row[c0..c0 + len], &xpad[base + o..base + o + len]);
+            }
             row[valid..].fill(0.0);
         }
         off += w * kc;
         j += w;
+    }
+}
+
+/// dst = src (equal lengths) in fixed-size pieces, so short runs are not a library call each.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (a, b) in (&mut d).zip(&mut s) {
+        a.copy_from_slice(b);
+    }
+    for (a, &b) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *a = b;
     }
 }
 
@@ -165,11 +196,15 @@ fn pack_block(info: &KernelInfo, g: &Conv2dGeometry, x: &[f32], ranges: &[(usize
 
 /// Y[m × oh·ow] (row stride oh·ow) = act(W · im2col(X) + biases) for one convolution group, with W
 /// the packed [m × c·kh·kw] weights. Uses up to `threads` parts of the calling thread's pool.
+/// Every element of the first m·oh·ow of `y` is written (it need not be initialised) before it
+/// is read.
 ///
-/// Panics if the buffers are smaller than the geometry needs, a stride or dilation is zero, or
-/// the packed weights' depth is not c·kh·kw (callers validate shapes first).
-pub fn conv2d_gemm(g: &Conv2dGeometry, x: &[f32], w: &PackedA, y: &mut [f32], ep: &Epilogue<'_>, threads: usize) {
+/// Panics if the buffers are smaller than the geometry needs, a stride or dilation is zero, the
+/// packed weights' depth is not c·kh·kw (callers validate shapes first) or `ep.beta` is not 0
+/// (Y is written, not accumulated into).
+pub fn conv2d_gemm(g: &Conv2dGeometry, x: &[f32], w: &PackedA, y: &mut [MaybeUninit<f32>], ep: &Epilogue<'_>, threads: usize) {
     assert!(g.sh > 0 && g.sw > 0 && g.dh > 0 && g.dw > 0, "conv2d_gemm: zero stride or dilation");
+    assert!(ep.beta == 0.0, "conv2d_gemm: beta must be 0");
     let info = w.info();
     let (m, k, n) = (w.rows(), g.depth(), g.cols());
     assert_eq!(w.depth(), k, "conv2d_gemm: packed weights have the wrong depth");
@@ -187,32 +222,35 @@ pub fn conv2d_gemm(g: &Conv2dGeometry, x: &[f32], w: &PackedA, y: &mut [f32], ep
             let rb = ep.row_bias.map_or(0.0, |b| b[i]);
             for (j, v) in row.iter_mut().enumerate() {
                 let mut t = rb + ep.col_bias.map_or(0.0, |b| b[j]);
-                if ep.beta != 0.0 {
-                    t += ep.beta * *v;
-                }
                 if ep.relu && t < 0.0 {
                     t = 0.0;
                 }
-                *v = ep.act.eval(t);
+                v.write(ep.act.eval(t));
             }
         }
         return;
     }
-    if ep.beta == 0.0 && ep.col_bias.is_none() {
-        // Padded, phase-split copy of the input; the product is computed over oh × wq columns
-        // and compacted to oh × ow.
+    if ep.col_bias.is_none() {
+        // Padded, phase-split copy of the input (every element used is rewritten, so the
+        // buffer is only zero-filled when it grows).
         let hq = g.oh + (g.kh - 1) * g.dh / g.sh;
         let wq = g.ow + (g.kw - 1) * g.dw / g.sw;
         let plane = hq * wq;
-        let mut padded = |bufs: &mut (Vec<f32>, Vec<f32>)| {
-            let (xpad, yw) = (&mut bufs.0, &mut bufs.1);
-            xpad.clear();
-            xpad.resize(g.c * g.sh * g.sw * plane + (g.kw - 1) * g.dw / g.sw, 0.0);
-            for ci in 0..g.c {
+        let mut padded = |xpad: &mut Vec<f32>| {
+            let body = g.c * g.sh * g.sw * plane;
+            let len = body + (g.kw - 1) * g.dw / g.sw;
+            if xpad.len() < len {
+                xpad.resize(len, 0.0);
+            }
+            xpad[body..len].fill(0.0);
+            crate::simd::vectorized(#[inline(always)] || for ci in 0..g.c {
                 for ry in 0..g.sh {
                     for r in 0..hq {
                         let iy = (r * g.sh + ry) as isize - g.ph as isize;
                         if iy < 0 || iy >= g.ih as isize {
+                            for rx in 0..g.sw {
+                                xpad[((ci * g.sh + ry) * g.sw + rx) * plane + r * wq..][..wq].fill(0.0);
+                            }
                             continue;
                         }
                         let xrow = &x[(ci * g.ih + iy as usize) * g.iw..][..g.iw];
@@ -221,46 +259,56 @@ pub fn conv2d_gemm(g: &Conv2dGeometry, x: &[f32], w: &PackedA, y: &mut [f32], ep
                             let lo = if g.pw > rx { (g.pw - rx).div_ceil(g.sw) } else { 0 }.min(wq);
                             let hi = if g.pw + g.iw > rx { (g.pw + g.iw - rx).div_ceil(g.sw) } else { 0 }.clamp(lo, wq);
                             let dst = &mut xpad[((ci * g.sh + ry) * g.sw + rx) * plane + r * wq..][..wq];
+                            dst[..lo].fill(0.0);
+                            dst[hi..].fill(0.0);
+                            if lo >= hi {
+                                continue;
+                            }
+                            let start = lo * g.sw + rx - g.pw;
                             if g.sw == 1 {
-                                dst[lo..hi].copy_from_slice(&xrow[lo - g.pw..hi - g.pw]);
+                                dst[lo..hi].copy_from_slice(&xrow[start..start + (hi - lo)]);
                             } else {
-                                for (q, d) in dst[lo..hi].iter_mut().enumerate() {
-                                    *d = xrow[(lo + q) * g.sw + rx - g.pw];
+                                // Every sw-th value from `start` (whole chunks, then a last value).
+                                let chunks = xrow[start..].chunks_exact(g.sw);
+                                let full = chunks.len().min(hi - lo);
+                                for (d, c) in dst[lo..lo + full].iter_mut().zip(chunks) {
+                                    *d = c[0];
+                                }
+                                for (q, d) in dst[lo + full..hi].iter_mut().enumerate() {
+                                    *d = xrow[start + (full + q) * g.sw];
                                 }
                             }
                         }
                     }
                 }
-            }
-            let nw = g.oh * wq;
-            yw.clear();
-            yw.resize(m * nw, 0.0);
-            run(&info, g, &Src::Wide { xpad, plane, wq }, w, yw, nw, ep, threads);
-            for (yr, wr) in y.chunks_mut(n).zip(yw.chunks(nw)).take(m) {
-                for (o, i) in yr.chunks_mut(g.ow).zip(wr.chunks(wq)) {
-                    o.copy_from_slice(&i[..g.ow]);
-                }
-            }
+            });
+            // SAFETY: y holds at least m × n elements (asserted above) and is borrowed for the call.
+            unsafe { run(&info, g, &Src::Padded { xpad, plane, wq }, w, YPtr(y.as_mut_ptr().cast::<f32>()), n, ep, threads) };
         };
         WORK.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut bufs) => padded(&mut bufs),
-            Err(_) => padded(&mut (Vec::new(), Vec::new())),
+            Ok(mut xpad) => padded(&mut xpad),
+            Err(_) => padded(&mut Vec::new()),
         });
         return;
     }
     let ranges: Vec<(usize, usize)> = (0..g.kw).map(|b| col_range(g, b)).collect();
-    run(&info, g, &Src::Image { x, ranges: &ranges }, w, y, n, ep, threads);
+    // SAFETY: y holds at least m × n elements (asserted above) and is borrowed for the call.
+    unsafe { run(&info, g, &Src::Image { x, ranges: &ranges }, w, YPtr(y.as_mut_ptr().cast::<f32>()), n, ep, threads) };
 }
 
 /// Splits Y [m × n] into parts over the pool and computes each from `src`.
 #[allow(clippy::too_many_arguments)]
-fn run(info: &KernelInfo, g: &Conv2dGeometry, src: &Src<'_>, w: &PackedA, y: &mut [f32], n: usize, ep: &Epilogue<'_>, threads: usize) {
+///
+/// # Safety
+/// `y` must be valid for writes (and reads after them) of m × n elements, not accessed elsewhere
+/// during the call.
+unsafe fn run(info: &KernelInfo, g: &Conv2dGeometry, src: &Src<'_>, w: &PackedA, y: YPtr, n: usize, ep: &Epilogue<'_>, threads: usize) {
     let info = *info;
     let (m, k) = (w.rows(), g.depth());
     let parts = crate::gemm::split_parts(&info, m, n, m.saturating_mul(n).saturating_mul(k), 1 << 21, threads);
-    let yp = YPtr(y.as_mut_ptr());
     let job = |&(i0, i1, j0, j1): &(usize, usize, usize, usize)| {
-        let yp = yp;
+        // The whole YPtr (Send + Sync) is captured, not its raw pointer field.
+        let yp = y;
         BBUF.with(|b| match b.try_borrow_mut() {
             Ok(mut buf) => block(&info, g, src, w, yp, n, ep, i0, i1, j0, j1, &mut buf),
             Err(_) => block(&info, g, src, w, yp, n, ep, i0, i1, j0, j1, &mut AlignedBuf::default()),
@@ -288,7 +336,9 @@ fn block(
             buf.reset(info.packed_cols(nc) * kc);
             match *src {
                 Src::Image { x, ranges } => pack_block(info, g, x, ranges, pc, kc, jc, jc + nc, buf.as_mut_slice()),
-                Src::Wide { xpad, plane, wq } => pack_wide(info, g, xpad, plane, wq, pc, kc, jc, jc + nc, buf.as_mut_slice()),
+                Src::Padded { xpad, plane, wq } => {
+                    crate::simd::vectorized(|| pack_padded(info, g, xpad, plane, wq, pc, kc, jc, jc + nc, buf.as_mut_slice()))
+                }
             }
             let bpanels = buf.as_slice();
             let apanels = w.block(pc, kc, i0);
@@ -376,6 +426,9 @@ mod tests {
             (6, 3, 9, 8, 3, 3, 1, 1, 2, 1, 2, 0, 1, 2),
             (3, 2, 4, 5, 2, 2, 1, 1, 1, 1, 3, 3, 0, 1),
             (70, 20, 12, 33, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
+            (20, 13, 9, 11, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0),
+            (41, 300, 5, 7, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0),
+            (8, 5, 30, 31, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0),
         ];
         for isa in available_isas() {
             for &(m, c, ih, iw, kh, kw, sh, sw, dh, dw, ph, pw, eh, ew) in &cases {
@@ -389,9 +442,11 @@ mod tests {
                 let want = naive(&g, m, &x, &wv);
                 for threads in [1, 2] {
                     for relu in [false, true] {
-                        let mut y = vec![f32::NAN; m * g.cols() + 3];
+                        let mut y = vec![MaybeUninit::new(f32::NAN); m * g.cols() + 3];
                         let ep = Epilogue { row_bias: Some(&bias), relu, ..Epilogue::default() };
                         conv2d_gemm(&g, &x, &pa, &mut y, &ep, threads);
+                        // SAFETY: every element was initialised (to NaN, then by the kernel).
+                        let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
                         for (idx, (&got, &w)) in y.iter().zip(&want).enumerate() {
                             let mut w = w + bias[idx / g.cols()] as f64;
                             if relu && w < 0.0 {

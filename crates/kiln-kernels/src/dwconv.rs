@@ -3,16 +3,20 @@
 //! reads one contiguous run and the output is computed as a "wide" oh × wq image: a sum of
 //! shifted runs, 16 lanes per vector and up to 8 vectors per pass. The valid oh × ow part is
 //! then copied out and the activation applied. Compiled per ISA (AVX-512, AVX2+FMA, portable)
-//! and chosen at run time.
+//! and chosen at run time. With AVX-512, unit strides and output rows as wide as the input's,
+//! the "flat" path skips both copies: every tap of an output element sits at a fixed offset from
+//! it in the input plane, so each output vector is a sum of masked loads straight from the
+//! input (lanes outside the plane masked off), stored straight into Y.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use crate::act::Activation;
 #[cfg(target_arch = "x86_64")]
 use crate::act::act512;
 
 /// Geometry of a depthwise convolution (per channel).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DwGeometry {
     pub ih: usize,
     pub iw: usize,
@@ -32,6 +36,9 @@ pub struct DwGeometry {
 thread_local! {
     /// The padded phase image and the wide output of the calling thread, kept between calls.
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Load masks of the flat path per geometry seen by the calling thread.
+    #[cfg(target_arch = "x86_64")]
+    static FLAT: RefCell<Vec<FlatMasks>> = const { RefCell::new(Vec::new()) };
 }
 
 const V: usize = 16;
@@ -82,10 +89,11 @@ impl Layout {
 }
 
 /// y[c] = act(conv(x[c], w[c]) + bias[c]) for `channels` planes: x [channels, ih, iw],
-/// w [channels, kh, kw], bias [channels] (zero when absent), y [channels, oh, ow]. Panics if a
-/// buffer is smaller than the geometry needs or a stride or dilation is zero (callers validate
-/// geometry first).
-pub fn depthwise_conv2d(g: &DwGeometry, channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, y: &mut [f32]) {
+/// w [channels, kh, kw], bias [channels] (zero when absent), y [channels, oh, ow]. Every element
+/// of the first channels·oh·ow of `y` is written (it need not be initialised) and none is read.
+/// Panics if a buffer is smaller than the geometry needs or a stride or dilation is zero
+/// (callers validate geometry first).
+pub fn depthwise_conv2d(g: &DwGeometry, channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, y: &mut [MaybeUninit<f32>]) {
     assert!(g.sh > 0 && g.sw > 0 && g.dh > 0 && g.dw > 0 && g.kh > 0 && g.kw > 0, "depthwise: zero stride, dilation or kernel");
     let (isz, osz, ksz) = (g.ih * g.iw, g.oh * g.ow, g.kh * g.kw);
     assert!(
@@ -93,6 +101,31 @@ pub fn depthwise_conv2d(g: &DwGeometry, channels: usize, x: &[f32], w: &[f32], b
         "depthwise: buffer too small"
     );
     if osz == 0 || channels == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if g.sh == 1 && g.sw == 1 && g.ow == g.iw && crate::gemm::best_isa() == crate::gemm::Isa::Avx512 {
+        let run = |fm: &FlatMasks, y: &mut [MaybeUninit<f32>]| {
+            // SAFETY: AVX-512F was detected; the masks were built for this geometry and the
+            // buffers were checked above.
+            unsafe { planes_flat_avx512(g, channels, x, w, bias, act, y, fm) }
+        };
+        FLAT.with(|cache| match cache.try_borrow_mut() {
+            Ok(mut cache) => {
+                let i = match cache.iter().position(|f| f.g == *g) {
+                    Some(i) => i,
+                    None => {
+                        if cache.len() >= 64 {
+                            cache.clear();
+                        }
+                        cache.push(FlatMasks::new(g));
+                        cache.len() - 1
+                    }
+                };
+                run(&cache[i], y)
+            }
+            Err(_) => run(&FlatMasks::new(g), y),
+        });
         return;
     }
     let lay = Layout::new(g);
@@ -122,7 +155,7 @@ fn with_taps<R>(g: &DwGeometry, lay: &Layout, f: impl FnOnce(&[usize]) -> R) -> 
 #[allow(clippy::too_many_arguments)]
 fn dispatch(
     g: &DwGeometry, lay: &Layout, offs: &[usize], channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation,
-    y: &mut [f32], img: &mut Vec<f32>, wide: &mut Vec<f32>,
+    y: &mut [MaybeUninit<f32>], img: &mut Vec<f32>, wide: &mut Vec<f32>,
 ) {
     // Positions outside the input stay zero for every channel.
     img.clear();
@@ -150,7 +183,7 @@ fn dispatch(
 #[allow(clippy::too_many_arguments)]
 unsafe fn planes_avx2(
     g: &DwGeometry, lay: &Layout, offs: &[usize], channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation,
-    y: &mut [f32], img: &mut [f32], wide: &mut [f32],
+    y: &mut [MaybeUninit<f32>], img: &mut [f32], wide: &mut [f32],
 ) {
     planes_body(g, lay, offs, channels, x, w, bias, act, y, img, wide)
 }
@@ -179,7 +212,7 @@ fn fill_plane(g: &DwGeometry, lay: &Layout, xc: &[f32], img: &mut [f32]) {
 #[allow(clippy::too_many_arguments)]
 fn planes_body(
     g: &DwGeometry, lay: &Layout, offs: &[usize], channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation,
-    y: &mut [f32], img: &mut [f32], wide: &mut [f32],
+    y: &mut [MaybeUninit<f32>], img: &mut [f32], wide: &mut [f32],
 ) {
     const PB: usize = 64;
     let (isz, osz, ksz) = (g.ih * g.iw, g.oh * g.ow, g.kh * g.kw);
@@ -196,13 +229,15 @@ fn planes_body(
                     *a += wv * s;
                 }
             }
+            act.apply_inline(&mut acc[..n]);
             out.copy_from_slice(&acc[..n]);
         }
         let yc = &mut y[c * osz..(c + 1) * osz];
         for (yr, wr) in yc.chunks_mut(g.ow).zip(wide.chunks(lay.wq)) {
-            yr.copy_from_slice(&wr[..g.ow]);
+            for (d, &v) in yr.iter_mut().zip(&wr[..g.ow]) {
+                d.write(v);
+            }
         }
-        act.apply(yc);
     }
 }
 
@@ -214,7 +249,7 @@ fn planes_body(
 #[allow(clippy::too_many_arguments)]
 unsafe fn planes_avx512(
     g: &DwGeometry, lay: &Layout, offs: &[usize], channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation,
-    y: &mut [f32], img: &mut [f32], wide: &mut [f32],
+    y: &mut [MaybeUninit<f32>], img: &mut [f32], wide: &mut [f32],
 ) {
     use std::arch::x86_64::*;
     let (isz, osz, ksz) = (g.ih * g.iw, g.oh * g.ow, g.kh * g.kw);
@@ -296,7 +331,7 @@ unsafe fn planes_avx512(
         }
         let yc = &mut y[c * osz..(c + 1) * osz];
         for oy in 0..g.oh {
-            let (src, dst) = (wide.as_ptr().add(oy * lay.wq), yc.as_mut_ptr().add(oy * g.ow));
+            let (src, dst) = (wide.as_ptr().add(oy * lay.wq), yc.as_mut_ptr().cast::<f32>().add(oy * g.ow));
             let mut q = 0;
             while q < g.ow {
                 let m = mask(g.ow - q);
@@ -304,6 +339,134 @@ unsafe fn planes_avx512(
                 _mm512_mask_storeu_ps(dst.add(q), m, _mm512_maskz_loadu_ps(m, src.add(q)));
                 q += V;
             }
+        }
+    }
+}
+
+/// For the flat path (unit strides, input and output rows of equal width, so every tap of an
+/// output element is at a fixed offset from it in the input plane): per 16-element vector of the
+/// output plane and tap, the lanes whose input lies inside the plane, and whether every lane of
+/// every tap does.
+#[cfg(target_arch = "x86_64")]
+struct FlatMasks {
+    g: DwGeometry,
+    /// [vector][tap] lane masks.
+    masks: Vec<u16>,
+    interior: Vec<bool>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl FlatMasks {
+    fn new(g: &DwGeometry) -> FlatMasks {
+        let (osz, ksz) = (g.oh * g.ow, g.kh * g.kw);
+        let nvec = osz.div_ceil(V);
+        let mut masks = vec![0u16; nvec * ksz];
+        let mut interior = vec![true; nvec];
+        for (v, (mv, int)) in masks.chunks_exact_mut(ksz).zip(interior.iter_mut()).enumerate() {
+            for (t, m) in mv.iter_mut().enumerate() {
+                let (dy, dx) = ((t / g.kw) * g.dh, (t % g.kw) * g.dw);
+                for l in 0..V {
+                    let j = v * V + l;
+                    if j >= osz {
+                        break;
+                    }
+                    let iy = (j / g.ow + dy) as isize - g.ph as isize;
+                    let ix = (j % g.ow + dx) as isize - g.pw as isize;
+                    if iy >= 0 && ix >= 0 && (iy as usize) < g.ih && (ix as usize) < g.iw {
+                        *m |= 1 << l;
+                    }
+                }
+                *int &= *m == u16::MAX;
+            }
+        }
+        FlatMasks { g: *g, masks, interior }
+    }
+}
+
+/// The flat path: each output vector is act(bias + Σ_t w[t] · x[j + off_t ..]) read straight
+/// from the input plane with the lanes outside it masked off, stored straight into Y.
+///
+/// # Safety
+/// AVX-512F must be available; `fm` built for `g` (sh = sw = 1, ow = iw); the buffers as
+/// [`depthwise_conv2d`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn planes_flat_avx512(
+    g: &DwGeometry, channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, y: &mut [MaybeUninit<f32>],
+    fm: &FlatMasks,
+) {
+    let (isz, osz, ksz) = (g.ih * g.iw, g.oh * g.ow, g.kh * g.kw);
+    let nvec = osz.div_ceil(V);
+    let offs: Vec<isize> = (0..ksz)
+        .map(|t| ((t / g.kw * g.dh) as isize - g.ph as isize) * g.iw as isize + (t % g.kw * g.dw) as isize - g.pw as isize)
+        .collect();
+    for c in 0..channels {
+        let xc = x[c * isz..(c + 1) * isz].as_ptr();
+        let yc = y[c * osz..(c + 1) * osz].as_mut_ptr().cast::<f32>();
+        let wc = &w[c * ksz..(c + 1) * ksz];
+        let b = bias.map_or(0.0, |b| b[c]);
+        let mut v0 = 0;
+        while v0 < nvec {
+            let nv = (nvec - v0).min(8);
+            let ms = &fm.masks[v0 * ksz..(v0 + nv) * ksz];
+            let int = fm.interior[v0..v0 + nv].iter().all(|&i| i);
+            let args = (xc, yc, &offs[..], wc, b, act, ms, int, v0 * V, osz);
+            match nv {
+                1 => flat_block::<1>(args),
+                2 => flat_block::<2>(args),
+                3 => flat_block::<3>(args),
+                4 => flat_block::<4>(args),
+                5 => flat_block::<5>(args),
+                6 => flat_block::<6>(args),
+                7 => flat_block::<7>(args),
+                _ => flat_block::<8>(args),
+            }
+            v0 += nv;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+type FlatArgs<'a> = (*const f32, *mut f32, &'a [isize], &'a [f32], f32, Activation, &'a [u16], bool, usize, usize);
+
+/// NV output vectors from element `j0` of one channel (see [`planes_flat_avx512`]).
+///
+/// # Safety
+/// AVX-512F must be available; for every lane set in a mask (every lane when `interior`), the
+/// input element at j + offs[t] lies in the plane at `xc`; `yc` is writable for `osz` elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn flat_block<const NV: usize>((xc, yc, offs, wc, bias, act, masks, interior, j0, osz): FlatArgs<'_>) {
+    use std::arch::x86_64::*;
+    let ksz = offs.len();
+    let mut acc = [_mm512_set1_ps(bias); NV];
+    if interior {
+        for (&off, &wv) in offs.iter().zip(wc) {
+            let wv = _mm512_set1_ps(wv);
+            let p = xc.offset(j0 as isize + off);
+            for (v, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p.add(v * V)), *a);
+            }
+        }
+    } else {
+        for (t, (&off, &wv)) in offs.iter().zip(wc).enumerate() {
+            let wv = _mm512_set1_ps(wv);
+            let p = xc.wrapping_offset(j0 as isize + off);
+            for (v, a) in acc.iter_mut().enumerate() {
+                let m = masks[v * ksz + t];
+                *a = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, p.wrapping_add(v * V)), *a);
+            }
+        }
+    }
+    for (v, a) in acc.iter().enumerate() {
+        let j = j0 + v * V;
+        let r = act512(act, *a);
+        if j + V <= osz {
+            _mm512_storeu_ps(yc.add(j), r);
+        } else {
+            _mm512_mask_storeu_ps(yc.add(j), ((1u32 << (osz - j)) - 1) as __mmask16, r);
         }
     }
 }
@@ -336,6 +499,12 @@ unsafe fn wide_block<const NV: usize>(img: *const f32, offs: &[usize], wc: &[f32
 mod tests {
     use super::*;
 
+    /// The buffer as the kernel's output type (the kernels only write initialised values).
+    fn as_uninit(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+        // SAFETY: MaybeUninit<f32> has f32's layout; nothing written through the view is uninitialised.
+        unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) }
+    }
+
     /// Direct definition in f64.
     fn naive(g: &DwGeometry, x: &[f32], w: &[f32], bias: f64) -> Vec<f64> {
         let mut y = vec![bias; g.oh * g.ow];
@@ -361,12 +530,12 @@ mod tests {
         let w: Vec<f32> = (0..channels * ksz).map(|i| ((i * 5) % 11) as f32 * 0.25 - 1.25).collect();
         let bias: Vec<f32> = (0..channels).map(|c| c as f32 * 0.5 - 1.0).collect();
         let mut y = vec![f32::NAN; channels * osz + 5];
-        depthwise_conv2d(g, channels, &x, &w, Some(&bias), act, &mut y);
+        depthwise_conv2d(g, channels, &x, &w, Some(&bias), act, as_uninit(&mut y));
         // The portable body (used without AVX-512) on the same input.
         let lay = Layout::new(g);
         let (mut img, mut wide) = (vec![0f32; lay.img_len], vec![0f32; lay.wide_len]);
         let mut yp = vec![f32::NAN; channels * osz + 5];
-        with_taps(g, &lay, |offs| planes_body(g, &lay, offs, channels, &x, &w, Some(&bias), act, &mut yp, &mut img, &mut wide));
+        with_taps(g, &lay, |offs| planes_body(g, &lay, offs, channels, &x, &w, Some(&bias), act, as_uninit(&mut yp), &mut img, &mut wide));
         for c in 0..channels {
             let want = naive(g, &x[c * isz..], &w[c * ksz..], bias[c] as f64);
             for (k, &wv) in want.iter().enumerate() {
@@ -394,7 +563,10 @@ mod tests {
         // sh 2, sw 1, dilation (1, 2), padding only on the left/top; and sw 2 with sh 1.
         let g1 = DwGeometry { ih: 9, iw: 23, oh: 5, ow: 21, kh: 3, kw: 3, sh: 2, sw: 1, dh: 1, dw: 2, ph: 1, pw: 2 };
         let g2 = DwGeometry { ih: 6, iw: 19, oh: 6, ow: 9, kh: 3, kw: 2, sh: 1, sw: 2, dh: 2, dw: 1, ph: 2, pw: 0 };
-        for g in [g1, g2] {
+        // Unit strides, rows as wide as the input's but fewer of them (the flat path's masks).
+        let g3 = DwGeometry { ih: 9, iw: 12, oh: 7, ow: 12, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, ph: 0, pw: 1 };
+        let g4 = DwGeometry { ih: 5, iw: 3, oh: 8, ow: 3, kh: 5, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, ph: 3, pw: 1 };
+        for g in [g1, g2, g3, g4] {
             for act in [Activation::Identity, Activation::Relu, Activation::HardSwish, Activation::Swish(1.0), Activation::Clip(0.0, 6.0)] {
                 check(&g, 2, act);
             }

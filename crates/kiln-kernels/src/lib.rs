@@ -19,7 +19,7 @@ pub mod winograd;
 pub use act::Activation;
 pub use convgemm::{conv2d_gemm, Conv2dGeometry};
 pub use dwconv::{depthwise_conv2d, DwGeometry};
-pub use gemm::{best_isa, sgemm_ex, Epilogue, Isa, Lhs, MatRef, PackedA, PackedB, Rhs};
+pub use gemm::{best_isa, sgemm_ex, sgemm_new, Epilogue, Isa, Lhs, MatRef, PackedA, PackedB, Rhs};
 
 /// C[m×n] = alpha · A[m×k] · B[k×n] + beta · C, with arbitrary row/column strides (in elements).
 #[allow(clippy::too_many_arguments)]

@@ -5,9 +5,10 @@
 //! (and optional ReLU).
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use crate::convgemm::Conv2dGeometry;
-use crate::gemm::{best_isa, run_kernel, tile_ep, AlignedBuf, Epilogue, Isa, KernelInfo, MatRef, PackedA, TileOut};
+use crate::gemm::{best_isa, run_kernel, tile_ep, AlignedBuf, Epilogue, Isa, KernelInfo, TileOut};
 use crate::simd::vectorized;
 
 /// Largest input tile edge.
@@ -317,14 +318,18 @@ fn deinterleave(src: &[f32], n: usize, dst: &mut [&mut [f32]; 4], len: usize, av
     }
 }
 
-/// Transformed weights: for each transform-domain point ξ, U_ξ [m × c] packed as a GEMM left
-/// operand.
+/// Transformed weights: for each transform-domain point ξ, U_ξ [m × c] in the GEMM micro-kernel's
+/// packed left-operand layout (depth blocks of `kc`, panels of `mr` rows, rows past m zero), all
+/// points in one buffer.
 #[derive(Clone, Debug)]
 pub struct WinogradWeights {
     tile: TileSize,
     m: usize,
     c: usize,
-    mats: Vec<PackedA>,
+    info: KernelInfo,
+    /// Rows rounded up to whole panels.
+    mpad: usize,
+    buf: AlignedBuf,
 }
 
 impl WinogradWeights {
@@ -337,13 +342,20 @@ impl WinogradWeights {
         if m == 0 || c == 0 || m.checked_mul(c)?.checked_mul(9)? != w.len() {
             return None;
         }
-        let mc = m * c;
-        let u = match tile {
-            TileSize::F4 => transform_weights::<F4>(mc, w),
-            TileSize::F2 => transform_weights::<F2>(mc, w),
+        let info = KernelInfo::for_isa(isa);
+        let mpad = m.div_ceil(info.mr) * info.mr;
+        let nx = match tile {
+            TileSize::F4 => F4::NX,
+            TileSize::F2 => F2::NX,
         };
-        let mats = u.chunks_exact(mc).map(|ux| PackedA::with_isa(isa, m, c, MatRef::new(ux, c as isize, 1))).collect();
-        Some(WinogradWeights { tile, m, c, mats })
+        let mut buf = AlignedBuf::default();
+        buf.reset(nx.checked_mul(mpad)?.checked_mul(c)?);
+        let dst = buf.as_mut_slice();
+        match tile {
+            TileSize::F4 => transform_weights::<F4>(&info, m, c, mpad, w, dst),
+            TileSize::F2 => transform_weights::<F2>(&info, m, c, mpad, w, dst),
+        }
+        Some(WinogradWeights { tile, m, c, info, mpad, buf })
     }
 
     pub fn tile(&self) -> TileSize {
@@ -355,48 +367,86 @@ impl WinogradWeights {
     pub fn in_channels(&self) -> usize {
         self.c
     }
+
+    /// The packed panels of U_ξ for depth block `pc` (depth `kc`) from row `i` (a multiple of MR).
+    fn block(&self, xi: usize, pc: usize, kc: usize, i: usize) -> &[f32] {
+        let base = xi * self.mpad * self.c + pc * self.mpad;
+        &self.buf.as_slice()[base + i * kc..base + self.mpad * kc]
+    }
 }
 
-/// U [ξ][oc] = (G g_oc Gᵀ)[ξ] for the `mc` 3×3 kernels of `w`, L kernels at a time.
-fn transform_weights<T: Tile>(mc: usize, w: &[f32]) -> Vec<f32> {
-    let mut u = vec![0f32; T::NX * mc];
+/// `mr` values of `src` at `dst[off..]` (fixed-size copies for the panel heights in use).
+#[inline(always)]
+fn put_panel_row(dst: &mut [f32], off: usize, src: &[f32], mr: usize) {
+    match mr {
+        8 => dst[off..off + 8].copy_from_slice(&src[..8]),
+        6 => dst[off..off + 6].copy_from_slice(&src[..6]),
+        4 => dst[off..off + 4].copy_from_slice(&src[..4]),
+        _ => dst[off..off + mr].copy_from_slice(&src[..mr]),
+    }
+}
+
+/// U_ξ[o][ci] = (G g_{o,ci} Gᵀ)[ξ] for the m × c 3×3 kernels of `w`, written straight into the
+/// packed layout of [`WinogradWeights`] (`dst`: NX · mpad · c values, every one written): up to
+/// L output channels (whole panels) at a time per input channel, one vector lane each.
+fn transform_weights<T: Tile>(info: &KernelInfo, m: usize, c: usize, mpad: usize, w: &[f32], dst: &mut [f32]) {
+    let (mr, kcb) = (info.mr, info.kc);
+    let ms = mpad * c;
     let mut g = [[0f32; 3]; TI];
     for (gr, gd) in g.iter_mut().zip(&T::G) {
         for (x, &y) in gr.iter_mut().zip(gd) {
             *x = y as f32;
         }
     }
+    // Output channels per step: whole panels when they fit in L lanes.
+    let blk = if mr <= L { mr * (L / mr) } else { L };
     vectorized(
         #[inline(always)]
         || {
-            let mut oc = 0;
-            while oc < mc {
-                let n = L.min(mc - oc);
-                let mut k = [V::splat(0.0); 9];
-                for (l, kw) in w[oc * 9..(oc + n) * 9].chunks_exact(9).enumerate() {
-                    for (e, &v) in kw.iter().enumerate() {
-                        k[e].0[l] = v;
+            let mut o0 = 0;
+            while o0 < mpad {
+                let n = blk.min(mpad - o0);
+                let valid = n.min(m.saturating_sub(o0));
+                for ci in 0..c {
+                    let mut k = [V::splat(0.0); 9];
+                    for l in 0..valid {
+                        let src = &w[((o0 + l) * c + ci) * 9..][..9];
+                        for (e, &v) in src.iter().enumerate() {
+                            k[e].0[l] = v;
+                        }
+                    }
+                    // gg = G·g (TI×3), then U = gg·Gᵀ.
+                    let mut gg = [[V::splat(0.0); 3]; TI];
+                    for (ggr, gr) in gg.iter_mut().zip(&g).take(T::TI) {
+                        for (b, x) in ggr.iter_mut().enumerate() {
+                            *x = k[b] * gr[0] + k[3 + b] * gr[1] + k[6 + b] * gr[2];
+                        }
+                    }
+                    let pc = ci / kcb * kcb;
+                    let kc = kcb.min(c - pc);
+                    // Row r, depth ci of U_ξ: ξ·ms + pc·mpad + (r / mr)·mr·kc + (ci − pc)·mr + r % mr.
+                    let base = pc * mpad + (ci - pc) * mr;
+                    for (r, ggr) in gg.iter().enumerate().take(T::TI) {
+                        for (l2, gl) in g.iter().enumerate().take(T::TI) {
+                            let v = ggr[0] * gl[0] + ggr[1] * gl[1] + ggr[2] * gl[2];
+                            let xb = (r * T::TI + l2) * ms + base;
+                            if mr <= L {
+                                for q in (0..n).step_by(mr) {
+                                    put_panel_row(dst, xb + (o0 + q) * kc, &v.0[q..], mr);
+                                }
+                            } else {
+                                for (l, &val) in v.0.iter().enumerate().take(n) {
+                                    let row = o0 + l;
+                                    dst[xb + row / mr * mr * kc + row % mr] = val;
+                                }
+                            }
+                        }
                     }
                 }
-                // gg = G·g (TI×3), then U = gg·Gᵀ.
-                let mut gg = [[V::splat(0.0); 3]; TI];
-                for (ggr, gr) in gg.iter_mut().zip(&g).take(T::TI) {
-                    for (b, x) in ggr.iter_mut().enumerate() {
-                        *x = k[b] * gr[0] + k[3 + b] * gr[1] + k[6 + b] * gr[2];
-                    }
-                }
-                for (r, ggr) in gg.iter().enumerate().take(T::TI) {
-                    for (l2, gl) in g.iter().enumerate().take(T::TI) {
-                        let v = ggr[0] * gl[0] + ggr[1] * gl[1] + ggr[2] * gl[2];
-                        let off = (r * T::TI + l2) * mc + oc;
-                        u[off..off + n].copy_from_slice(&v.0[..n]);
-                    }
-                }
-                oc += n;
+                o0 += n;
             }
         },
     );
-    u
 }
 
 /// Whether the geometry is one [`conv3x3_winograd`] computes (3×3, stride 1, dilation 1).
@@ -463,13 +513,14 @@ struct Job<'a> {
 
 /// Y [batch, m, oh, ow] = act(conv3x3(X [batch, c, ih, iw], W) + bias), zero padding `ph`/`pw`
 /// before and as much as the output size implies after, using up to `threads` parts of the
-/// calling thread's pool.
+/// calling thread's pool. Every element of the first batch·m·oh·ow of `y` is written (it need
+/// not be initialised) and none is read.
 ///
 /// Panics if [`applies`] is false for `g`, the weights were made for other channel counts, or a
 /// buffer is smaller than the geometry needs (callers validate shapes first).
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3_winograd(
-    g: &Conv2dGeometry, batch: usize, x: &[f32], w: &WinogradWeights, y: &mut [f32], bias: Option<&[f32]>, relu: bool,
+    g: &Conv2dGeometry, batch: usize, x: &[f32], w: &WinogradWeights, y: &mut [MaybeUninit<f32>], bias: Option<&[f32]>, relu: bool,
     threads: usize,
 ) {
     assert!(applies(g), "conv3x3_winograd: not a 3x3 stride-1 convolution");
@@ -480,10 +531,10 @@ pub fn conv3x3_winograd(
     if batch == 0 || osz == 0 {
         return;
     }
-    let info = w.mats[0].info();
+    let info = w.info;
     let to = w.tile.out();
     let (ty, tx) = (g.oh.div_ceil(to), g.ow.div_ceil(to));
-    let job = Job { g, info, w, x, y: YPtr(y.as_mut_ptr()), bias, relu, ty, tx };
+    let job = Job { g, info, w, x, y: YPtr(y.as_mut_ptr().cast::<f32>()), bias, relu, ty, tx };
     let total = batch * ty * tx;
     let threads = threads.max(1);
     // Parts: (first tile, end tile, first channel, end channel) over the whole batch.
@@ -559,14 +610,14 @@ fn panel<T: Tile>(job: &Job<'_>, img: usize, j0: usize, j1: usize, c0: usize, c1
     let mut cc = c0;
     while cc < c1 {
         let rows_c = chunk.min(c1 - cc);
-        for (xi, mat) in job.w.mats.iter().enumerate() {
+        for xi in 0..T::NX {
             let vb = &bufs.v.as_slice()[xi * vs..xi * vs + c * w];
             let pb = &mut bufs.p.as_mut_slice()[xi * ps..(xi + 1) * ps];
             let mut pc = 0;
             while pc < c {
                 let kc = info.kc.min(c - pc);
                 let (first, last) = (pc == 0, pc + kc == c);
-                let ap = mat.block(pc, kc, cc);
+                let ap = job.w.block(xi, pc, kc, cc);
                 let bp = &vb[pc * w..(pc + kc) * w];
                 let mut i = 0;
                 while i < rows_c {
@@ -711,10 +762,10 @@ fn output_transform<T: Tile>(job: &Job<'_>, img: usize, j0: usize, j1: usize, o:
                         break;
                     }
                     let (x0, x1) = (T::TO * c0, (T::TO * c1).min(g.ow));
+                    let src = &z[rr * T::TO * zs + T::TO * jo..][..x1 - x0];
                     // SAFETY: columns x0..x1 of row oy of channel o in image img lie inside Y
                     // (checked in `conv3x3_winograd`) and belong to this part's tiles only.
-                    let row = unsafe { std::slice::from_raw_parts_mut(job.y.0.add(yc + oy * g.ow + x0), x1 - x0) };
-                    row.copy_from_slice(&z[rr * T::TO * zs + T::TO * jo..][..x1 - x0]);
+                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), job.y.0.add(yc + oy * g.ow + x0), x1 - x0) };
                 }
             }
         },
@@ -725,6 +776,12 @@ fn output_transform<T: Tile>(job: &Job<'_>, img: usize, j0: usize, j1: usize, o:
 mod tests {
     use super::*;
     use crate::gemm::available_isas;
+
+    /// The buffer as the kernel's output type (the kernels only write initialised values).
+    pub(super) fn as_uninit(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+        // SAFETY: MaybeUninit<f32> has f32's layout; nothing written through the view is uninitialised.
+        unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) }
+    }
 
     /// Direct definition in f64: y[n, o, oy, ox] = b[o] + Σ w[o, ci, a, b] · x[n, ci, oy + a − ph, ox + b − pw].
     #[allow(clippy::too_many_arguments)]
@@ -785,7 +842,7 @@ mod tests {
                     let scale = want.iter().fold(1f64, |a, v| a.max(v.abs()));
                     for threads in [1, 2] {
                         let mut y = vec![f32::NAN; batch * m * oh * ow + 3];
-                        conv3x3_winograd(&g, batch, &x, &ww, &mut y, Some(&bias), relu, threads);
+                        conv3x3_winograd(&g, batch, &x, &ww, as_uninit(&mut y), Some(&bias), relu, threads);
                         for (idx, (&got, &w)) in y.iter().zip(&want).enumerate() {
                             assert!((got as f64 - w).abs() <= 1e-5 * scale + 1e-4 * w.abs(), "{isa:?} {tile:?} {g:?} batch {batch} threads {threads} at {idx}: {got} vs {w}");
                         }
@@ -804,7 +861,7 @@ mod tests {
         for tile in [TileSize::F4, TileSize::F2] {
             let ww = WinogradWeights::new(tile, 1, 1, &[1.0; 9]).expect("weights");
             let mut y = vec![0f32; 9];
-            conv3x3_winograd(&g, 1, &[1.0; 9], &ww, &mut y, None, false, 1);
+            conv3x3_winograd(&g, 1, &[1.0; 9], &ww, as_uninit(&mut y), None, false, 1);
             let want = [4.0, 6.0, 4.0, 6.0, 9.0, 6.0, 4.0, 6.0, 4.0];
             for (a, b) in y.iter().zip(want) {
                 assert!((a - b).abs() < 1e-5, "{tile:?} {y:?}");
@@ -833,6 +890,7 @@ mod tests {
 mod timing {
     use super::*;
     use crate::convgemm::conv2d_gemm;
+    use crate::gemm::{MatRef, PackedA};
     use std::time::Instant;
 
     /// Per-layer timings of this path against the implicit GEMM (run with --ignored --nocapture).
@@ -875,8 +933,8 @@ mod timing {
                 }
                 best * 1e3
             };
-            let tg = if only.is_some() { f64::NAN } else { time(&mut || conv2d_gemm(&g, &x, &pa, &mut y, &ep, threads)) };
-            let tw = time(&mut || conv3x3_winograd(&g, 1, &x, &ww, &mut y, Some(&bias), false, threads));
+            let tg = if only.is_some() { f64::NAN } else { time(&mut || conv2d_gemm(&g, &x, &pa, crate::winograd::tests::as_uninit(&mut y), &ep, threads)) };
+            let tw = time(&mut || conv3x3_winograd(&g, 1, &x, &ww, crate::winograd::tests::as_uninit(&mut y), Some(&bias), false, threads));
             println!("{tile:?} {c:>4}->{m:<4} @{hw:>3}²  convgemm {tg:7.3} ms  winograd {tw:7.3} ms  speedup {:.2}", tg / tw);
         }
     }

@@ -89,6 +89,13 @@ pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Ten
                 "{label} is a string tensor with external data, which ONNX does not allow"
             ));
         }
+        #[cfg(target_endian = "little")]
+        {
+            let r = external_range(t, &label, dtype, numel)?;
+            if let Some(data) = memory_external::read(r.location, r.offset, r.length, dtype, numel, &label) {
+                return Tensor::new(shape, data?).map_err(|e| OnnxError(format!("{label}: {e}")));
+            }
+        }
         let bytes = read_external(t, &label, dtype, numel, base_dir)?;
         from_raw(&bytes, dtype, numel, &label, "external data")?
     } else if !t.raw_data.is_empty() {
@@ -332,14 +339,16 @@ fn parse_u64(v: Option<&str>, key: &str, label: &str) -> Result<Option<u64>> {
     .transpose()
 }
 
-/// Reads a tensor's external data bytes, checking location, range and size first.
-fn read_external(
-    t: &TensorProto,
-    label: &str,
-    dtype: DType,
-    numel: usize,
-    base_dir: Option<&Path>,
-) -> Result<Vec<u8>> {
+/// Where a tensor's external data is: location (checked), offset and length (checked against
+/// the shape).
+struct ExternalRange<'t> {
+    location: &'t str,
+    rel: &'t Path,
+    offset: u64,
+    length: u64,
+}
+
+fn external_range<'t>(t: &'t TensorProto, label: &str, dtype: DType, numel: usize) -> Result<ExternalRange<'t>> {
     let location = external_entry(t, "location").ok_or_else(|| {
         OnnxError(format!(
             "{label} has external data without a 'location' entry"
@@ -357,6 +366,18 @@ fn read_external(
             "{label} has external data length {length}, but its shape needs {numel} {dtype} elements ({expected} bytes)"
         ));
     }
+    Ok(ExternalRange { location, rel, offset, length })
+}
+
+/// Reads a tensor's external data bytes, checking location, range and size first.
+fn read_external(
+    t: &TensorProto,
+    label: &str,
+    dtype: DType,
+    numel: usize,
+    base_dir: Option<&Path>,
+) -> Result<Vec<u8>> {
+    let ExternalRange { location, rel, offset, length } = external_range(t, label, dtype, numel)?;
     let Some(dir) = base_dir else {
         return err(format!(
             "{label} stores its data in external file '{location}', but the model was not loaded from a file, so there is no directory to find it in"
@@ -414,6 +435,104 @@ fn read_file_range(path: &Path, _offset: u64, _length: u64, label: &str) -> Resu
         "{label} stores its data in external file '{}', and external data is not supported on wasm",
         path.display()
     ))
+}
+
+/// Initializer bytes held by the caller rather than in a file: on WebAssembly, the JavaScript
+/// buffer the model was given in, so the weights stay outside the module's memory until each
+/// tensor is converted. While a reader is installed,
+/// external data whose location is the reader's name is copied by it straight into the tensor's
+/// storage; every other location is handled as before.
+#[cfg(target_endian = "little")]
+pub mod memory_external {
+    use std::cell::RefCell;
+    use std::mem::MaybeUninit;
+
+    use kiln_tensor::{DType, TensorData};
+
+    /// Fills `dst` with the bytes at `offset` of the named buffer (all of them when it returns
+    /// `Ok`).
+    pub type Reader = Box<dyn Fn(u64, &mut [MaybeUninit<u8>]) -> Result<(), String>>;
+
+    thread_local! {
+        static READER: RefCell<Option<(String, Reader)>> = const { RefCell::new(None) };
+    }
+
+    /// Installs `reader` for the external data location `name` until the returned guard drops.
+    ///
+    /// # Safety
+    /// Whenever `reader` returns `Ok`, it must have written every byte of the slice it was given.
+    pub unsafe fn install(name: String, reader: Reader) -> Guard {
+        READER.with(|r| *r.borrow_mut() = Some((name, reader)));
+        Guard(())
+    }
+
+    /// Removes the installed reader when dropped.
+    pub struct Guard(());
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            READER.with(|r| *r.borrow_mut() = None);
+        }
+    }
+
+    /// `n` elements read by `reader` into fresh storage.
+    fn filled<T: Copy>(n: usize, length: u64, offset: u64, reader: &Reader) -> Result<Vec<T>, String> {
+        let bytes = n.checked_mul(std::mem::size_of::<T>()).filter(|&b| b as u64 == length);
+        let Some(bytes) = bytes else { return Err(format!("external data length {length} does not fit {n} elements")) };
+        let mut v: Vec<T> = Vec::new();
+        v.try_reserve_exact(n).map_err(|_| format!("cannot allocate {length} bytes"))?;
+        // SAFETY: the spare capacity holds at least `bytes` bytes; viewing it as uninitialised
+        // bytes is valid for any `T`.
+        let dst = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<MaybeUninit<u8>>(), bytes) };
+        reader(offset, dst)?;
+        // SAFETY: the reader initialised all `bytes` bytes (the contract of `install`), and `T`
+        // (plain numbers and float bit patterns) is valid for every bit pattern; the target is
+        // little-endian (the module's cfg), the byte order of ONNX data.
+        unsafe { v.set_len(n) };
+        Ok(v)
+    }
+
+    /// The tensor data at `location`, when that is the installed reader's buffer.
+    pub(crate) fn read(
+        location: &str,
+        offset: u64,
+        length: u64,
+        dtype: DType,
+        numel: usize,
+        label: &str,
+    ) -> Option<super::Result<TensorData>> {
+        READER.with(|r| {
+            let r = r.borrow();
+            let (name, reader) = r.as_ref()?;
+            if name != location {
+                return None;
+            }
+            let data = match dtype {
+                DType::F32 => filled(numel, length, offset, reader).map(TensorData::F32),
+                DType::F64 => filled(numel, length, offset, reader).map(TensorData::F64),
+                DType::F16 => filled(numel, length, offset, reader).map(TensorData::F16),
+                DType::BF16 => filled(numel, length, offset, reader).map(TensorData::BF16),
+                DType::I8 => filled(numel, length, offset, reader).map(TensorData::I8),
+                DType::I16 => filled(numel, length, offset, reader).map(TensorData::I16),
+                DType::I32 => filled(numel, length, offset, reader).map(TensorData::I32),
+                DType::I64 => filled(numel, length, offset, reader).map(TensorData::I64),
+                DType::U8 => filled(numel, length, offset, reader).map(TensorData::U8),
+                DType::U16 => filled(numel, length, offset, reader).map(TensorData::U16),
+                DType::U32 => filled(numel, length, offset, reader).map(TensorData::U32),
+                DType::U64 => filled(numel, length, offset, reader).map(TensorData::U64),
+                _ => {
+                    // Booleans and the packed low-precision types: decoded from the bytes.
+                    let n = usize::try_from(length).unwrap_or(usize::MAX);
+                    return Some(
+                        filled::<u8>(n, length, offset, reader)
+                            .map_err(|e| crate::OnnxError(format!("{label}: {e}")))
+                            .and_then(|b| super::from_raw(&b, dtype, numel, label, "external data")),
+                    );
+                }
+            };
+            Some(data.map_err(|e| crate::OnnxError(format!("{label}: {e}"))))
+        })
+    }
 }
 
 fn dim_from_proto(d: &DimProto) -> Result<Dim> {

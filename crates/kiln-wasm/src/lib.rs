@@ -9,6 +9,7 @@
 //! plain JS arrays, objects and `null`; every failure becomes a JS `Error` naming the problem.
 
 use js_sys::{Array, BigInt64Array, BigUint64Array, Float32Array, Float64Array, Function, Int16Array, Int32Array, Int8Array, Object, Reflect, Uint16Array, Uint32Array, Uint8Array};
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use kiln_engine::{Registry, Session, SessionOptions};
@@ -96,6 +97,39 @@ impl KilnSession {
         drop(reserve);
         let model = kiln_onnx::decode_model_shared(Arc::new(bytes))
             .map_err(|e| err(kiln_engine::Error::from(e).to_string()))?;
+        let session = Session::from_proto(&model, None, opts, &Registry::with_builtin())
+            .map_err(|e| err(e.to_string()))?;
+        Ok(KilnSession { inner: Some(session) })
+    }
+
+    /// Loads a model whose large initializers were moved out of the serialized bytes (by
+    /// `splitWeights` in js/src/weights.js): `skeleton` is the model with those tensors marked as
+    /// external data at `location`, at offsets into `weights` (the original model bytes). Each
+    /// tensor is copied from `weights` straight into the tensor that needs it, so the whole
+    /// model is never copied into wasm memory.
+    #[wasm_bindgen(js_name = withWeights)]
+    pub fn with_weights(skeleton: Vec<u8>, weights: Uint8Array, location: String) -> Result<KilnSession, JsError> {
+        let opts = SessionOptions::default().with_threads(1);
+        // The initializers and their packed copies take about twice the weights' size: grow the
+        // memory once for them (see `new`).
+        let mut reserve: Vec<u8> = Vec::new();
+        let _ = reserve.try_reserve_exact((weights.length() as usize).saturating_mul(2));
+        drop(reserve);
+        let model = kiln_onnx::decode_model(&skeleton).map_err(|e| err(kiln_engine::Error::from(e).to_string()))?;
+        drop(skeleton);
+        let reader = move |offset: u64, dst: &mut [MaybeUninit<u8>]| -> Result<(), String> {
+            let total = u64::from(weights.length());
+            let length = dst.len() as u64;
+            let end = offset.checked_add(length).filter(|&e| e <= total).ok_or_else(|| {
+                format!("external data bytes {offset}..{} are outside the model's {total} bytes", offset.saturating_add(length))
+            })?;
+            // SAFETY: `dst` is writable for exactly the subarray's length (offset..end lies inside
+            // `weights`, checked above, and both fit in u32 there).
+            unsafe { weights.subarray(offset as u32, end as u32).raw_copy_to_ptr(dst.as_mut_ptr().cast::<u8>()) };
+            Ok(())
+        };
+        // SAFETY: on `Ok` the reader has copied `dst.len()` bytes into `dst`.
+        let _guard = unsafe { kiln_onnx::tensor::memory_external::install(location, Box::new(reader)) };
         let session = Session::from_proto(&model, None, opts, &Registry::with_builtin())
             .map_err(|e| err(e.to_string()))?;
         Ok(KilnSession { inner: Some(session) })

@@ -5,7 +5,7 @@ mod einsum;
 
 use std::borrow::Cow;
 
-use kiln_kernels::{sgemm_ex, Epilogue, Lhs, MatRef, PackedB, Rhs};
+use kiln_kernels::{sgemm_ex, sgemm_new, Epilogue, Lhs, MatRef, PackedB, Rhs};
 use kiln_tensor::{bf16, f16, DType, Shape, Tensor, TensorData, Value, ValueType};
 
 use crate::error::OpResult;
@@ -397,11 +397,10 @@ fn matmul_packed(a: &Tensor, rhs: &ConstRhs, bias: Option<&[f32]>) -> OpResult<O
     let rows: usize = s[..s.len() - 1].iter().product();
     let mut out_shape = s[..s.len() - 1].to_vec();
     out_shape.push(n);
-    let mut out = vec![0f32; kiln_tensor::checked_numel(&out_shape)?];
-    if rows > 0 {
-        let ep = Epilogue { col_bias: bias, ..Epilogue::default() };
-        sgemm_ex(rows, k, n, Lhs::Strided(MatRef::new(av, k as isize, 1)), Rhs::Packed(&rhs.packed), &mut out, n as isize, 1, &ep, num_threads());
-    }
+    kiln_tensor::checked_numel(&out_shape)?;
+    let ep = Epilogue { col_bias: bias, ..Epilogue::default() };
+    // The output is written by the product without being zeroed first.
+    let out = sgemm_new(rows, k, n, Lhs::Strided(MatRef::new(av, k as isize, 1)), Rhs::Packed(&rhs.packed), &ep, num_threads());
     Ok(Some(Tensor::from_vec(out_shape, out)?))
 }
 
@@ -562,11 +561,9 @@ impl GemmOp {
         let (m, ka) = if self.trans_a { (s[1], s[0]) } else { (s[0], s[1]) };
         ensure!(ka == k, "Gemm inner dimensions differ: A {s:?} (transA={}) and B {:?} (transB={})", self.trans_a, rhs.shape, self.trans_b);
         let view = if self.trans_a { MatRef::new(av, 1, m as isize) } else { MatRef::new(av, k as isize, 1) };
-        let mut out = vec![0f32; kiln_tensor::checked_numel(&[m, n])?];
-        if m > 0 {
-            let ep = Epilogue { alpha: self.alpha as f32, col_bias: bias, ..Epilogue::default() };
-            sgemm_ex(m, k, n, Lhs::Strided(view), Rhs::Packed(&rhs.packed), &mut out, n as isize, 1, &ep, num_threads());
-        }
+        kiln_tensor::checked_numel(&[m, n])?;
+        let ep = Epilogue { alpha: self.alpha as f32, col_bias: bias, ..Epilogue::default() };
+        let out = sgemm_new(m, k, n, Lhs::Strided(view), Rhs::Packed(&rhs.packed), &ep, num_threads());
         Ok(Some(Tensor::from_vec(vec![m, n], out)?))
     }
 

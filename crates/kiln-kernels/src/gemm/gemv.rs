@@ -95,6 +95,12 @@ fn row_cols(info: &KernelInfo, k: usize, n: usize, x: &[f32], b: &PackedB, j0: u
             let w = info.panel_width(j, n);
             let panel = &block[off..off + w * kc];
             let yj = &mut y[j - j0..j - j0 + w];
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            if x86::row_panel(info.isa, panel, xs, yj) {
+                off += w * kc;
+                j += w;
+                continue;
+            }
             match w {
                 32 => row_panel::<32>(panel, xs, yj),
                 16 => row_panel::<16>(panel, xs, yj),
@@ -152,5 +158,101 @@ fn whole_ep(ep: &Epilogue<'_>) -> TileEp {
         row_bias: ep.row_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
         col_bias: ep.col_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
         relu: ep.relu,
+    }
+}
+
+/// Explicit-intrinsics forms of [`row_panel`]: four rows of the panel per step into independent
+/// accumulators with fused multiply-adds (the autovectorised loop keeps one dependency chain per
+/// vector, and splits a 32-wide accumulator array into mixed widths).
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+mod x86 {
+    #[cfg(target_arch = "x86")]
+    use std::arch::x86::*;
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    use super::super::Isa;
+
+    /// y += x · panel (rows of `y.len()` floats) when `isa` has a form for this width; false if not.
+    #[inline(always)]
+    pub(super) fn row_panel(isa: Isa, panel: &[f32], x: &[f32], y: &mut [f32]) -> bool {
+        let w = y.len();
+        if panel.len() < w * x.len() {
+            return false;
+        }
+        // SAFETY: the ISA was detected before its kernels were chosen; `panel` holds x.len() rows
+        // of w floats (checked above) and `y` holds w floats.
+        unsafe {
+            match (isa, w) {
+                (Isa::Avx512, 32) => avx512::<2>(panel.as_ptr(), x, y.as_mut_ptr()),
+                (Isa::Avx512, 16) => avx512::<1>(panel.as_ptr(), x, y.as_mut_ptr()),
+                (Isa::Avx2 | Isa::Avx512, 8) | (Isa::Avx2, 16) => avx2(panel.as_ptr(), x, y, w / 8),
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512<const NV: usize>(panel: *const f32, x: &[f32], y: *mut f32) {
+        let w = 16 * NV;
+        let mut acc = [[_mm512_setzero_ps(); NV]; 4];
+        let k = x.len();
+        let mut p = 0;
+        while p + 4 <= k {
+            for (u, row) in acc.iter_mut().enumerate() {
+                let xv = _mm512_set1_ps(*x.get_unchecked(p + u));
+                let r = panel.add((p + u) * w);
+                for (v, a) in row.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(xv, _mm512_loadu_ps(r.add(16 * v)), *a);
+                }
+            }
+            p += 4;
+        }
+        while p < k {
+            let xv = _mm512_set1_ps(*x.get_unchecked(p));
+            let r = panel.add(p * w);
+            for (v, a) in acc[0].iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(xv, _mm512_loadu_ps(r.add(16 * v)), *a);
+            }
+            p += 1;
+        }
+        for v in 0..NV {
+            let s = _mm512_add_ps(_mm512_add_ps(acc[0][v], acc[1][v]), _mm512_add_ps(acc[2][v], acc[3][v]));
+            let yp = y.add(16 * v);
+            _mm512_storeu_ps(yp, _mm512_add_ps(_mm512_loadu_ps(yp), s));
+        }
+    }
+
+    /// `nv` (1 or 2) vectors of 8 per panel row.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(panel: *const f32, x: &[f32], y: &mut [f32], nv: usize) {
+        let w = 8 * nv;
+        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+        let k = x.len();
+        let mut p = 0;
+        while p + 4 <= k {
+            for (u, row) in acc.iter_mut().enumerate() {
+                let xv = _mm256_set1_ps(*x.get_unchecked(p + u));
+                let r = panel.add((p + u) * w);
+                for (v, a) in row.iter_mut().enumerate().take(nv) {
+                    *a = _mm256_fmadd_ps(xv, _mm256_loadu_ps(r.add(8 * v)), *a);
+                }
+            }
+            p += 4;
+        }
+        while p < k {
+            let xv = _mm256_set1_ps(*x.get_unchecked(p));
+            let r = panel.add(p * w);
+            for (v, a) in acc[0].iter_mut().enumerate().take(nv) {
+                *a = _mm256_fmadd_ps(xv, _mm256_loadu_ps(r.add(8 * v)), *a);
+            }
+            p += 1;
+        }
+        for v in 0..nv {
+            let s = _mm256_add_ps(_mm256_add_ps(acc[0][v], acc[1][v]), _mm256_add_ps(acc[2][v], acc[3][v]));
+            let yp = y.as_mut_ptr().add(8 * v);
+            _mm256_storeu_ps(yp, _mm256_add_ps(_mm256_loadu_ps(yp), s));
+        }
     }
 }

@@ -10,6 +10,7 @@ mod x86;
 mod wasm32;
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 use crate::act::Activation;
 
@@ -110,10 +111,24 @@ pub(crate) struct AlignedBuf {
 }
 
 impl AlignedBuf {
-    fn zeroed(len: usize) -> AlignedBuf {
-        let mut b = AlignedBuf::default();
-        b.reset(len);
-        b
+    /// A buffer of `len` usable elements, all written by `fill` (which must write every element
+    /// of the slice it is given) without being zeroed first: packed weights are as large as the
+    /// weights themselves, and zeroing them first would double the writes of loading a model.
+    fn filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> AlignedBuf {
+        let total = len + 16;
+        let mut data: Vec<f32> = Vec::with_capacity(total);
+        let spare = &mut data.spare_capacity_mut()[..total];
+        let off = (64 - spare.as_ptr() as usize % 64) % 64 / 4;
+        let (head, rest) = spare.split_at_mut(off);
+        let (body, tail) = rest.split_at_mut(len);
+        head.iter_mut().chain(tail.iter_mut()).for_each(|v| {
+            v.write(0.0);
+        });
+        fill(body);
+        // SAFETY: the head and tail were written above and `fill` writes every element of the
+        // body (the packing routines write each panel element, padding included).
+        unsafe { data.set_len(total) };
+        AlignedBuf { data, off, len }
     }
     /// Resizes to `len` usable elements (contents unspecified, but initialised).
     pub(crate) fn reset(&mut self, len: usize) {
@@ -129,6 +144,13 @@ impl AlignedBuf {
     }
     pub(crate) fn as_mut_slice(&mut self) -> &mut [f32] {
         &mut self.data[self.off..self.off + self.len]
+    }
+    /// The working region as a destination for the packing routines.
+    fn as_uninit_mut(&mut self) -> &mut [MaybeUninit<f32>] {
+        let s = self.as_mut_slice();
+        // SAFETY: MaybeUninit<f32> has f32's layout; the slice is only ever written with
+        // initialised values through this view, so it stays initialised.
+        unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<MaybeUninit<f32>>(), s.len()) }
     }
 }
 
@@ -146,15 +168,21 @@ impl<'a> MatRef<'a> {
     }
     /// Panics unless every element of a rows×cols view lies inside `data` (non-negative strides).
     fn check(&self, rows: usize, cols: usize, what: &str) {
-        assert!(self.rs >= 0 && self.cs >= 0, "{what}: negative strides are not supported here");
-        if rows > 0 && cols > 0 {
-            let last = (rows - 1) as isize * self.rs + (cols - 1) as isize * self.cs;
-            assert!((last as usize) < self.data.len(), "{what}: {rows}x{cols} view exceeds its buffer");
-        }
+        check_view(self.data.len(), self.rs, self.cs, rows, cols, what);
     }
     #[inline(always)]
     fn at(&self, i: usize, j: usize) -> f32 {
         self.data[(i as isize * self.rs + j as isize * self.cs) as usize]
+    }
+}
+
+/// Panics unless every element of a rows×cols view with strides `rs`, `cs` lies inside a buffer
+/// of `len` elements (non-negative strides).
+fn check_view(len: usize, rs: isize, cs: isize, rows: usize, cols: usize, what: &str) {
+    assert!(rs >= 0 && cs >= 0, "{what}: negative strides are not supported here");
+    if rows > 0 && cols > 0 {
+        let last = (rows - 1) as isize * rs + (cols - 1) as isize * cs;
+        assert!((last as usize) < len, "{what}: {rows}x{cols} view exceeds its buffer");
     }
 }
 
@@ -178,14 +206,14 @@ impl PackedA {
         a.check(m, k, "PackedA");
         let info = KernelInfo::for_isa(isa);
         let mpad = m.div_ceil(info.mr) * info.mr;
-        let mut buf = AlignedBuf::zeroed(mpad * k);
-        let dst = buf.as_mut_slice();
-        let mut pc = 0;
-        while pc < k {
-            let kc = info.kc.min(k - pc);
-            pack_a(&info, &a, 0, m, pc, kc, &mut dst[pc * mpad..pc * mpad + mpad * kc]);
-            pc += kc;
-        }
+        let buf = AlignedBuf::filled(mpad * k, |dst| {
+            let mut pc = 0;
+            while pc < k {
+                let kc = info.kc.min(k - pc);
+                pack_a(&info, &a, 0, m, pc, kc, &mut dst[pc * mpad..pc * mpad + mpad * kc]);
+                pc += kc;
+            }
+        });
         PackedA { info, m, k, mpad, buf }
     }
 
@@ -225,14 +253,14 @@ impl PackedB {
         b.check(k, n, "PackedB");
         let info = KernelInfo::for_isa(isa);
         let npad = info.packed_cols(n);
-        let mut buf = AlignedBuf::zeroed(npad * k);
-        let dst = buf.as_mut_slice();
-        let mut pc = 0;
-        while pc < k {
-            let kc = info.kc.min(k - pc);
-            pack_b(&info, &b, pc, kc, 0, n, &mut dst[pc * npad..pc * npad + npad * kc]);
-            pc += kc;
-        }
+        let buf = AlignedBuf::filled(npad * k, |dst| {
+            let mut pc = 0;
+            while pc < k {
+                let kc = info.kc.min(k - pc);
+                pack_b(&info, &b, pc, kc, 0, n, &mut dst[pc * npad..pc * npad + npad * kc]);
+                pc += kc;
+            }
+        });
         PackedB { info, k, n, npad, buf }
     }
 
@@ -328,8 +356,9 @@ pub(crate) unsafe fn store_tile_scalar(tmp: &[f32], ts: usize, out: &TileOut, ep
     }
 }
 
-/// Packs rows `i0..i0+rows` × depth `p0..p0+kc` of A into MR-row panels (zero-padded rows).
-fn pack_a(info: &KernelInfo, a: &MatRef<'_>, i0: usize, rows: usize, p0: usize, kc: usize, dst: &mut [f32]) {
+/// Packs rows `i0..i0+rows` × depth `p0..p0+kc` of A into MR-row panels (zero-padded rows),
+/// writing every element of the first `rows.div_ceil(MR)` panels of `dst`.
+fn pack_a(info: &KernelInfo, a: &MatRef<'_>, i0: usize, rows: usize, p0: usize, kc: usize, dst: &mut [MaybeUninit<f32>]) {
     let mr = info.mr;
     for (ip, panel) in dst.chunks_mut(mr * kc).enumerate().take(rows.div_ceil(mr)) {
         let r0 = i0 + ip * mr;
@@ -339,32 +368,33 @@ fn pack_a(info: &KernelInfo, a: &MatRef<'_>, i0: usize, rows: usize, p0: usize, 
                 let start = ((r0 + i) as isize * a.rs) as usize + p0;
                 let src = &a.data[start..start + kc];
                 for (p, &v) in src.iter().enumerate() {
-                    panel[p * mr + i] = v;
+                    panel[p * mr + i].write(v);
                 }
             }
         } else if a.rs == 1 {
             for p in 0..kc {
                 let start = ((p0 + p) as isize * a.cs) as usize + r0;
-                panel[p * mr..p * mr + valid].copy_from_slice(&a.data[start..start + valid]);
+                copy_into(&mut panel[p * mr..p * mr + valid], &a.data[start..start + valid]);
             }
         } else {
             for p in 0..kc {
                 for i in 0..valid {
-                    panel[p * mr + i] = a.at(r0 + i, p0 + p);
+                    panel[p * mr + i].write(a.at(r0 + i, p0 + p));
                 }
             }
         }
         if valid < mr {
             for p in 0..kc {
-                panel[p * mr + valid..(p + 1) * mr].iter_mut().for_each(|v| *v = 0.0);
+                zero_into(&mut panel[p * mr + valid..(p + 1) * mr]);
             }
         }
     }
 }
 
 /// Packs depth `p0..p0+kc` × columns `j0..end` of B into panels of width NR (the last one
-/// narrowed to a multiple of the vector length, zero-padded).
-fn pack_b(info: &KernelInfo, b: &MatRef<'_>, p0: usize, kc: usize, j0: usize, end: usize, dst: &mut [f32]) {
+/// narrowed to a multiple of the vector length, zero-padded), writing every element of those
+/// panels in `dst`.
+fn pack_b(info: &KernelInfo, b: &MatRef<'_>, p0: usize, kc: usize, j0: usize, end: usize, dst: &mut [MaybeUninit<f32>]) {
     let mut j = j0;
     let mut off = 0;
     while j < end {
@@ -375,30 +405,83 @@ fn pack_b(info: &KernelInfo, b: &MatRef<'_>, p0: usize, kc: usize, j0: usize, en
             for p in 0..kc {
                 let start = ((p0 + p) as isize * b.rs) as usize + j;
                 let row = &mut panel[p * w..(p + 1) * w];
-                row[..valid].copy_from_slice(&b.data[start..start + valid]);
-                row[valid..].iter_mut().for_each(|v| *v = 0.0);
+                copy_into(&mut row[..valid], &b.data[start..start + valid]);
+                zero_into(&mut row[valid..]);
             }
         } else {
             if valid < w {
-                panel.iter_mut().for_each(|v| *v = 0.0);
+                zero_into(panel);
             }
             if b.rs == 1 {
+                // Column-major B (a transposed weight): 8×8 blocks are transposed in registers,
+                // the edges element by element.
+                let cs = b.cs as usize;
+                let (jfull, pfull) = if transpose8_fast() { (valid / 8 * 8, kc / 8 * 8) } else { (0, 0) };
+                for jj in (0..jfull).step_by(8) {
+                    let start = (j + jj) * cs + p0;
+                    for p in (0..pfull).step_by(8) {
+                        transpose8(&b.data[start + p..], cs, &mut panel[p * w + jj..], w);
+                    }
+                }
                 for jj in 0..valid {
-                    let start = ((j + jj) as isize * b.cs) as usize + p0;
-                    for (p, &v) in b.data[start..start + kc].iter().enumerate() {
-                        panel[p * w + jj] = v;
+                    let start = (j + jj) * cs + p0;
+                    let from = if jj < jfull { pfull } else { 0 };
+                    for (p, &v) in b.data[start..start + kc].iter().enumerate().skip(from) {
+                        panel[p * w + jj].write(v);
                     }
                 }
             } else {
                 for p in 0..kc {
                     for jj in 0..valid {
-                        panel[p * w + jj] = b.at(p0 + p, j + jj);
+                        panel[p * w + jj].write(b.at(p0 + p, j + jj));
                     }
                 }
             }
         }
         off += w * kc;
         j += w;
+    }
+}
+
+fn copy_into(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        d.write(v);
+    }
+}
+
+fn zero_into(dst: &mut [MaybeUninit<f32>]) {
+    for d in dst {
+        d.write(0.0);
+    }
+}
+
+/// Whether [`transpose8`] runs on vector registers here (otherwise packing transposes element
+/// by element, which is as fast as the portable 8×8 form).
+fn transpose8_fast() -> bool {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        std::arch::is_x86_feature_detected!("avx")
+    }
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+    {
+        false
+    }
+}
+
+/// Writes the transpose of the 8×8 block at `src` (row stride `ss`) to `dst` (row stride `ds`):
+/// `dst[q·ds + r] = src[r·ss + q]`.
+fn transpose8(src: &[f32], ss: usize, dst: &mut [MaybeUninit<f32>], ds: usize) {
+    assert!(src.len() >= 7 * ss + 8 && dst.len() >= 7 * ds + 8);
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: AVX was detected; both blocks lie inside their slices (asserted above).
+        unsafe { x86::transpose8_avx(src.as_ptr(), ss, dst.as_mut_ptr().cast::<f32>(), ds) };
+        return;
+    }
+    for r in 0..8 {
+        for q in 0..8 {
+            dst[q * ds + r].write(src[r * ss + q]);
+        }
     }
 }
 
@@ -421,7 +504,13 @@ unsafe impl Sync for CPtr {}
 /// disagree with `m`, `k`, `n` (callers validate shapes first).
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_ex(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [f32], rsc: isize, csc: isize, ep: &Epilogue<'_>, threads: usize) {
-    let info = match (&a, &b) {
+    let info = operand_info(&a, &b);
+    sgemm_with(info, m, k, n, a, b, c, rsc, csc, ep, threads)
+}
+
+/// The kernel family of the packed operands, or the best one here when neither is packed.
+fn operand_info(a: &Lhs<'_>, b: &Rhs<'_>) -> KernelInfo {
+    match (a, b) {
         (Lhs::Packed(pa), Rhs::Packed(pb)) => {
             assert_eq!(pa.info, pb.info, "packed operands for different kernels");
             pa.info
@@ -429,12 +518,39 @@ pub fn sgemm_ex(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [f
         (Lhs::Packed(pa), _) => pa.info,
         (_, Rhs::Packed(pb)) => pb.info,
         _ => KernelInfo::for_isa(best_isa()),
-    };
-    sgemm_with(info, m, k, n, a, b, c, rsc, csc, ep, threads)
+    }
+}
+
+/// C = act(alpha·A·B + biases) into a new row-major m×n buffer, as [`sgemm_ex`] with beta = 0
+/// (`ep.beta` is ignored). The buffer is not zeroed first: the product writes every element.
+pub fn sgemm_new(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, ep: &Epilogue<'_>, threads: usize) -> Vec<f32> {
+    let info = operand_info(&a, &b);
+    let len = m.checked_mul(n).expect("sgemm_new: the product's size overflows");
+    let mut c: Vec<f32> = Vec::with_capacity(len);
+    let ep = Epilogue { beta: 0.0, ..*ep };
+    // SAFETY: the buffer has room for the contiguous m×n view; with beta 0 every element of the
+    // view is written before it is read (the first depth block stores without reading C).
+    unsafe {
+        sgemm_raw(info, m, k, n, a, b, c.as_mut_ptr(), len, n as isize, 1, &ep, threads);
+        c.set_len(len);
+    }
+    c
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm_with(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [f32], rsc: isize, csc: isize, ep: &Epilogue<'_>, threads: usize) {
+    // SAFETY: `c` is an initialised slice of c.len() elements.
+    unsafe { sgemm_raw(info, m, k, n, a, b, c.as_mut_ptr(), c.len(), rsc, csc, ep, threads) }
+}
+
+/// The product behind [`sgemm_with`] and [`sgemm_new`], into C at `c`.
+///
+/// # Safety
+/// `c` must be valid for reads and writes of `c_len` elements and not accessed elsewhere during
+/// the call. Elements of the m×n view may be uninitialised only when `ep.beta == 0`: each is then
+/// written before it is read.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_raw(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: *mut f32, c_len: usize, rsc: isize, csc: isize, ep: &Epilogue<'_>, threads: usize) {
     match &a {
         Lhs::Strided(v) => v.check(m, k, "sgemm A"),
         Lhs::Packed(p) => assert!(p.m == m && p.k == k && p.info == info, "packed A is {}x{}, product needs {m}x{k}", p.m, p.k),
@@ -443,7 +559,7 @@ pub(crate) fn sgemm_with(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<
         Rhs::Strided(v) => v.check(k, n, "sgemm B"),
         Rhs::Packed(p) => assert!(p.k == k && p.n == n && p.info == info, "packed B is {}x{}, product needs {k}x{n}", p.k, p.n),
     }
-    MatRef::new(c, rsc, csc).check(m, n, "sgemm C");
+    check_view(c_len, rsc, csc, m, n, "sgemm C");
     if let Some(rb) = ep.row_bias {
         assert!(rb.len() >= m, "row bias has {} elements, needs {m}", rb.len());
     }
@@ -453,11 +569,12 @@ pub(crate) fn sgemm_with(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<
     if m == 0 || n == 0 {
         return;
     }
-    let cp = CPtr(c.as_mut_ptr());
+    let cp = CPtr(c);
     if k == 0 {
         let tmp = vec![0f32; n];
         for i in 0..m {
-            let out = TileOut { c: c[(i as isize * rsc) as usize..].as_mut_ptr(), rsc, csc, rows: 1, cols: n };
+            // SAFETY: row i of the m×n view checked above.
+            let out = TileOut { c: unsafe { c.offset(i as isize * rsc) }, rsc, csc, rows: 1, cols: n };
             let tep = tile_ep(ep, ep.beta, true, true, i, 0);
             // SAFETY: row i of C holds n elements at stride csc (checked above); biases checked above.
             unsafe {
@@ -568,7 +685,7 @@ fn gemm_block(
                 Rhs::Packed(pb) => pb.block(pc, kc, jc),
                 Rhs::Strided(bv) => {
                     bbuf.reset(info.packed_cols(nc) * kc);
-                    pack_b(info, bv, pc, kc, jc, jc + nc, bbuf.as_mut_slice());
+                    pack_b(info, bv, pc, kc, jc, jc + nc, bbuf.as_uninit_mut());
                     bbuf.as_slice()
                 }
             };
@@ -588,14 +705,14 @@ fn gemm_block(
                     (Lhs::Packed(pa), _) => pa.block(pc, kc, ic),
                     (Lhs::Strided(av), None) => {
                         abuf.reset(mc.div_ceil(mr) * mr * kc);
-                        pack_a(info, av, ic, mc, pc, kc, abuf.as_mut_slice());
+                        pack_a(info, av, ic, mc, pc, kc, abuf.as_uninit_mut());
                         abuf.as_slice()
                     }
                     (Lhs::Strided(av), Some(_)) => {
                         let full = mc / mr * mr;
                         if full < mc {
                             abuf.reset(mr * kc);
-                            pack_a(info, av, ic + full, mc - full, pc, kc, abuf.as_mut_slice());
+                            pack_a(info, av, ic + full, mc - full, pc, kc, abuf.as_uninit_mut());
                         }
                         abuf.as_slice()
                     }
@@ -607,9 +724,17 @@ fn gemm_block(
                     let w = info.panel_width(j, jc + nc);
                     let cols = nr.min(jc + nc - j);
                     let bp = &bpanels[boff..boff + w * kc];
+                    // The next panel is brought towards L2 in equal parts over this panel's
+                    // tiles: a B packed once and larger than the caches is otherwise read from
+                    // memory by the first tile of each panel, faster than memory delivers it.
+                    let next = &bpanels[(boff + w * kc).min(bpanels.len())..];
+                    let next = &next[..next.len().min(w * kc)];
+                    let part = next.len().div_ceil(mc.div_ceil(mr)).div_ceil(16) * 16;
                     let mut i = ic;
                     let mut aoff = 0;
                     while i < ic + mc {
+                        let t = (i - ic) / mr;
+                        prefetch_l2(&next[(t * part).min(next.len())..((t + 1) * part).min(next.len())]);
                         let rows = mr.min(ic + mc - i);
                         let out = TileOut {
                             // SAFETY: (i, j) lies inside the m×n view of C checked in `sgemm_with`.
@@ -645,6 +770,17 @@ fn gemm_block(
         }
         jc += nc;
     }
+}
+
+/// Hints the processor to start loading `data` into L2 (one request per 64-byte line).
+#[inline(always)]
+fn prefetch_l2(data: &[f32]) {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    for line in data.chunks(16) {
+        x86::prefetch_l2(line.as_ptr());
+    }
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+    let _ = data;
 }
 
 /// Whether the kernel family of `info` can read a row-contiguous A in place.

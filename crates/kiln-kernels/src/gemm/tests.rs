@@ -22,7 +22,7 @@ fn close(got: f32, want: f64, k: usize) -> bool {
 
 #[test]
 fn strided_and_packed_match_naive() {
-    let sizes = [(1, 1, 1), (3, 5, 7), (8, 256, 32), (13, 300, 45), (17, 513, 70), (40, 33, 100), (9, 1, 16), (37, 300, 1), (1, 300, 45), (1, 513, 70), (20, 600, 1)];
+    let sizes = [(1, 1, 1), (3, 5, 7), (8, 256, 32), (13, 300, 45), (17, 513, 70), (40, 33, 100), (9, 1, 16), (37, 300, 1), (1, 300, 45), (1, 513, 70), (1, 1030, 100), (20, 600, 1)];
     for isa in available_isas() {
         let info = KernelInfo::for_isa(isa);
         for &(m, k, n) in &sizes {
@@ -141,6 +141,66 @@ fn row_times_packed_b_split_over_threads_matches_naive() {
             sgemm_ex(1, k, n, Lhs::Strided(a), Rhs::Packed(&pb), &mut c, n as isize, 1, &ep, 2);
             for j in 0..n {
                 assert!(close(c[j], want[j] + bias[j] as f64, k), "{isa:?} k={k} n={n} j={j}: {} vs {}", c[j], want[j]);
+            }
+        }
+    }
+}
+
+#[test]
+fn product_over_several_column_and_depth_blocks_matches_naive() {
+    // More columns than one column block and more depth than one depth block, with a partial
+    // last block of each; column-major operands go through the transposing packers.
+    let (m, k, n) = (70usize, 300usize, 2100usize);
+    for isa in available_isas() {
+        let info = KernelInfo::for_isa(isa);
+        assert!(n > info.nc && k > info.kc);
+        for (ta, tb) in [(false, false), (true, true)] {
+            let av = fill(m * k, 11);
+            let bv = fill(k * n, 12);
+            let a = if ta { MatRef::new(&av, 1, m as isize) } else { MatRef::new(&av, k as isize, 1) };
+            let b = if tb { MatRef::new(&bv, 1, k as isize) } else { MatRef::new(&bv, n as isize, 1) };
+            let want = naive(m, k, n, &a, &b);
+            let pa = PackedA::with_isa(isa, m, k, a);
+            let pb = PackedB::with_isa(isa, k, n, b);
+            let bias = fill(n, 13);
+            let ep = Epilogue { col_bias: Some(&bias), ..Epilogue::default() };
+            for lhs in [Lhs::Strided(a), Lhs::Packed(&pa)] {
+                for rhs in [Rhs::Strided(b), Rhs::Packed(&pb)] {
+                    let mut c = vec![f32::NAN; m * n];
+                    sgemm_with(info, m, k, n, lhs, rhs, &mut c, n as isize, 1, &ep, 1);
+                    for (idx, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                        let w = w + bias[idx % n] as f64;
+                        assert!(close(got, w, k), "{isa:?} ta{ta} tb{tb} at ({}, {}): {got} vs {w}", idx / n, idx % n);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn new_buffer_products_match_naive() {
+    // Every path of the product (empty depth, one column, one row against a packed B, tiles)
+    // writes each element of the fresh output; beta in the epilogue is ignored.
+    let _pool = crate::par::enter(crate::par::build_pool(2));
+    for &(m, k, n) in &[(5usize, 0usize, 7usize), (37, 300, 1), (1, 513, 70), (13, 300, 45), (70, 600, 2100), (0, 4, 3)] {
+        let av = fill(m * k + 1, 21);
+        let bv = fill(k * n + 1, 22);
+        let a = MatRef::new(&av, k as isize, 1);
+        let b = MatRef::new(&bv, n as isize, 1);
+        let want = naive(m, k, n, &a, &b);
+        let bias = fill(n, 23);
+        let pb = PackedB::new(k, n, b);
+        for rhs in [Rhs::Strided(b), Rhs::Packed(&pb)] {
+            for threads in [1, 2] {
+                let ep = Epilogue { beta: 3.0, col_bias: Some(&bias), ..Epilogue::default() };
+                let c = sgemm_new(m, k, n, Lhs::Strided(a), rhs, &ep, threads);
+                assert_eq!(c.len(), m * n);
+                for (idx, &got) in c.iter().enumerate() {
+                    let w = want[idx] + bias[idx % n] as f64;
+                    assert!(close(got, w, k), "{m}x{k}x{n} t{threads} at {idx}: {got} vs {w}");
+                }
             }
         }
     }

@@ -14,6 +14,34 @@ pub(crate) const MR_AVX2: usize = 6;
 const TMP_ROWS: usize = 16;
 const TMP_STRIDE: usize = 32;
 
+/// Starts loading the rows of a row-contiguous C tile (`bytes` per row) into L1 while the depth
+/// loop runs, so the epilogue does not wait for them.
+#[inline(always)]
+fn prefetch_c(out: &TileOut, bytes: usize) {
+    if out.csc != 1 {
+        return;
+    }
+    for i in 0..out.rows {
+        let row = out.c.wrapping_offset(i as isize * out.rsc) as *const i8;
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: prefetching is a hint and never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(off)) };
+            off += 64;
+        }
+        // The row's last line when it does not start on a line boundary.
+        // SAFETY: as above.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(bytes - 4)) };
+    }
+}
+
+/// Starts loading the line holding `p` into L2.
+#[inline(always)]
+pub(crate) fn prefetch_l2(p: *const f32) {
+    // SAFETY: prefetching is a hint and never faults, whatever the address.
+    unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast::<i8>()) };
+}
+
 /// One MR_AVX512 × `w` tile (w = 16 or 32) of `a` panel × `b` panel, stored through `ep`.
 ///
 /// # Safety
@@ -43,6 +71,7 @@ pub(crate) unsafe fn kernel_avx512_direct(kc: usize, a: *const f32, lda: usize, 
 /// when DIRECT, rows in place (element (i, p) at `a[i·lda + p]`).
 #[target_feature(enable = "avx512f")]
 unsafe fn tile512<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, out: &TileOut, ep: &TileEp) {
+    prefetch_c(out, 64 * NV);
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
@@ -130,6 +159,7 @@ pub(crate) unsafe fn kernel_avx2_direct(kc: usize, a: *const f32, lda: usize, b:
 /// As [`tile512`] with 8-wide vectors.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile256<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, out: &TileOut, ep: &TileEp) {
+    prefetch_c(out, 32 * NV);
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
@@ -182,4 +212,48 @@ unsafe fn tile256<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usiz
         }
         store_tile_scalar(&tmp, TMP_STRIDE, out, ep);
     }
+}
+
+/// Transposes the 8×8 block at `src` (row stride `ss`) into `dst` (row stride `ds`).
+///
+/// # Safety
+/// AVX must be available; `src + r·ss` readable and `dst + r·ds` writable for 8 floats, r < 8.
+#[target_feature(enable = "avx")]
+pub(crate) unsafe fn transpose8_avx(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
+    let r = [
+        _mm256_loadu_ps(src),
+        _mm256_loadu_ps(src.add(ss)),
+        _mm256_loadu_ps(src.add(2 * ss)),
+        _mm256_loadu_ps(src.add(3 * ss)),
+        _mm256_loadu_ps(src.add(4 * ss)),
+        _mm256_loadu_ps(src.add(5 * ss)),
+        _mm256_loadu_ps(src.add(6 * ss)),
+        _mm256_loadu_ps(src.add(7 * ss)),
+    ];
+    // Pairs of rows interleaved: [r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5]], ...
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    // Columns q and q+4 of rows 0..4 (s0..s3) and rows 4..8 (s4..s7).
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps::<0x20>(s0, s4));
+    _mm256_storeu_ps(dst.add(ds), _mm256_permute2f128_ps::<0x20>(s1, s5));
+    _mm256_storeu_ps(dst.add(2 * ds), _mm256_permute2f128_ps::<0x20>(s2, s6));
+    _mm256_storeu_ps(dst.add(3 * ds), _mm256_permute2f128_ps::<0x20>(s3, s7));
+    _mm256_storeu_ps(dst.add(4 * ds), _mm256_permute2f128_ps::<0x31>(s0, s4));
+    _mm256_storeu_ps(dst.add(5 * ds), _mm256_permute2f128_ps::<0x31>(s1, s5));
+    _mm256_storeu_ps(dst.add(6 * ds), _mm256_permute2f128_ps::<0x31>(s2, s6));
+    _mm256_storeu_ps(dst.add(7 * ds), _mm256_permute2f128_ps::<0x31>(s3, s7));
 }

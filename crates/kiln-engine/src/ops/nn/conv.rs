@@ -1,6 +1,8 @@
 //! Convolutions: Conv (im2col + GEMM, direct 1x1 and depthwise paths), ConvTranspose (GEMM +
 //! col2im) and ConvInteger.
 
+use std::mem::MaybeUninit;
+
 use kiln_kernels::winograd::{self, WinogradWeights};
 use kiln_kernels::{conv2d_gemm, depthwise_conv2d, sgemm_ex, Activation, Conv2dGeometry, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
 use kiln_tensor::{DType, Dim, Shape, Tensor, Value, ValueType};
@@ -96,6 +98,12 @@ fn winograd_weights(n: &NodeInfo, attrs: &WindowAttrs, w: &Tensor) -> Option<Win
         Some(sp) => attrs.geometry(&sp, &[3, 3]).ok().and_then(|g| winograd::choose(m, c, g.output[0], g.output[1]))?,
         None => winograd::choose(m, c, 16, 16)?,
     };
+    // WebAssembly: only F(4×4, 3×3). F(2×2, 3×3) is chosen for small images with many channels,
+    // where its transformed weights (16/9 of the weights) are the largest and its gain the
+    // smallest; creating them in fresh wasm memory cost more at session creation than it saved.
+    if cfg!(target_arch = "wasm32") && tile != winograd::TileSize::F4 {
+        return None;
+    }
     WinogradWeights::new(tile, m, c, w.as_slice::<f32>().ok()?)
 }
 
@@ -385,12 +393,11 @@ fn conv_f32(
     let isz = geo.in_size();
     let ksz = geo.kernel_size();
     let total = kiln_tensor::checked_numel(&[d.n, d.m, osz])?;
-    let mut y = vec![0f32; total];
     if let Some(b) = bias {
         ensure!(b.len() == d.m, "bias has {} elements; expected {}", b.len(), d.m);
     }
     if total == 0 {
-        return Ok(y);
+        return Ok(Vec::new());
     }
     let cg = d.c / group;
     let mg = d.m / group;
@@ -411,10 +418,14 @@ fn conv_f32(
             dh: geo.dilations[0], dw: geo.dilations[1], ph: geo.pad_begin[0], pw: geo.pad_begin[1],
         };
         ensure!(x.len() == d.n * d.c * isz, "input has {} elements; expected {}", x.len(), d.n * d.c * isz);
+        // Y starts uninitialised: these kernels write every element.
+        let mut y: Vec<f32> = Vec::with_capacity(total);
         if let Some(ww) = wino.filter(|ww| {
             group == 1 && winograd::applies(&cg2) && (ww.out_channels(), ww.in_channels()) == (mg, cg) && winograd::choose(mg, cg, cg2.oh, cg2.ow) == Some(ww.tile())
         }) {
-            winograd::conv3x3_winograd(&cg2, d.n, x, ww, &mut y, bias, act == Activation::Relu, threads);
+            winograd::conv3x3_winograd(&cg2, d.n, x, ww, &mut y.spare_capacity_mut()[..total], bias, act == Activation::Relu, threads);
+            // SAFETY: the Winograd kernel writes all d.n · d.m · osz = total elements.
+            unsafe { y.set_len(total) };
             return Ok(y);
         }
         let owned: Vec<PackedA>;
@@ -427,16 +438,21 @@ fn conv_f32(
                 &owned
             }
         };
+        let spare = &mut y.spare_capacity_mut()[..total];
         for img in 0..d.n {
             for (g, pa) in pw.iter().enumerate() {
                 let xg = &x[(img * d.c + g * cg) * isz..][..cg * isz];
-                let yg = &mut y[(img * d.m + g * mg) * osz..][..mg * osz];
+                let yg = &mut spare[(img * d.m + g * mg) * osz..][..mg * osz];
                 let ep = epilogue(bias.map(|b| &b[g * mg..(g + 1) * mg]), act);
                 conv2d_gemm(&cg2, xg, pa, yg, &ep, threads);
             }
         }
+        // SAFETY: the (image, group) blocks cover all `total` elements and `conv2d_gemm` writes
+        // every element of its mg · osz block.
+        unsafe { y.set_len(total) };
         return Ok(y);
     }
+    let mut y = vec![0f32; total];
     let mut col = if pointwise { Vec::new() } else { vec![0f32; kiln_tensor::checked_numel(&[kdim, osz])?] };
     for img in 0..d.n {
         for g in 0..group {
@@ -474,15 +490,16 @@ fn depthwise_f32(x: &[f32], w: &[f32], d: &ConvDims, group: usize, bias: Option<
     let (osz, isz) = (geo.out_size(), geo.in_size());
     let (kh, kw) = (geo.kernel[0], geo.kernel[1]);
     let total = kiln_tensor::checked_numel(&[d.n, d.m, osz])?;
-    let mut y = vec![0f32; total];
     if let Some(b) = bias {
         ensure!(b.len() == d.m, "bias has {} elements; expected {}", b.len(), d.m);
     }
     ensure!(w.len() == d.m * kh * kw, "weight has {} elements; expected {}", w.len(), d.m * kh * kw);
     ensure!(x.len() == d.n * d.c * isz, "input has {} elements; expected {}", x.len(), d.n * d.c * isz);
     if total == 0 {
-        return Ok(y);
+        return Ok(vec![0f32; total]);
     }
+    // Every output element is written below (the planes cover Y), so Y starts uninitialised.
+    let mut y: Vec<f32> = Vec::with_capacity(total);
     let g = DwGeometry {
         ih: geo.input[0], iw: geo.input[1], oh: geo.output[0], ow: geo.output[1], kh, kw,
         sh: geo.strides[0], sw: geo.strides[1], dh: geo.dilations[0], dw: geo.dilations[1],
@@ -493,9 +510,9 @@ fn depthwise_f32(x: &[f32], w: &[f32], d: &ConvDims, group: usize, bias: Option<
     let planes = d.n * d.m;
     let parts = if total * kh * kw >= 1 << 18 { num_threads().clamp(1, planes) } else { 1 };
     let per = planes.div_ceil(parts);
-    let chunks: Vec<(usize, &mut [f32])> = y.chunks_mut(osz * per).enumerate().collect();
+    let chunks: Vec<(usize, &mut [MaybeUninit<f32>])> = y.spare_capacity_mut()[..total].chunks_mut(osz * per).enumerate().collect();
     let ksz = kh * kw;
-    let work = |(part, outs): (usize, &mut [f32])| {
+    let work = |(part, outs): (usize, &mut [MaybeUninit<f32>])| {
         let first = part * per;
         let count = outs.len() / osz;
         if mult == 1 && first % d.m + count <= d.m {
@@ -520,6 +537,9 @@ fn depthwise_f32(x: &[f32], w: &[f32], d: &ConvDims, group: usize, bias: Option<
     } else {
         chunks.into_iter().for_each(work);
     }
+    // SAFETY: the chunks cover the first `total` elements and `depthwise_conv2d` writes every
+    // element of each plane it is given (d.n·d.m planes of osz in all).
+    unsafe { y.set_len(total) };
     Ok(y)
 }
 

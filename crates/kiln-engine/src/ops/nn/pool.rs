@@ -203,25 +203,53 @@ fn max_pool_2d_f32(x: &[f32], planes: usize, geo: &Geometry) -> Vec<f32> {
     if oh == 0 || ow == 0 {
         return y;
     }
-    // Input columns of each output column's window, and input rows of each output row's window.
-    let cols: Vec<Vec<usize>> = (0..ow).map(|j| taps_1d(j, sw, dw, pw, iw, kw).collect()).collect();
+    // Input rows of each output row's window.
     let rows: Vec<Vec<usize>> = (0..oh).map(|i| taps_1d(i, sh, dh, ph, ih, kh).collect()).collect();
+    // Row maxima sit in a -inf padded row `v` (input column c at pw + c) long enough for every
+    // window, split into sw phases: phase r, index q holds padded column q·sw + r. Window tap
+    // t of output column j reads padded column j·sw + t·dw, i.e. phase (t·dw) % sw at index
+    // j + (t·dw) / sw: a contiguous run per tap. Padding is -inf, the identity of max.
+    let padded = (pw + iw).max((ow - 1) * sw + (kw - 1) * dw + 1);
+    let qlen = padded.div_ceil(sw);
     let items: Vec<(usize, &mut [f32])> = y.chunks_mut(oh * ow).enumerate().collect();
     let work = |(p, yo): (usize, &mut [f32])| {
         let xp = &x[p * ih * iw..][..ih * iw];
-        // Per output row: v[c] = max over the window rows of input column c (contiguous,
-        // vectorised), then each output = max of v over its window columns.
-        let mut v = vec![f32::NEG_INFINITY; iw];
+        let mut v = vec![f32::NEG_INFINITY; qlen * sw];
+        let mut phases = vec![f32::NEG_INFINITY; if sw > 1 { qlen * sw } else { 0 }];
         kiln_kernels::simd::vectorized(#[inline(always)] || {
             for (yr, rs) in yo.chunks_exact_mut(ow).zip(&rows) {
-                v.fill(f32::NEG_INFINITY);
+                // v[pw + c] = max over the window rows of input column c (contiguous, vectorised).
+                let vr = &mut v[pw..pw + iw];
+                vr.fill(f32::NEG_INFINITY);
                 for &r in rs {
-                    for (vv, &xv) in v.iter_mut().zip(&xp[r * iw..(r + 1) * iw]) {
+                    for (vv, &xv) in vr.iter_mut().zip(&xp[r * iw..(r + 1) * iw]) {
                         *vv = vv.max(xv);
                     }
                 }
-                for (yv, cs) in yr.iter_mut().zip(&cols) {
-                    *yv = cs.iter().fold(f32::NEG_INFINITY, |m, &c| m.max(v[c]));
+                let src: &[f32] = if sw == 1 {
+                    &v
+                } else if sw == 2 {
+                    let (ev, od) = phases.split_at_mut(qlen);
+                    for ((pair, e), o) in v.chunks_exact(2).zip(ev.iter_mut()).zip(od.iter_mut()) {
+                        *e = pair[0];
+                        *o = pair[1];
+                    }
+                    &phases
+                } else {
+                    for (q, chunk) in v.chunks_exact(sw).enumerate() {
+                        for (r, &val) in chunk.iter().enumerate() {
+                            phases[r * qlen + q] = val;
+                        }
+                    }
+                    &phases
+                };
+                yr.fill(f32::NEG_INFINITY);
+                for t in 0..kw {
+                    let off = t * dw;
+                    let run = &src[(off % sw) * qlen + off / sw..][..ow];
+                    for (yv, &s) in yr.iter_mut().zip(run) {
+                        *yv = yv.max(s);
+                    }
                 }
             }
         })
@@ -536,6 +564,60 @@ mod tests {
         let x = [1.0f64, 2., 3.];
         assert_eq!(avg_lp_pool(&x, 1, &g, &w, Kind::Avg, false, 2.0), vec![1., 1.5, 2.5, 3.]);
         assert_eq!(avg_lp_pool(&x, 1, &g, &w, Kind::Avg, true, 2.0), vec![0.5, 1.5, 2.5, 1.5]);
+    }
+
+    #[test]
+    fn max_pool_2d_matches_definition() {
+        // (input h, w, kernel, stride, dilation, pads [t, l, b, r], ceil_mode)
+        let cases: [([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 4], bool); 8] = [
+            ([13, 13], [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], true),
+            ([111, 111], [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], true),
+            ([12, 17], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
+            ([9, 10], [2, 3], [1, 1], [1, 1], [0, 1, 1, 0], false),
+            ([10, 23], [3, 2], [3, 3], [1, 2], [1, 2, 2, 1], true),
+            ([7, 8], [3, 3], [1, 2], [2, 2], [2, 2, 2, 2], false),
+            ([5, 5], [5, 5], [1, 1], [1, 1], [0, 0, 0, 0], false),
+            ([6, 4], [2, 2], [2, 4], [1, 1], [1, 3, 1, 3], true),
+        ];
+        for (input, k, s, d, pads, ceil) in cases {
+            let g = WindowAttrs {
+                auto_pad: AutoPad::NotSet,
+                kernel_shape: Some(k.to_vec()),
+                strides: Some(s.to_vec()),
+                dilations: Some(d.to_vec()),
+                pads: Some(pads.to_vec()),
+                ceil_mode: ceil,
+            }
+            .geometry(&input, &k)
+            .unwrap();
+            let planes = 3;
+            let (ih, iw) = (input[0], input[1]);
+            let x: Vec<f32> = (0..planes * ih * iw).map(|i| ((i * 37) % 101) as f32 - 50.0).collect();
+            let y = max_pool_2d_f32(&x, planes, &g);
+            let (oh, ow) = (g.output[0], g.output[1]);
+            assert_eq!(y.len(), planes * oh * ow);
+            for p in 0..planes {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        // max over the window's positions inside the input (-inf if none).
+                        let mut want = f32::NEG_INFINITY;
+                        for a in 0..k[0] {
+                            for b in 0..k[1] {
+                                let r = (i * s[0] + a * d[0]) as isize - pads[0] as isize;
+                                let c = (j * s[1] + b * d[1]) as isize - pads[1] as isize;
+                                if r >= 0 && c >= 0 && (r as usize) < ih && (c as usize) < iw {
+                                    let v = x[(p * ih + r as usize) * iw + c as usize];
+                                    if v > want {
+                                        want = v;
+                                    }
+                                }
+                            }
+                        }
+                        assert_eq!(y[(p * oh + i) * ow + j], want, "{input:?} k{k:?} s{s:?} d{d:?} pads{pads:?} ceil {ceil} at {p},{i},{j}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
