@@ -1214,6 +1214,42 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn memory_external_data() {
+        use std::mem::MaybeUninit;
+        // A caller-held buffer: 3 filler bytes, then two little-endian i32 values.
+        let mut buf = vec![9u8; 3];
+        buf.extend([7i32, -8].iter().flat_map(|v| v.to_le_bytes()));
+        let reader = move |offset: u64, dst: &mut [MaybeUninit<u8>]| -> std::result::Result<(), String> {
+            let start = usize::try_from(offset).map_err(|e| e.to_string())?;
+            let src = buf.get(start..start + dst.len()).ok_or("outside the buffer")?;
+            for (d, s) in dst.iter_mut().zip(src) {
+                d.write(*s);
+            }
+            Ok(())
+        };
+        // SAFETY: on `Ok` the reader wrote every byte of `dst`.
+        let guard = unsafe { memory_external::install("mem:0".into(), Box::new(reader)) };
+        let t = external("mem:0", &[("offset", "3"), ("length", "8")]);
+        let out = tensor_from_proto(&t, None).unwrap();
+        assert_eq!(out.as_slice::<i32>().unwrap(), &[7, -8]);
+        // The reader's errors name the tensor.
+        let e = tensor_from_proto(&external("mem:0", &[("offset", "8"), ("length", "8")]), None)
+            .unwrap_err()
+            .0;
+        assert!(e.contains("outside the buffer") && e.contains("tensor 'ext'"), "{e}");
+        // Other locations still go to the file path, which needs a directory here.
+        let e = tensor_from_proto(&external("w.bin", &[]), None).unwrap_err().0;
+        assert!(e.contains("not loaded from a file"), "{e}");
+        drop(guard);
+        // Once the guard is dropped the location is no longer served from memory.
+        let e = tensor_from_proto(&external("mem:0", &[("offset", "3")]), None)
+            .unwrap_err()
+            .0;
+        assert!(e.contains("not loaded from a file"), "{e}");
+    }
+
     fn tensor_type(dtype: i32, shape: Option<Vec<DimProto>>) -> TypeProto {
         TypeProto {
             value: Some(TypeValue::Tensor {
