@@ -1,9 +1,10 @@
 //! Elementwise float math shared by the operators: vectorisable f32 approximations of exp, tanh
-//! and erf, the `Real` arithmetic trait (f32 and f64), and the in-place unary functions and
-//! softmax rows over f32 slices. The f32 entry points are not inlined into their callers, so
-//! their loops are compiled (and vectorised) with this crate's optimisation settings.
+//! and erf, the `Real` arithmetic trait (f32 and f64), and row kernels over f32 slices (unary
+//! functions in place, softmax rows, LayerNormalization rows, IsNaN). The f32 entry points are
+//! not inlined into their callers, so their loops are compiled (and vectorised) with this
+//! crate's optimisation settings.
 
-use crate::simd::{max_f32, sum_f32, vectorized};
+use crate::simd::{max_f32, sum_f32, sum_sq_dev_f32, vectorized};
 
 /// e^x for f32 (Cephes polynomial, ~1 ulp; results below 2^-126 flush to 0).
 #[inline(always)]
@@ -447,6 +448,37 @@ pub fn softmax_rows_f32(y: &mut [f32], len: usize, log: bool) {
     })
 }
 
+/// One row of LayerNormalization (or, with `rms`, RMSNormalization without centring):
+/// `y = (x - mean) * inv * scale (+ bias)` with `inv = 1 / sqrt(mean square deviation + eps)`.
+/// Returns `(mean, inv)` (mean 0 with `rms`). `scale`, `bias` and `y` have `x.len()` values.
+#[inline(never)]
+pub fn layer_norm_row_f32(x: &[f32], scale: &[f32], bias: Option<&[f32]>, eps: f32, rms: bool, y: &mut [f32]) -> (f32, f32) {
+    vectorized(#[inline(always)] || {
+        let n = x.len() as f32;
+        let mean = if rms { 0.0 } else { sum_f32(x) / n };
+        let inv = 1.0 / (sum_sq_dev_f32(x, mean) / n + eps).sqrt();
+        match bias {
+            Some(b) => {
+                for (((o, &v), &g), &bb) in y.iter_mut().zip(x).zip(scale).zip(b) {
+                    *o = (v - mean) * inv * g + bb;
+                }
+            }
+            None => {
+                for ((o, &v), &g) in y.iter_mut().zip(x).zip(scale) {
+                    *o = (v - mean) * inv * g;
+                }
+            }
+        }
+        (mean, inv)
+    })
+}
+
+/// Whether each value is NaN (IsNaN on f32).
+#[inline(never)]
+pub fn is_nan_f32(x: &[f32]) -> Vec<bool> {
+    x.iter().map(|v| v.is_nan()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,5 +569,34 @@ mod tests {
                 assert!((g as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "{kind:?}({v}) = {g}, want {want}");
             }
         }
+    }
+
+    /// LayerNorm rows (with and without bias, RMS) against the two-pass f64 definition.
+    #[test]
+    fn layer_norm_rows_match_definition() {
+        for len in [1usize, 5, 33] {
+            let x: Vec<f32> = (0..len).map(|i| ((i * 7 % 11) as f32 - 4.0) * 0.9).collect();
+            let g: Vec<f32> = (0..len).map(|i| 0.5 + i as f32 * 0.1).collect();
+            let b: Vec<f32> = (0..len).map(|i| i as f32 * -0.2).collect();
+            for rms in [false, true] {
+                for bias in [None, Some(&b[..])] {
+                    let mut y = vec![0f32; len];
+                    let (mean, inv) = layer_norm_row_f32(&x, &g, bias, 1e-5, rms, &mut y);
+                    let m = if rms { 0.0 } else { x.iter().map(|&v| v as f64).sum::<f64>() / len as f64 };
+                    let var = x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / len as f64;
+                    let want_inv = 1.0 / (var + 1e-5).sqrt();
+                    assert!((mean as f64 - m).abs() < 1e-5 && (inv as f64 - want_inv).abs() < 1e-4 * want_inv);
+                    for i in 0..len {
+                        let want = (x[i] as f64 - m) * want_inv * g[i] as f64 + bias.map_or(0.0, |b| b[i] as f64);
+                        assert!((y[i] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "len {len} rms {rms}: {} vs {want}", y[i]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn is_nan_flags() {
+        assert_eq!(is_nan_f32(&[0.0, f32::NAN, f32::INFINITY, -f32::NAN]), vec![false, true, false, true]);
     }
 }

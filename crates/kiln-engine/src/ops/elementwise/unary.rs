@@ -1,7 +1,7 @@
 //! Unary elementwise operators: float math and activations, Abs/Neg/Sign/Relu/Shrink on all
 //! numeric types, IsNaN/IsInf, Not/BitwiseNot and Clip.
 
-use kiln_tensor::{DType, Tensor, Value, ValueType};
+use kiln_tensor::{DType, Tensor, TensorData, Value, ValueType};
 
 use kiln_kernels::elementwise::FloatUnary as F;
 
@@ -228,6 +228,9 @@ impl Op for FloatTest {
         let x = inputs.tensor(0)?;
         let shape = x.shape().to_vec();
         let name = if self.nan { "IsNaN" } else { "IsInf" };
+        if let (true, TensorData::F32(v)) = (self.nan, x.data()) {
+            return single(shape, kiln_kernels::elementwise::is_nan_f32(v));
+        }
         dispatch!(float x.data(), name, |v: T| {
             let out: Vec<bool> = if self.nan {
                 map(v, |a: T| a.is_nan_())
