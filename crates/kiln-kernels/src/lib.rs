@@ -10,9 +10,11 @@
 pub mod act;
 pub mod convgemm;
 pub mod dwconv;
+pub mod elementwise;
 pub mod gemm;
 pub mod par;
 pub mod simd;
+pub mod tree;
 pub mod vmath;
 pub mod winograd;
 

@@ -7,6 +7,9 @@ use crate::error::OpResult;
 use crate::ops::util::broadcast_all;
 use crate::ensure;
 
+pub use kiln_kernels::elementwise::Real;
+use kiln_kernels::elementwise::{float_unary_f32, float_unary_f64, FloatUnary};
+
 // ---------------------------------------------------------------------------------------------
 // Element traits
 // ---------------------------------------------------------------------------------------------
@@ -294,150 +297,14 @@ pub fn py_mod(a: f64, b: f64) -> f64 {
     }
 }
 
-/// Float arithmetic used by the float-only operators (implemented for f32 and f64).
-pub trait Real:
-    Copy
-    + PartialOrd
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::Div<Output = Self>
-    + std::ops::Neg<Output = Self>
-{
-    fn c(v: f64) -> Self;
-    fn exp(self) -> Self;
-    fn ln(self) -> Self;
-    fn ln_1p(self) -> Self;
-    fn sqrt(self) -> Self;
-    fn sin(self) -> Self;
-    fn cos(self) -> Self;
-    fn tan(self) -> Self;
-    fn asin(self) -> Self;
-    fn acos(self) -> Self;
-    fn atan(self) -> Self;
-    fn sinh(self) -> Self;
-    fn cosh(self) -> Self;
-    fn tanh(self) -> Self;
-    fn asinh(self) -> Self;
-    fn acosh(self) -> Self;
-    fn atanh(self) -> Self;
-    fn erf(self) -> Self;
-    fn floor(self) -> Self;
-    fn ceil(self) -> Self;
-    fn round_even(self) -> Self;
-    fn abs(self) -> Self;
-    fn powf(self, e: Self) -> Self;
-}
-
-macro_rules! impl_real {
-    ($t:ident, $exp:expr, $tanh:expr, $erf:expr) => {
-        impl Real for $t {
-            #[inline(always)]
-            fn c(v: f64) -> Self {
-                v as $t
-            }
-            #[inline(always)]
-            fn exp(self) -> Self {
-                let f: fn($t) -> $t = $exp;
-                f(self)
-            }
-            #[inline(always)]
-            fn tanh(self) -> Self {
-                let f: fn($t) -> $t = $tanh;
-                f(self)
-            }
-            #[inline(always)]
-            fn erf(self) -> Self {
-                let f: fn($t) -> $t = $erf;
-                f(self)
-            }
-            #[inline(always)]
-            fn ln(self) -> Self {
-                $t::ln(self)
-            }
-            #[inline(always)]
-            fn ln_1p(self) -> Self {
-                $t::ln_1p(self)
-            }
-            #[inline(always)]
-            fn sqrt(self) -> Self {
-                $t::sqrt(self)
-            }
-            #[inline(always)]
-            fn sin(self) -> Self {
-                $t::sin(self)
-            }
-            #[inline(always)]
-            fn cos(self) -> Self {
-                $t::cos(self)
-            }
-            #[inline(always)]
-            fn tan(self) -> Self {
-                $t::tan(self)
-            }
-            #[inline(always)]
-            fn asin(self) -> Self {
-                $t::asin(self)
-            }
-            #[inline(always)]
-            fn acos(self) -> Self {
-                $t::acos(self)
-            }
-            #[inline(always)]
-            fn atan(self) -> Self {
-                $t::atan(self)
-            }
-            #[inline(always)]
-            fn sinh(self) -> Self {
-                $t::sinh(self)
-            }
-            #[inline(always)]
-            fn cosh(self) -> Self {
-                $t::cosh(self)
-            }
-            #[inline(always)]
-            fn asinh(self) -> Self {
-                $t::asinh(self)
-            }
-            #[inline(always)]
-            fn acosh(self) -> Self {
-                $t::acosh(self)
-            }
-            #[inline(always)]
-            fn atanh(self) -> Self {
-                $t::atanh(self)
-            }
-            #[inline(always)]
-            fn floor(self) -> Self {
-                $t::floor(self)
-            }
-            #[inline(always)]
-            fn ceil(self) -> Self {
-                $t::ceil(self)
-            }
-            #[inline(always)]
-            fn round_even(self) -> Self {
-                $t::round_ties_even(self)
-            }
-            #[inline(always)]
-            fn abs(self) -> Self {
-                $t::abs(self)
-            }
-            #[inline(always)]
-            fn powf(self, e: Self) -> Self {
-                $t::powf(self, e)
-            }
-        }
-    };
-}
-impl_real!(f32, exp_f32, tanh_f32, erf_f32);
-impl_real!(f64, f64::exp, f64::tanh, erf_f64);
 
 /// Float tensor element: computed in `R` (f32 for f32/f16/bf16, f64 for f64).
 pub trait FloatElem: Num {
     type R: Real;
     fn to_r(self) -> Self::R;
     fn from_r(r: Self::R) -> Self;
+    /// Applies the unary function in place (computed in `R`).
+    fn unary(kind: FloatUnary, x: &mut [Self]);
 }
 
 impl FloatElem for f32 {
@@ -450,6 +317,9 @@ impl FloatElem for f32 {
     fn from_r(r: f32) -> f32 {
         r
     }
+    fn unary(kind: FloatUnary, x: &mut [f32]) {
+        float_unary_f32(kind, x)
+    }
 }
 impl FloatElem for f64 {
     type R = f64;
@@ -460,6 +330,9 @@ impl FloatElem for f64 {
     #[inline(always)]
     fn from_r(r: f64) -> f64 {
         r
+    }
+    fn unary(kind: FloatUnary, x: &mut [f64]) {
+        float_unary_f64(kind, x)
     }
 }
 impl FloatElem for f16 {
@@ -472,6 +345,9 @@ impl FloatElem for f16 {
     fn from_r(r: f32) -> f16 {
         f16::from_f32(r)
     }
+    fn unary(kind: FloatUnary, x: &mut [f16]) {
+        unary_through_f32(kind, x)
+    }
 }
 impl FloatElem for bf16 {
     type R = f32;
@@ -483,133 +359,24 @@ impl FloatElem for bf16 {
     fn from_r(r: f32) -> bf16 {
         bf16::from_f32(r)
     }
-}
-
-/// Applies `f` (in the computation type) to every element.
-#[inline(always)]
-pub fn map_float<T: FloatElem>(x: &mut [T], f: impl Fn(T::R) -> T::R) {
-    for v in x.iter_mut() {
-        *v = T::from_r(f(v.to_r()));
+    fn unary(kind: FloatUnary, x: &mut [bf16]) {
+        unary_through_f32(kind, x)
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Fast f32 math (branch-free, auto-vectorisable)
-// ---------------------------------------------------------------------------------------------
-
-/// e^x for f32 (Cephes polynomial, ~1 ulp; results below 2^-126 flush to 0).
-#[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
-    const HI: f32 = 88.376_26;
-    const LO: f32 = -87.336_54;
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer in the low bits.
-    let xc = if x > HI {
-        HI
-    } else if x < LO {
-        LO
-    } else {
-        x
-    };
-    let t = xc * std::f32::consts::LOG2_E + MAGIC;
-    let n = t - MAGIC;
-    let r = xc - n * 0.693_359_4;
-    let r = r - n * -2.121_944_4e-4;
-    let z = r * r;
-    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 5.000_000_1e-1)
-        * z
-        + r
-        + 1.0;
-    let bits = (t.to_bits() as i32).wrapping_sub(0x4B40_0000).wrapping_add(127).wrapping_shl(23);
-    let y = p * f32::from_bits(bits as u32);
-    if x > 88.722_84 {
-        f32::INFINITY
-    } else if x < LO {
-        0.0
-    } else {
-        y
-    }
-}
-
-/// tanh for f32: odd polynomial near 0, 1 - 2/(e^{2|x|}+1) elsewhere.
-#[inline(always)]
-pub fn tanh_f32(x: f32) -> f32 {
-    let ax = x.abs();
-    let z = x * x;
-    let small = ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z
-        - 3.333_328_2e-1)
-        * z
-        * x
-        + x;
-    let e = exp_f32(2.0 * ax);
-    let big = (1.0 - 2.0 / (e + 1.0)).copysign(x);
-    if ax < 0.625 {
-        small
-    } else {
-        big
-    }
-}
-
-/// erf for f32: rational approximation on [-4, 4] (|error| < 5e-7), ±1 outside.
-#[inline(always)]
-pub fn erf_f32(x: f32) -> f32 {
-    let xc = if x > 4.0 {
-        4.0
-    } else if x < -4.0 {
-        -4.0
-    } else {
-        x
-    };
-    let x2 = xc * xc;
-    let mut p = -2.726_142_3e-10f32;
-    p = p * x2 + 2.770_681_4e-8;
-    p = p * x2 + -2.101_024e-6;
-    p = p * x2 + -5.692_506_4e-5;
-    p = p * x2 + -7.349_906_3e-4;
-    p = p * x2 + -2.954_6e-3;
-    p = p * x2 + -1.609_603_3e-2;
-    p *= xc;
-    let mut q = -1.456_607_2e-5f32;
-    q = q * x2 + -2.133_740_6e-4;
-    q = q * x2 + -1.682_827e-3;
-    q = q * x2 + -7.373_329e-3;
-    q = q * x2 + -1.426_473_9e-2;
-    let r = p / q;
-    if x > 4.0 {
-        1.0
-    } else if x < -4.0 {
-        -1.0
-    } else {
-        r
-    }
-}
-
-/// erf for f64: erf(x) = 2/sqrt(pi) * e^{-x^2} * sum_n (2x^2)^n x / (2n+1)!!, a series of
-/// positive terms (no cancellation); |x| >= 6 gives ±1 to f64 precision.
-pub fn erf_f64(x: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    let ax = x.abs();
-    if ax >= 6.0 {
-        return 1f64.copysign(x);
-    }
-    let x2 = ax * ax;
-    let mut term = ax;
-    let mut sum = ax;
-    let mut n = 0u32;
-    while n < 500 {
-        n += 1;
-        term *= 2.0 * x2 / (2 * n + 1) as f64;
-        sum += term;
-        if term < sum * 1e-17 {
-            break;
+/// A unary function on 16-bit floats: widened to f32 a chunk at a time, computed, rounded back.
+fn unary_through_f32<T: FloatElem<R = f32>>(kind: FloatUnary, x: &mut [T]) {
+    let mut buf = [0f32; 256];
+    for chunk in x.chunks_mut(256) {
+        let b = &mut buf[..chunk.len()];
+        for (d, v) in b.iter_mut().zip(chunk.iter()) {
+            *d = v.to_r();
+        }
+        float_unary_f32(kind, b);
+        for (v, &d) in chunk.iter_mut().zip(b.iter()) {
+            *v = T::from_r(d);
         }
     }
-    let r = 2.0 / std::f64::consts::PI.sqrt() * (-x2).exp() * sum;
-    r.min(1.0).copysign(x)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -784,40 +551,6 @@ pub fn ternary<A, B, C, O>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fast_exp_matches_known_values() {
-        for (x, e) in [(0.0f32, 1.0f64), (1.0, std::f64::consts::E), (-1.0, 0.36787944117144233), (10.0, 22026.465794806718), (-20.0, 2.061153622438558e-9), (50.0, 5.184705528587072e21)] {
-            let y = exp_f32(x) as f64;
-            assert!(((y - e) / e).abs() < 1e-6, "exp({x}) = {y}, want {e}");
-        }
-        assert_eq!(exp_f32(100.0), f32::INFINITY);
-        assert_eq!(exp_f32(-200.0), 0.0);
-        assert!(exp_f32(f32::NAN).is_nan());
-        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
-    }
-
-    #[test]
-    fn fast_tanh_matches_known_values() {
-        for (x, t) in [(0.1f32, 0.09966799462495582f64), (0.5, 0.46211715726000974), (1.0, 0.7615941559557649), (-2.0, -0.9640275800758169), (1e-5, 1e-5), (20.0, 1.0)] {
-            let y = tanh_f32(x) as f64;
-            assert!(((y - t) / t).abs() < 1e-6, "tanh({x}) = {y}, want {t}");
-        }
-        assert!(tanh_f32(f32::NAN).is_nan());
-        assert_eq!(tanh_f32(f32::INFINITY), 1.0);
-        assert_eq!(tanh_f32(f32::NEG_INFINITY), -1.0);
-    }
-
-    #[test]
-    fn erf_matches_known_values() {
-        let cases = [(0.5, 0.5204998778130465), (1.0, 0.8427007929497149), (2.0, 0.9953222650189527), (-0.1, -0.1124629160182849), (3.5, 0.9999992569016276)];
-        for (x, e) in cases {
-            assert!((erf_f32(x as f32) as f64 - e).abs() < 1e-6, "erf_f32({x})");
-            assert!((erf_f64(x) - e).abs() < 1e-14, "erf_f64({x}) = {}", erf_f64(x));
-        }
-        assert_eq!(erf_f64(10.0), 1.0);
-        assert_eq!(erf_f32(-10.0), -1.0);
-    }
 
     #[test]
     fn python_mod_signs() {

@@ -1,9 +1,11 @@
 //! Unary elementwise operators: float math and activations, Abs/Neg/Sign/Relu/Shrink on all
 //! numeric types, IsNaN/IsInf, Not/BitwiseNot and Clip.
 
-use kiln_tensor::{DType, Tensor, Value, ValueType};
+use kiln_tensor::{DType, Tensor, TensorData, Value, ValueType};
 
-use super::kernels::{map_float, FloatElem, Num, Real};
+use kiln_kernels::elementwise::FloatUnary as F;
+
+use super::kernels::{FloatElem, Num};
 use super::{infer_unary, single};
 use crate::error::OpResult;
 use crate::op::{with_first, Inputs, NodeInfo, Op};
@@ -98,44 +100,6 @@ fn float_with(_n: &NodeInfo, name: &'static str, kind: F) -> OpResult<Box<dyn Op
     Ok(Box::new(FloatUnary { kind, name }))
 }
 
-/// Float-only unary functions (attribute parameters inline).
-#[derive(Clone, Copy, Debug)]
-enum F {
-    Sqrt,
-    Reciprocal,
-    Exp,
-    Log,
-    Sin,
-    Cos,
-    Tan,
-    Asin,
-    Acos,
-    Atan,
-    Sinh,
-    Cosh,
-    Tanh,
-    Asinh,
-    Acosh,
-    Atanh,
-    Erf,
-    Floor,
-    Ceil,
-    Round,
-    Sigmoid,
-    HardSwish,
-    Softplus,
-    Softsign,
-    Mish,
-    LeakyRelu(f32),
-    Elu(f32),
-    Selu(f32, f32),
-    Celu(f32),
-    HardSigmoid(f32, f32),
-    ThresholdedRelu(f32),
-    Swish(f32),
-    Gelu(bool),
-}
-
 struct FloatUnary {
     kind: F,
     name: &'static str,
@@ -164,17 +128,6 @@ impl Op for FloatUnary {
     }
 }
 
-#[inline(always)]
-fn sigmoid<R: Real>(v: R) -> R {
-    R::c(1.0) / (R::c(1.0) + (-v).exp())
-}
-
-#[inline(always)]
-fn softplus<R: Real>(v: R) -> R {
-    // max(v, 0) + log1p(exp(-|v|)): no overflow for large |v|.
-    let m = if v > R::c(0.0) { v } else { R::c(0.0) };
-    m + (-v.abs()).exp().ln_1p()
-}
 
 fn float_unary<T: FloatElem>(kind: F, x: &[T]) -> Vec<T> {
     let mut out = x.to_vec();
@@ -185,101 +138,9 @@ fn float_unary<T: FloatElem>(kind: F, x: &[T]) -> Vec<T> {
 /// Applies the function in place: vectorised for the CPU's widest ISA, split over the run's
 /// threads when large.
 fn float_unary_in_place<T: FloatElem>(kind: F, x: &mut [T]) {
-    kiln_kernels::par::split_mut(x, 1, 1 << 16, |_, part| {
-        kiln_kernels::simd::vectorized(#[inline(always)] || float_unary_serial(kind, part))
-    });
+    kiln_kernels::par::split_mut(x, 1, 1 << 16, |_, part| T::unary(kind, part));
 }
 
-#[inline(always)]
-fn float_unary_serial<T: FloatElem>(kind: F, x: &mut [T]) {
-    let c = |v: f64| T::R::c(v);
-    let zero = c(0.0);
-    let one = c(1.0);
-    match kind {
-        F::Sqrt => map_float(x, |v| v.sqrt()),
-        F::Reciprocal => map_float(x, |v| one / v),
-        F::Exp => map_float(x, |v| v.exp()),
-        F::Log => map_float(x, |v| v.ln()),
-        F::Sin => map_float(x, |v| v.sin()),
-        F::Cos => map_float(x, |v| v.cos()),
-        F::Tan => map_float(x, |v| v.tan()),
-        F::Asin => map_float(x, |v| v.asin()),
-        F::Acos => map_float(x, |v| v.acos()),
-        F::Atan => map_float(x, |v| v.atan()),
-        F::Sinh => map_float(x, |v| v.sinh()),
-        F::Cosh => map_float(x, |v| v.cosh()),
-        F::Tanh => map_float(x, |v| v.tanh()),
-        F::Asinh => map_float(x, |v| v.asinh()),
-        F::Acosh => map_float(x, |v| v.acosh()),
-        F::Atanh => map_float(x, |v| v.atanh()),
-        F::Erf => map_float(x, |v| v.erf()),
-        F::Floor => map_float(x, |v| v.floor()),
-        F::Ceil => map_float(x, |v| v.ceil()),
-        F::Round => map_float(x, |v| v.round_even()),
-        F::Sigmoid => map_float(x, sigmoid),
-        F::HardSwish => {
-            let (a, b) = (c(1.0 / 6.0), c(0.5));
-            map_float(x, move |v| {
-                let t = a * v + b;
-                let t = if t < zero { zero } else if t > one { one } else { t };
-                v * t
-            })
-        }
-        F::Softplus => map_float(x, softplus),
-        F::Softsign => map_float(x, |v| v / (one + v.abs())),
-        F::Mish => map_float(x, |v| v * softplus(v).tanh()),
-        F::LeakyRelu(a) => {
-            let a = c(a as f64);
-            map_float(x, move |v| if v < zero { a * v } else { v })
-        }
-        F::Elu(a) => {
-            let a = c(a as f64);
-            map_float(x, move |v| if v < zero { a * (v.exp() - one) } else { v })
-        }
-        F::Selu(a, g) => {
-            let (a, g) = (c(a as f64), c(g as f64));
-            map_float(x, move |v| if v > zero { g * v } else { g * (a * v.exp() - a) })
-        }
-        F::Celu(a) => {
-            let a = c(a as f64);
-            map_float(x, move |v| {
-                let pos = if v > zero { v } else { zero };
-                let neg = a * ((v / a).exp() - one);
-                let neg = if neg < zero { neg } else { zero };
-                pos + neg
-            })
-        }
-        F::HardSigmoid(a, b) => {
-            let (a, b) = (c(a as f64), c(b as f64));
-            map_float(x, move |v| {
-                let t = a * v + b;
-                if t < zero {
-                    zero
-                } else if t > one {
-                    one
-                } else {
-                    t
-                }
-            })
-        }
-        F::ThresholdedRelu(a) => {
-            let a = c(a as f64);
-            map_float(x, move |v| if v > a { v } else { zero })
-        }
-        F::Swish(a) => {
-            let a = c(a as f64);
-            map_float(x, move |v| v * sigmoid(a * v))
-        }
-        F::Gelu(false) => {
-            let (h, s) = (c(0.5), c(std::f64::consts::FRAC_1_SQRT_2));
-            map_float(x, move |v| h * v * (one + (v * s).erf()))
-        }
-        F::Gelu(true) => {
-            let (h, s, k) = (c(0.5), c((2.0 / std::f64::consts::PI).sqrt()), c(0.044715));
-            map_float(x, move |v| h * v * (one + (s * (v + k * v * v * v)).tanh()))
-        }
-    }
-}
 
 /// Unary functions over several dtype groups.
 #[derive(Clone, Copy, Debug)]
@@ -367,6 +228,9 @@ impl Op for FloatTest {
         let x = inputs.tensor(0)?;
         let shape = x.shape().to_vec();
         let name = if self.nan { "IsNaN" } else { "IsInf" };
+        if let (true, TensorData::F32(v)) = (self.nan, x.data()) {
+            return single(shape, kiln_kernels::elementwise::is_nan_f32(v));
+        }
         dispatch!(float x.data(), name, |v: T| {
             let out: Vec<bool> = if self.nan {
                 map(v, |a: T| a.is_nan_())

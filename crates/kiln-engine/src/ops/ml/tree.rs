@@ -17,56 +17,32 @@ use super::{floats_or_tensor, ints_or_empty, rows_cols, second_class, transform_
 use crate::error::{OpError, OpResult};
 use crate::op::{Inputs, NodeInfo, Op};
 use crate::{bail, ensure};
+use kiln_kernels::tree::{Agg, Feat, Layout, Mode, Node, MVT};
 
-const MVT: u32 = 1 << 31;
-/// Walks advanced together.
-const LANES: usize = 8;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-enum Mode {
-    Leq = 0,
-    Lt = 1,
-    Gte = 2,
-    Gt = 3,
-    Eq = 4,
-    Neq = 5,
-    Member = 6,
+fn parse_mode(s: &str) -> OpResult<Option<Mode>> {
+    Ok(Some(match s {
+        "BRANCH_LEQ" => Mode::Leq,
+        "BRANCH_LT" => Mode::Lt,
+        "BRANCH_GTE" => Mode::Gte,
+        "BRANCH_GT" => Mode::Gt,
+        "BRANCH_EQ" => Mode::Eq,
+        "BRANCH_NEQ" => Mode::Neq,
+        "LEAF" => return Ok(None),
+        other => bail!("unknown node mode '{other}'"),
+    }))
 }
 
-impl Mode {
-    fn parse(s: &str) -> OpResult<Option<Mode>> {
-        Ok(Some(match s {
-            "BRANCH_LEQ" => Mode::Leq,
-            "BRANCH_LT" => Mode::Lt,
-            "BRANCH_GTE" => Mode::Gte,
-            "BRANCH_GT" => Mode::Gt,
-            "BRANCH_EQ" => Mode::Eq,
-            "BRANCH_NEQ" => Mode::Neq,
-            "LEAF" => return Ok(None),
-            other => bail!("unknown node mode '{other}'"),
-        }))
-    }
-    fn from_code(c: u8) -> OpResult<Mode> {
-        Ok(match c {
-            0 => Mode::Leq,
-            1 => Mode::Lt,
-            2 => Mode::Gte,
-            3 => Mode::Gt,
-            4 => Mode::Eq,
-            5 => Mode::Neq,
-            6 => Mode::Member,
-            other => bail!("unknown node mode {other}"),
-        })
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Agg {
-    Sum,
-    Average,
-    Min,
-    Max,
+fn mode_from_code(c: u8) -> OpResult<Mode> {
+    Ok(match c {
+        0 => Mode::Leq,
+        1 => Mode::Lt,
+        2 => Mode::Gte,
+        3 => Mode::Gt,
+        4 => Mode::Eq,
+        5 => Mode::Neq,
+        6 => Mode::Member,
+        other => bail!("unknown node mode {other}"),
+    })
 }
 
 /// A branch target in the source description.
@@ -95,86 +71,21 @@ struct Source {
     roots: Vec<Ref>,
 }
 
-/// Scalar types the traversal runs in (f32 for float/int inputs, f64 for double inputs).
-pub(crate) trait Feat: Copy + PartialOrd + Send + Sync + std::fmt::Debug + 'static {
-    const ZERO: Self;
-    fn to_f64(self) -> f64;
-    fn is_nan(self) -> bool;
-    fn add(self, o: Self) -> Self;
-}
 
-impl Feat for f32 {
-    const ZERO: f32 = 0.0;
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn is_nan(self) -> bool {
-        f32::is_nan(self)
-    }
-    fn add(self, o: f32) -> f32 {
-        self + o
-    }
-}
 
-impl Feat for f64 {
-    const ZERO: f64 = 0.0;
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn is_nan(self) -> bool {
-        f64::is_nan(self)
-    }
-    fn add(self, o: f64) -> f64 {
-        self + o
-    }
-}
 
-/// One compiled node: a decision (`feat` = feature index, bit 31 set when NaN goes to the true
-/// branch; children at `child` (true) and `child + 1` (false)) or a leaf (`feat` = 0, `thr` =
-/// NaN, `child` = its own slot - 1, wrapping, so that a step stays on it).
-#[derive(Clone, Copy, Debug)]
-struct Node<T> {
-    thr: T,
-    feat: u32,
-    child: u32,
-}
-
-struct Layout<T> {
-    nodes: Vec<Node<T>>,
-    /// Per slot: the leaf's weights folded for a single target (0 for decision nodes).
-    leaf_val: Vec<T>,
-    leaf_w: Vec<T>,
-}
-
-/// A compiled ensemble.
-pub(crate) struct Forest {
-    /// The one target every leaf writes to, when that is so (and the aggregate is a sum).
-    fold: Option<usize>,
-    n_targets: usize,
-    agg: Agg,
-    roots: Vec<u32>,
-    l32: Layout<f32>,
-    l64: Layout<f64>,
-    /// Per-slot modes when the ensemble mixes comparison modes (empty otherwise, except in
-    /// WebAssembly builds).
-    modes: Vec<u8>,
-    uniform: Option<Mode>,
-    any_mvt: bool,
-    /// Per-slot index into `member_sets` (MEMBER nodes only).
-    member_of: Vec<u32>,
-    member_sets: Vec<Vec<f64>>,
-    /// Per slot: the leaf index (0 for decision nodes).
-    leaf_of: Vec<u32>,
-    leaf_start: Vec<u32>,
-    leaf_target: Vec<u32>,
-    leaf_has: Vec<bool>,
-    /// Number of features X must have at least.
-    min_features: usize,
-    /// Whether any tree has a decision node (otherwise no walk reads X).
-    has_interior: bool,
-}
 
 const MAX_SLOTS: usize = 1 << 28;
+
+/// A compiled ensemble (the traversal and its node layout live in `kiln_kernels::tree`).
+pub(crate) struct Forest(kiln_kernels::tree::Forest);
+
+impl std::ops::Deref for Forest {
+    type Target = kiln_kernels::tree::Forest;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
 
 impl Forest {
     fn compile(src: Source, n_targets: usize, agg: Agg) -> OpResult<Forest> {
@@ -327,7 +238,7 @@ impl Forest {
         }
         let nodes32 = nodes64.iter().map(|n| Node { thr: n.thr as f32, feat: n.feat, child: n.child }).collect();
         let leaf_val32 = leaf_val64.iter().map(|&v| v as f32).collect();
-        Ok(Forest {
+        Ok(Forest(kiln_kernels::tree::Forest {
             fold: if one_target && matches!(agg, Agg::Sum | Agg::Average) { Some(fold_target) } else { None },
             n_targets,
             agg,
@@ -345,7 +256,7 @@ impl Forest {
             leaf_has,
             min_features,
             has_interior: !src.nodes.is_empty(),
-        })
+        }))
     }
 
     fn n_trees(&self) -> usize {
@@ -354,7 +265,7 @@ impl Forest {
 
     /// Raw aggregated scores (before base values and post transform) and "has a score" flags,
     /// both `rows × n_targets`.
-    fn scores<T: Feat>(&self, layout: &Layout<T>, x: &[T], rows: usize, cols: usize) -> OpResult<(Vec<T>, Vec<bool>)> {
+    fn scores<T: Feat>(&self, x: &[T], rows: usize, cols: usize) -> OpResult<(Vec<T>, Vec<bool>)> {
         ensure!(
             cols >= self.min_features,
             "X has {cols} features but the trees use feature {}",
@@ -371,169 +282,14 @@ impl Forest {
         let work = |(b, (s, h)): (usize, (&mut [T], &mut [bool]))| {
             let r0 = b * BLOCK;
             let n = s.len() / nt;
-            self.block(layout, &x[r0 * cols..(r0 + n) * cols], cols, s, h);
+            // SAFETY: `compile` builds well-formed forests: every branch target and root is a
+            // slot of both layouts, leaves step to themselves, features are below
+            // `min_features`, and the per-slot tables have one entry per slot.
+            unsafe { T::block(&self.0, &x[r0 * cols..(r0 + n) * cols], cols, s, h) };
         };
         let blocks: Vec<_> = scores.chunks_mut(BLOCK * nt).zip(has.chunks_mut(BLOCK * nt)).enumerate().collect();
         kiln_kernels::par::for_each(blocks, work);
         Ok((scores, has))
-    }
-
-    fn block<T: Feat>(&self, layout: &Layout<T>, x: &[T], cols: usize, s: &mut [T], h: &mut [bool]) {
-        // Missing-value tracking only matters for blocks that contain NaN.
-        let nan = self.any_mvt && x.iter().any(|v| v.is_nan());
-        // WebAssembly keeps specialised walks only for the modes scikit-learn/LightGBM (<=) and
-        // XGBoost (<) export, without missing values; the rest share the general walk (each
-        // specialisation costs ~8 KiB of code per feature type).
-        #[cfg(target_arch = "wasm32")]
-        match (self.uniform, nan) {
-            (Some(Mode::Leq), false) => self.block_mode::<T, 0, false>(layout, x, cols, s, h),
-            (Some(Mode::Lt), false) => self.block_mode::<T, 1, false>(layout, x, cols, s, h),
-            _ => self.block_mode::<T, 255, true>(layout, x, cols, s, h),
-        }
-        #[cfg(not(target_arch = "wasm32"))]
-        match (self.uniform, nan) {
-            (Some(Mode::Leq), false) => self.block_mode::<T, 0, false>(layout, x, cols, s, h),
-            (Some(Mode::Leq), true) => self.block_mode::<T, 0, true>(layout, x, cols, s, h),
-            (Some(Mode::Lt), false) => self.block_mode::<T, 1, false>(layout, x, cols, s, h),
-            (Some(Mode::Lt), true) => self.block_mode::<T, 1, true>(layout, x, cols, s, h),
-            (Some(Mode::Gte), false) => self.block_mode::<T, 2, false>(layout, x, cols, s, h),
-            (Some(Mode::Gte), true) => self.block_mode::<T, 2, true>(layout, x, cols, s, h),
-            (Some(Mode::Gt), false) => self.block_mode::<T, 3, false>(layout, x, cols, s, h),
-            (Some(Mode::Gt), true) => self.block_mode::<T, 3, true>(layout, x, cols, s, h),
-            (Some(Mode::Eq), _) => self.block_mode::<T, 4, true>(layout, x, cols, s, h),
-            _ => self.block_mode::<T, 255, true>(layout, x, cols, s, h),
-        }
-    }
-
-    /// One step of a walk from slot `i` for the row `x` (a leaf stays where it is).
-    #[inline(always)]
-    fn step<T: Feat, const M: u8, const NAN: bool>(&self, nodes: &[Node<T>], i: u32, x: &[T]) -> u32 {
-        debug_assert!((i as usize) < nodes.len());
-        // SAFETY: walks start at roots and move to `child` or `child + 1` of a decision node,
-        // which `compile` created as slots, or stay on a leaf; so `i` is always a valid slot.
-        let n = unsafe { *nodes.get_unchecked(i as usize) };
-        let f = (n.feat & !MVT) as usize;
-        debug_assert!(f < x.len());
-        // SAFETY: a decision node's feature is below `min_features` and a leaf's is 0; `scores`
-        // checked that rows have at least `min_features` values, and walks only run when some
-        // decision node exists (so `min_features` >= 1).
-        let v = unsafe { *x.get_unchecked(f) };
-        let t = n.thr;
-        let mode = if M == 255 { self.modes[i as usize] } else { M };
-        let c = match mode {
-            0 => v <= t,
-            1 => v < t,
-            2 => v >= t,
-            3 => v > t,
-            4 => v == t,
-            5 => v != t,
-            _ => {
-                let vf = v.to_f64();
-                self.member_sets[self.member_of[i as usize] as usize].iter().any(|&m| m == vf)
-            }
-        };
-        let go = c | (NAN & ((n.feat & MVT) != 0) & v.is_nan());
-        n.child.wrapping_add((!go) as u32)
-    }
-
-    /// Advances `LANES` walks (slot `idx[j]` on row `xs[j]`) together until all are at leaves.
-    #[inline(always)]
-    fn walk<T: Feat, const M: u8, const NAN: bool>(&self, nodes: &[Node<T>], idx: &mut [u32; LANES], xs: &[&[T]; LANES]) {
-        loop {
-            let mut moved = false;
-            for j in 0..LANES {
-                let next = self.step::<T, M, NAN>(nodes, idx[j], xs[j]);
-                moved |= next != idx[j];
-                idx[j] = next;
-            }
-            if !moved {
-                return;
-            }
-        }
-    }
-
-    /// Adds the leaf at `slot` to the scores `s`/flags `h` of one row.
-    #[inline(always)]
-    fn accumulate<T: Feat>(&self, layout: &Layout<T>, slot: u32, s: &mut [T], h: &mut [bool]) {
-        let slot = slot as usize;
-        if let Some(k) = self.fold {
-            s[k] = s[k].add(layout.leaf_val[slot]);
-            h[k] |= self.leaf_has[self.leaf_of[slot] as usize];
-            return;
-        }
-        let leaf = self.leaf_of[slot] as usize;
-        let (a, b) = (self.leaf_start[leaf] as usize, self.leaf_start[leaf + 1] as usize);
-        for k in a..b {
-            let t = self.leaf_target[k] as usize;
-            let w = layout.leaf_w[k];
-            match self.agg {
-                Agg::Sum | Agg::Average => s[t] = s[t].add(w),
-                Agg::Min => {
-                    if !h[t] || w < s[t] {
-                        s[t] = w
-                    }
-                }
-                Agg::Max => {
-                    if !h[t] || w > s[t] {
-                        s[t] = w
-                    }
-                }
-            }
-            h[t] = true;
-        }
-    }
-
-    fn block_mode<T: Feat, const M: u8, const NAN: bool>(
-        &self,
-        layout: &Layout<T>,
-        x: &[T],
-        cols: usize,
-        s: &mut [T],
-        h: &mut [bool],
-    ) {
-        let nt = self.n_targets;
-        let nodes = &layout.nodes[..];
-        let rows = s.len() / nt;
-        let row = |r: usize| &x[r * cols..(r + 1) * cols];
-        if !self.has_interior {
-            for &root in &self.roots {
-                for r in 0..rows {
-                    self.accumulate(layout, root, &mut s[r * nt..(r + 1) * nt], &mut h[r * nt..(r + 1) * nt]);
-                }
-            }
-            return;
-        }
-        if rows >= LANES {
-            // Groups of rows through one tree; a short last group repeats its last row.
-            for &root in &self.roots {
-                let mut r0 = 0;
-                while r0 < rows {
-                    let n = LANES.min(rows - r0);
-                    let xs: [&[T]; LANES] = std::array::from_fn(|j| row(r0 + j.min(n - 1)));
-                    let mut idx = [root; LANES];
-                    self.walk::<T, M, NAN>(nodes, &mut idx, &xs);
-                    for (j, &slot) in idx.iter().enumerate().take(n) {
-                        let r = r0 + j;
-                        self.accumulate(layout, slot, &mut s[r * nt..(r + 1) * nt], &mut h[r * nt..(r + 1) * nt]);
-                    }
-                    r0 += n;
-                }
-            }
-        } else {
-            // Groups of trees for one row; a short last group repeats its last tree.
-            for r in 0..rows {
-                let xs = [row(r); LANES];
-                let (sr, hr) = (&mut s[r * nt..(r + 1) * nt], &mut h[r * nt..(r + 1) * nt]);
-                for group in self.roots.chunks(LANES) {
-                    let last = group.len() - 1;
-                    let mut idx: [u32; LANES] = std::array::from_fn(|j| group[j.min(last)]);
-                    self.walk::<T, M, NAN>(nodes, &mut idx, &xs);
-                    for &slot in &idx[..group.len()] {
-                        self.accumulate(layout, slot, sr, hr);
-                    }
-                }
-            }
-        }
     }
 
     /// Raw scores for any numeric X, as f64 (f32 inputs are computed in f32, double in f64,
@@ -542,13 +298,13 @@ impl Forest {
         let rc = rows_cols(x)?;
         let (s, h) = match x.data() {
             TensorData::F32(v) => {
-                let (s, h) = self.scores(&self.l32, v, rc.rows, rc.cols)?;
+                let (s, h) = self.scores::<f32>(v, rc.rows, rc.cols)?;
                 (s.into_iter().map(f64::from).collect(), h)
             }
-            TensorData::F64(v) => self.scores(&self.l64, v, rc.rows, rc.cols)?,
+            TensorData::F64(v) => self.scores::<f64>(v, rc.rows, rc.cols)?,
             _ => {
                 let v = super::to_f32(x)?;
-                let (s, h) = self.scores(&self.l32, &v, rc.rows, rc.cols)?;
+                let (s, h) = self.scores::<f32>(&v, rc.rows, rc.cols)?;
                 (s.into_iter().map(f64::from).collect(), h)
             }
         };
@@ -634,7 +390,7 @@ fn legacy_source(n: &NodeInfo, prefix: &str) -> OpResult<Legacy> {
     let mut n_leaves = 0usize;
     let mut n_nodes = 0usize;
     for i in 0..cnt {
-        let m = Mode::parse(&modes[i]).map_err(|e| OpError(format!("tree {} node {}: {}", tree_ids[i], node_ids[i], e.0)))?;
+        let m = parse_mode(&modes[i]).map_err(|e| OpError(format!("tree {} node {}: {}", tree_ids[i], node_ids[i], e.0)))?;
         let r = match m {
             None => {
                 n_leaves += 1;
@@ -1023,7 +779,7 @@ pub(crate) fn build_v5(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let mut nodes = Vec::with_capacity(cnt);
     for i in 0..cnt {
         let name = format!("node {i}");
-        let mode = Mode::from_code(modes[i]).map_err(|e| OpError(format!("{name}: {}", e.0)))?;
+        let mode = mode_from_code(modes[i]).map_err(|e| OpError(format!("{name}: {}", e.0)))?;
         let r = |id: i64, is_leaf: i64, which: &str| -> OpResult<Ref> {
             let limit = if is_leaf != 0 { leaf_t.len() } else { cnt };
             ensure!(
@@ -1125,11 +881,11 @@ mod tests {
             roots: vec![Ref::Node(0), Ref::Node(1)],
         };
         let f = Forest::compile(mk(), 1, Agg::Sum).unwrap();
-        let (s, _) = f.scores(&f.l32, &[0.5f32, 3.0, f32::NAN], 3, 1).unwrap();
+        let (s, _) = f.scores::<f32>(&[0.5f32, 3.0, f32::NAN], 3, 1).unwrap();
         // NaN without missing tracking goes to the false branch.
         assert_eq!(s, vec![11.0, 22.0, 22.0]);
         let f = Forest::compile(mk(), 1, Agg::Average).unwrap();
-        let (s, h) = f.scores(&f.l32, &[0.5f32], 1, 1).unwrap();
+        let (s, h) = f.scores::<f32>(&[0.5f32], 1, 1).unwrap();
         let out = f.finalize_regression(1, &s.iter().map(|&v| v as f64).collect::<Vec<_>>(), &h, &[100.0], PostTransform::None);
         assert_eq!(out, vec![105.5]);
     }
@@ -1140,7 +896,7 @@ mod tests {
         a.mvt = true;
         let src = Source { nodes: vec![a], leaves: vec![vec![(0, 1.0)], vec![(0, 2.0)]], roots: vec![Ref::Node(0)] };
         let f = Forest::compile(src, 1, Agg::Sum).unwrap();
-        let (s, _) = f.scores(&f.l32, &[9.0, f32::NAN, 9.0, -1.0, 9.0, 0.0], 3, 2).unwrap();
+        let (s, _) = f.scores::<f32>(&[9.0, f32::NAN, 9.0, -1.0, 9.0, 0.0], 3, 2).unwrap();
         assert_eq!(s, vec![1.0, 1.0, 2.0]);
     }
 
@@ -1155,7 +911,7 @@ mod tests {
             roots: vec![Ref::Node(0)],
         };
         let f = Forest::compile(src, 2, Agg::Max).unwrap();
-        let (s, h) = f.scores(&f.l32, &[5.0f32, 4.0, 1.0], 3, 1).unwrap();
+        let (s, h) = f.scores::<f32>(&[5.0f32, 4.0, 1.0], 3, 1).unwrap();
         assert_eq!(s, vec![0.0, 7.0, 3.0, 0.0, 4.0, 0.0]);
         assert_eq!(h, vec![false, true, true, false, true, false]);
     }
@@ -1187,17 +943,17 @@ mod tests {
         let want = [111.0, 112.0, 122.0, 131.0, 121.0, 131.0, 112.0, 111.0, 132.0, 131.0, 111.0];
         let f = three_trees();
         // 11 rows: one full group of rows and a short one.
-        let (s, h) = f.scores(&f.l32, &x, 11, 2).unwrap();
+        let (s, h) = f.scores::<f32>(&x, 11, 2).unwrap();
         assert_eq!(s, want);
         assert!(h.iter().all(|&b| b));
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        assert_eq!(f.scores(&f.l64, &x64, 11, 2).unwrap().0, want.map(f64::from));
+        assert_eq!(f.scores::<f64>(&x64, 11, 2).unwrap().0, want.map(f64::from));
         // One row at a time walks the trees together instead.
         for (r, w) in want.iter().enumerate() {
-            assert_eq!(f.scores(&f.l32, &x[2 * r..2 * r + 2], 1, 2).unwrap().0, vec![*w], "row {r}");
+            assert_eq!(f.scores::<f32>(&x[2 * r..2 * r + 2], 1, 2).unwrap().0, vec![*w], "row {r}");
         }
         // Without NaN in the block the missing-value branch is not needed; results are the same.
-        let (s, _) = f.scores(&f.l32, &x[..8], 4, 2).unwrap();
+        let (s, _) = f.scores::<f32>(&x[..8], 4, 2).unwrap();
         assert_eq!(s, want[..4]);
     }
 
@@ -1205,7 +961,7 @@ mod tests {
     fn only_leaves_reads_no_features() {
         let src = Source { nodes: vec![], leaves: vec![vec![(0, 4.0)], vec![(0, 0.5)]], roots: vec![Ref::Leaf(0), Ref::Leaf(1)] };
         let f = Forest::compile(src, 1, Agg::Sum).unwrap();
-        assert_eq!(f.scores(&f.l32, &[], 9, 0).unwrap().0, vec![4.5; 9]);
+        assert_eq!(f.scores::<f32>(&[], 9, 0).unwrap().0, vec![4.5; 9]);
     }
 
     #[test]
@@ -1216,7 +972,7 @@ mod tests {
             roots: vec![Ref::Node(0)],
         };
         let f = Forest::compile(src, 1, Agg::Sum).unwrap();
-        assert_eq!(f.scores(&f.l32, &[2.0, 3.0, f32::NAN], 3, 1).unwrap().0, vec![2.0, 1.0, 1.0]);
+        assert_eq!(f.scores::<f32>(&[2.0, 3.0, f32::NAN], 3, 1).unwrap().0, vec![2.0, 1.0, 1.0]);
     }
 
     #[test]
@@ -1241,6 +997,6 @@ mod tests {
             roots: vec![Ref::Node(0)],
         };
         let f = Forest::compile(src, 1, Agg::Sum).unwrap();
-        assert!(f.scores(&f.l32, &[1.0f32, 2.0], 1, 2).is_err());
+        assert!(f.scores::<f32>(&[1.0f32, 2.0], 1, 2).is_err());
     }
 }

@@ -217,7 +217,6 @@ fn inner_param_index(p: &[usize], inner: &[usize]) -> OpResult<Option<Vec<usize>
 impl LayerNormOp {
     /// Float32 rows with scale (and bias) of the row's shape: vectorised, rows split over threads.
     fn run_f32(&self, s: &[usize], axis: usize, inner: usize, x: &[f32], sc: &[f32], bias: Option<&[f32]>) -> OpResult<Vec<Value>> {
-        use kiln_kernels::simd::{sum_f32, sum_sq_dev_f32, vectorized};
         let outer = x.len() / inner;
         // Each row's output followed by its mean and inverse deviation, filled in parallel.
         let mut y = vec![0f32; x.len()];
@@ -234,28 +233,10 @@ impl LayerNormOp {
                 start += per;
             }
             kiln_kernels::par::for_each(parts, |(first, part)| {
-                vectorized(#[inline(always)] || {
-                    for (r, (yo, st)) in part.into_iter().enumerate() {
-                        let xi = &x[(first + r) * inner..(first + r + 1) * inner];
-                        let n = inner as f32;
-                        let mean = if rms { 0.0 } else { sum_f32(xi) / n };
-                        let inv = 1.0 / (sum_sq_dev_f32(xi, mean) / n + eps).sqrt();
-                        st[0] = mean;
-                        st[1] = inv;
-                        match bias {
-                            Some(b) => {
-                                for (((o, &v), &g), &bb) in yo.iter_mut().zip(xi).zip(sc).zip(b) {
-                                    *o = (v - mean) * inv * g + bb;
-                                }
-                            }
-                            None => {
-                                for ((o, &v), &g) in yo.iter_mut().zip(xi).zip(sc) {
-                                    *o = (v - mean) * inv * g;
-                                }
-                            }
-                        }
-                    }
-                })
+                for (r, (yo, st)) in part.into_iter().enumerate() {
+                    let xi = &x[(first + r) * inner..(first + r + 1) * inner];
+                    (st[0], st[1]) = kiln_kernels::elementwise::layer_norm_row_f32(xi, sc, bias, eps, rms, yo);
+                }
             });
         }
         let mut out = vec![Value::Tensor(Tensor::from_vec(s.to_vec(), y)?)];

@@ -91,34 +91,6 @@ fn row<T: Real>(r: &mut [T], kind: Kind) {
     }
 }
 
-/// Softmax or LogSoftmax of contiguous float32 rows, in place, vectorised. LogSoftmax keeps
-/// the inputs and writes the result in a second pass.
-fn rows_f32(y: &mut [f32], len: usize, kind: Kind) {
-    use crate::ops::elementwise::kernels::exp_f32;
-    use kiln_kernels::simd::{max_f32, sum_f32, vectorized};
-    vectorized(#[inline(always)] || {
-        for row in y.chunks_mut(len) {
-            let max = max_f32(row);
-            if kind == Kind::Softmax {
-                row.iter_mut().for_each(|v| *v = exp_f32(*v - max));
-                let inv = 1.0 / sum_f32(row);
-                row.iter_mut().for_each(|v| *v *= inv);
-            } else {
-                let mut sum = 0f32;
-                for chunk in row.chunks(256) {
-                    let mut e = [0f32; 256];
-                    for (d, &v) in e.iter_mut().zip(chunk) {
-                        *d = exp_f32(v - max);
-                    }
-                    sum += sum_f32(&e[..chunk.len()]);
-                }
-                let l = max + sum.ln();
-                row.iter_mut().for_each(|v| *v -= l);
-            }
-        }
-    })
-}
-
 impl SoftmaxOp {
     /// Row length when the vectorised float32 path applies (contiguous rows, not Hardmax).
     fn fast_row_len(&self, x: &Tensor) -> Option<usize> {
@@ -134,7 +106,8 @@ impl SoftmaxOp {
 
     fn rows_f32_in_place(&self, y: &mut [f32], len: usize) {
         let kind = self.kind;
-        kiln_kernels::par::split_mut(y, len, 1 << 15, |_, part| rows_f32(part, len, kind));
+        let log = kind == Kind::LogSoftmax;
+        kiln_kernels::par::split_mut(y, len, 1 << 15, |_, part| kiln_kernels::elementwise::softmax_rows_f32(part, len, log));
     }
 }
 
