@@ -5,7 +5,7 @@ use std::mem::MaybeUninit;
 
 use kiln_kernels::convdirect::{self, DirectWeights};
 use kiln_kernels::winograd::{self, WinogradWeights};
-use kiln_kernels::{conv2d_gemm, depthwise_conv2d, sgemm_ex, Activation, Conv2dGeometry, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
+use kiln_kernels::{conv2d_gemm, depthwise_conv2d, sgemm_ex, sgemm_new, Activation, Conv2dGeometry, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
 use kiln_tensor::{DType, Dim, Shape, Tensor, Value, ValueType};
 
 use super::{nc_shape, AutoPad, Geometry, WindowAttrs};
@@ -485,6 +485,15 @@ fn conv_f32(
         // every element of its mg · osz block.
         unsafe { y.set_len(total) };
         return Ok(y);
+    }
+    if pointwise && d.n == 1 && group == 1 {
+        // One product writing every element of a fresh Y (not zero-filled first).
+        let lhs = match packed {
+            Some(p) => Lhs::Packed(&p[0]),
+            None => Lhs::Strided(MatRef::new(w, kdim as isize, 1)),
+        };
+        ensure!(x.len() == d.c * isz, "input has {} elements; expected {}", x.len(), d.c * isz);
+        return Ok(sgemm_new(mg, kdim, osz, lhs, Rhs::Strided(MatRef::new(x, osz as isize, 1)), &epilogue(bias, act), threads));
     }
     let mut y = vec![0f32; total];
     let mut col = if pointwise { Vec::new() } else { vec![0f32; kiln_tensor::checked_numel(&[kdim, osz])?] };
