@@ -70,10 +70,11 @@ pub fn available() -> bool {
     }
 }
 
-/// Whether the direct kernel is expected to beat the implicit GEMM for `m` output channels and
-/// depth `k` (measured on the first layers of common image networks).
+/// Whether the direct kernel is expected to beat the (implicit) GEMM for `m` output channels and
+/// depth `k`: packing B costs as much as a product with few rows (measured on the convolutions of
+/// common image networks, pointwise and not).
 pub fn pays(m: usize, k: usize) -> bool {
-    available() && k <= 160 && m <= 96
+    available() && (m <= 64 || k <= 160)
 }
 
 /// C pointer shared by the threads computing disjoint tiles.
@@ -103,7 +104,6 @@ pub fn conv2d_direct(g: &Conv2dGeometry, x: &[f32], w: &DirectWeights, bias: Opt
     crate::convgemm::with_work(|xpad| {
         // The last tile reads up to NB wide pixels past the last output row.
         let (plane, wq) = crate::convgemm::padded_copy(g, x, xpad, NB, threads);
-        let xs: &[f32] = xpad;
         let ksz = g.kh * g.kw;
         let offs: Vec<usize> = (0..k)
             .map(|p| {
@@ -112,33 +112,78 @@ pub fn conv2d_direct(g: &Conv2dGeometry, x: &[f32], w: &DirectWeights, bias: Opt
                 ((ci * g.sh + ya % g.sh) * g.sw + xb % g.sw) * plane + (ya / g.sh) * wq + xb / g.sw
             })
             .collect();
-        let wide = g.oh * wq;
-        assert!(offs.iter().all(|&o| o + wide.div_ceil(NB) * NB <= xs.len()), "conv2d_direct: padded copy too short");
-        let chunks = wide.div_ceil(NB);
-        let panels = m.div_ceil(MR);
-        // Parts of whole pixel chunks × all channels; several per thread so a thread that falls
-        // behind is helped.
-        let parts = if threads > 1 && m * n * k >= 1 << 18 { (threads * 4).min(chunks) } else { 1 };
-        let per = chunks.div_ceil(parts);
-        let yp = YPtr(y.as_mut_ptr().cast::<f32>());
-        let job = |&(c0, c1): &(usize, usize)| {
-            let yp = yp;
-            for ch in c0..c1 {
-                for t in 0..panels {
-                    // SAFETY: the taps stay in `xs` (asserted above); the tile's stores stay
-                    // inside Y's m × n elements and belong to this part.
-                    unsafe { tile(xs, &offs, &w.buf[t * k * MR..(t + 1) * k * MR], ch * NB, t * MR, m, g, wq, bias, act, yp.0) };
-                }
-            }
-        };
-        let items: Vec<(usize, usize)> = (0..parts).map(|i| ((i * per).min(chunks), ((i + 1) * per).min(chunks))).filter(|r| r.0 < r.1).collect();
-        crate::par::for_each(items.iter().collect(), job);
+        let xs: &[f32] = xpad;
+        run(xs, &offs, wq, usize::MAX, g.oh, g.ow, w, bias, act, y, threads);
     });
     if !matches!(act, Activation::Identity | Activation::Relu | Activation::Clip(..) | Activation::HardSigmoid(..) | Activation::HardSwish) {
         // SAFETY: every element of Y's m × n block was written above.
         let yw = unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<f32>(), m * n) };
         act.apply(yw);
     }
+}
+
+/// Y[m × n] = act(W · X + bias) for a pointwise convolution (or any product with X [k × n]
+/// row-major), read in place; as [`conv2d_direct`] otherwise.
+///
+/// Panics if the buffers are smaller than the shapes need or the weights' depth is not k.
+pub fn pointwise_direct(k: usize, n: usize, x: &[f32], w: &DirectWeights, bias: Option<&[f32]>, act: Activation, y: &mut [MaybeUninit<f32>], threads: usize) {
+    let m = w.m;
+    assert_eq!(w.k, k, "pointwise_direct: weights have the wrong depth");
+    assert!(x.len() >= k * n && y.len() >= m * n, "pointwise_direct: buffer too small");
+    assert!(bias.map_or(true, |b| b.len() >= m), "pointwise_direct: bias too short");
+    if n == 0 {
+        return;
+    }
+    let offs: Vec<usize> = (0..k).map(|p| p * n).collect();
+    run(x, &offs, n, n, 1, n, w, bias, act, y, threads);
+    if !matches!(act, Activation::Identity | Activation::Relu | Activation::Clip(..) | Activation::HardSigmoid(..) | Activation::HardSwish) {
+        // SAFETY: every element of Y's m × n block was written above.
+        let yw = unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<f32>(), m * n) };
+        act.apply(yw);
+    }
+}
+
+/// Tiles of Y [m × oh·ow] from `xs`: tap p of wide pixel j at xs[offs[p] + j], wide rows of `wq`
+/// pixels; reads at or past wide pixel `readable` are masked off (usize::MAX: none).
+#[allow(clippy::too_many_arguments)]
+fn run(
+    xs: &[f32], offs: &[usize], wq: usize, readable: usize, oh: usize, ow: usize, w: &DirectWeights, bias: Option<&[f32]>, act: Activation,
+    y: &mut [MaybeUninit<f32>], threads: usize,
+) {
+    let (m, k) = (w.m, w.k);
+    let wide = oh * wq;
+    let chunks = wide.div_ceil(NB);
+    assert!(
+        offs.iter().all(|&o| o + (chunks * NB).min(readable) <= xs.len()) && y.len() >= m * oh * ow,
+        "conv2d_direct: source too short"
+    );
+    let panels = m.div_ceil(MR);
+    // Parts of whole pixel chunks × all channels; several per thread so a thread that falls
+    // behind is helped.
+    let parts = if threads > 1 && m * oh * ow * k >= 1 << 18 { (threads * 4).min(chunks) } else { 1 };
+    let per = chunks.div_ceil(parts);
+    let yp = YPtr(y.as_mut_ptr().cast::<f32>());
+    let geo = Out { oh, ow, wq, readable };
+    let job = |&(c0, c1): &(usize, usize)| {
+        let yp = yp;
+        for ch in c0..c1 {
+            for t in 0..panels {
+                // SAFETY: the taps' reads stay in `xs` (asserted above, masked past `readable`);
+                // the tile's stores stay inside Y's m × oh·ow elements and belong to this part.
+                unsafe { tile(xs, offs, &w.buf[t * k * MR..(t + 1) * k * MR], ch * NB, t * MR, m, &geo, bias, act, yp.0) };
+            }
+        }
+    };
+    let items: Vec<(usize, usize)> = (0..parts).map(|i| ((i * per).min(chunks), ((i + 1) * per).min(chunks))).filter(|r| r.0 < r.1).collect();
+    crate::par::for_each(items.iter().collect(), job);
+}
+
+/// Output shape of the wide pixels (see [`run`]).
+struct Out {
+    oh: usize,
+    ow: usize,
+    wq: usize,
+    readable: usize,
 }
 
 /// One tile with the kernel for this machine (see [`tile_avx2`]).
@@ -148,17 +193,14 @@ pub fn conv2d_direct(g: &Conv2dGeometry, x: &[f32], w: &DirectWeights, bias: Opt
 /// [`DirectWeights`] can exist then) nothing is written.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn tile(
-    xpad: &[f32], offs: &[usize], a: &[f32], j0: usize, i0: usize, m: usize, g: &Conv2dGeometry, wq: usize, bias: Option<&[f32]>, act: Activation,
-    y: *mut f32,
-) {
+unsafe fn tile(xs: &[f32], offs: &[usize], a: &[f32], j0: usize, i0: usize, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: AVX2 and FMA were detected; the caller guarantees the rest.
-        unsafe { tile_avx2(xpad, offs, a, j0, i0, m, g, wq, bias, act, y) }
+        unsafe { tile_avx2(xs, offs, a, j0, i0, m, o, bias, act, y) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (xpad, offs, a, j0, i0, m, g, wq, bias, act, y);
+    let _ = (xs, offs, a, j0, i0, m, o, bias, act, y);
 }
 
 /// One tile: output channels i0..i0+6 (those below m) × wide pixels j0..j0+16 (those that are
@@ -170,10 +212,7 @@ unsafe fn tile(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx2(
-    xpad: &[f32], offs: &[usize], a: &[f32], j0: usize, i0: usize, m: usize, g: &Conv2dGeometry, wq: usize, bias: Option<&[f32]>, act: Activation,
-    y: *mut f32,
-) {
+unsafe fn tile_avx2(xs: &[f32], offs: &[usize], a: &[f32], j0: usize, i0: usize, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
     use std::arch::x86_64::*;
     let rows = MR.min(m - i0);
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
@@ -183,16 +222,28 @@ unsafe fn tile_avx2(
             *row = [v, v];
         }
     }
-    let xp = xpad.as_ptr().add(j0);
+    let xp = xs.as_ptr().add(j0);
     let ap = a.as_ptr();
-    for (p, &off) in offs.iter().enumerate() {
-        let b0 = _mm256_loadu_ps(xp.add(off));
-        let b1 = _mm256_loadu_ps(xp.add(off + 8));
+    let fma = |acc: &mut [[__m256; 2]; MR], p: usize, b0: __m256, b1: __m256| {
         let w = ap.add(p * MR);
         for (r, row) in acc.iter_mut().enumerate() {
             let av = _mm256_broadcast_ss(&*w.add(r));
             row[0] = _mm256_fmadd_ps(av, b0, row[0]);
             row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+        }
+    };
+    if j0 + NB <= o.readable {
+        for (p, &off) in offs.iter().enumerate() {
+            fma(&mut acc, p, _mm256_loadu_ps(xp.add(off)), _mm256_loadu_ps(xp.add(off + 8)));
+        }
+    } else {
+        // Lanes at or past `readable` are not read.
+        let valid = o.readable.saturating_sub(j0) as i32;
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), lanes);
+        let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid - 8), lanes);
+        for (p, &off) in offs.iter().enumerate() {
+            fma(&mut acc, p, _mm256_maskload_ps(xp.add(off), m0), _mm256_maskload_ps(xp.wrapping_add(off + 8), m1));
         }
     }
     // max(lo, x) / min(hi, x) with x second return x when it is NaN.
@@ -204,11 +255,11 @@ unsafe fn tile_avx2(
         Activation::HardSwish => _mm256_mul_ps(v, clip(_mm256_fmadd_ps(_mm256_set1_ps(1.0 / 6.0), v, _mm256_set1_ps(0.5)), 0.0, 1.0)),
         _ => v,
     };
-    let n = g.oh * g.ow;
+    let (wq, n) = (o.wq, o.oh * o.ow);
     let (oy, ox) = (j0 / wq, j0 % wq);
-    if ox + NB <= g.ow {
+    if ox + NB <= o.ow {
         // All 16 pixels are consecutive outputs of one row.
-        let base = oy * g.ow + ox;
+        let base = oy * o.ow + ox;
         for (r, row) in acc.iter().enumerate().take(rows) {
             let d = y.add((i0 + r) * n + base);
             _mm256_storeu_ps(d, f(row[0]));
@@ -226,13 +277,13 @@ unsafe fn tile_avx2(
     while q < NB {
         let (ry, rx) = ((j0 + q) / wq, (j0 + q) % wq);
         let len = (wq - rx).min(NB - q);
-        if ry >= g.oh {
+        if ry >= o.oh {
             break;
         }
-        if rx < g.ow {
-            let cnt = (g.ow - rx).min(len);
+        if rx < o.ow {
+            let cnt = (o.ow - rx).min(len);
             for (r, vals) in buf.iter().enumerate().take(rows) {
-                std::ptr::copy_nonoverlapping(vals.as_ptr().add(q), y.add((i0 + r) * n + ry * g.ow + rx), cnt);
+                std::ptr::copy_nonoverlapping(vals.as_ptr().add(q), y.add((i0 + r) * n + ry * o.ow + rx), cnt);
             }
         }
         q += len;
@@ -266,6 +317,35 @@ mod tests {
             }
         }
         y
+    }
+
+    #[test]
+    fn pointwise_matches_definition() {
+        if !available() {
+            return;
+        }
+        let _pool = crate::par::enter(crate::par::build_pool(2));
+        // (m, k, n): tails of the channel tile and of the 16-pixel tile, one pixel, long rows.
+        for &(m, k, n) in &[(16usize, 128usize, 3025usize), (1, 1, 1), (7, 3, 17), (13, 40, 49), (64, 512, 169), (6, 9, 16), (25, 70, 250)] {
+            let x: Vec<f32> = (0..k * n).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
+            let wv: Vec<f32> = (0..m * k).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
+            let dw_ = DirectWeights::new(m, k, &wv).expect("weights");
+            for (threads, act) in [(1, Activation::Relu), (2, Activation::Identity), (2, Activation::Sigmoid)] {
+                let mut y = vec![MaybeUninit::new(f32::NAN); m * n + 3];
+                pointwise_direct(k, n, &x, &dw_, Some(&bias), act, &mut y, threads);
+                // SAFETY: every element was initialised (to NaN, then by the kernel).
+                let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
+                for i in 0..m {
+                    for j in 0..n {
+                        let want = act.eval_f64(bias[i] as f64 + (0..k).map(|p| wv[i * k + p] as f64 * x[p * n + j] as f64).sum::<f64>());
+                        let got = y[i * n + j] as f64;
+                        assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "m{m} k{k} n{n} {act:?} at ({i}, {j}): {got} vs {want}");
+                    }
+                }
+                assert!(y[m * n..].iter().all(|v| v.is_nan()), "wrote past Y");
+            }
+        }
     }
 
     #[test]

@@ -68,7 +68,7 @@ fn build_conv(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     // The Winograd kernels fuse no activation other than Relu.
     let wino_act = matches!(act, Activation::Identity | Activation::Relu);
     let wino = if group == 1 && wino_act { n.const_tensor(1).and_then(|w| winograd_weights(n, &attrs, w)) } else { None };
-    let direct = if group == 1 && wino.is_none() { n.const_tensor(1).and_then(|w| direct_weights(&attrs, w)) } else { None };
+    let direct = if group == 1 && wino.is_none() { n.const_tensor(1).and_then(direct_weights) } else { None };
     // With Winograd or direct weights the GEMM path only runs for unexpected shapes; it then
     // packs per call.
     let packed = if wino.is_some() || direct.is_some() { None } else { n.const_tensor(1).and_then(|w| PackedWeights::new(w, group)) };
@@ -112,16 +112,11 @@ fn winograd_weights(n: &NodeInfo, attrs: &WindowAttrs, w: &Tensor) -> Option<Win
     WinogradWeights::new(tile, m, c, w.as_slice::<f32>().ok()?)
 }
 
-/// Direct-path weights for a float32 [M, C, kh, kw] constant weight of a 2-D convolution that is
-/// not pointwise, when the direct kernel pays for its shape.
-fn direct_weights(attrs: &WindowAttrs, w: &Tensor) -> Option<DirectWeights> {
+/// Direct-path weights for a float32 [M, C, kh, kw] constant weight of a 2-D convolution, when
+/// the direct kernel pays for its shape.
+fn direct_weights(w: &Tensor) -> Option<DirectWeights> {
     let s = w.shape();
     if s.len() != 4 {
-        return None;
-    }
-    let unit = |v: &Option<Vec<usize>>| v.as_ref().map_or(true, |v| v.iter().all(|&x| x == 1));
-    let no_pads = attrs.pads.as_ref().map_or(true, |p| p.iter().all(|&x| x == 0));
-    if s[2] * s[3] == 1 && unit(&attrs.strides) && no_pads {
         return None;
     }
     let (m, k) = (s[0], s[1] * s[2] * s[3]);
@@ -487,12 +482,20 @@ fn conv_f32(
         return Ok(y);
     }
     if pointwise && d.n == 1 && group == 1 {
+        ensure!(x.len() == d.c * isz, "input has {} elements; expected {}", x.len(), d.c * isz);
+        // Few pixels (1×1 images in squeeze-and-excitation blocks) go to the matrix-vector kernels.
+        if let Some(dw) = direct.filter(|dw| (dw.rows(), dw.depth()) == (mg, kdim) && osz >= 64) {
+            let mut y: Vec<f32> = Vec::with_capacity(total);
+            convdirect::pointwise_direct(kdim, osz, x, dw, bias, act, &mut y.spare_capacity_mut()[..total], threads);
+            // SAFETY: `pointwise_direct` writes all mg · osz = total elements.
+            unsafe { y.set_len(total) };
+            return Ok(y);
+        }
         // One product writing every element of a fresh Y (not zero-filled first).
         let lhs = match packed {
             Some(p) => Lhs::Packed(&p[0]),
             None => Lhs::Strided(MatRef::new(w, kdim as isize, 1)),
         };
-        ensure!(x.len() == d.c * isz, "input has {} elements; expected {}", x.len(), d.c * isz);
         return Ok(sgemm_new(mg, kdim, osz, lhs, Rhs::Strided(MatRef::new(x, osz as isize, 1)), &epilogue(bias, act), threads));
     }
     let mut y = vec![0f32; total];
@@ -549,9 +552,11 @@ fn depthwise_f32(x: &[f32], w: &[f32], d: &ConvDims, group: usize, bias: Option<
         ph: geo.pad_begin[0], pw: geo.pad_begin[1],
     };
     let mult = d.m / group;
-    // Whole channels per part, one part per thread, and only when the work outweighs waking the pool.
+    // Whole channels per part, and only when the work outweighs waking the pool; larger
+    // convolutions get up to four parts per thread, so a thread that falls behind is helped.
     let planes = d.n * d.m;
-    let parts = if total * kh * kw >= 1 << 18 { num_threads().clamp(1, planes) } else { 1 };
+    let (threads, work) = (num_threads(), total * kh * kw);
+    let parts = if threads > 1 && work >= 1 << 18 { (threads * (work >> 18).min(4)).min(planes) } else { 1 };
     let per = planes.div_ceil(parts);
     let chunks: Vec<(usize, &mut [MaybeUninit<f32>])> = y.spare_capacity_mut()[..total].chunks_mut(osz * per).enumerate().collect();
     let ksz = kh * kw;
@@ -1054,7 +1059,7 @@ mod tests {
         let mut want = conv_compute::<f64>(&x64, &w64, &d, 1).unwrap();
         add_bias(&mut want, &bias.iter().map(|&v| v as f64).collect::<Vec<_>>(), m, d.geo.out_size()).unwrap();
         let wt = Tensor::from_vec(vec![m, c, 5, 5], w.clone()).unwrap();
-        let Some(dw) = direct_weights(&op.attrs, &wt) else {
+        let Some(dw) = direct_weights(&wt) else {
             assert!(!convdirect::available());
             return;
         };
