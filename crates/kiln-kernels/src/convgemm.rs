@@ -231,69 +231,97 @@ pub fn conv2d_gemm(g: &Conv2dGeometry, x: &[f32], w: &PackedA, y: &mut [MaybeUni
         return;
     }
     if ep.col_bias.is_none() {
-        // Padded, phase-split copy of the input (every element used is rewritten, so the
-        // buffer is only zero-filled when it grows).
-        let hq = g.oh + (g.kh - 1) * g.dh / g.sh;
-        let wq = g.ow + (g.kw - 1) * g.dw / g.sw;
-        let plane = hq * wq;
-        let mut padded = |xpad: &mut Vec<f32>| {
-            let body = g.c * g.sh * g.sw * plane;
-            let len = body + (g.kw - 1) * g.dw / g.sw;
-            if xpad.len() < len {
-                xpad.resize(len, 0.0);
-            }
-            xpad[body..len].fill(0.0);
-            crate::simd::vectorized(#[inline(always)] || for ci in 0..g.c {
-                for ry in 0..g.sh {
-                    for r in 0..hq {
-                        let iy = (r * g.sh + ry) as isize - g.ph as isize;
-                        if iy < 0 || iy >= g.ih as isize {
-                            for rx in 0..g.sw {
-                                xpad[((ci * g.sh + ry) * g.sw + rx) * plane + r * wq..][..wq].fill(0.0);
-                            }
-                            continue;
-                        }
-                        let xrow = &x[(ci * g.ih + iy as usize) * g.iw..][..g.iw];
-                        for rx in 0..g.sw {
-                            // Phase column q holds input column q·sw + rx − pw.
-                            let lo = if g.pw > rx { (g.pw - rx).div_ceil(g.sw) } else { 0 }.min(wq);
-                            let hi = if g.pw + g.iw > rx { (g.pw + g.iw - rx).div_ceil(g.sw) } else { 0 }.clamp(lo, wq);
-                            let dst = &mut xpad[((ci * g.sh + ry) * g.sw + rx) * plane + r * wq..][..wq];
-                            dst[..lo].fill(0.0);
-                            dst[hi..].fill(0.0);
-                            if lo >= hi {
-                                continue;
-                            }
-                            let start = lo * g.sw + rx - g.pw;
-                            if g.sw == 1 {
-                                dst[lo..hi].copy_from_slice(&xrow[start..start + (hi - lo)]);
-                            } else {
-                                // Every sw-th value from `start` (whole chunks, then a last value).
-                                let chunks = xrow[start..].chunks_exact(g.sw);
-                                let full = chunks.len().min(hi - lo);
-                                for (d, c) in dst[lo..lo + full].iter_mut().zip(chunks) {
-                                    *d = c[0];
-                                }
-                                for (q, d) in dst[lo + full..hi].iter_mut().enumerate() {
-                                    *d = xrow[start + (full + q) * g.sw];
-                                }
-                            }
-                        }
-                    }
-                }
-            });
+        with_work(|xpad| {
+            let (plane, wq) = padded_copy(g, x, xpad, 0, threads);
             // SAFETY: y holds at least m × n elements (asserted above) and is borrowed for the call.
             unsafe { run(&info, g, &Src::Padded { xpad, plane, wq }, w, YPtr(y.as_mut_ptr().cast::<f32>()), n, ep, threads) };
-        };
-        WORK.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut xpad) => padded(&mut xpad),
-            Err(_) => padded(&mut Vec::new()),
         });
         return;
     }
     let ranges: Vec<(usize, usize)> = (0..g.kw).map(|b| col_range(g, b)).collect();
     // SAFETY: y holds at least m × n elements (asserted above) and is borrowed for the call.
     unsafe { run(&info, g, &Src::Image { x, ranges: &ranges }, w, YPtr(y.as_mut_ptr().cast::<f32>()), n, ep, threads) };
+}
+
+/// Runs `f` with the calling thread's padded-copy buffer (a fresh one when it is in use).
+pub(crate) fn with_work<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    WORK.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => f(&mut v),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
+/// Fills `xpad` with a zero-padded copy of the input X [c, ih, iw] split into its sh × sw stride
+/// phases: phase (ry, rx) of channel ci holds padded rows ry, ry+sh, … and columns rx, rx+sw, …
+/// as a `plane` = hq × wq image at ((ci·sh + ry)·sw + rx)·plane, hq = oh + (kh−1)·dh/sh and
+/// wq = ow + (kw−1)·dw/sw. Output pixel (oy, ox) of kernel tap (a, b) then reads phase
+/// (a·dh % sh, b·dw % sw) at (oy + a·dh/sh)·wq + ox + b·dw/sw. The copy is followed by
+/// (kw−1)·dw/sw + `slack` zeros, so runs that start inside the last plane stay in the buffer.
+/// Channels are split over up to `threads` parts of the calling thread's pool. Returns
+/// (plane, wq). Every element used is rewritten, so the buffer is only zero-filled when it grows.
+pub(crate) fn padded_copy(g: &Conv2dGeometry, x: &[f32], xpad: &mut Vec<f32>, slack: usize, threads: usize) -> (usize, usize) {
+    let hq = g.oh + (g.kh - 1) * g.dh / g.sh;
+    let wq = g.ow + (g.kw - 1) * g.dw / g.sw;
+    let plane = hq * wq;
+    let per_ch = g.sh * g.sw * plane;
+    let body = g.c * per_ch;
+    let len = body + (g.kw - 1) * g.dw / g.sw + slack;
+    if xpad.len() < len {
+        xpad.resize(len, 0.0);
+    }
+    xpad[body..len].fill(0.0);
+    let fill = |c0: usize, dst: &mut [f32]| {
+        crate::simd::vectorized(#[inline(always)] || for (k, xc) in dst.chunks_exact_mut(per_ch).enumerate() {
+            let ci = c0 + k;
+            for ry in 0..g.sh {
+                for r in 0..hq {
+                    let iy = (r * g.sh + ry) as isize - g.ph as isize;
+                    if iy < 0 || iy >= g.ih as isize {
+                        for rx in 0..g.sw {
+                            xc[(ry * g.sw + rx) * plane + r * wq..][..wq].fill(0.0);
+                        }
+                        continue;
+                    }
+                    let xrow = &x[(ci * g.ih + iy as usize) * g.iw..][..g.iw];
+                    for rx in 0..g.sw {
+                        // Phase column q holds input column q·sw + rx − pw.
+                        let lo = if g.pw > rx { (g.pw - rx).div_ceil(g.sw) } else { 0 }.min(wq);
+                        let hi = if g.pw + g.iw > rx { (g.pw + g.iw - rx).div_ceil(g.sw) } else { 0 }.clamp(lo, wq);
+                        let dst = &mut xc[(ry * g.sw + rx) * plane + r * wq..][..wq];
+                        dst[..lo].fill(0.0);
+                        dst[hi..].fill(0.0);
+                        if lo >= hi {
+                            continue;
+                        }
+                        let start = lo * g.sw + rx - g.pw;
+                        if g.sw == 1 {
+                            dst[lo..hi].copy_from_slice(&xrow[start..start + (hi - lo)]);
+                        } else {
+                            // Every sw-th value from `start` (whole chunks, then a last value).
+                            let chunks = xrow[start..].chunks_exact(g.sw);
+                            let full = chunks.len().min(hi - lo);
+                            for (d, c) in dst[lo..lo + full].iter_mut().zip(chunks) {
+                                *d = c[0];
+                            }
+                            for (q, d) in dst[lo + full..hi].iter_mut().enumerate() {
+                                *d = xrow[start + (full + q) * g.sw];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    };
+    // Whole channels per part, and only when the copy is large enough to pay for the split.
+    let parts = if body >= 1 << 16 { threads.clamp(1, g.c) } else { 1 };
+    if parts > 1 && per_ch > 0 {
+        let per = g.c.div_ceil(parts);
+        let items: Vec<(usize, &mut [f32])> = xpad[..body].chunks_mut(per * per_ch).enumerate().map(|(i, c)| (i * per, c)).collect();
+        crate::par::for_each(items, |(c0, dst)| fill(c0, dst));
+    } else {
+        fill(0, &mut xpad[..body]);
+    }
+    (plane, wq)
 }
 
 /// Splits Y [m × n] into parts over the pool and computes each from `src`.

@@ -169,7 +169,8 @@ fn dispatch(
             // SAFETY: AVX-512F was detected on this machine; the buffers have the layout's sizes.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => return unsafe { planes_avx512(g, lay, offs, channels, x, w, bias, act, y, img, wide) },
-            // SAFETY: AVX2 and FMA were detected on this machine.
+            // SAFETY: AVX2 and FMA were detected on this machine; the buffers have the layout's sizes.
+            #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => return unsafe { planes_avx2(g, lay, offs, channels, x, w, bias, act, y, img, wide) },
             #[allow(unreachable_patterns)]
             _ => {}
@@ -178,14 +179,130 @@ fn dispatch(
     planes_body(g, lay, offs, channels, x, w, bias, act, y, img, wide)
 }
 
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+/// AVX2 form of [`planes_body`]: vector copies into the phase image (even/odd split for
+/// stride 2), the wide output up to 8 vectors of 8 per pass with the simple activations applied
+/// in registers, row copies out.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `img` and `wide` hold the layout's `img_len` / `wide_len`
+/// elements with every position outside the input zero; the buffers as [`depthwise_conv2d`]
+/// checks.
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn planes_avx2(
     g: &DwGeometry, lay: &Layout, offs: &[usize], channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation,
     y: &mut [MaybeUninit<f32>], img: &mut [f32], wide: &mut [f32],
 ) {
-    planes_body(g, lay, offs, channels, x, w, bias, act, y, img, wide)
+    use std::arch::x86_64::*;
+    const V8: usize = 8;
+    let (isz, osz, ksz) = (g.ih * g.iw, g.oh * g.ow, g.kh * g.kw);
+    // Every tap reads at most `wide_len` elements from its offset (checked once here).
+    assert!(offs.iter().all(|&o| o + lay.wide_len <= img.len()) && wide.len() >= lay.wide_len && lay.wide_len % V8 == 0);
+    let nvec = lay.wide_len / V8;
+    // Activations without a register form here are applied to the wide output afterwards.
+    let in_regs = matches!(act, Activation::Identity | Activation::Relu | Activation::Clip(..) | Activation::HardSigmoid(..) | Activation::HardSwish);
+    let reg_act = if in_regs { act } else { Activation::Identity };
+    for c in 0..channels {
+        let xc = &x[c * isz..(c + 1) * isz];
+        for ry in 0..g.sh {
+            for rx in 0..g.sw {
+                let (lo, hi) = lay.cols(g, rx);
+                if lo >= hi {
+                    continue;
+                }
+                let base = (ry * g.sw + rx) * lay.plane;
+                for r in 0..lay.hq {
+                    let Some(iy) = lay.in_row(g, ry, r) else { continue };
+                    let xrow = &xc[iy * g.iw..(iy + 1) * g.iw];
+                    let dst = &mut img[base + r * lay.wq..][lo..hi];
+                    // Phase column q holds input column q·sw + rx − pw.
+                    let s0 = lo * g.sw + rx - g.pw;
+                    if g.sw == 1 {
+                        dst.copy_from_slice(&xrow[s0..s0 + (hi - lo)]);
+                        continue;
+                    }
+                    let mut q = 0;
+                    if g.sw == 2 {
+                        // Eight phase columns from sixteen input columns.
+                        while q + V8 <= dst.len() && s0 + 2 * q + 2 * V8 <= g.iw {
+                            // SAFETY: input columns s0+2q .. s0+2q+16 lie in the row (checked
+                            // above); phase columns q..q+8 lie in `dst`.
+                            let p = xrow.as_ptr().add(s0 + 2 * q);
+                            let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(V8)));
+                            let ev = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+                            let ev = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(ev)));
+                            _mm256_storeu_ps(dst.as_mut_ptr().add(q), ev);
+                            q += V8;
+                        }
+                    }
+                    for (k, d) in dst.iter_mut().enumerate().skip(q) {
+                        *d = xrow[s0 + k * g.sw];
+                    }
+                }
+            }
+        }
+        let wc = &w[c * ksz..(c + 1) * ksz];
+        let b = bias.map_or(0.0, |b| b[c]);
+        let mut v0 = 0;
+        while v0 < nvec {
+            let (ip, op) = (img.as_ptr(), wide.as_mut_ptr().add(v0 * V8));
+            match nvec - v0 {
+                1 => wide_block_avx2::<1>(ip, offs, wc, b, reg_act, v0 * V8, op),
+                2 => wide_block_avx2::<2>(ip, offs, wc, b, reg_act, v0 * V8, op),
+                3 => wide_block_avx2::<3>(ip, offs, wc, b, reg_act, v0 * V8, op),
+                4 => wide_block_avx2::<4>(ip, offs, wc, b, reg_act, v0 * V8, op),
+                5 => wide_block_avx2::<5>(ip, offs, wc, b, reg_act, v0 * V8, op),
+                6 => wide_block_avx2::<6>(ip, offs, wc, b, reg_act, v0 * V8, op),
+                7 => wide_block_avx2::<7>(ip, offs, wc, b, reg_act, v0 * V8, op),
+                _ => wide_block_avx2::<8>(ip, offs, wc, b, reg_act, v0 * V8, op),
+            }
+            v0 += 8;
+        }
+        if !in_regs {
+            act.apply_inline(&mut wide[..g.oh * lay.wq]);
+        }
+        let yc = &mut y[c * osz..(c + 1) * osz];
+        for (yr, wr) in yc.chunks_exact_mut(g.ow).zip(wide.chunks(lay.wq)) {
+            for (d, &v) in yr.iter_mut().zip(&wr[..g.ow]) {
+                d.write(v);
+            }
+        }
+    }
+}
+
+/// NV vectors of 8 of the wide output from element `j0` (see [`wide_block`]), with `act` one of
+/// the activations [`planes_avx2`] applies in registers (others pass through unchanged).
+///
+/// # Safety
+/// AVX2 and FMA must be available; offs[t] + j0 + NV·8 ≤ the image length for every tap and
+/// `out` must hold NV·8 elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wide_block_avx2<const NV: usize>(img: *const f32, offs: &[usize], wc: &[f32], bias: f32, act: Activation, j0: usize, out: *mut f32) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_set1_ps(bias); NV];
+    for (&off, &wv) in offs.iter().zip(wc) {
+        let wv = _mm256_set1_ps(wv);
+        let p = img.add(off + j0);
+        for (v, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(v * 8)), *a);
+        }
+    }
+    // max(lo, x) / min(hi, x) with x second return x when it is NaN.
+    let clip = |x: __m256, lo: f32, hi: f32| _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x));
+    for (v, &a) in acc.iter().enumerate() {
+        let r = match act {
+            Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), a),
+            Activation::Clip(lo, hi) => clip(a, lo, hi),
+            Activation::HardSigmoid(al, be) => clip(_mm256_fmadd_ps(_mm256_set1_ps(al), a, _mm256_set1_ps(be)), 0.0, 1.0),
+            Activation::HardSwish => _mm256_mul_ps(a, clip(_mm256_fmadd_ps(_mm256_set1_ps(1.0 / 6.0), a, _mm256_set1_ps(0.5)), 0.0, 1.0)),
+            _ => a,
+        };
+        _mm256_storeu_ps(out.add(v * 8), r);
+    }
 }
 
 /// Copies the input plane `xc` into the phase image (positions outside the input untouched).

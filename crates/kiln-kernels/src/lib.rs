@@ -8,6 +8,7 @@
 //! epilogues); double precision and negative strides use `matrixmultiply`.
 
 pub mod act;
+pub mod convdirect;
 pub mod convgemm;
 pub mod dwconv;
 pub mod elementwise;

@@ -3,8 +3,9 @@
 
 use std::mem::MaybeUninit;
 
+use kiln_kernels::convdirect::{self, DirectWeights};
 use kiln_kernels::winograd::{self, WinogradWeights};
-use kiln_kernels::{conv2d_gemm, depthwise_conv2d, sgemm_ex, Activation, Conv2dGeometry, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
+use kiln_kernels::{conv2d_gemm, depthwise_conv2d, sgemm_ex, sgemm_new, Activation, Conv2dGeometry, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
 use kiln_tensor::{DType, Dim, Shape, Tensor, Value, ValueType};
 
 use super::{nc_shape, AutoPad, Geometry, WindowAttrs};
@@ -29,6 +30,8 @@ struct ConvOp {
     act: Activation,
     /// Constant 3×3 weights transformed at load for the Winograd path, when it pays.
     wino: Option<WinogradWeights>,
+    /// Constant weights laid out at load for the direct path (shallow convolutions), when it pays.
+    direct: Option<DirectWeights>,
 }
 
 /// Weights W [M, C/group, k...] as one packed [M/group × C/group·K] matrix per group.
@@ -65,9 +68,11 @@ fn build_conv(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     // The Winograd kernels fuse no activation other than Relu.
     let wino_act = matches!(act, Activation::Identity | Activation::Relu);
     let wino = if group == 1 && wino_act { n.const_tensor(1).and_then(|w| winograd_weights(n, &attrs, w)) } else { None };
-    // With Winograd weights the GEMM path only runs for unexpected shapes; it then packs per call.
-    let packed = if wino.is_some() { None } else { n.const_tensor(1).and_then(|w| PackedWeights::new(w, group)) };
-    Ok(Box::new(ConvOp { attrs, group, packed, act, wino }))
+    let direct = if group == 1 && wino.is_none() { n.const_tensor(1).and_then(direct_weights) } else { None };
+    // With Winograd or direct weights the GEMM path only runs for unexpected shapes; it then
+    // packs per call.
+    let packed = if wino.is_some() || direct.is_some() { None } else { n.const_tensor(1).and_then(|w| PackedWeights::new(w, group)) };
+    Ok(Box::new(ConvOp { attrs, group, packed, act, wino, direct }))
 }
 
 /// The activation a fused Conv applies (see `fuse::fuse_conv_activations`).
@@ -107,10 +112,24 @@ fn winograd_weights(n: &NodeInfo, attrs: &WindowAttrs, w: &Tensor) -> Option<Win
     WinogradWeights::new(tile, m, c, w.as_slice::<f32>().ok()?)
 }
 
+/// Direct-path weights for a float32 [M, C, kh, kw] constant weight of a 2-D convolution, when
+/// the direct kernel pays for its shape.
+fn direct_weights(w: &Tensor) -> Option<DirectWeights> {
+    let s = w.shape();
+    if s.len() != 4 {
+        return None;
+    }
+    let (m, k) = (s[0], s[1] * s[2] * s[3]);
+    if !convdirect::pays(m, k) {
+        return None;
+    }
+    DirectWeights::new(m, k, w.as_slice::<f32>().ok()?)
+}
+
 fn build_conv_integer(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let group = n.attr_int_or("group", 1)?;
     ensure!(group >= 1, "group must be >= 1, got {group}");
-    Ok(Box::new(ConvIntegerOp(ConvOp { attrs: WindowAttrs::parse(n)?, group: group as usize, packed: None, act: Activation::Identity, wino: None })))
+    Ok(Box::new(ConvIntegerOp(ConvOp { attrs: WindowAttrs::parse(n)?, group: group as usize, packed: None, act: Activation::Identity, wino: None, direct: None })))
 }
 
 /// Validated dims of a convolution: X [N, C, in...], W [M, C/group, k...].
@@ -385,8 +404,8 @@ fn conv_compute<T: GemmElem>(x: &[T], w: &[T], d: &ConvDims, group: usize) -> Op
 /// bias fused into the GEMM epilogue. Not for depthwise convolutions.
 #[allow(clippy::too_many_arguments)]
 fn conv_f32(
-    x: &[f32], w: &[f32], packed: Option<&[PackedA]>, wino: Option<&WinogradWeights>, d: &ConvDims, group: usize,
-    bias: Option<&[f32]>, act: Activation,
+    x: &[f32], w: &[f32], packed: Option<&[PackedA]>, wino: Option<&WinogradWeights>, direct: Option<&DirectWeights>, d: &ConvDims,
+    group: usize, bias: Option<&[f32]>, act: Activation,
 ) -> OpResult<Vec<f32>> {
     let geo = &d.geo;
     let osz = geo.out_size();
@@ -428,6 +447,16 @@ fn conv_f32(
             unsafe { y.set_len(total) };
             return Ok(y);
         }
+        if let Some(dw) = direct.filter(|dw| group == 1 && (dw.rows(), dw.depth()) == (mg, kdim)) {
+            let spare = &mut y.spare_capacity_mut()[..total];
+            for (img, yi) in spare.chunks_exact_mut(d.m * osz).enumerate() {
+                convdirect::conv2d_direct(&cg2, &x[img * d.c * isz..][..d.c * isz], dw, bias, act, yi, threads);
+            }
+            // SAFETY: `conv2d_direct` writes every element of each image's d.m · osz block, and
+            // the blocks cover all `total` elements.
+            unsafe { y.set_len(total) };
+            return Ok(y);
+        }
         let owned: Vec<PackedA>;
         let pw: &[PackedA] = match packed {
             Some(p) => p,
@@ -451,6 +480,23 @@ fn conv_f32(
         // every element of its mg · osz block.
         unsafe { y.set_len(total) };
         return Ok(y);
+    }
+    if pointwise && d.n == 1 && group == 1 {
+        ensure!(x.len() == d.c * isz, "input has {} elements; expected {}", x.len(), d.c * isz);
+        // Few pixels (1×1 images in squeeze-and-excitation blocks) go to the matrix-vector kernels.
+        if let Some(dw) = direct.filter(|dw| (dw.rows(), dw.depth()) == (mg, kdim) && osz >= 64) {
+            let mut y: Vec<f32> = Vec::with_capacity(total);
+            convdirect::pointwise_direct(kdim, osz, x, dw, bias, act, &mut y.spare_capacity_mut()[..total], threads);
+            // SAFETY: `pointwise_direct` writes all mg · osz = total elements.
+            unsafe { y.set_len(total) };
+            return Ok(y);
+        }
+        // One product writing every element of a fresh Y (not zero-filled first).
+        let lhs = match packed {
+            Some(p) => Lhs::Packed(&p[0]),
+            None => Lhs::Strided(MatRef::new(w, kdim as isize, 1)),
+        };
+        return Ok(sgemm_new(mg, kdim, osz, lhs, Rhs::Strided(MatRef::new(x, osz as isize, 1)), &epilogue(bias, act), threads));
     }
     let mut y = vec![0f32; total];
     let mut col = if pointwise { Vec::new() } else { vec![0f32; kiln_tensor::checked_numel(&[kdim, osz])?] };
@@ -506,9 +552,11 @@ fn depthwise_f32(x: &[f32], w: &[f32], d: &ConvDims, group: usize, bias: Option<
         ph: geo.pad_begin[0], pw: geo.pad_begin[1],
     };
     let mult = d.m / group;
-    // Whole channels per part, one part per thread, and only when the work outweighs waking the pool.
+    // Whole channels per part, and only when the work outweighs waking the pool; larger
+    // convolutions get up to four parts per thread, so a thread that falls behind is helped.
     let planes = d.n * d.m;
-    let parts = if total * kh * kw >= 1 << 18 { num_threads().clamp(1, planes) } else { 1 };
+    let (threads, work) = (num_threads(), total * kh * kw);
+    let parts = if threads > 1 && work >= 1 << 18 { (threads * (work >> 18).min(4)).min(planes) } else { 1 };
     let per = planes.div_ceil(parts);
     let chunks: Vec<(usize, &mut [MaybeUninit<f32>])> = y.spare_capacity_mut()[..total].chunks_mut(osz * per).enumerate().collect();
     let ksz = kh * kw;
@@ -586,7 +634,8 @@ impl Op for ConvOp {
                 None => None,
             };
             let wino = self.wino.as_ref().filter(|_| w.shape().get(2..) == Some(&[3, 3][..]));
-            let y = conv_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, packed, wino, &d, self.group, bias.as_deref(), self.act)?;
+            let direct = self.direct.as_ref().filter(|_| w.shape().len() == 4);
+            let y = conv_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, packed, wino, direct, &d, self.group, bias.as_deref(), self.act)?;
             return Ok(vec![Value::Tensor(Tensor::from_vec(out_shape(&d), y)?)]);
         }
         let t = real_dispatch!(dt, "Conv", |T| {
@@ -896,7 +945,7 @@ mod tests {
     #[test]
     fn conv_3x3_padded_matches_hand_sum() {
         // 1x1x3x3 input of ones, 3x3 kernel of ones, pad 1: corner = 4, edge = 6, centre = 9.
-        let op = ConvOp { attrs: attrs(Some(vec![1, 1, 1, 1]), None), group: 1, packed: None, act: Activation::Identity, wino: None };
+        let op = ConvOp { attrs: attrs(Some(vec![1, 1, 1, 1]), None), group: 1, packed: None, act: Activation::Identity, wino: None, direct: None };
         let d = op.dims(&[1, 1, 3, 3], &[1, 1, 3, 3]).unwrap();
         let y = conv_compute::<f32>(&[1.0; 9], &[1.0; 9], &d, 1).unwrap();
         assert_eq!(y, vec![4., 6., 4., 6., 9., 6., 4., 6., 4.]);
@@ -905,7 +954,7 @@ mod tests {
     #[test]
     fn depthwise_matches_hand_sum() {
         // two channels, 2x2 kernel of ones on a 3x3 image with values 0..9, stride 1, no pad.
-        let op = ConvOp { attrs: attrs(None, None), group: 2, packed: None, act: Activation::Identity, wino: None };
+        let op = ConvOp { attrs: attrs(None, None), group: 2, packed: None, act: Activation::Identity, wino: None, direct: None };
         let d = op.dims(&[1, 2, 3, 3], &[2, 1, 2, 2]).unwrap();
         let x: Vec<f32> = (0..18).map(|v| v as f32).collect();
         let mut w = vec![1.0f32; 8];
@@ -948,6 +997,7 @@ mod tests {
                 packed: None,
                 act: Activation::Identity,
                 wino: None,
+                direct: None,
             };
             let d = op.dims(&[1, c, h, wd], &[c, 1, k, k]).unwrap();
             let x: Vec<f64> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
@@ -966,6 +1016,7 @@ mod tests {
             packed: None,
             act: Activation::Identity,
             wino: None,
+            direct: None,
         };
         let (n, c, m, h, wd) = (2usize, 4usize, 6usize, 9usize, 7usize);
         let d = op.dims(&[n, c, h, wd], &[m, 2, 3, 3]).unwrap();
@@ -979,11 +1030,43 @@ mod tests {
         let wt = Tensor::from_vec(vec![m, 2, 3, 3], w.clone()).unwrap();
         let packed = PackedWeights::new(&wt, 2).unwrap();
         for p in [None, Some(packed.groups.as_slice())] {
-            let got = conv_f32(&x, &w, p, None, &d, 2, Some(&bias), Activation::Identity).unwrap();
+            let got = conv_f32(&x, &w, p, None, None, &d, 2, Some(&bias), Activation::Identity).unwrap();
             assert_eq!(got.len(), want.len());
             for (g, w) in got.iter().zip(&want) {
                 assert!((*g as f64 - w).abs() < 1e-3, "{g} vs {w}");
             }
+        }
+    }
+
+    #[test]
+    fn f32_direct_path_matches_generic_path() {
+        // Batch 2, 5x5 stride 2 with asymmetric pads, channels not a multiple of the tile; f64 reference.
+        let op = ConvOp {
+            attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![2, 2]), dilations: None, pads: Some(vec![2, 1, 1, 2]), ceil_mode: false },
+            group: 1,
+            packed: None,
+            act: Activation::Identity,
+            wino: None,
+            direct: None,
+        };
+        let (n, c, m, h, wd) = (2usize, 3usize, 11usize, 21usize, 18usize);
+        let d = op.dims(&[n, c, h, wd], &[m, c, 5, 5]).unwrap();
+        let x: Vec<f32> = (0..n * c * h * wd).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
+        let w: Vec<f32> = (0..m * c * 25).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+        let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5).collect();
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let w64: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+        let mut want = conv_compute::<f64>(&x64, &w64, &d, 1).unwrap();
+        add_bias(&mut want, &bias.iter().map(|&v| v as f64).collect::<Vec<_>>(), m, d.geo.out_size()).unwrap();
+        let wt = Tensor::from_vec(vec![m, c, 5, 5], w.clone()).unwrap();
+        let Some(dw) = direct_weights(&wt) else {
+            assert!(!convdirect::available());
+            return;
+        };
+        let got = conv_f32(&x, &w, None, None, Some(&dw), &d, 1, Some(&bias), Activation::Identity).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!((*g as f64 - w).abs() < 1e-3 * (1.0 + w.abs()), "{g} vs {w}");
         }
     }
 
@@ -996,6 +1079,7 @@ mod tests {
             packed: None,
             act: Activation::Identity,
             wino: None,
+            direct: None,
         };
         let (n, c, m, h, wd) = (2usize, 19usize, 21usize, 18usize, 17usize);
         let d = op.dims(&[n, c, h, wd], &[m, c, 3, 3]).unwrap();
@@ -1009,7 +1093,7 @@ mod tests {
         let tile = winograd::choose(m, c, d.geo.output[0], d.geo.output[1]).unwrap();
         let ww = WinogradWeights::new(tile, m, c, &w).unwrap();
         for (act, relu) in [(Activation::Identity, false), (Activation::Relu, true)] {
-            let got = conv_f32(&x, &w, None, Some(&ww), &d, 1, Some(&bias), act).unwrap();
+            let got = conv_f32(&x, &w, None, Some(&ww), None, &d, 1, Some(&bias), act).unwrap();
             assert_eq!(got.len(), want.len());
             for (g, w) in got.iter().zip(&want) {
                 let w = if relu { w.max(0.0) } else { *w };
@@ -1028,6 +1112,7 @@ mod tests {
                 packed: None,
                 act: Activation::Identity,
                 wino: None,
+                direct: None,
             };
             let d = op.dims(&[1, c, h, wd], &[c, 1, k, k]).unwrap();
             let x: Vec<f64> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
@@ -1070,6 +1155,7 @@ mod tests {
                 packed: None,
                 act: Activation::Identity,
                 wino: None,
+                direct: None,
             };
             let cg = c / group;
             let d = op.dims(&[1, c, h, wd], &[m, cg, k, k]).unwrap();
@@ -1100,16 +1186,24 @@ mod tests {
                 }
             }
             let packed = if group == 1 { PackedWeights::new(&Tensor::from_vec(vec![m, cg, k, k], w.clone()).unwrap(), 1) } else { None };
+            // The direct kernel where this machine has one (group 1 only).
+            let direct = if group == 1 { DirectWeights::new(m, cg * k * k, &w) } else { None };
             for act in acts {
-                let got = if group > 1 {
-                    depthwise_f32(&x, &w, &d, group, Some(&bias), act).unwrap()
+                let runs = if group > 1 {
+                    vec![depthwise_f32(&x, &w, &d, group, Some(&bias), act).unwrap()]
                 } else {
-                    conv_f32(&x, &w, packed.as_ref().map(|p| p.groups.as_slice()), None, &d, 1, Some(&bias), act).unwrap()
+                    let mut r = vec![conv_f32(&x, &w, packed.as_ref().map(|p| p.groups.as_slice()), None, None, &d, 1, Some(&bias), act).unwrap()];
+                    if let Some(dw) = &direct {
+                        r.push(conv_f32(&x, &w, None, None, Some(dw), &d, 1, Some(&bias), act).unwrap());
+                    }
+                    r
                 };
-                assert_eq!(got.len(), want.len());
-                for (idx, (g, v)) in got.iter().zip(&want).enumerate() {
-                    let v = act_f64(act, *v);
-                    assert!((*g as f64 - v).abs() < 1e-4 * (1.0 + v.abs()), "{act:?} c{c} m{m} k{k} s{s} at {idx}: {g} vs {v}");
+                for got in runs {
+                    assert_eq!(got.len(), want.len());
+                    for (idx, (g, v)) in got.iter().zip(&want).enumerate() {
+                        let v = act_f64(act, *v);
+                        assert!((*g as f64 - v).abs() < 1e-4 * (1.0 + v.abs()), "{act:?} c{c} m{m} k{k} s{s} at {idx}: {g} vs {v}");
+                    }
                 }
             }
         }

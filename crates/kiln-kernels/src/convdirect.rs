@@ -1,0 +1,396 @@
+//! Direct 2-D convolution (float32) for convolutions whose depth c·kh·kw is small, such as the
+//! first layer of an image network: Y[m × oh·ow] = act(W · im2col(X) + bias) with each row of
+//! im2col(X) read in place from the zero-padded, phase-split input copy (see
+//! [`crate::convgemm`]) instead of being packed. Output pixels are taken as a "wide" image of
+//! oh rows of wq ≥ ow columns, in which every kernel tap reads one contiguous run; tiles of
+//! 6 output channels × 16 wide pixels accumulate in registers over the whole depth, and only
+//! the columns below ow are stored. When packing is most of the work (few output channels per
+//! packed column) this skips it; with many output channels the implicit GEMM is faster.
+//! AVX2 + FMA only (elsewhere the implicit GEMM runs).
+
+use std::mem::MaybeUninit;
+
+use crate::act::Activation;
+use crate::convgemm::Conv2dGeometry;
+
+/// Output channels per tile.
+const MR: usize = 6;
+/// Wide pixels per tile.
+const NB: usize = 16;
+
+/// Constant weights W [m × k] in the layout of the direct kernel: ⌈m/6⌉ panels, each k rows of
+/// 6 output channels (zero past m).
+#[derive(Clone, Debug)]
+pub struct DirectWeights {
+    m: usize,
+    k: usize,
+    buf: Vec<f32>,
+}
+
+impl DirectWeights {
+    /// Rearranges row-major W [m × k], or `None` when the direct kernel cannot run here or W is
+    /// too short.
+    pub fn new(m: usize, k: usize, w: &[f32]) -> Option<DirectWeights> {
+        if !available() || m == 0 || k == 0 || w.len() < m.checked_mul(k)? {
+            return None;
+        }
+        let panels = m.div_ceil(MR);
+        let mut buf = vec![0f32; panels * k * MR];
+        for (t, panel) in buf.chunks_exact_mut(k * MR).enumerate() {
+            for r in 0..MR.min(m - t * MR) {
+                let row = &w[(t * MR + r) * k..][..k];
+                for (p, &v) in row.iter().enumerate() {
+                    panel[p * MR + r] = v;
+                }
+            }
+        }
+        Some(DirectWeights { m, k, buf })
+    }
+
+    /// Output channels (rows of W).
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// c·kh·kw (columns of W).
+    pub fn depth(&self) -> usize {
+        self.k
+    }
+}
+
+/// Whether [`conv2d_direct`] has a kernel on this machine.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::gemm::best_isa() == crate::gemm::Isa::Avx2
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the direct kernel is expected to beat the (implicit) GEMM for `m` output channels and
+/// depth `k`: packing B costs as much as a product with few rows (measured on the convolutions of
+/// common image networks, pointwise and not).
+pub fn pays(m: usize, k: usize) -> bool {
+    available() && (m <= 64 || k <= 160)
+}
+
+/// C pointer shared by the threads computing disjoint tiles.
+#[derive(Clone, Copy)]
+struct YPtr(*mut f32);
+// SAFETY: each part writes a disjoint set of tiles (see `conv2d_direct`).
+unsafe impl Send for YPtr {}
+// SAFETY: as above.
+unsafe impl Sync for YPtr {}
+
+/// Y[m × oh·ow] (row stride oh·ow) = act(W · im2col(X) + bias) for one convolution group, using
+/// up to `threads` parts of the calling thread's pool. Every element of the first m·oh·ow of
+/// `y` is written (it need not be initialised) and none is read.
+///
+/// Panics if the buffers are smaller than the geometry needs, a stride, dilation or kernel size
+/// is zero, or the weights' depth is not c·kh·kw (callers validate shapes first), or when
+/// [`available`] is false (no [`DirectWeights`] can exist then).
+pub fn conv2d_direct(g: &Conv2dGeometry, x: &[f32], w: &DirectWeights, bias: Option<&[f32]>, act: Activation, y: &mut [MaybeUninit<f32>], threads: usize) {
+    assert!(g.sh > 0 && g.sw > 0 && g.dh > 0 && g.dw > 0 && g.kh > 0 && g.kw > 0, "conv2d_direct: zero stride, dilation or kernel");
+    let (m, k, n) = (w.m, g.depth(), g.cols());
+    assert_eq!(w.k, k, "conv2d_direct: weights have the wrong depth");
+    assert!(x.len() >= g.c * g.ih * g.iw && y.len() >= m * n, "conv2d_direct: buffer too small");
+    assert!(bias.map_or(true, |b| b.len() >= m), "conv2d_direct: bias too short");
+    if n == 0 {
+        return;
+    }
+    crate::convgemm::with_work(|xpad| {
+        // The last tile reads up to NB wide pixels past the last output row.
+        let (plane, wq) = crate::convgemm::padded_copy(g, x, xpad, NB, threads);
+        let ksz = g.kh * g.kw;
+        let offs: Vec<usize> = (0..k)
+            .map(|p| {
+                let (ci, r) = (p / ksz, p % ksz);
+                let (ya, xb) = ((r / g.kw) * g.dh, (r % g.kw) * g.dw);
+                ((ci * g.sh + ya % g.sh) * g.sw + xb % g.sw) * plane + (ya / g.sh) * wq + xb / g.sw
+            })
+            .collect();
+        let xs: &[f32] = xpad;
+        run(xs, &offs, wq, usize::MAX, g.oh, g.ow, w, bias, act, y, threads);
+    });
+    if !matches!(act, Activation::Identity | Activation::Relu | Activation::Clip(..) | Activation::HardSigmoid(..) | Activation::HardSwish) {
+        // SAFETY: every element of Y's m × n block was written above.
+        let yw = unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<f32>(), m * n) };
+        act.apply(yw);
+    }
+}
+
+/// Y[m × n] = act(W · X + bias) for a pointwise convolution (or any product with X [k × n]
+/// row-major), read in place; as [`conv2d_direct`] otherwise.
+///
+/// Panics if the buffers are smaller than the shapes need or the weights' depth is not k.
+pub fn pointwise_direct(k: usize, n: usize, x: &[f32], w: &DirectWeights, bias: Option<&[f32]>, act: Activation, y: &mut [MaybeUninit<f32>], threads: usize) {
+    let m = w.m;
+    assert_eq!(w.k, k, "pointwise_direct: weights have the wrong depth");
+    assert!(x.len() >= k * n && y.len() >= m * n, "pointwise_direct: buffer too small");
+    assert!(bias.map_or(true, |b| b.len() >= m), "pointwise_direct: bias too short");
+    if n == 0 {
+        return;
+    }
+    let offs: Vec<usize> = (0..k).map(|p| p * n).collect();
+    run(x, &offs, n, n, 1, n, w, bias, act, y, threads);
+    if !matches!(act, Activation::Identity | Activation::Relu | Activation::Clip(..) | Activation::HardSigmoid(..) | Activation::HardSwish) {
+        // SAFETY: every element of Y's m × n block was written above.
+        let yw = unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<f32>(), m * n) };
+        act.apply(yw);
+    }
+}
+
+/// Tiles of Y [m × oh·ow] from `xs`: tap p of wide pixel j at xs[offs[p] + j], wide rows of `wq`
+/// pixels; reads at or past wide pixel `readable` are masked off (usize::MAX: none).
+#[allow(clippy::too_many_arguments)]
+fn run(
+    xs: &[f32], offs: &[usize], wq: usize, readable: usize, oh: usize, ow: usize, w: &DirectWeights, bias: Option<&[f32]>, act: Activation,
+    y: &mut [MaybeUninit<f32>], threads: usize,
+) {
+    let (m, k) = (w.m, w.k);
+    let wide = oh * wq;
+    let chunks = wide.div_ceil(NB);
+    assert!(
+        offs.iter().all(|&o| o + (chunks * NB).min(readable) <= xs.len()) && y.len() >= m * oh * ow,
+        "conv2d_direct: source too short"
+    );
+    let panels = m.div_ceil(MR);
+    // Parts of whole pixel chunks × all channels; several per thread so a thread that falls
+    // behind is helped.
+    let parts = if threads > 1 && m * oh * ow * k >= 1 << 18 { (threads * 4).min(chunks) } else { 1 };
+    let per = chunks.div_ceil(parts);
+    let yp = YPtr(y.as_mut_ptr().cast::<f32>());
+    let geo = Out { oh, ow, wq, readable };
+    let job = |&(c0, c1): &(usize, usize)| {
+        let yp = yp;
+        for ch in c0..c1 {
+            for t in 0..panels {
+                // SAFETY: the taps' reads stay in `xs` (asserted above, masked past `readable`);
+                // the tile's stores stay inside Y's m × oh·ow elements and belong to this part.
+                unsafe { tile(xs, offs, &w.buf[t * k * MR..(t + 1) * k * MR], ch * NB, t * MR, m, &geo, bias, act, yp.0) };
+            }
+        }
+    };
+    let items: Vec<(usize, usize)> = (0..parts).map(|i| ((i * per).min(chunks), ((i + 1) * per).min(chunks))).filter(|r| r.0 < r.1).collect();
+    crate::par::for_each(items.iter().collect(), job);
+}
+
+/// Output shape of the wide pixels (see [`run`]).
+struct Out {
+    oh: usize,
+    ow: usize,
+    wq: usize,
+    readable: usize,
+}
+
+/// One tile with the kernel for this machine (see [`tile_avx2`]).
+///
+/// # Safety
+/// As [`tile_avx2`], except that the ISA is checked here: without AVX2 and FMA (no
+/// [`DirectWeights`] can exist then) nothing is written.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn tile(xs: &[f32], offs: &[usize], a: &[f32], j0: usize, i0: usize, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: AVX2 and FMA were detected; the caller guarantees the rest.
+        unsafe { tile_avx2(xs, offs, a, j0, i0, m, o, bias, act, y) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (xs, offs, a, j0, i0, m, o, bias, act, y);
+}
+
+/// One tile: output channels i0..i0+6 (those below m) × wide pixels j0..j0+16 (those that are
+/// output pixels), act applied when it has a register form (see [`conv2d_direct`]).
+///
+/// # Safety
+/// AVX2 and FMA must be available; `xpad[offs[p] + j0 ..][..16]` must be in bounds for every p;
+/// `y` valid for writes of m × oh·ow elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2(xs: &[f32], offs: &[usize], a: &[f32], j0: usize, i0: usize, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
+    use std::arch::x86_64::*;
+    let rows = MR.min(m - i0);
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    if let Some(b) = bias {
+        for (r, row) in acc.iter_mut().enumerate().take(rows) {
+            let v = _mm256_set1_ps(b[i0 + r]);
+            *row = [v, v];
+        }
+    }
+    let xp = xs.as_ptr().add(j0);
+    let ap = a.as_ptr();
+    let fma = |acc: &mut [[__m256; 2]; MR], p: usize, b0: __m256, b1: __m256| {
+        let w = ap.add(p * MR);
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = _mm256_broadcast_ss(&*w.add(r));
+            row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+            row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+        }
+    };
+    if j0 + NB <= o.readable {
+        for (p, &off) in offs.iter().enumerate() {
+            fma(&mut acc, p, _mm256_loadu_ps(xp.add(off)), _mm256_loadu_ps(xp.add(off + 8)));
+        }
+    } else {
+        // Lanes at or past `readable` are not read.
+        let valid = o.readable.saturating_sub(j0) as i32;
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), lanes);
+        let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid - 8), lanes);
+        for (p, &off) in offs.iter().enumerate() {
+            fma(&mut acc, p, _mm256_maskload_ps(xp.add(off), m0), _mm256_maskload_ps(xp.wrapping_add(off + 8), m1));
+        }
+    }
+    // max(lo, x) / min(hi, x) with x second return x when it is NaN.
+    let clip = |x: __m256, lo: f32, hi: f32| _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x));
+    let f = |v: __m256| match act {
+        Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), v),
+        Activation::Clip(lo, hi) => clip(v, lo, hi),
+        Activation::HardSigmoid(al, be) => clip(_mm256_fmadd_ps(_mm256_set1_ps(al), v, _mm256_set1_ps(be)), 0.0, 1.0),
+        Activation::HardSwish => _mm256_mul_ps(v, clip(_mm256_fmadd_ps(_mm256_set1_ps(1.0 / 6.0), v, _mm256_set1_ps(0.5)), 0.0, 1.0)),
+        _ => v,
+    };
+    let (wq, n) = (o.wq, o.oh * o.ow);
+    let (oy, ox) = (j0 / wq, j0 % wq);
+    if ox + NB <= o.ow {
+        // All 16 pixels are consecutive outputs of one row.
+        let base = oy * o.ow + ox;
+        for (r, row) in acc.iter().enumerate().take(rows) {
+            let d = y.add((i0 + r) * n + base);
+            _mm256_storeu_ps(d, f(row[0]));
+            _mm256_storeu_ps(d.add(8), f(row[1]));
+        }
+        return;
+    }
+    let mut buf = [[0f32; NB]; MR];
+    for (r, row) in acc.iter().enumerate().take(rows) {
+        _mm256_storeu_ps(buf[r].as_mut_ptr(), f(row[0]));
+        _mm256_storeu_ps(buf[r].as_mut_ptr().add(8), f(row[1]));
+    }
+    // Runs of the tile within wide rows: output columns below ow of rows below oh.
+    let mut q = 0;
+    while q < NB {
+        let (ry, rx) = ((j0 + q) / wq, (j0 + q) % wq);
+        let len = (wq - rx).min(NB - q);
+        if ry >= o.oh {
+            break;
+        }
+        if rx < o.ow {
+            let cnt = (o.ow - rx).min(len);
+            for (r, vals) in buf.iter().enumerate().take(rows) {
+                std::ptr::copy_nonoverlapping(vals.as_ptr().add(q), y.add((i0 + r) * n + ry * o.ow + rx), cnt);
+            }
+        }
+        q += len;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct definition: y[o, oy, ox] = Σ w[o, ci, a, b] · x[ci, oy·sh + a·dh − ph, ox·sw + b·dw − pw].
+    fn naive(g: &Conv2dGeometry, m: usize, x: &[f32], w: &[f32]) -> Vec<f64> {
+        let mut y = vec![0f64; m * g.oh * g.ow];
+        for o in 0..m {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = 0f64;
+                    for ci in 0..g.c {
+                        for a in 0..g.kh {
+                            for b in 0..g.kw {
+                                let iy = (oy * g.sh + a * g.dh) as isize - g.ph as isize;
+                                let ix = (ox * g.sw + b * g.dw) as isize - g.pw as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < g.ih && (ix as usize) < g.iw {
+                                    acc += x[(ci * g.ih + iy as usize) * g.iw + ix as usize] as f64 * w[((o * g.c + ci) * g.kh + a) * g.kw + b] as f64;
+                                }
+                            }
+                        }
+                    }
+                    y[(o * g.oh + oy) * g.ow + ox] = acc;
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn pointwise_matches_definition() {
+        if !available() {
+            return;
+        }
+        let _pool = crate::par::enter(crate::par::build_pool(2));
+        // (m, k, n): tails of the channel tile and of the 16-pixel tile, one pixel, long rows.
+        for &(m, k, n) in &[(16usize, 128usize, 3025usize), (1, 1, 1), (7, 3, 17), (13, 40, 49), (64, 512, 169), (6, 9, 16), (25, 70, 250)] {
+            let x: Vec<f32> = (0..k * n).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
+            let wv: Vec<f32> = (0..m * k).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
+            let dw_ = DirectWeights::new(m, k, &wv).expect("weights");
+            for (threads, act) in [(1, Activation::Relu), (2, Activation::Identity), (2, Activation::Sigmoid)] {
+                let mut y = vec![MaybeUninit::new(f32::NAN); m * n + 3];
+                pointwise_direct(k, n, &x, &dw_, Some(&bias), act, &mut y, threads);
+                // SAFETY: every element was initialised (to NaN, then by the kernel).
+                let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
+                for i in 0..m {
+                    for j in 0..n {
+                        let want = act.eval_f64(bias[i] as f64 + (0..k).map(|p| wv[i * k + p] as f64 * x[p * n + j] as f64).sum::<f64>());
+                        let got = y[i * n + j] as f64;
+                        assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "m{m} k{k} n{n} {act:?} at ({i}, {j}): {got} vs {want}");
+                    }
+                }
+                assert!(y[m * n..].iter().all(|v| v.is_nan()), "wrote past Y");
+            }
+        }
+    }
+
+    #[test]
+    fn matches_direct_definition() {
+        if !available() {
+            assert!(DirectWeights::new(4, 4, &[0.0; 16]).is_none());
+            return;
+        }
+        // (m, c, ih, iw, kh, kw, sh, sw, dh, dw, ph, pw, pad_end_h, pad_end_w)
+        let cases = [
+            (16, 3, 30, 30, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1),
+            (13, 3, 23, 19, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3),
+            (5, 2, 8, 10, 3, 2, 1, 3, 2, 1, 2, 0, 1, 2),
+            (7, 1, 3, 3, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2),
+            (6, 4, 9, 8, 3, 3, 1, 1, 2, 1, 2, 0, 1, 2),
+            (1, 3, 17, 40, 3, 3, 2, 2, 1, 1, 0, 0, 0, 0),
+            (20, 5, 6, 6, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0),
+            (3, 2, 4, 5, 2, 2, 1, 1, 1, 1, 3, 3, 0, 1),
+            (32, 3, 35, 35, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1),
+        ];
+        let _pool = crate::par::enter(crate::par::build_pool(2));
+        let acts = [Activation::Identity, Activation::Relu, Activation::HardSwish, Activation::Swish(1.0), Activation::Clip(-0.5, 0.5), Activation::HardSigmoid(0.2, 0.5)];
+        for (ci, &(m, c, ih, iw, kh, kw, sh, sw, dh, dw, ph, pw, eh, ew)) in cases.iter().enumerate() {
+            let oh = (ih + ph + eh - (kh - 1) * dh - 1) / sh + 1;
+            let ow = (iw + pw + ew - (kw - 1) * dw - 1) / sw + 1;
+            let g = Conv2dGeometry { c, ih, iw, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw };
+            let x: Vec<f32> = (0..c * ih * iw).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
+            let wv: Vec<f32> = (0..m * g.depth()).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
+            let dw_ = DirectWeights::new(m, g.depth(), &wv).expect("weights");
+            let want = naive(&g, m, &x, &wv);
+            for threads in [1, 2] {
+                let act = acts[ci % acts.len()];
+                for b in [None, Some(&bias[..])] {
+                    let mut y = vec![MaybeUninit::new(f32::NAN); m * g.cols() + 3];
+                    conv2d_direct(&g, &x, &dw_, b, act, &mut y, threads);
+                    // SAFETY: every element was initialised (to NaN, then by the kernel).
+                    let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
+                    for (idx, (&got, &w)) in y.iter().zip(&want).enumerate() {
+                        let w = act.eval_f64(w + b.map_or(0.0, |b| b[idx / g.cols()] as f64));
+                        assert!((got as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g:?} m{m} {act:?} at {idx}: {got} vs {w}");
+                    }
+                    assert!(y[m * g.cols()..].iter().all(|v| v.is_nan()), "wrote past Y");
+                }
+            }
+        }
+    }
+}
