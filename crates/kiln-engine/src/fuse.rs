@@ -338,7 +338,7 @@ pub(crate) fn fuse_matmul_gelu(graph: &GraphProto, nodes: &[NodeProto], base_dir
         if !product || n.output.len() != 1 || n.output[0].is_empty() || n.input.len() < 2 || n.attribute.iter().any(|a| a.name == MATMUL_GELU) {
             continue;
         }
-        if !const_f32_shape(&n.input[1], nodes, &producer, &inits, base_dir).is_some_and(|w| w.len() == 2) {
+        if const_f32_shape(&n.input[1], nodes, &producer, &inits, base_dir).is_none_or(|w| w.len() != 2) {
             continue;
         }
         let Some(r) = uses.sole_reader(&n.output[0]) else { continue };

@@ -72,8 +72,8 @@ pub fn tanh_f32(x: f32) -> f32 {
 /// NaN.
 #[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
-    // Comparisons are false for NaN, which therefore reaches the result.
-    let xc = if x > 4.0 { 4.0 } else if x < -4.0 { -4.0 } else { x };
+    // clamp keeps NaN, which therefore reaches the result.
+    let xc = x.clamp(-4.0, 4.0);
     let x2 = xc * xc;
     let mut p = -2.726_142_3e-10f32;
     p = p * x2 + 2.770_681_4e-8;
