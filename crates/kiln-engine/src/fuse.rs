@@ -3,11 +3,16 @@
 //!
 //! - `x * Sigmoid(x)` (SiLU, as torch exports it) → `Swish(x)` (alpha 1).
 //! - `(x * (Erf(x / √2) + 1)) * 0.5` (exact GELU, as torch exports it) → `Gelu(x)`.
+//! - `(x * 0.5) * (Tanh((x + Pow(x, 3) * 0.044715) * √(2/π)) + 1)` (tanh GELU, also with the 0.5
+//!   applied last) → `Gelu(x, approximate="tanh")`.
 //! - `Act(Conv(...))` for Act in Relu, HardSigmoid, HardSwish, Sigmoid, Swish → the Conv with
 //!   [`CONV_ACTIVATION`] / [`CONV_ACTIVATION_PARAMS`] attributes naming the activation it applies.
 //!
 //! - `Add(MatMul(x, W), b)` with constant float32 W [k, n] and b [n] → `MatMul(x, W, b)`, the
 //!   bias applied in the product's epilogue (a third MatMul input exists only in fused graphs).
+//! - `Gelu(MatMul(x, W[, b]))` and `Gelu(Gemm(x, W, ...))` with constant float32 W → the product
+//!   with the [`MATMUL_GELU`] attribute, GELU applied in its epilogue; also through a Reshape
+//!   between the two (`Reshape(Gelu(y))` computes the same as `Gelu(Reshape(y))`).
 //!
 //! A chain is fused only when each intermediate value has exactly one reader and is neither a
 //! graph output nor read by a subgraph, and when its constants are the expected scalars. Uses
@@ -25,7 +30,8 @@ use crate::plan::collect_outer_refs;
 pub(crate) fn fuse_graph(graph: &GraphProto, base_dir: Option<&Path>) -> Option<Vec<NodeProto>> {
     let act = fuse_activations(graph, base_dir);
     let conv = fuse_conv_activations(graph, act.as_deref().unwrap_or(&graph.node)).or(act);
-    fuse_matmul_bias(graph, conv.as_deref().unwrap_or(&graph.node), base_dir).or(conv)
+    let bias = fuse_matmul_bias(graph, conv.as_deref().unwrap_or(&graph.node), base_dir).or(conv);
+    fuse_matmul_gelu(graph, bias.as_deref().unwrap_or(&graph.node), base_dir).or(bias)
 }
 
 /// Who reads each value of a node list, and which values must stay (graph outputs, values read
@@ -102,7 +108,7 @@ pub(crate) fn fuse_activations(graph: &GraphProto, base_dir: Option<&Path>) -> O
             _ => None,
         }
     };
-    let is = |i: usize, op: &str| nodes[i].op_type == op && nodes[i].domain.is_empty() && nodes[i].input.len() == if op == "Erf" || op == "Sigmoid" { 1 } else { 2 };
+    let is = |i: usize, op: &str| nodes[i].op_type == op && nodes[i].domain.is_empty() && nodes[i].input.len() == if matches!(op, "Erf" | "Sigmoid" | "Tanh") { 1 } else { 2 };
     // For a binary node reading `v`, its other input.
     let other = |i: usize, v: &str| -> Option<String> {
         let n = &nodes[i];
@@ -160,6 +166,52 @@ pub(crate) fn fuse_activations(graph: &GraphProto, base_dir: Option<&Path>) -> O
                 removed[c] = true;
             }
             replace.insert(chain[3], fused_node("Gelu", x, &nodes[chain[3]]));
+        } else if is(i, "Pow") && n.input[0] == x && near(scalar(&n.input[1]), 3.0) {
+            // Pow → Mul(0.044715) → Add(x) → Mul(√(2/π)) → Tanh → Add(1), then either
+            // Mul(Mul(x, 0.5), ·) or Mul(Mul(x, ·), 0.5).
+            let chain = (|| {
+                let step = |v: &str, op: &str, c: f64| -> Option<usize> {
+                    let r = sole_reader(v).filter(|&r| is(r, op))?;
+                    near(scalar(&other(r, v)?), c).then_some(r)
+                };
+                let cube = step(&n.output[0], "Mul", 0.044715)?;
+                let inner = sole_reader(nodes[cube].output.first()?).filter(|&a| is(a, "Add"))?;
+                if other(inner, &nodes[cube].output[0])? != x {
+                    return None;
+                }
+                let scaled = step(nodes[inner].output.first()?, "Mul", (2.0 / std::f64::consts::PI).sqrt())?;
+                let t = sole_reader(nodes[scaled].output.first()?).filter(|&t| is(t, "Tanh"))?;
+                let plus1 = step(nodes[t].output.first()?, "Add", 1.0)?;
+                let w = nodes[plus1].output.first()?;
+                let m = sole_reader(w).filter(|&m| is(m, "Mul"))?;
+                let o = other(m, w)?;
+                if o == x {
+                    let half = step(nodes[m].output.first()?, "Mul", 0.5)?;
+                    return Some([cube, inner, scaled, t, plus1, m, half]);
+                }
+                // `o` must be Mul(x, 0.5) read only here.
+                let h = *producer.get(o.as_str())?;
+                if !is(h, "Mul") || sole_reader(&o) != Some(m) || !near(other(h, x).and_then(|c| scalar(&c)), 0.5) {
+                    return None;
+                }
+                Some([cube, inner, scaled, t, plus1, h, m])
+            })();
+            let Some(chain) = chain else { continue };
+            if chain.iter().any(|&c| removed[c]) {
+                continue;
+            }
+            removed[i] = true;
+            for &c in &chain {
+                removed[c] = true;
+            }
+            let mut g = fused_node("Gelu", x, &nodes[chain[6]]);
+            g.attribute.push(AttributeProto {
+                name: "approximate".to_string(),
+                r#type: AttributeType::String,
+                s: b"tanh".to_vec(),
+                ..AttributeProto::default()
+            });
+            replace.insert(chain[6], g);
         }
     }
     rewritten(nodes, replace, &removed)
@@ -259,6 +311,76 @@ pub(crate) fn fuse_matmul_bias(graph: &GraphProto, nodes: &[NodeProto], base_dir
                 ..NodeProto::default()
             },
         );
+    }
+    rewritten(nodes, replace, &removed)
+}
+
+/// Attribute of a fused MatMul or Gemm applying GELU to its output: the Gelu node's
+/// `approximate` value ("none" or "tanh").
+pub(crate) const MATMUL_GELU: &str = "kiln.gelu";
+
+/// `nodes` with each MatMul or Gemm of a constant float32 2-D right operand whose output's only
+/// reader is a Gelu (directly or through a Reshape that is its only reader) replaced by the
+/// product applying GELU; `None` when there is none.
+pub(crate) fn fuse_matmul_gelu(graph: &GraphProto, nodes: &[NodeProto], base_dir: Option<&Path>) -> Option<Vec<NodeProto>> {
+    let uses = Uses::new(graph, nodes);
+    let producer: HashMap<&str, usize> =
+        nodes.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
+    let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut replace: HashMap<usize, NodeProto> = HashMap::new();
+    let mut removed = vec![false; nodes.len()];
+    let is_gelu = |i: usize| {
+        let g = &nodes[i];
+        g.op_type == "Gelu" && g.domain.is_empty() && g.input.len() == 1 && g.output.len() == 1 && !g.output[0].is_empty()
+    };
+    for (i, n) in nodes.iter().enumerate() {
+        let product = matches!(n.op_type.as_str(), "MatMul" | "Gemm") && n.domain.is_empty();
+        if !product || n.output.len() != 1 || n.output[0].is_empty() || n.input.len() < 2 || n.attribute.iter().any(|a| a.name == MATMUL_GELU) {
+            continue;
+        }
+        if const_f32_shape(&n.input[1], nodes, &producer, &inits, base_dir).is_none_or(|w| w.len() != 2) {
+            continue;
+        }
+        let Some(r) = uses.sole_reader(&n.output[0]) else { continue };
+        // The Gelu, and the Reshape between the product and it.
+        let (g, reshape) = if is_gelu(r) {
+            (r, None)
+        } else if nodes[r].op_type == "Reshape" && nodes[r].domain.is_empty() && nodes[r].input.first() == Some(&n.output[0]) && nodes[r].output.len() == 1 {
+            match uses.sole_reader(&nodes[r].output[0]) {
+                Some(g) if is_gelu(g) => (g, Some(r)),
+                _ => continue,
+            }
+        } else {
+            continue;
+        };
+        if removed[g] || replace.contains_key(&g) || reshape.is_some_and(|r| replace.contains_key(&r)) {
+            continue;
+        }
+        let approximate = match nodes[g].attribute.iter().find(|a| a.name == "approximate") {
+            None => "none".to_string(),
+            Some(a) if a.r#type == AttributeType::String => String::from_utf8_lossy(&a.s).into_owned(),
+            Some(_) => continue,
+        };
+        if approximate != "none" && approximate != "tanh" {
+            continue;
+        }
+        let mut fused = n.clone();
+        fused.attribute.push(AttributeProto {
+            name: MATMUL_GELU.to_string(),
+            r#type: AttributeType::String,
+            s: approximate.into_bytes(),
+            ..AttributeProto::default()
+        });
+        match reshape {
+            None => fused.output = nodes[g].output.clone(),
+            Some(r) => {
+                let mut rs = nodes[r].clone();
+                rs.output = nodes[g].output.clone();
+                replace.insert(r, rs);
+            }
+        }
+        removed[g] = true;
+        replace.insert(i, fused);
     }
     rewritten(nodes, replace, &removed)
 }
@@ -386,5 +508,148 @@ mod tests {
         // W computed at run time.
         let g = graph(vec![node("MatMul", &["x", "v"], "xw"), node("Add", &["xw", "b"], "y")], vec![init("b", &[3])], &["y"]);
         assert!(fuse_matmul_bias(&g, &g.node, None).is_none());
+    }
+
+    fn scalar_init(name: &str, v: f32) -> TensorProto {
+        TensorProto { name: name.into(), dims: vec![], data_type: 1, float_data: vec![v], ..TensorProto::default() }
+    }
+
+    fn init_values(name: &str, dims: &[i64], v: Vec<f32>) -> TensorProto {
+        TensorProto { name: name.into(), dims: dims.to_vec(), data_type: 1, float_data: v, ..TensorProto::default() }
+    }
+
+    /// erf by its Maclaurin series (|x| small enough here for it to converge quickly).
+    fn erf_series(x: f64) -> f64 {
+        let (mut term, mut sum, mut n) = (x, x, 0.0);
+        while term.abs() > 1e-17 {
+            n += 1.0;
+            term *= -x * x / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    /// `x [4, 5] · W [5, 6] + b`, reshaped to [2, 2, 6], through the GELU chain `gelu` (nodes
+    /// reading "y" and writing "z"), as a whole model.
+    fn gelu_model(gelu: Vec<NodeProto>, consts: Vec<TensorProto>) -> kiln_onnx::proto::ModelProto {
+        let w: Vec<f32> = (0..30).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect();
+        let b: Vec<f32> = (0..6).map(|i| i as f32 * 0.3 - 0.8).collect();
+        let mut nodes = vec![
+            node("MatMul", &["x", "w"], "xw"),
+            node("Add", &["xw", "b"], "xwb"),
+            node("Reshape", &["xwb", "shape"], "y"),
+        ];
+        nodes.extend(gelu);
+        let mut inits = vec![init_values("w", &[5, 6], w), init_values("b", &[6], b)];
+        inits.push(TensorProto { name: "shape".into(), dims: vec![3], data_type: 7, int64_data: vec![2, 2, 6], ..TensorProto::default() });
+        inits.extend(consts);
+        let mut g = graph(nodes, inits, &["z"]);
+        g.input = vec![ValueInfoProto { name: "x".into(), ..ValueInfoProto::default() }];
+        kiln_onnx::proto::ModelProto {
+            ir_version: 8,
+            opset_import: vec![kiln_onnx::proto::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(g),
+            ..Default::default()
+        }
+    }
+
+    /// Runs the model on a fixed x and checks z against `want` applied to the product in f64.
+    fn check_model(model: &kiln_onnx::proto::ModelProto, want: impl Fn(f64) -> f64) {
+        let g = model.graph.as_ref().unwrap();
+        let w = g.initializer[0].float_data.clone();
+        let b = g.initializer[1].float_data.clone();
+        let x: Vec<f32> = (0..20).map(|i| ((i * 13) % 17) as f32 / 4.0 - 2.0).collect();
+        let session = crate::Session::from_proto(model, None, crate::SessionOptions::default(), &crate::Registry::with_builtin()).expect("session");
+        let t = kiln_tensor::Tensor::from_vec(vec![4, 5], x.clone()).unwrap();
+        let out = session.run(vec![("x".into(), kiln_tensor::Value::Tensor(t))]).expect("run");
+        let kiln_tensor::Value::Tensor(z) = &out[0].1 else { panic!("not a tensor") };
+        assert_eq!(z.shape(), [2, 2, 6]);
+        let z = z.as_slice::<f32>().unwrap();
+        for i in 0..4 {
+            for j in 0..6 {
+                let v = (0..5).map(|p| x[i * 5 + p] as f64 * w[p * 6 + j] as f64).sum::<f64>() + b[j] as f64;
+                let e = want(v);
+                assert!((z[i * 6 + j] as f64 - e).abs() < 1e-5 * (1.0 + e.abs()), "({i},{j}): {} vs {e}", z[i * 6 + j]);
+            }
+        }
+    }
+
+    #[test]
+    fn tanh_gelu_chains_fuse_into_the_product() {
+        let want = |v: f64| 0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh());
+        let consts = vec![
+            scalar_init("half", 0.5),
+            scalar_init("three", 3.0),
+            scalar_init("k", 0.044715),
+            scalar_init("s", (2.0 / std::f64::consts::PI).sqrt() as f32),
+            scalar_init("one", 1.0),
+        ];
+        let head = |v: &str| {
+            vec![
+                node("Pow", &["y", "three"], "p"),
+                node("Mul", &["p", "k"], "q"),
+                node("Add", &["y", "q"], "u"),
+                node("Mul", &["u", "s"], "v"),
+                node("Tanh", &["v"], "t"),
+                node("Add", &["t", "one"], v),
+            ]
+        };
+        // The half applied first (as GPT-2 exports it) and last.
+        let mut first = vec![node("Mul", &["y", "half"], "h")];
+        first.extend(head("w1"));
+        first.push(node("Mul", &["h", "w1"], "z"));
+        let mut last = head("w1");
+        last.push(node("Mul", &["y", "w1"], "m"));
+        last.push(node("Mul", &["m", "half"], "z"));
+        for chain in [first, last] {
+            let model = gelu_model(chain, consts.clone());
+            let g = model.graph.as_ref().unwrap();
+            let fused = fuse_graph(g, None).expect("fused");
+            let ops: Vec<&str> = fused.iter().map(|n| n.op_type.as_str()).collect();
+            assert_eq!(ops, ["MatMul", "Reshape"]);
+            let gelu = fused[0].attribute.iter().find(|a| a.name == MATMUL_GELU).expect("GELU attribute");
+            assert_eq!(gelu.s, b"tanh");
+            assert_eq!(fused[1].output, ["z"]);
+            check_model(&model, want);
+        }
+    }
+
+    #[test]
+    fn erf_gelu_fuses_into_the_product() {
+        let want = |v: f64| 0.5 * v * (1.0 + erf_series(v / std::f64::consts::SQRT_2));
+        let consts = vec![scalar_init("sqrt2", std::f64::consts::SQRT_2 as f32), scalar_init("one", 1.0), scalar_init("half", 0.5)];
+        let chain = vec![
+            node("Div", &["y", "sqrt2"], "d"),
+            node("Erf", &["d"], "e"),
+            node("Add", &["e", "one"], "a"),
+            node("Mul", &["y", "a"], "m"),
+            node("Mul", &["m", "half"], "z"),
+        ];
+        let model = gelu_model(chain, consts);
+        let fused = fuse_graph(model.graph.as_ref().unwrap(), None).expect("fused");
+        let ops: Vec<&str> = fused.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["MatMul", "Reshape"]);
+        assert_eq!(fused[0].input, ["x", "w", "b"]);
+        check_model(&model, want);
+    }
+
+    #[test]
+    fn gelu_left_alone_when_the_product_is_read_elsewhere() {
+        let g = graph(
+            vec![node("MatMul", &["x", "w"], "y"), node("Gelu", &["y"], "z"), node("Relu", &["y"], "r")],
+            vec![init("w", &[4, 3])],
+            &["z", "r"],
+        );
+        assert!(fuse_matmul_gelu(&g, &g.node, None).is_none());
+        // The Reshape's output is also a graph output.
+        let g = graph(
+            vec![node("MatMul", &["x", "w"], "y"), node("Reshape", &["y", "s"], "ry"), node("Gelu", &["ry"], "z")],
+            vec![init("w", &[4, 3])],
+            &["z", "ry"],
+        );
+        assert!(fuse_matmul_gelu(&g, &g.node, None).is_none());
+        // W computed at run time.
+        let g = graph(vec![node("MatMul", &["x", "v"], "y"), node("Gelu", &["y"], "z")], vec![], &["z"]);
+        assert!(fuse_matmul_gelu(&g, &g.node, None).is_none());
     }
 }

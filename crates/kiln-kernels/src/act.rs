@@ -2,7 +2,7 @@
 //! Relu, Clip, HardSigmoid, HardSwish, Sigmoid and Swish, with the same definitions as the ONNX
 //! operators of those names.
 
-use crate::vmath::exp_f32;
+use crate::vmath::{exp_f32, gelu_f32, gelu_tanh_f32};
 
 /// An activation applied to each element after a product is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
@@ -96,6 +96,56 @@ impl Activation {
                     if csc == 1 {
                         // SAFETY: row i holds `cols` contiguous elements.
                         self.apply_inline(unsafe { std::slice::from_raw_parts_mut(row, cols) });
+                    } else {
+                        for j in 0..cols {
+                            // SAFETY: element (i, j) lies in the block.
+                            let p = unsafe { row.offset(j as isize * csc) };
+                            unsafe { *p = self.eval(*p) };
+                        }
+                    }
+                }
+            },
+        )
+    }
+}
+
+/// GELU, applied by the GEMM epilogue after the biases (see [`crate::Epilogue::gelu`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gelu {
+    /// x·(1 + erf(x/√2))/2, the ONNX Gelu default.
+    Erf,
+    /// x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))/2, Gelu with approximate = "tanh".
+    Tanh,
+}
+
+impl Gelu {
+    /// GELU of one value.
+    #[inline(always)]
+    pub fn eval(self, v: f32) -> f32 {
+        match self {
+            Gelu::Erf => gelu_f32(v),
+            Gelu::Tanh => gelu_tanh_f32(v),
+        }
+    }
+
+    /// Applies GELU to the `rows × cols` block at `c` (element (i, j) at `c[i·rsc + j·csc]`).
+    ///
+    /// # Safety
+    /// Every element of the block must be valid for reads and writes and not aliased elsewhere.
+    pub(crate) unsafe fn apply_block(self, c: *mut f32, rows: usize, cols: usize, rsc: isize, csc: isize) {
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                for i in 0..rows {
+                    // SAFETY: the caller guarantees the block is valid.
+                    let row = unsafe { c.offset(i as isize * rsc) };
+                    if csc == 1 {
+                        // SAFETY: row i holds `cols` contiguous elements.
+                        let r = unsafe { std::slice::from_raw_parts_mut(row, cols) };
+                        match self {
+                            Gelu::Erf => r.iter_mut().for_each(|v| *v = gelu_f32(*v)),
+                            Gelu::Tanh => r.iter_mut().for_each(|v| *v = gelu_tanh_f32(*v)),
+                        }
                     } else {
                         for j in 0..cols {
                             // SAFETY: element (i, j) lies in the block.

@@ -19,7 +19,7 @@ pub mod tree;
 pub mod vmath;
 pub mod winograd;
 
-pub use act::Activation;
+pub use act::{Activation, Gelu};
 pub use convgemm::{conv2d_gemm, Conv2dGeometry};
 pub use dwconv::{depthwise_conv2d, DwGeometry};
 pub use gemm::{best_isa, sgemm_ex, sgemm_new, Epilogue, Isa, Lhs, MatRef, PackedA, PackedB, Rhs};

@@ -1,4 +1,4 @@
-//! Vectorised elementwise math over f32 slices (exp, sigmoid, tanh), in place: branch-free
+//! Vectorised elementwise math over f32 slices (exp, sigmoid, tanh, erf, GELU), in place: branch-free
 //! polynomial kernels compiled per ISA (AVX-512, AVX2+FMA, portable; wasm32 builds vectorise the
 //! portable body with simd128) and chosen at run time. Accurate to a few ulp of the correctly
 //! rounded result, exact at the limits: ±inf, NaN propagation, saturation for large |x|.
@@ -68,6 +68,49 @@ pub fn tanh_f32(x: f32) -> f32 {
     f32::from_bits(t.to_bits() | sign)
 }
 
+/// erf(x): rational approximation on [-4, 4] (absolute error below 5e-7), ±1 outside, NaN for
+/// NaN.
+#[inline(always)]
+pub fn erf_f32(x: f32) -> f32 {
+    // clamp keeps NaN, which therefore reaches the result.
+    let xc = x.clamp(-4.0, 4.0);
+    let x2 = xc * xc;
+    let mut p = -2.726_142_3e-10f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 + -2.101_024e-6;
+    p = p * x2 + -5.692_506_4e-5;
+    p = p * x2 + -7.349_906_3e-4;
+    p = p * x2 + -2.954_6e-3;
+    p = p * x2 + -1.609_603_3e-2;
+    p *= xc;
+    let mut q = -1.456_607_2e-5f32;
+    q = q * x2 + -2.133_740_6e-4;
+    q = q * x2 + -1.682_827e-3;
+    q = q * x2 + -7.373_329e-3;
+    q = q * x2 + -1.426_473_9e-2;
+    let r = p / q;
+    if x > 4.0 {
+        1.0
+    } else if x < -4.0 {
+        -1.0
+    } else {
+        r
+    }
+}
+
+/// GELU in its exact form, x·(1 + erf(x/√2))/2.
+#[inline(always)]
+pub fn gelu_f32(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// GELU in its tanh form, x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))/2.
+#[inline(always)]
+pub fn gelu_tanh_f32(x: f32) -> f32 {
+    const S: f32 = 0.797_884_6; // √(2/π)
+    0.5 * x * (1.0 + tanh_f32(S * (x + 0.044_715 * x * x * x)))
+}
+
 #[inline(always)]
 fn exp_body(xs: &mut [f32]) {
     xs.iter_mut().for_each(|x| *x = exp_f32(*x));
@@ -81,6 +124,16 @@ fn sigmoid_body(xs: &mut [f32]) {
 #[inline(always)]
 fn tanh_body(xs: &mut [f32]) {
     xs.iter_mut().for_each(|x| *x = tanh_f32(*x));
+}
+
+#[inline(always)]
+fn gelu_body(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|x| *x = gelu_f32(*x));
+}
+
+#[inline(always)]
+fn gelu_tanh_body(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|x| *x = gelu_tanh_f32(*x));
 }
 
 /// Which compiled copy of the kernels runs on this machine.
@@ -168,6 +221,14 @@ dispatched!(
 dispatched!(
     /// xs[i] = tanh(xs[i]).
     tanh, tanh_body, tanh_avx2, tanh_avx512
+);
+dispatched!(
+    /// xs[i] = GELU(xs[i]), exact (erf) form.
+    gelu, gelu_body, gelu_avx2, gelu_avx512
+);
+dispatched!(
+    /// xs[i] = GELU(xs[i]), tanh form.
+    gelu_tanh, gelu_tanh_body, gelu_tanh_avx2, gelu_tanh_avx512
 );
 
 #[cfg(test)]
@@ -300,6 +361,59 @@ mod tests {
         tanh(&mut z);
         assert_eq!(z[0].to_bits(), 0);
         assert_eq!(z[1].to_bits(), (-0.0f32).to_bits());
+    }
+
+    const GELU: (Kernel, UnsafeKernel, UnsafeKernel) = (gelu_body, gelu_avx2, gelu_avx512);
+    const GELU_TANH: (Kernel, UnsafeKernel, UnsafeKernel) = (gelu_tanh_body, gelu_tanh_avx2, gelu_tanh_avx512);
+
+    /// erf in f64 by its Maclaurin series (|x| <= 3) or the continued fraction of erfc, both
+    /// independent of the kernel's rational approximation.
+    fn erf_f64(x: f64) -> f64 {
+        let ax = x.abs();
+        let r = if ax <= 3.0 {
+            let (mut term, mut sum, mut n) = (ax, ax, 0.0);
+            while term.abs() > 1e-17 * sum.abs() {
+                n += 1.0;
+                term *= -ax * ax / n;
+                sum += term / (2.0 * n + 1.0);
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            // erfc(x) = e^{-x²}/√π · 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...)))).
+            let mut f = ax;
+            for k in (1..60).rev() {
+                f = ax + k as f64 / 2.0 / f;
+            }
+            1.0 - (-ax * ax).exp() / std::f64::consts::PI.sqrt() / f
+        };
+        r.copysign(x)
+    }
+
+    #[test]
+    fn gelu_matches_f64() {
+        let want = |x: f64| 0.5 * x * (1.0 + erf_f64(x / std::f64::consts::SQRT_2));
+        // The erf approximation has an absolute error near 5e-7, relative to 1 + erf.
+        check("gelu", &inputs(-10.0, 10.0, 100_001), GELU, want, 2e-6, 2e-6);
+        let want_t = |x: f64| 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh());
+        check("gelu_tanh", &inputs(-10.0, 10.0, 100_001), GELU_TANH, want_t, 2e-6, 2e-6);
+        for x in [0.5f64, 1.0, 2.0, 3.5, 4.5] {
+            assert!((erf_f32(x as f32) as f64 - erf_f64(x)).abs() < 1e-6, "erf({x})");
+        }
+    }
+
+    #[test]
+    fn gelu_specials() {
+        for kernel in [GELU, GELU_TANH] {
+            for v in specials(kernel) {
+                // GELU(-inf) is -inf·0 in either form: NaN, as the unfused graph computes it.
+                assert_eq!(v[0], f32::INFINITY);
+                assert!(v[2].is_nan());
+                assert_eq!(v[3], 1e30);
+                assert_eq!(v[4].abs(), 0.0);
+                assert_eq!(v[5], 100.0);
+                assert_eq!(v[6].abs(), 0.0);
+            }
+        }
     }
 
     #[test]

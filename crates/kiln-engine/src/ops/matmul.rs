@@ -5,7 +5,7 @@ mod einsum;
 
 use std::borrow::Cow;
 
-use kiln_kernels::{sgemm_ex, sgemm_new, Epilogue, Lhs, MatRef, PackedB, Rhs};
+use kiln_kernels::{sgemm_ex, sgemm_new, Epilogue, Gelu, Lhs, MatRef, PackedB, Rhs};
 use kiln_tensor::{bf16, f16, DType, Shape, Tensor, TensorData, Value, ValueType};
 
 use crate::error::OpResult;
@@ -382,9 +382,30 @@ impl ConstRhs {
     }
 }
 
+/// The GELU a fused product applies (the [`crate::fuse::MATMUL_GELU`] attribute).
+fn fused_gelu(n: &NodeInfo) -> OpResult<Option<Gelu>> {
+    Ok(match n.attr_string(crate::fuse::MATMUL_GELU)?.as_deref() {
+        None => None,
+        Some("none") => Some(Gelu::Erf),
+        Some("tanh") => Some(Gelu::Tanh),
+        Some(other) => bail!("unknown fused GELU form '{other}'"),
+    })
+}
+
+/// Applies a fused GELU to a product computed outside the packed path (always float32: fusion
+/// requires a float32 right operand).
+fn apply_gelu(mut t: Tensor, gelu: Option<Gelu>) -> OpResult<Tensor> {
+    match gelu {
+        Some(Gelu::Erf) => kiln_kernels::vmath::gelu(t.as_slice_mut::<f32>()?),
+        Some(Gelu::Tanh) => kiln_kernels::vmath::gelu_tanh(t.as_slice_mut::<f32>()?),
+        None => {}
+    }
+    Ok(t)
+}
+
 /// `A[..., k] · B[k, n] (+ bias[n])` with B prepacked, when A is float32 with the matching last
 /// dimension.
-fn matmul_packed(a: &Tensor, rhs: &ConstRhs, bias: Option<&[f32]>) -> OpResult<Option<Tensor>> {
+fn matmul_packed(a: &Tensor, rhs: &ConstRhs, bias: Option<&[f32]>, gelu: Option<Gelu>) -> OpResult<Option<Tensor>> {
     let Ok(av) = a.as_slice::<f32>() else { return Ok(None) };
     let (k, n) = (rhs.packed.depth(), rhs.packed.cols());
     if bias.is_some_and(|b| b.len() != n) {
@@ -398,7 +419,7 @@ fn matmul_packed(a: &Tensor, rhs: &ConstRhs, bias: Option<&[f32]>) -> OpResult<O
     let mut out_shape = s[..s.len() - 1].to_vec();
     out_shape.push(n);
     kiln_tensor::checked_numel(&out_shape)?;
-    let ep = Epilogue { col_bias: bias, ..Epilogue::default() };
+    let ep = Epilogue { col_bias: bias, gelu, ..Epilogue::default() };
     // The output is written by the product without being zeroed first.
     let out = sgemm_new(rows, k, n, Lhs::Strided(MatRef::new(av, k as isize, 1)), Rhs::Packed(&rhs.packed), &ep, num_threads());
     Ok(Some(Tensor::from_vec(out_shape, out)?))
@@ -417,11 +438,13 @@ fn add_col_bias(mut t: Tensor, bias: &[f32]) -> OpResult<Tensor> {
 
 fn build_matmul(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let rhs = n.const_tensor(1).and_then(|b| ConstRhs::new(b, false));
-    Ok(Box::new(MatMulOp { rhs }))
+    Ok(Box::new(MatMulOp { rhs, gelu: fused_gelu(n)? }))
 }
 
 struct MatMulOp {
     rhs: Option<ConstRhs>,
+    /// GELU fused into the product.
+    gelu: Option<Gelu>,
 }
 
 impl Op for MatMulOp {
@@ -440,7 +463,7 @@ impl Op for MatMulOp {
             // B was captured at load: only the packed copy exists.
             (None, Some(rhs)) => {
                 ensure!(a.dtype() == DType::F32, "MatMul operands differ in type: {} and float32", a.dtype());
-                return match matmul_packed(a, rhs, bias)? {
+                return match matmul_packed(a, rhs, bias, self.gelu)? {
                     Some(t) => Ok(vec![Value::Tensor(t)]),
                     None => bail!("MatMul inner dimensions differ: A {:?} and B {:?} (bias {:?})", a.shape(), rhs.shape, bias.map(|b| b.len())),
                 };
@@ -450,7 +473,7 @@ impl Op for MatMulOp {
         ensure!(a.dtype() == b.dtype(), "MatMul operands differ in type: {} and {}", a.dtype(), b.dtype());
         if let Some(rhs) = &self.rhs {
             if rhs.shape == b.shape() {
-                if let Some(t) = matmul_packed(a, rhs, bias)? {
+                if let Some(t) = matmul_packed(a, rhs, bias, self.gelu)? {
                     return Ok(vec![Value::Tensor(t)]);
                 }
             }
@@ -460,7 +483,7 @@ impl Op for MatMulOp {
             Some(bias) => add_col_bias(t, bias)?,
             None => t,
         };
-        Ok(vec![Value::Tensor(t)])
+        Ok(vec![Value::Tensor(apply_gelu(t, self.gelu)?)])
     }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         let a = inputs.first().copied().flatten()?;
@@ -519,6 +542,8 @@ struct GemmOp {
     col_bias: Option<(Vec<usize>, Vec<f32>)>,
     /// The packed path always applies (no C, or C fused), so the raw B is not kept.
     b_captured: bool,
+    /// GELU fused into the product.
+    gelu: Option<Gelu>,
 }
 
 fn build_gemm(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
@@ -540,7 +565,7 @@ fn build_gemm(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
         _ => None,
     };
     let b_captured = rhs.is_some() && (n.num_inputs < 3 || col_bias.is_some());
-    Ok(Box::new(GemmOp { alpha, beta, trans_a, trans_b, rhs, col_bias, b_captured }))
+    Ok(Box::new(GemmOp { alpha, beta, trans_a, trans_b, rhs, col_bias, b_captured, gelu: fused_gelu(n)? }))
 }
 
 impl GemmOp {
@@ -562,7 +587,7 @@ impl GemmOp {
         ensure!(ka == k, "Gemm inner dimensions differ: A {s:?} (transA={}) and B {:?} (transB={})", self.trans_a, rhs.shape, self.trans_b);
         let view = if self.trans_a { MatRef::new(av, 1, m as isize) } else { MatRef::new(av, k as isize, 1) };
         kiln_tensor::checked_numel(&[m, n])?;
-        let ep = Epilogue { alpha: self.alpha as f32, col_bias: bias, ..Epilogue::default() };
+        let ep = Epilogue { alpha: self.alpha as f32, col_bias: bias, gelu: self.gelu, ..Epilogue::default() };
         let out = sgemm_new(m, k, n, Lhs::Strided(view), Rhs::Packed(&rhs.packed), &ep, num_threads());
         Ok(Some(Tensor::from_vec(vec![m, n], out)?))
     }
@@ -639,7 +664,7 @@ impl Op for GemmOp {
                 real_tensor(s, v, dt)?
             }),
         };
-        Ok(vec![Value::Tensor(t)])
+        Ok(vec![Value::Tensor(apply_gelu(t, self.gelu)?)])
     }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         let a = inputs.first().copied().flatten()?;

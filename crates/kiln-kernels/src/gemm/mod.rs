@@ -12,7 +12,7 @@ mod wasm32;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
-use crate::act::Activation;
+use crate::act::{Activation, Gelu};
 
 /// Which micro-kernel family computes the tiles.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -292,7 +292,7 @@ pub enum Rhs<'a> {
 }
 
 /// What is applied to each element of the product before it is stored:
-/// `C = act(alpha·A·B + beta·C + row_bias[i] + col_bias[j])`.
+/// `C = gelu(act(alpha·A·B + beta·C + row_bias[i] + col_bias[j]))`.
 #[derive(Clone, Copy, Debug)]
 pub struct Epilogue<'a> {
     pub alpha: f32,
@@ -303,11 +303,29 @@ pub struct Epilogue<'a> {
     pub relu: bool,
     /// Applied after everything above (on each finished tile).
     pub act: Activation,
+    /// GELU applied last, by the sgemm entry points ([`sgemm_ex`], [`sgemm_new`]).
+    pub gelu: Option<Gelu>,
+}
+
+impl Epilogue<'_> {
+    /// Applies the activations to a finished `rows × cols` block of C at `c`.
+    ///
+    /// # Safety
+    /// As [`Activation::apply_block`]: every element of the block valid and not aliased.
+    unsafe fn finish_block(&self, c: *mut f32, rows: usize, cols: usize, rsc: isize, csc: isize) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            self.act.apply_block(c, rows, cols, rsc, csc);
+            if let Some(g) = self.gelu {
+                g.apply_block(c, rows, cols, rsc, csc);
+            }
+        }
+    }
 }
 
 impl Default for Epilogue<'_> {
     fn default() -> Self {
-        Epilogue { alpha: 1.0, beta: 0.0, row_bias: None, col_bias: None, relu: false, act: Activation::Identity }
+        Epilogue { alpha: 1.0, beta: 0.0, row_bias: None, col_bias: None, relu: false, act: Activation::Identity, gelu: None }
     }
 }
 
@@ -579,7 +597,7 @@ unsafe fn sgemm_raw(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<'_>, 
             // SAFETY: row i of C holds n elements at stride csc (checked above); biases checked above.
             unsafe {
                 store_tile_scalar(&tmp, n, &out, &tep);
-                ep.act.apply_block(out.c, 1, n, rsc, csc);
+                ep.finish_block(out.c, 1, n, rsc, csc);
             }
         }
         return;
@@ -591,13 +609,13 @@ unsafe fn sgemm_raw(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<'_>, 
         };
         gemv::gemv_col(&info, m, k, &a, &bv, cp.0, rsc, ep);
         // SAFETY: C's m×1 view was checked above.
-        unsafe { ep.act.apply_block(cp.0, m, 1, rsc, csc) };
+        unsafe { ep.finish_block(cp.0, m, 1, rsc, csc) };
         return;
     }
     if let (1, Lhs::Strided(av), Rhs::Packed(pb)) = (m, &a, &b) {
         gemv::gemv_row(&info, k, n, av, pb, cp.0, csc, ep);
         // SAFETY: C's 1×n view was checked above.
-        unsafe { ep.act.apply_block(cp.0, 1, n, rsc, csc) };
+        unsafe { ep.finish_block(cp.0, 1, n, rsc, csc) };
         return;
     }
     let parts = split_parts(&info, m, n, m.saturating_mul(n).saturating_mul(k), 1 << 20, threads);
@@ -695,8 +713,8 @@ fn gemm_block(
                     Lhs::Packed(_) => i1 - ic,
                     Lhs::Strided(_) => info.mc.min(i1 - ic),
                 };
-                // Row-contiguous A is read in place by kernels that can; only a last partial
-                // row panel is packed then.
+                // Row-contiguous A is read in place by kernels that can, a last partial row
+                // panel included (by a kernel with fewer rows).
                 let direct = match a {
                     Lhs::Strided(av) if av.cs == 1 && has_direct_kernel(info) => Some(*av),
                     _ => None,
@@ -708,14 +726,7 @@ fn gemm_block(
                         pack_a(info, av, ic, mc, pc, kc, abuf.as_uninit_mut());
                         abuf.as_slice()
                     }
-                    (Lhs::Strided(av), Some(_)) => {
-                        let full = mc / mr * mr;
-                        if full < mc {
-                            abuf.reset(mr * kc);
-                            pack_a(info, av, ic + full, mc - full, pc, kc, abuf.as_uninit_mut());
-                        }
-                        abuf.as_slice()
-                    }
+                    (Lhs::Strided(_), Some(_)) => &[],
                 };
                 let mut j = jc;
                 let mut boff = 0;
@@ -746,11 +757,10 @@ fn gemm_block(
                         };
                         let tep = tile_ep(ep, cmul, first, last, i, j);
                         match direct {
-                            Some(av) if rows == mr => {
+                            Some(av) => {
                                 let start = (i as isize * av.rs) as usize + pc;
                                 run_kernel_direct(info, kc, &av.data[start..], av.rs as usize, bp, w, &out, &tep);
                             }
-                            Some(_) => run_kernel(info, kc, apanels, bp, w, &out, &tep),
                             None => run_kernel(info, kc, &apanels[aoff..aoff + mr * kc], bp, w, &out, &tep),
                         }
                         i += mr;
@@ -759,7 +769,7 @@ fn gemm_block(
                     if last {
                         // SAFETY: rows ic..ic+mc × columns j..j+cols lie inside C and belong to
                         // this part only.
-                        unsafe { ep.act.apply_block(c.0.offset(ic as isize * rsc + j as isize * csc), mc, cols, rsc, csc) };
+                        unsafe { ep.finish_block(c.0.offset(ic as isize * rsc + j as isize * csc), mc, cols, rsc, csc) };
                     }
                     boff += w * kc;
                     j += nr;
@@ -792,10 +802,11 @@ fn has_direct_kernel(info: &KernelInfo) -> bool {
     }
 }
 
-/// One full tile (MR rows) with A read in place: row i at `a[i * lda..]`, depth contiguous.
+/// One tile of `out.rows` (at most MR) rows with A read in place: row i at `a[i * lda..]`, depth
+/// contiguous.
 #[allow(clippy::too_many_arguments)]
 fn run_kernel_direct(info: &KernelInfo, kc: usize, a: &[f32], lda: usize, b: &[f32], w: usize, out: &TileOut, ep: &TileEp) {
-    assert!(a.len() >= (info.mr - 1) * lda + kc && b.len() >= w * kc && w <= info.nr && out.rows <= info.mr && out.cols <= w);
+    assert!(out.rows >= 1 && out.rows <= info.mr && a.len() >= (out.rows - 1) * lda + kc && b.len() >= w * kc && w <= info.nr && out.cols <= w);
     match info.isa {
         #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
         // SAFETY: the ISA was detected on this machine; the A rows and the B panel were asserted

@@ -97,7 +97,7 @@ fn epilogue_alpha_beta_bias_relu() {
         let cb = fill(n, 6);
         let c0 = fill(m * n, 7);
         let mut c = c0.clone();
-        let ep = Epilogue { alpha: 0.5, beta: 2.0, row_bias: Some(&rb), col_bias: Some(&cb), relu: true, act: crate::act::Activation::Identity };
+        let ep = Epilogue { alpha: 0.5, beta: 2.0, row_bias: Some(&rb), col_bias: Some(&cb), relu: true, act: crate::act::Activation::Identity, gelu: None };
         sgemm_with(info, m, k, n, Lhs::Strided(a), Rhs::Strided(b), &mut c, n as isize, 1, &ep, 1);
         for i in 0..m {
             for j in 0..n {
@@ -120,7 +120,7 @@ fn epilogue_alpha_beta_bias_relu() {
 fn empty_depth_applies_epilogue() {
     let rb = [1.0f32, -3.0];
     let mut c = vec![5.0f32; 6];
-    let ep = Epilogue { alpha: 1.0, beta: 1.0, row_bias: Some(&rb), col_bias: None, relu: true, act: crate::act::Activation::Identity };
+    let ep = Epilogue { alpha: 1.0, beta: 1.0, row_bias: Some(&rb), col_bias: None, relu: true, act: crate::act::Activation::Identity, gelu: None };
     sgemm_ex(2, 0, 3, Lhs::Strided(MatRef::new(&[], 0, 1)), Rhs::Strided(MatRef::new(&[], 3, 1)), &mut c, 3, 1, &ep, 1);
     assert_eq!(c, vec![6.0, 6.0, 6.0, 2.0, 2.0, 2.0]);
 }
@@ -200,6 +200,64 @@ fn new_buffer_products_match_naive() {
                 for (idx, &got) in c.iter().enumerate() {
                     let w = want[idx] + bias[idx % n] as f64;
                     assert!(close(got, w, k), "{m}x{k}x{n} t{threads} at {idx}: {got} vs {w}");
+                }
+            }
+        }
+    }
+}
+
+/// erf in f64 by its Maclaurin series (|x| <= 3) or the continued fraction of erfc.
+fn erf_ref(x: f64) -> f64 {
+    let ax = x.abs();
+    let r = if ax <= 3.0 {
+        let (mut term, mut sum, mut n) = (ax, ax, 0.0);
+        while term.abs() > 1e-17 * sum.abs() {
+            n += 1.0;
+            term *= -ax * ax / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        let mut f = ax;
+        for k in (1..60).rev() {
+            f = ax + k as f64 / 2.0 / f;
+        }
+        1.0 - (-ax * ax).exp() / std::f64::consts::PI.sqrt() / f
+    };
+    r.copysign(x)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn gelu_epilogue_matches_definition() {
+    // Every path: tiles (one and two threads, several depth blocks), one column, one row against
+    // a packed B, empty depth; column-major C through the strided store.
+    let _pool = crate::par::enter(crate::par::build_pool(2));
+    let gelu_ref = |g: Gelu, x: f64| match g {
+        Gelu::Erf => 0.5 * x * (1.0 + erf_ref(x / std::f64::consts::SQRT_2)),
+        Gelu::Tanh => 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()),
+    };
+    for &(m, k, n) in &[(13usize, 300usize, 45usize), (70, 600, 130), (37, 40, 1), (1, 513, 70), (5, 0, 7)] {
+        let av = fill(m * k + 1, 31);
+        let bv = fill(k * n + 1, 32);
+        let a = MatRef::new(&av, k as isize, 1);
+        let b = MatRef::new(&bv, n as isize, 1);
+        let prod = naive(m, k, n, &a, &b);
+        let bias: Vec<f32> = fill(n, 33).iter().map(|v| 3.0 * v).collect();
+        let pb = PackedB::new(k, n, b);
+        for g in [Gelu::Erf, Gelu::Tanh] {
+            let ep = Epilogue { col_bias: Some(&bias), gelu: Some(g), ..Epilogue::default() };
+            for rhs in [Rhs::Strided(b), Rhs::Packed(&pb)] {
+                for threads in [1, 2] {
+                    let c = sgemm_new(m, k, n, Lhs::Strided(a), rhs, &ep, threads);
+                    let mut ct = vec![0f32; m * n];
+                    sgemm_ex(m, k, n, Lhs::Strided(a), rhs, &mut ct, 1, m.max(1) as isize, &ep, threads);
+                    for idx in 0..m * n {
+                        let w = gelu_ref(g, prod[idx] + bias[idx % n] as f64);
+                        let (i, j) = (idx / n, idx % n);
+                        assert!(close(c[idx], w, k), "{g:?} {m}x{k}x{n} t{threads} at {idx}: {} vs {w}", c[idx]);
+                        assert!(close(ct[j * m + i], w, k), "{g:?} {m}x{k}x{n} t{threads} transposed at {idx}: {} vs {w}", ct[j * m + i]);
+                    }
                 }
             }
         }

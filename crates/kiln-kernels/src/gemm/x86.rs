@@ -56,14 +56,30 @@ pub(crate) unsafe fn kernel_avx512(kc: usize, a: *const f32, b: *const f32, w: u
 }
 
 /// As [`kernel_avx512`] with A read in place: row i of the tile at `a + i·lda`, depth contiguous.
+/// Tiles of fewer than MR_AVX512 rows compute only their rows.
 ///
 /// # Safety
-/// As [`kernel_avx512`], with `a + i·lda` readable for kc floats for every i < MR_AVX512.
+/// As [`kernel_avx512`], with `a + i·lda` readable for kc floats for every i < out.rows
+/// (1 ≤ out.rows ≤ MR_AVX512).
 pub(crate) unsafe fn kernel_avx512_direct(kc: usize, a: *const f32, lda: usize, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
-    if w > 16 {
-        tile512::<MR_AVX512, 2, true>(kc, a, lda, b, out, ep)
-    } else {
-        tile512::<MR_AVX512, 1, true>(kc, a, lda, b, out, ep)
+    macro_rules! rows {
+        ($r:expr) => {
+            if w > 16 {
+                tile512::<{ $r }, 2, true>(kc, a, lda, b, out, ep)
+            } else {
+                tile512::<{ $r }, 1, true>(kc, a, lda, b, out, ep)
+            }
+        };
+    }
+    match out.rows {
+        1 => rows!(1),
+        2 => rows!(2),
+        3 => rows!(3),
+        4 => rows!(4),
+        5 => rows!(5),
+        6 => rows!(6),
+        7 => rows!(7),
+        _ => rows!(MR_AVX512),
     }
 }
 
@@ -147,12 +163,25 @@ pub(crate) unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, w: usi
 /// As [`kernel_avx2`] with A read in place (see [`kernel_avx512_direct`]).
 ///
 /// # Safety
-/// As [`kernel_avx2`], with `a + i·lda` readable for kc floats for every i < MR_AVX2.
+/// As [`kernel_avx2`], with `a + i·lda` readable for kc floats for every i < out.rows
+/// (1 ≤ out.rows ≤ MR_AVX2).
 pub(crate) unsafe fn kernel_avx2_direct(kc: usize, a: *const f32, lda: usize, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
-    if w > 8 {
-        tile256::<MR_AVX2, 2, true>(kc, a, lda, b, out, ep)
-    } else {
-        tile256::<MR_AVX2, 1, true>(kc, a, lda, b, out, ep)
+    macro_rules! rows {
+        ($r:expr) => {
+            if w > 8 {
+                tile256::<{ $r }, 2, true>(kc, a, lda, b, out, ep)
+            } else {
+                tile256::<{ $r }, 1, true>(kc, a, lda, b, out, ep)
+            }
+        };
+    }
+    match out.rows {
+        1 => rows!(1),
+        2 => rows!(2),
+        3 => rows!(3),
+        4 => rows!(4),
+        5 => rows!(5),
+        _ => rows!(MR_AVX2),
     }
 }
 
