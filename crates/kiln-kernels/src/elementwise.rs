@@ -64,35 +64,7 @@ pub fn tanh_f32(x: f32) -> f32 {
 /// erf for f32: rational approximation on [-4, 4] (|error| < 5e-7), ±1 outside.
 #[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
-    let xc = if x > 4.0 {
-        4.0
-    } else if x < -4.0 {
-        -4.0
-    } else {
-        x
-    };
-    let x2 = xc * xc;
-    let mut p = -2.726_142_3e-10f32;
-    p = p * x2 + 2.770_681_4e-8;
-    p = p * x2 + -2.101_024e-6;
-    p = p * x2 + -5.692_506_4e-5;
-    p = p * x2 + -7.349_906_3e-4;
-    p = p * x2 + -2.954_6e-3;
-    p = p * x2 + -1.609_603_3e-2;
-    p *= xc;
-    let mut q = -1.456_607_2e-5f32;
-    q = q * x2 + -2.133_740_6e-4;
-    q = q * x2 + -1.682_827e-3;
-    q = q * x2 + -7.373_329e-3;
-    q = q * x2 + -1.426_473_9e-2;
-    let r = p / q;
-    if x > 4.0 {
-        1.0
-    } else if x < -4.0 {
-        -1.0
-    } else {
-        r
-    }
+    crate::vmath::erf_f32(x)
 }
 
 /// erf for f64: erf(x) = 2/sqrt(pi) * e^{-x^2} * sum_n (2x^2)^n x / (2n+1)!!, a series of
