@@ -159,7 +159,7 @@ fn max_pool<T: Copy + PartialOrd + Send + Sync>(
             for &off in offs {
                 let v = xp[off as usize];
                 if first || v > best {
-                    if first && !(v == v) {
+                    if first && v.partial_cmp(&v).is_none() {
                         continue;
                     }
                     best = v;
