@@ -135,6 +135,7 @@ pub fn pointwise_direct(k: usize, n: usize, x: &[f32], w: &DirectWeights, bias: 
 
 /// Whether `act` is applied to the accumulators in registers; the others (Sigmoid, Swish) are
 /// applied to each finished tile through [`Activation::apply_inline`].
+#[cfg(target_arch = "x86_64")]
 fn in_register(act: Activation) -> bool {
     matches!(act, Activation::Identity | Activation::Relu | Activation::Clip(..) | Activation::HardSigmoid(..) | Activation::HardSwish)
 }
