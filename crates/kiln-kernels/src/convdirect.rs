@@ -115,11 +115,6 @@ pub fn conv2d_direct(g: &Conv2dGeometry, x: &[f32], w: &DirectWeights, bias: Opt
         let xs: &[f32] = xpad;
         run(xs, &offs, wq, usize::MAX, g.oh, g.ow, w, bias, act, y, threads);
     });
-    if !matches!(act, Activation::Identity | Activation::Relu | Activation::Clip(..) | Activation::HardSigmoid(..) | Activation::HardSwish) {
-        // SAFETY: every element of Y's m × n block was written above.
-        let yw = unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<f32>(), m * n) };
-        act.apply(yw);
-    }
 }
 
 /// Y[m × n] = act(W · X + bias) for a pointwise convolution (or any product with X [k × n]
@@ -136,11 +131,13 @@ pub fn pointwise_direct(k: usize, n: usize, x: &[f32], w: &DirectWeights, bias: 
     }
     let offs: Vec<usize> = (0..k).map(|p| p * n).collect();
     run(x, &offs, n, n, 1, n, w, bias, act, y, threads);
-    if !matches!(act, Activation::Identity | Activation::Relu | Activation::Clip(..) | Activation::HardSigmoid(..) | Activation::HardSwish) {
-        // SAFETY: every element of Y's m × n block was written above.
-        let yw = unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<f32>(), m * n) };
-        act.apply(yw);
-    }
+}
+
+/// Whether `act` is applied to the accumulators in registers; the others (Sigmoid, Swish) are
+/// applied to each finished tile through [`Activation::apply_inline`].
+#[cfg(target_arch = "x86_64")]
+fn in_register(act: Activation) -> bool {
+    matches!(act, Activation::Identity | Activation::Relu | Activation::Clip(..) | Activation::HardSigmoid(..) | Activation::HardSwish)
 }
 
 /// Tiles of Y [m × oh·ow] from `xs`: tap p of wide pixel j at xs[offs[p] + j], wide rows of `wq`
@@ -167,11 +164,11 @@ fn run(
     let job = |&(c0, c1): &(usize, usize)| {
         let yp = yp;
         for ch in c0..c1 {
-            for t in 0..panels {
-                // SAFETY: the taps' reads stay in `xs` (asserted above, masked past `readable`);
-                // the tile's stores stay inside Y's m × oh·ow elements and belong to this part.
-                unsafe { tile(xs, offs, &w.buf[t * k * MR..(t + 1) * k * MR], ch * NB, t * MR, m, &geo, bias, act, yp.0) };
-            }
+            // The chunk after next is fetched while this one is computed.
+            let ahead = (ch + 2 < chunks).then_some((ch + 2) * NB);
+            // SAFETY: the taps' reads stay in `xs` (asserted above, masked past `readable`);
+            // the tiles' stores stay inside Y's m × oh·ow elements and belong to this part.
+            unsafe { tiles(xs, offs, &w.buf[..panels * k * MR], ch * NB, ahead, m, &geo, bias, act, yp.0) };
         }
     };
     let items: Vec<(usize, usize)> = (0..parts).map(|i| ((i * per).min(chunks), ((i + 1) * per).min(chunks))).filter(|r| r.0 < r.1).collect();
@@ -186,25 +183,26 @@ struct Out {
     readable: usize,
 }
 
-/// One tile with the kernel for this machine (see [`tile_avx2`]).
+/// The tiles of one pixel chunk with the kernel for this machine (see [`tiles_avx2`]).
 ///
 /// # Safety
-/// As [`tile_avx2`], except that the ISA is checked here: without AVX2 and FMA (no
+/// As [`tiles_avx2`], except that the ISA is checked here: without AVX2 and FMA (no
 /// [`DirectWeights`] can exist then) nothing is written.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn tile(xs: &[f32], offs: &[usize], a: &[f32], j0: usize, i0: usize, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
+unsafe fn tiles(xs: &[f32], offs: &[usize], a: &[f32], j0: usize, ahead: Option<usize>, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: AVX2 and FMA were detected; the caller guarantees the rest.
-        unsafe { tile_avx2(xs, offs, a, j0, i0, m, o, bias, act, y) }
+        unsafe { tiles_avx2(xs, offs, a, j0, ahead, m, o, bias, act, y) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (xs, offs, a, j0, i0, m, o, bias, act, y);
+    let _ = (xs, offs, a, j0, ahead, m, o, bias, act, y);
 }
 
-/// One tile: output channels i0..i0+6 (those below m) × wide pixels j0..j0+16 (those that are
-/// output pixels), act applied when it has a register form (see [`conv2d_direct`]).
+/// The tiles of one pixel chunk: all output channels (in panels of 6, `a` holding every panel)
+/// × wide pixels j0..j0+16 (those that are output pixels), act applied. When `ahead` is given,
+/// the taps of the wide pixels from there are prefetched.
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `xpad[offs[p] + j0 ..][..16]` must be in bounds for every p;
@@ -212,81 +210,98 @@ unsafe fn tile(xs: &[f32], offs: &[usize], a: &[f32], j0: usize, i0: usize, m: u
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx2(xs: &[f32], offs: &[usize], a: &[f32], j0: usize, i0: usize, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
+unsafe fn tiles_avx2(xs: &[f32], offs: &[usize], a_all: &[f32], j0: usize, ahead: Option<usize>, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
     use std::arch::x86_64::*;
-    let rows = MR.min(m - i0);
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    if let Some(b) = bias {
-        for (r, row) in acc.iter_mut().enumerate().take(rows) {
-            let v = _mm256_set1_ps(b[i0 + r]);
-            *row = [v, v];
+    if let Some(jn) = ahead {
+        for &off in offs {
+            // Prefetching is a hint and never faults, whatever the address.
+            _mm_prefetch::<_MM_HINT_T0>(xs.as_ptr().wrapping_add(off + jn).cast::<i8>());
+            _mm_prefetch::<_MM_HINT_T0>(xs.as_ptr().wrapping_add(off + jn + NB - 1).cast::<i8>());
         }
     }
-    let xp = xs.as_ptr().add(j0);
-    let ap = a.as_ptr();
-    let fma = |acc: &mut [[__m256; 2]; MR], p: usize, b0: __m256, b1: __m256| {
-        let w = ap.add(p * MR);
-        for (r, row) in acc.iter_mut().enumerate() {
-            let av = _mm256_broadcast_ss(&*w.add(r));
-            row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-            row[1] = _mm256_fmadd_ps(av, b1, row[1]);
-        }
-    };
-    if j0 + NB <= o.readable {
-        for (p, &off) in offs.iter().enumerate() {
-            fma(&mut acc, p, _mm256_loadu_ps(xp.add(off)), _mm256_loadu_ps(xp.add(off + 8)));
-        }
-    } else {
-        // Lanes at or past `readable` are not read.
-        let valid = o.readable.saturating_sub(j0) as i32;
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), lanes);
-        let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid - 8), lanes);
-        for (p, &off) in offs.iter().enumerate() {
-            fma(&mut acc, p, _mm256_maskload_ps(xp.add(off), m0), _mm256_maskload_ps(xp.wrapping_add(off + 8), m1));
-        }
-    }
-    // max(lo, x) / min(hi, x) with x second return x when it is NaN.
-    let clip = |x: __m256, lo: f32, hi: f32| _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x));
-    let f = |v: __m256| match act {
-        Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), v),
-        Activation::Clip(lo, hi) => clip(v, lo, hi),
-        Activation::HardSigmoid(al, be) => clip(_mm256_fmadd_ps(_mm256_set1_ps(al), v, _mm256_set1_ps(be)), 0.0, 1.0),
-        Activation::HardSwish => _mm256_mul_ps(v, clip(_mm256_fmadd_ps(_mm256_set1_ps(1.0 / 6.0), v, _mm256_set1_ps(0.5)), 0.0, 1.0)),
-        _ => v,
-    };
-    let (wq, n) = (o.wq, o.oh * o.ow);
-    let (oy, ox) = (j0 / wq, j0 % wq);
-    if ox + NB <= o.ow {
-        // All 16 pixels are consecutive outputs of one row.
-        let base = oy * o.ow + ox;
-        for (r, row) in acc.iter().enumerate().take(rows) {
-            let d = y.add((i0 + r) * n + base);
-            _mm256_storeu_ps(d, f(row[0]));
-            _mm256_storeu_ps(d.add(8), f(row[1]));
-        }
-        return;
-    }
-    let mut buf = [[0f32; NB]; MR];
-    for (r, row) in acc.iter().enumerate().take(rows) {
-        _mm256_storeu_ps(buf[r].as_mut_ptr(), f(row[0]));
-        _mm256_storeu_ps(buf[r].as_mut_ptr().add(8), f(row[1]));
-    }
-    // Runs of the tile within wide rows: output columns below ow of rows below oh.
-    let mut q = 0;
-    while q < NB {
-        let (ry, rx) = ((j0 + q) / wq, (j0 + q) % wq);
-        let len = (wq - rx).min(NB - q);
-        if ry >= o.oh {
-            break;
-        }
-        if rx < o.ow {
-            let cnt = (o.ow - rx).min(len);
-            for (r, vals) in buf.iter().enumerate().take(rows) {
-                std::ptr::copy_nonoverlapping(vals.as_ptr().add(q), y.add((i0 + r) * n + ry * o.ow + rx), cnt);
+    let k = offs.len();
+    for (t, a) in a_all.chunks_exact(k * MR).enumerate() {
+        let i0 = t * MR;
+        let rows = MR.min(m - i0);
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        if let Some(b) = bias {
+            for (r, row) in acc.iter_mut().enumerate().take(rows) {
+                let v = _mm256_set1_ps(b[i0 + r]);
+                *row = [v, v];
             }
         }
-        q += len;
+        let xp = xs.as_ptr().add(j0);
+        let ap = a.as_ptr();
+        let fma = |acc: &mut [[__m256; 2]; MR], p: usize, b0: __m256, b1: __m256| {
+            let w = ap.add(p * MR);
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*w.add(r));
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+        };
+        if j0 + NB <= o.readable {
+            for (p, &off) in offs.iter().enumerate() {
+                fma(&mut acc, p, _mm256_loadu_ps(xp.add(off)), _mm256_loadu_ps(xp.add(off + 8)));
+            }
+        } else {
+            // Lanes at or past `readable` are not read.
+            let valid = o.readable.saturating_sub(j0) as i32;
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), lanes);
+            let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid - 8), lanes);
+            for (p, &off) in offs.iter().enumerate() {
+                fma(&mut acc, p, _mm256_maskload_ps(xp.add(off), m0), _mm256_maskload_ps(xp.wrapping_add(off + 8), m1));
+            }
+        }
+        // max(lo, x) / min(hi, x) with x second return x when it is NaN.
+        let clip = |x: __m256, lo: f32, hi: f32| _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x));
+        let f = |v: __m256| match act {
+            Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), v),
+            Activation::Clip(lo, hi) => clip(v, lo, hi),
+            Activation::HardSigmoid(al, be) => clip(_mm256_fmadd_ps(_mm256_set1_ps(al), v, _mm256_set1_ps(be)), 0.0, 1.0),
+            Activation::HardSwish => _mm256_mul_ps(v, clip(_mm256_fmadd_ps(_mm256_set1_ps(1.0 / 6.0), v, _mm256_set1_ps(0.5)), 0.0, 1.0)),
+            _ => v,
+        };
+        let (wq, n) = (o.wq, o.oh * o.ow);
+        let (oy, ox) = (j0 / wq, j0 % wq);
+        let in_register = in_register(act);
+        if in_register && ox + NB <= o.ow {
+            // All 16 pixels are consecutive outputs of one row.
+            let base = oy * o.ow + ox;
+            for (r, row) in acc.iter().enumerate().take(rows) {
+                let d = y.add((i0 + r) * n + base);
+                _mm256_storeu_ps(d, f(row[0]));
+                _mm256_storeu_ps(d.add(8), f(row[1]));
+            }
+            continue;
+        }
+        let mut buf = [[0f32; NB]; MR];
+        for (r, row) in acc.iter().enumerate().take(rows) {
+            _mm256_storeu_ps(buf[r].as_mut_ptr(), f(row[0]));
+            _mm256_storeu_ps(buf[r].as_mut_ptr().add(8), f(row[1]));
+        }
+        if !in_register {
+            // Sigmoid and Swish on the tile while it is in L1 (compiled for AVX2 here), rather than
+            // in a second pass over Y.
+            act.apply_inline(buf.as_flattened_mut());
+        }
+        // Runs of the tile within wide rows: output columns below ow of rows below oh.
+        let mut q = 0;
+        while q < NB {
+            let (ry, rx) = ((j0 + q) / wq, (j0 + q) % wq);
+            let len = (wq - rx).min(NB - q);
+            if ry >= o.oh {
+                break;
+            }
+            if rx < o.ow {
+                let cnt = (o.ow - rx).min(len);
+                for (r, vals) in buf.iter().enumerate().take(rows) {
+                    std::ptr::copy_nonoverlapping(vals.as_ptr().add(q), y.add((i0 + r) * n + ry * o.ow + rx), cnt);
+                }
+            }
+            q += len;
+        }
     }
 }
 
@@ -326,12 +341,12 @@ mod tests {
         }
         let _pool = crate::par::enter(crate::par::build_pool(2));
         // (m, k, n): tails of the channel tile and of the 16-pixel tile, one pixel, long rows.
-        for &(m, k, n) in &[(16usize, 128usize, 3025usize), (1, 1, 1), (7, 3, 17), (13, 40, 49), (64, 512, 169), (6, 9, 16), (25, 70, 250)] {
+        for &(m, k, n) in &[(16usize, 128usize, 3025usize), (1, 1, 1), (7, 3, 17), (13, 40, 49), (64, 512, 169), (6, 9, 16), (25, 70, 250), (97, 16, 1001)] {
             let x: Vec<f32> = (0..k * n).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
             let wv: Vec<f32> = (0..m * k).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
             let dw_ = DirectWeights::new(m, k, &wv).expect("weights");
-            for (threads, act) in [(1, Activation::Relu), (2, Activation::Identity), (2, Activation::Sigmoid)] {
+            for (threads, act) in [(1, Activation::Relu), (2, Activation::Identity), (2, Activation::Sigmoid), (1, Activation::Swish(1.0))] {
                 let mut y = vec![MaybeUninit::new(f32::NAN); m * n + 3];
                 pointwise_direct(k, n, &x, &dw_, Some(&bias), act, &mut y, threads);
                 // SAFETY: every element was initialised (to NaN, then by the kernel).

@@ -461,7 +461,7 @@ pub fn choose(m: usize, c: usize, oh: usize, ow: usize) -> Option<TileSize> {
     // With few tiles per image the transforms only pay off against deep products.
     if m < 16 || c < 16 {
         None
-    } else if tiles(4) > 16 || (tiles(4) >= 12 && c >= 128) {
+    } else if tiles(4) > 16 || (tiles(4) == 16 && c >= 48) || (tiles(4) >= 12 && c >= 128) {
         Some(TileSize::F4)
     } else if tiles(2) >= 12 && c >= 128 {
         Some(TileSize::F2)
@@ -882,7 +882,8 @@ mod tests {
         assert_eq!(choose(8, 64, 56, 56), None);
         assert_eq!(choose(64, 64, 3, 3), None);
         assert_eq!(choose(256, 256, 14, 14), Some(TileSize::F4));
-        assert_eq!(choose(192, 48, 13, 13), None);
+        assert_eq!(choose(192, 48, 13, 13), Some(TileSize::F4));
+        assert_eq!(choose(64, 32, 13, 13), None);
     }
 }
 
