@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 
 use crate::act::Activation;
 #[cfg(target_arch = "x86_64")]
-use crate::act::act512;
+use crate::act::{act256, act512};
 
 /// Geometry of a depthwise convolution (per channel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,8 +180,8 @@ fn dispatch(
 }
 
 /// AVX2 form of [`planes_body`]: vector copies into the phase image (even/odd split for
-/// stride 2), the wide output up to 8 vectors of 8 per pass with the simple activations applied
-/// in registers, row copies out.
+/// stride 2), the wide output up to 8 vectors of 8 per pass with the activation applied in
+/// registers, row copies out.
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `img` and `wide` hold the layout's `img_len` / `wide_len`
@@ -200,9 +200,6 @@ unsafe fn planes_avx2(
     // Every tap reads at most `wide_len` elements from its offset (checked once here).
     assert!(offs.iter().all(|&o| o + lay.wide_len <= img.len()) && wide.len() >= lay.wide_len && lay.wide_len % V8 == 0);
     let nvec = lay.wide_len / V8;
-    // Activations without a register form here are applied to the wide output afterwards.
-    let in_regs = matches!(act, Activation::Identity | Activation::Relu | Activation::Clip(..) | Activation::HardSigmoid(..) | Activation::HardSwish);
-    let reg_act = if in_regs { act } else { Activation::Identity };
     for c in 0..channels {
         let xc = &x[c * isz..(c + 1) * isz];
         for ry in 0..g.sh {
@@ -248,19 +245,16 @@ unsafe fn planes_avx2(
         while v0 < nvec {
             let (ip, op) = (img.as_ptr(), wide.as_mut_ptr().add(v0 * V8));
             match nvec - v0 {
-                1 => wide_block_avx2::<1>(ip, offs, wc, b, reg_act, v0 * V8, op),
-                2 => wide_block_avx2::<2>(ip, offs, wc, b, reg_act, v0 * V8, op),
-                3 => wide_block_avx2::<3>(ip, offs, wc, b, reg_act, v0 * V8, op),
-                4 => wide_block_avx2::<4>(ip, offs, wc, b, reg_act, v0 * V8, op),
-                5 => wide_block_avx2::<5>(ip, offs, wc, b, reg_act, v0 * V8, op),
-                6 => wide_block_avx2::<6>(ip, offs, wc, b, reg_act, v0 * V8, op),
-                7 => wide_block_avx2::<7>(ip, offs, wc, b, reg_act, v0 * V8, op),
-                _ => wide_block_avx2::<8>(ip, offs, wc, b, reg_act, v0 * V8, op),
+                1 => wide_block_avx2::<1>(ip, offs, wc, b, act, v0 * V8, op),
+                2 => wide_block_avx2::<2>(ip, offs, wc, b, act, v0 * V8, op),
+                3 => wide_block_avx2::<3>(ip, offs, wc, b, act, v0 * V8, op),
+                4 => wide_block_avx2::<4>(ip, offs, wc, b, act, v0 * V8, op),
+                5 => wide_block_avx2::<5>(ip, offs, wc, b, act, v0 * V8, op),
+                6 => wide_block_avx2::<6>(ip, offs, wc, b, act, v0 * V8, op),
+                7 => wide_block_avx2::<7>(ip, offs, wc, b, act, v0 * V8, op),
+                _ => wide_block_avx2::<8>(ip, offs, wc, b, act, v0 * V8, op),
             }
             v0 += 8;
-        }
-        if !in_regs {
-            act.apply_inline(&mut wide[..g.oh * lay.wq]);
         }
         let yc = &mut y[c * osz..(c + 1) * osz];
         for (yr, wr) in yc.chunks_exact_mut(g.ow).zip(wide.chunks(lay.wq)) {
@@ -271,8 +265,8 @@ unsafe fn planes_avx2(
     }
 }
 
-/// NV vectors of 8 of the wide output from element `j0` (see [`wide_block`]), with `act` one of
-/// the activations [`planes_avx2`] applies in registers (others pass through unchanged).
+/// NV vectors of 8 of the wide output from element `j0` (see [`wide_block`]), the activation
+/// applied in registers.
 ///
 /// # Safety
 /// AVX2 and FMA must be available; offs[t] + j0 + NV·8 ≤ the image length for every tap and
@@ -291,16 +285,8 @@ unsafe fn wide_block_avx2<const NV: usize>(img: *const f32, offs: &[usize], wc: 
             *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(v * 8)), *a);
         }
     }
-    // max(lo, x) / min(hi, x) with x second return x when it is NaN.
-    let clip = |x: __m256, lo: f32, hi: f32| _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x));
     for (v, &a) in acc.iter().enumerate() {
-        let r = match act {
-            Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), a),
-            Activation::Clip(lo, hi) => clip(a, lo, hi),
-            Activation::HardSigmoid(al, be) => clip(_mm256_fmadd_ps(_mm256_set1_ps(al), a, _mm256_set1_ps(be)), 0.0, 1.0),
-            Activation::HardSwish => _mm256_mul_ps(a, clip(_mm256_fmadd_ps(_mm256_set1_ps(1.0 / 6.0), a, _mm256_set1_ps(0.5)), 0.0, 1.0)),
-            _ => a,
-        };
+        let r = act256(act, a);
         _mm256_storeu_ps(out.add(v * 8), r);
     }
 }
