@@ -1,4 +1,4 @@
-//! Single-thread depthwise convolution timings: `dw_bench [identity|swish|hardswish|relu]`
+//! Single-thread depthwise convolution timings: `dw_bench [identity|swish|hardswish|relu] [layer]`
 //! prints the best time per call (ms) for the depthwise layers of EfficientNet-B0.
 
 use std::mem::MaybeUninit;
@@ -7,6 +7,25 @@ use std::time::Instant;
 use kiln_kernels::{depthwise_conv2d, Activation, DwGeometry};
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("act") {
+        // Activation throughput on an L1-resident buffer, ns per element (best call of many,
+        // the activations interleaved).
+        let acts = [Activation::Identity, Activation::Swish(1.0), Activation::Sigmoid, Activation::HardSwish];
+        let mut best = [f64::INFINITY; 4];
+        let mut v: Vec<f32> = (0..4096).map(|i| (i % 200) as f32 * 0.1 - 10.0).collect();
+        for _ in 0..3000 {
+            for (act, b) in acts.iter().zip(&mut best) {
+                let t = Instant::now();
+                act.apply(&mut v);
+                std::hint::black_box(&mut v);
+                *b = b.min(t.elapsed().as_secs_f64());
+            }
+        }
+        for (act, b) in acts.iter().zip(best) {
+            println!("{act:?}: {:.3} ns/element", b * 1e9 / 4096.0);
+        }
+        return;
+    }
     let act = match std::env::args().nth(1).as_deref() {
         Some("identity") => Activation::Identity,
         Some("hardswish") => Activation::HardSwish,
@@ -15,8 +34,13 @@ fn main() {
     };
     // (channels, size, kernel, stride)
     let layers = [(32, 112, 3, 1), (96, 112, 3, 2), (144, 56, 3, 1), (144, 56, 5, 2), (240, 28, 5, 1), (240, 28, 3, 2), (480, 14, 3, 1), (672, 14, 5, 1), (1152, 7, 5, 1), (1152, 7, 3, 1)];
+    // An optional second argument picks one layer by index.
+    let only: Option<usize> = std::env::args().nth(2).and_then(|s| s.parse().ok());
     let mut total = 0.0;
-    for (c, h, k, s) in layers {
+    for (i, &(c, h, k, s)) in layers.iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
         let p = k / 2;
         let o = (h + 2 * p - k) / s + 1;
         let g = DwGeometry { ih: h, iw: h, oh: o, ow: o, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, ph: p, pw: p };

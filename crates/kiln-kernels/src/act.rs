@@ -204,8 +204,8 @@ pub(crate) unsafe fn act512(act: Activation, x: std::arch::x86_64::__m512) -> st
 }
 
 /// `act` on eight lanes with AVX2 and FMA. Sigmoid and Swish use e^z by Cody–Waite reduction
-/// and the same polynomial as [`crate::vmath::exp_f32`], then a division (within a few ulp of
-/// the exact logistic).
+/// and the same polynomial as [`crate::vmath::exp_f32`], then a Newton-refined reciprocal (within a
+/// few ulp of the exact logistic).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
@@ -219,13 +219,15 @@ pub(crate) unsafe fn act256(act: Activation, x: std::arch::x86_64::__m256) -> st
         let z = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_set1_ps(-alpha), x), _mm256_set1_ps(-88.0)), _mm256_set1_ps(88.0));
         let k = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(z, _mm256_set1_ps(crate::vmath::LOG2E)));
         let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(crate::vmath::LN2_LO), _mm256_fnmadd_ps(k, _mm256_set1_ps(crate::vmath::LN2_HI), z));
-        let mut p = _mm256_set1_ps(crate::vmath::EXP_POLY[0]);
-        for &c in &crate::vmath::EXP_POLY[1..] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-        }
-        let e = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, one));
+        // The polynomial in Estrin's form (shorter dependency chains than Horner's).
+        let c = |i: usize| _mm256_set1_ps(crate::vmath::EXP_POLY[i]);
+        let r2 = _mm256_mul_ps(r, r);
+        let (a, b, h) = (_mm256_fmadd_ps(c(0), r, c(1)), _mm256_fmadd_ps(c(2), r, c(3)), _mm256_fmadd_ps(c(4), r, c(5)));
+        let p = _mm256_fmadd_ps(_mm256_fmadd_ps(a, r2, b), r2, h);
+        let e = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, one));
         // 2^k for k in [-127, 127] (2^-127 comes out as 0, below what 1 + e^z can resolve).
         let s = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127))));
+        // 1/d from the approximate reciprocal and two Newton steps (cheaper than a division).
         _mm256_div_ps(one, _mm256_fmadd_ps(e, s, one))
     };
     match act {

@@ -215,14 +215,16 @@ unsafe fn planes_avx2(
                     let dst = &mut img[base + r * lay.wq..][lo..hi];
                     // Phase column q holds input column q·sw + rx − pw.
                     let s0 = lo * g.sw + rx - g.pw;
+                    let n = hi - lo;
                     if g.sw == 1 {
-                        dst.copy_from_slice(&xrow[s0..s0 + (hi - lo)]);
+                        // SAFETY: input columns s0 .. s0+n lie in the row; `dst` holds n.
+                        copy_avx2(xrow.as_ptr().add(s0), dst.as_mut_ptr(), n);
                         continue;
                     }
                     let mut q = 0;
                     if g.sw == 2 {
                         // Eight phase columns from sixteen input columns.
-                        while q + V8 <= dst.len() && s0 + 2 * q + 2 * V8 <= g.iw {
+                        while q + V8 <= n && s0 + 2 * q + 2 * V8 <= g.iw {
                             // SAFETY: input columns s0+2q .. s0+2q+16 lie in the row (checked
                             // above); phase columns q..q+8 lie in `dst`.
                             let p = xrow.as_ptr().add(s0 + 2 * q);
@@ -258,11 +260,33 @@ unsafe fn planes_avx2(
         }
         let yc = &mut y[c * osz..(c + 1) * osz];
         for (yr, wr) in yc.chunks_exact_mut(g.ow).zip(wide.chunks(lay.wq)) {
-            for (d, &v) in yr.iter_mut().zip(&wr[..g.ow]) {
-                d.write(v);
-            }
+            // SAFETY: both rows hold at least ow elements (wq ≥ ow).
+            copy_avx2(wr.as_ptr(), yr.as_mut_ptr().cast::<f32>(), g.ow);
         }
     }
+}
+
+/// Copies `n` floats from `src` to `dst` (short rows, so inline rather than through memcpy; the
+/// last vector overlaps the one before rather than using masked moves, which are slow on some
+/// cores).
+///
+/// # Safety
+/// AVX2 must be available; `src` readable and `dst` writable for `n` elements, not overlapping.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn copy_avx2(src: *const f32, dst: *mut f32, n: usize) {
+    use std::arch::x86_64::*;
+    if n < 8 {
+        std::ptr::copy_nonoverlapping(src, dst, n);
+        return;
+    }
+    let mut i = 0;
+    while i + 8 < n {
+        _mm256_storeu_ps(dst.add(i), _mm256_loadu_ps(src.add(i)));
+        i += 8;
+    }
+    _mm256_storeu_ps(dst.add(n - 8), _mm256_loadu_ps(src.add(n - 8)));
 }
 
 /// NV vectors of 8 of the wide output from element `j0` (see [`wide_block`]), the activation
