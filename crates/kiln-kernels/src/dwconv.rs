@@ -200,11 +200,13 @@ unsafe fn planes_avx2(
     // Every tap reads at most `wide_len` elements from its offset (checked once here).
     assert!(offs.iter().all(|&o| o + lay.wide_len <= img.len()) && wide.len() >= lay.wide_len && lay.wide_len % V8 == 0);
     let nvec = lay.wide_len / V8;
+    let per_block = nvec.div_ceil(nvec.div_ceil(8));
+    // The phase columns holding input columns, per column phase (the same for every channel).
+    let cols: Vec<(usize, usize)> = (0..g.sw).map(|rx| lay.cols(g, rx)).collect();
     for c in 0..channels {
         let xc = &x[c * isz..(c + 1) * isz];
         for ry in 0..g.sh {
-            for rx in 0..g.sw {
-                let (lo, hi) = lay.cols(g, rx);
+            for (rx, &(lo, hi)) in cols.iter().enumerate() {
                 if lo >= hi {
                     continue;
                 }
@@ -246,7 +248,9 @@ unsafe fn planes_avx2(
         let mut v0 = 0;
         while v0 < nvec {
             let (ip, op) = (img.as_ptr(), wide.as_mut_ptr().add(v0 * V8));
-            match nvec - v0 {
+            // Blocks of even size: a short last block would leave the FMA units idle.
+            let nv = (nvec - v0).min(per_block);
+            match nv {
                 1 => wide_block_avx2::<1>(ip, offs, wc, b, act, v0 * V8, op),
                 2 => wide_block_avx2::<2>(ip, offs, wc, b, act, v0 * V8, op),
                 3 => wide_block_avx2::<3>(ip, offs, wc, b, act, v0 * V8, op),
@@ -256,7 +260,7 @@ unsafe fn planes_avx2(
                 7 => wide_block_avx2::<7>(ip, offs, wc, b, act, v0 * V8, op),
                 _ => wide_block_avx2::<8>(ip, offs, wc, b, act, v0 * V8, op),
             }
-            v0 += 8;
+            v0 += nv;
         }
         let yc = &mut y[c * osz..(c + 1) * osz];
         for (yr, wr) in yc.chunks_exact_mut(g.ow).zip(wide.chunks(lay.wq)) {
@@ -278,7 +282,9 @@ unsafe fn planes_avx2(
 unsafe fn copy_avx2(src: *const f32, dst: *mut f32, n: usize) {
     use std::arch::x86_64::*;
     if n < 8 {
-        std::ptr::copy_nonoverlapping(src, dst, n);
+        for i in 0..n {
+            *dst.add(i) = *src.add(i);
+        }
         return;
     }
     let mut i = 0;
@@ -696,6 +702,37 @@ mod tests {
         for g in [g1, g2, g3, g4] {
             for act in [Activation::Identity, Activation::Relu, Activation::HardSwish, Activation::Swish(1.0), Activation::Clip(0.0, 6.0)] {
                 check(&g, 2, act);
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_sizes_strides_and_small_planes() {
+        // Square planes from 1×1 (smaller than the kernel) past two vectors, pads of k/2 and 0,
+        // every activation, an odd channel count.
+        let acts = [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::Clip(0.0, 6.0),
+            Activation::HardSigmoid(0.2, 0.5),
+            Activation::HardSwish,
+            Activation::Sigmoid,
+            Activation::Swish(1.0),
+        ];
+        for k in [3usize, 5] {
+            for s in [1usize, 2] {
+                for p in [k / 2, 0] {
+                    for h in [1usize, 2, 3, 4, 5, 7, 8, 9, 14, 15, 16, 17, 28, 31] {
+                        if h + 2 * p < k {
+                            continue;
+                        }
+                        let o = (h + 2 * p - k) / s + 1;
+                        let g = DwGeometry { ih: h, iw: h, oh: o, ow: o, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, ph: p, pw: p };
+                        for act in acts {
+                            check(&g, 3, act);
+                        }
+                    }
+                }
             }
         }
     }
