@@ -87,6 +87,11 @@ impl Activation {
             // SAFETY: AVX-512F was detected; the caller guarantees the block is valid.
             return unsafe { apply_avx512(self, c, rows, cols, rsc) };
         }
+        #[cfg(target_arch = "x86_64")]
+        if csc == 1 && crate::gemm::best_isa() == crate::gemm::Isa::Avx2 {
+            // SAFETY: AVX2 and FMA were detected; the caller guarantees the block is valid.
+            return unsafe { apply_avx2(self, c, rows, cols, rsc) };
+        }
         crate::simd::vectorized(
             #[inline(always)]
             || {
@@ -195,6 +200,73 @@ pub(crate) unsafe fn act512(act: Activation, x: std::arch::x86_64::__m512) -> st
         // blend (Sigmoid).
         Activation::Sigmoid => _mm512_mask_mov_ps(logistic(x, 1.0), _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), x),
         Activation::Swish(a) => _mm512_mul_ps(x, logistic(x, a)),
+    }
+}
+
+/// `act` on eight lanes with AVX2 and FMA. Sigmoid and Swish use e^z by Cody–Waite reduction
+/// and the same polynomial as [`crate::vmath::exp_f32`], then a Newton-refined reciprocal (within a
+/// few ulp of the exact logistic).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) unsafe fn act256(act: Activation, x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    // max(lo, x) and min(hi, x) return x when it is NaN.
+    let clip = |x: __m256, lo: f32, hi: f32| _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x));
+    let logistic = |x: __m256, alpha: f32| {
+        let one = _mm256_set1_ps(1.0);
+        // z = -alpha·x limited to ±88 (NaN becomes -88: max returns its second operand).
+        let z = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_set1_ps(-alpha), x), _mm256_set1_ps(-88.0)), _mm256_set1_ps(88.0));
+        let k = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(z, _mm256_set1_ps(crate::vmath::LOG2E)));
+        let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(crate::vmath::LN2_LO), _mm256_fnmadd_ps(k, _mm256_set1_ps(crate::vmath::LN2_HI), z));
+        // The polynomial in Estrin's form (shorter dependency chains than Horner's).
+        let c = |i: usize| _mm256_set1_ps(crate::vmath::EXP_POLY[i]);
+        let r2 = _mm256_mul_ps(r, r);
+        let (a, b, h) = (_mm256_fmadd_ps(c(0), r, c(1)), _mm256_fmadd_ps(c(2), r, c(3)), _mm256_fmadd_ps(c(4), r, c(5)));
+        let p = _mm256_fmadd_ps(_mm256_fmadd_ps(a, r2, b), r2, h);
+        let e = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, one));
+        // 2^k for k in [-127, 127] (2^-127 comes out as 0, below what 1 + e^z can resolve).
+        let s = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127))));
+        // 1/d from the approximate reciprocal and two Newton steps (cheaper than a division).
+        _mm256_div_ps(one, _mm256_fmadd_ps(e, s, one))
+    };
+    match act {
+        Activation::Identity => x,
+        Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), x),
+        Activation::Clip(lo, hi) => clip(x, lo, hi),
+        Activation::HardSigmoid(a, b) => clip(_mm256_fmadd_ps(_mm256_set1_ps(a), x, _mm256_set1_ps(b)), 0.0, 1.0),
+        Activation::HardSwish => {
+            _mm256_mul_ps(x, clip(_mm256_fmadd_ps(_mm256_set1_ps(1.0 / 6.0), x, _mm256_set1_ps(0.5)), 0.0, 1.0))
+        }
+        // The clamped z loses a NaN; it comes back through the product with x (Swish) or the
+        // blend (Sigmoid).
+        Activation::Sigmoid => _mm256_blendv_ps(logistic(x, 1.0), x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)),
+        Activation::Swish(a) => _mm256_mul_ps(x, logistic(x, a)),
+    }
+}
+
+/// Applies `act` to the `rows × cols` block at `c` with row stride `rsc` (columns contiguous).
+///
+/// # Safety
+/// AVX2 and FMA must be available and the block valid for reads and writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn apply_avx2(act: Activation, c: *mut f32, rows: usize, cols: usize, rsc: isize) {
+    use std::arch::x86_64::*;
+    for i in 0..rows {
+        let p = c.offset(i as isize * rsc);
+        let mut j = 0;
+        while j + 8 <= cols {
+            _mm256_storeu_ps(p.add(j), act256(act, _mm256_loadu_ps(p.add(j))));
+            j += 8;
+        }
+        if j < cols {
+            // The tail through a zero-padded stack vector.
+            let mut t = [0f32; 8];
+            std::ptr::copy_nonoverlapping(p.add(j), t.as_mut_ptr(), cols - j);
+            _mm256_storeu_ps(t.as_mut_ptr(), act256(act, _mm256_loadu_ps(t.as_ptr())));
+            std::ptr::copy_nonoverlapping(t.as_ptr(), p.add(j), cols - j);
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 
 use crate::act::Activation;
 #[cfg(target_arch = "x86_64")]
-use crate::act::act512;
+use crate::act::{act256, act512};
 
 /// Geometry of a depthwise convolution (per channel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,8 +180,8 @@ fn dispatch(
 }
 
 /// AVX2 form of [`planes_body`]: vector copies into the phase image (even/odd split for
-/// stride 2), the wide output up to 8 vectors of 8 per pass with the simple activations applied
-/// in registers, row copies out.
+/// stride 2), the wide output up to 8 vectors of 8 per pass with the activation applied in
+/// registers, row copies out.
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `img` and `wide` hold the layout's `img_len` / `wide_len`
@@ -200,14 +200,13 @@ unsafe fn planes_avx2(
     // Every tap reads at most `wide_len` elements from its offset (checked once here).
     assert!(offs.iter().all(|&o| o + lay.wide_len <= img.len()) && wide.len() >= lay.wide_len && lay.wide_len % V8 == 0);
     let nvec = lay.wide_len / V8;
-    // Activations without a register form here are applied to the wide output afterwards.
-    let in_regs = matches!(act, Activation::Identity | Activation::Relu | Activation::Clip(..) | Activation::HardSigmoid(..) | Activation::HardSwish);
-    let reg_act = if in_regs { act } else { Activation::Identity };
+    let per_block = nvec.div_ceil(nvec.div_ceil(8));
+    // The phase columns holding input columns, per column phase (the same for every channel).
+    let cols: Vec<(usize, usize)> = (0..g.sw).map(|rx| lay.cols(g, rx)).collect();
     for c in 0..channels {
         let xc = &x[c * isz..(c + 1) * isz];
         for ry in 0..g.sh {
-            for rx in 0..g.sw {
-                let (lo, hi) = lay.cols(g, rx);
+            for (rx, &(lo, hi)) in cols.iter().enumerate() {
                 if lo >= hi {
                     continue;
                 }
@@ -218,14 +217,16 @@ unsafe fn planes_avx2(
                     let dst = &mut img[base + r * lay.wq..][lo..hi];
                     // Phase column q holds input column q·sw + rx − pw.
                     let s0 = lo * g.sw + rx - g.pw;
+                    let n = hi - lo;
                     if g.sw == 1 {
-                        dst.copy_from_slice(&xrow[s0..s0 + (hi - lo)]);
+                        // SAFETY: input columns s0 .. s0+n lie in the row; `dst` holds n.
+                        copy_avx2(xrow.as_ptr().add(s0), dst.as_mut_ptr(), n);
                         continue;
                     }
                     let mut q = 0;
                     if g.sw == 2 {
                         // Eight phase columns from sixteen input columns.
-                        while q + V8 <= dst.len() && s0 + 2 * q + 2 * V8 <= g.iw {
+                        while q + V8 <= n && s0 + 2 * q + 2 * V8 <= g.iw {
                             // SAFETY: input columns s0+2q .. s0+2q+16 lie in the row (checked
                             // above); phase columns q..q+8 lie in `dst`.
                             let p = xrow.as_ptr().add(s0 + 2 * q);
@@ -247,32 +248,55 @@ unsafe fn planes_avx2(
         let mut v0 = 0;
         while v0 < nvec {
             let (ip, op) = (img.as_ptr(), wide.as_mut_ptr().add(v0 * V8));
-            match nvec - v0 {
-                1 => wide_block_avx2::<1>(ip, offs, wc, b, reg_act, v0 * V8, op),
-                2 => wide_block_avx2::<2>(ip, offs, wc, b, reg_act, v0 * V8, op),
-                3 => wide_block_avx2::<3>(ip, offs, wc, b, reg_act, v0 * V8, op),
-                4 => wide_block_avx2::<4>(ip, offs, wc, b, reg_act, v0 * V8, op),
-                5 => wide_block_avx2::<5>(ip, offs, wc, b, reg_act, v0 * V8, op),
-                6 => wide_block_avx2::<6>(ip, offs, wc, b, reg_act, v0 * V8, op),
-                7 => wide_block_avx2::<7>(ip, offs, wc, b, reg_act, v0 * V8, op),
-                _ => wide_block_avx2::<8>(ip, offs, wc, b, reg_act, v0 * V8, op),
+            // Blocks of even size: a short last block would leave the FMA units idle.
+            let nv = (nvec - v0).min(per_block);
+            match nv {
+                1 => wide_block_avx2::<1>(ip, offs, wc, b, act, v0 * V8, op),
+                2 => wide_block_avx2::<2>(ip, offs, wc, b, act, v0 * V8, op),
+                3 => wide_block_avx2::<3>(ip, offs, wc, b, act, v0 * V8, op),
+                4 => wide_block_avx2::<4>(ip, offs, wc, b, act, v0 * V8, op),
+                5 => wide_block_avx2::<5>(ip, offs, wc, b, act, v0 * V8, op),
+                6 => wide_block_avx2::<6>(ip, offs, wc, b, act, v0 * V8, op),
+                7 => wide_block_avx2::<7>(ip, offs, wc, b, act, v0 * V8, op),
+                _ => wide_block_avx2::<8>(ip, offs, wc, b, act, v0 * V8, op),
             }
-            v0 += 8;
-        }
-        if !in_regs {
-            act.apply_inline(&mut wide[..g.oh * lay.wq]);
+            v0 += nv;
         }
         let yc = &mut y[c * osz..(c + 1) * osz];
         for (yr, wr) in yc.chunks_exact_mut(g.ow).zip(wide.chunks(lay.wq)) {
-            for (d, &v) in yr.iter_mut().zip(&wr[..g.ow]) {
-                d.write(v);
-            }
+            // SAFETY: both rows hold at least ow elements (wq ≥ ow).
+            copy_avx2(wr.as_ptr(), yr.as_mut_ptr().cast::<f32>(), g.ow);
         }
     }
 }
 
-/// NV vectors of 8 of the wide output from element `j0` (see [`wide_block`]), with `act` one of
-/// the activations [`planes_avx2`] applies in registers (others pass through unchanged).
+/// Copies `n` floats from `src` to `dst` (short rows, so inline rather than through memcpy; the
+/// last vector overlaps the one before rather than using masked moves, which are slow on some
+/// cores).
+///
+/// # Safety
+/// AVX2 must be available; `src` readable and `dst` writable for `n` elements, not overlapping.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn copy_avx2(src: *const f32, dst: *mut f32, n: usize) {
+    use std::arch::x86_64::*;
+    if n < 8 {
+        for i in 0..n {
+            *dst.add(i) = *src.add(i);
+        }
+        return;
+    }
+    let mut i = 0;
+    while i + 8 < n {
+        _mm256_storeu_ps(dst.add(i), _mm256_loadu_ps(src.add(i)));
+        i += 8;
+    }
+    _mm256_storeu_ps(dst.add(n - 8), _mm256_loadu_ps(src.add(n - 8)));
+}
+
+/// NV vectors of 8 of the wide output from element `j0` (see [`wide_block`]), the activation
+/// applied in registers.
 ///
 /// # Safety
 /// AVX2 and FMA must be available; offs[t] + j0 + NV·8 ≤ the image length for every tap and
@@ -291,16 +315,8 @@ unsafe fn wide_block_avx2<const NV: usize>(img: *const f32, offs: &[usize], wc: 
             *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(v * 8)), *a);
         }
     }
-    // max(lo, x) / min(hi, x) with x second return x when it is NaN.
-    let clip = |x: __m256, lo: f32, hi: f32| _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x));
     for (v, &a) in acc.iter().enumerate() {
-        let r = match act {
-            Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), a),
-            Activation::Clip(lo, hi) => clip(a, lo, hi),
-            Activation::HardSigmoid(al, be) => clip(_mm256_fmadd_ps(_mm256_set1_ps(al), a, _mm256_set1_ps(be)), 0.0, 1.0),
-            Activation::HardSwish => _mm256_mul_ps(a, clip(_mm256_fmadd_ps(_mm256_set1_ps(1.0 / 6.0), a, _mm256_set1_ps(0.5)), 0.0, 1.0)),
-            _ => a,
-        };
+        let r = act256(act, a);
         _mm256_storeu_ps(out.add(v * 8), r);
     }
 }
@@ -686,6 +702,37 @@ mod tests {
         for g in [g1, g2, g3, g4] {
             for act in [Activation::Identity, Activation::Relu, Activation::HardSwish, Activation::Swish(1.0), Activation::Clip(0.0, 6.0)] {
                 check(&g, 2, act);
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_sizes_strides_and_small_planes() {
+        // Square planes from 1×1 (smaller than the kernel) past two vectors, pads of k/2 and 0,
+        // every activation, an odd channel count.
+        let acts = [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::Clip(0.0, 6.0),
+            Activation::HardSigmoid(0.2, 0.5),
+            Activation::HardSwish,
+            Activation::Sigmoid,
+            Activation::Swish(1.0),
+        ];
+        for k in [3usize, 5] {
+            for s in [1usize, 2] {
+                for p in [k / 2, 0] {
+                    for h in [1usize, 2, 3, 4, 5, 7, 8, 9, 14, 15, 16, 17, 28, 31] {
+                        if h + 2 * p < k {
+                            continue;
+                        }
+                        let o = (h + 2 * p - k) / s + 1;
+                        let g = DwGeometry { ih: h, iw: h, oh: o, ow: o, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, ph: p, pw: p };
+                        for act in acts {
+                            check(&g, 3, act);
+                        }
+                    }
+                }
             }
         }
     }

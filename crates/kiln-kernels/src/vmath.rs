@@ -3,15 +3,18 @@
 //! portable body with simd128) and chosen at run time. Accurate to a few ulp of the correctly
 //! rounded result, exact at the limits: ±inf, NaN propagation, saturation for large |x|.
 
-const LOG2E: f32 = std::f32::consts::LOG2_E;
+pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split so that n·LN2_HI is exact for the exponents used.
-const LN2_HI: f32 = 0.693_359_375;
-const LN2_LO: f32 = -2.121_944_4e-4;
+pub(crate) const LN2_HI: f32 = 0.693_359_375;
+pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
 /// 1.5·2^23: adding it rounds to an integer held in the low mantissa bits.
 const MAGIC: f32 = 12_582_912.0;
 /// exp(x) is 0 (after rounding) below this and +inf above `EXP_HI`.
 const EXP_LO: f32 = -104.0;
 const EXP_HI: f32 = 88.8;
+
+/// Coefficients of e^r ≈ 1 + r + r²·p(r) on |r| ≤ ln2/2, highest first (Cephes expf).
+pub(crate) const EXP_POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
 
 /// e^x for one value (the scalar form of the slice kernels; same results).
 #[inline(always)]
@@ -23,12 +26,10 @@ pub fn exp_f32(x: f32) -> f32 {
     let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     // e^r on |r| <= ln2/2 (Cephes expf coefficients).
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    let mut p = EXP_POLY[0];
+    for &c in &EXP_POLY[1..] {
+        p = p * r + c;
+    }
     let e = p * (r * r) + r + 1.0;
     // 2^n as two factors so that n in [-150, 128] neither wraps nor loses subnormals early.
     let n1 = ni >> 1;

@@ -1210,6 +1210,61 @@ mod tests {
     }
 
     #[test]
+    fn depthwise_threads_batches_and_multipliers() {
+        // (n, c, mult, h, w, k, s, p): batches whose channel split crosses images, a channel
+        // multiplier of 2, odd channel counts, and planes smaller than the kernel.
+        let cases = [(2usize, 19usize, 1usize, 23usize, 23usize, 3usize, 1usize, 1usize), (2, 11, 2, 21, 17, 5, 2, 2), (1, 37, 1, 30, 30, 3, 2, 1), (3, 9, 1, 2, 3, 5, 1, 2), (1, 33, 1, 7, 7, 5, 1, 2)];
+        let acts = [Activation::Identity, Activation::Relu, Activation::HardSwish, Activation::Sigmoid, Activation::Swish(1.0)];
+        for (n, c, mult, h, wd, k, s, p) in cases {
+            let m = c * mult;
+            let op = ConvOp {
+                attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![s, s]), dilations: None, pads: Some(vec![p; 4]), ceil_mode: false },
+                group: c,
+                packed: None,
+                act: Activation::Identity,
+                wino: None,
+                direct: None,
+            };
+            let d = op.dims(&[n, c, h, wd], &[m, 1, k, k]).unwrap();
+            let x: Vec<f32> = (0..n * c * h * wd).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
+            let w: Vec<f32> = (0..m * k * k).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.125 - 1.0).collect();
+            let (oh, ow) = (d.geo.output[0], d.geo.output[1]);
+            let mut want = vec![0f64; n * m * oh * ow];
+            for b in 0..n {
+                for o in 0..m {
+                    let ci = o / mult;
+                    for i in 0..oh {
+                        for j in 0..ow {
+                            let mut acc = bias[o] as f64;
+                            for a in 0..k {
+                                for e in 0..k {
+                                    let (r, q) = ((i * s + a) as isize - p as isize, (j * s + e) as isize - p as isize);
+                                    if r >= 0 && q >= 0 && (r as usize) < h && (q as usize) < wd {
+                                        acc += x[((b * c + ci) * h + r as usize) * wd + q as usize] as f64 * w[(o * k + a) * k + e] as f64;
+                                    }
+                                }
+                            }
+                            want[((b * m + o) * oh + i) * ow + j] = acc;
+                        }
+                    }
+                }
+            }
+            for threads in [1, 2] {
+                let _pool = kiln_kernels::par::enter(kiln_kernels::par::build_pool(threads));
+                for act in acts {
+                    let got = depthwise_f32(&x, &w, &d, c, Some(&bias), act).unwrap();
+                    assert_eq!(got.len(), want.len());
+                    for (idx, (g, v)) in got.iter().zip(&want).enumerate() {
+                        let v = act_f64(act, *v);
+                        assert!((*g as f64 - v).abs() < 1e-5 * (1.0 + v.abs()), "{act:?} n{n} c{c} x{mult} k{k} s{s} threads {threads} at {idx}: {g} vs {v}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn transpose_stride2() {
         // 1-D: x = [1, 2], w = [1, 1, 1], stride 2 -> length 5: [1, 1, 3, 2, 2]
         let op = ConvTransposeOp { attrs: attrs(None, Some(vec![2])), group: 1, output_padding: None, output_shape: None };
