@@ -133,13 +133,6 @@ pub fn pointwise_direct(k: usize, n: usize, x: &[f32], w: &DirectWeights, bias: 
     run(x, &offs, n, n, 1, n, w, bias, act, y, threads);
 }
 
-/// Whether `act` is applied to the accumulators in registers; the others (Sigmoid, Swish) are
-/// applied to each finished tile through [`Activation::apply_inline`].
-#[cfg(target_arch = "x86_64")]
-fn in_register(act: Activation) -> bool {
-    matches!(act, Activation::Identity | Activation::Relu | Activation::Clip(..) | Activation::HardSigmoid(..) | Activation::HardSwish)
-}
-
 /// Tiles of Y [m × oh·ow] from `xs`: tap p of wide pixel j at xs[offs[p] + j], wide rows of `wq`
 /// pixels; reads at or past wide pixel `readable` are masked off (usize::MAX: none).
 #[allow(clippy::too_many_arguments)]
@@ -254,19 +247,11 @@ unsafe fn tiles_avx2(xs: &[f32], offs: &[usize], a_all: &[f32], j0: usize, ahead
                 fma(&mut acc, p, _mm256_maskload_ps(xp.add(off), m0), _mm256_maskload_ps(xp.wrapping_add(off + 8), m1));
             }
         }
-        // max(lo, x) / min(hi, x) with x second return x when it is NaN.
-        let clip = |x: __m256, lo: f32, hi: f32| _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x));
-        let f = |v: __m256| match act {
-            Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), v),
-            Activation::Clip(lo, hi) => clip(v, lo, hi),
-            Activation::HardSigmoid(al, be) => clip(_mm256_fmadd_ps(_mm256_set1_ps(al), v, _mm256_set1_ps(be)), 0.0, 1.0),
-            Activation::HardSwish => _mm256_mul_ps(v, clip(_mm256_fmadd_ps(_mm256_set1_ps(1.0 / 6.0), v, _mm256_set1_ps(0.5)), 0.0, 1.0)),
-            _ => v,
-        };
+        // The activation on the accumulators, in registers (Sigmoid and Swish included).
+        let f = |v: __m256| crate::act::act256(act, v);
         let (wq, n) = (o.wq, o.oh * o.ow);
         let (oy, ox) = (j0 / wq, j0 % wq);
-        let in_register = in_register(act);
-        if in_register && ox + NB <= o.ow {
+        if ox + NB <= o.ow {
             // All 16 pixels are consecutive outputs of one row.
             let base = oy * o.ow + ox;
             for (r, row) in acc.iter().enumerate().take(rows) {
@@ -280,11 +265,6 @@ unsafe fn tiles_avx2(xs: &[f32], offs: &[usize], a_all: &[f32], j0: usize, ahead
         for (r, row) in acc.iter().enumerate().take(rows) {
             _mm256_storeu_ps(buf[r].as_mut_ptr(), f(row[0]));
             _mm256_storeu_ps(buf[r].as_mut_ptr().add(8), f(row[1]));
-        }
-        if !in_register {
-            // Sigmoid and Swish on the tile while it is in L1 (compiled for AVX2 here), rather than
-            // in a second pass over Y.
-            act.apply_inline(buf.as_flattened_mut());
         }
         // Runs of the tile within wide rows: output columns below ow of rows below oh.
         let mut q = 0;
