@@ -618,7 +618,7 @@ unsafe fn sgemm_raw(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<'_>, 
         unsafe { ep.finish_block(cp.0, 1, n, rsc, csc) };
         return;
     }
-    let parts = split_parts(&info, m, n, m.saturating_mul(n).saturating_mul(k), 1 << 20, threads);
+    let parts = split_parts_by(&info, m, n, m.saturating_mul(n).saturating_mul(k), 1 << 20, threads, PARTS_PER_THREAD);
     let job = |&(i0, i1, j0, j1): &(usize, usize, usize, usize)| {
         let cp = cp;
         PACK_BUFS.with(|bufs| match bufs.try_borrow_mut() {
@@ -639,25 +639,37 @@ unsafe fn sgemm_raw(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<'_>, 
 /// `work` (multiply-adds) is below `min_work`, else whole column panels per thread when there are
 /// enough, else whole row panels, else one.
 pub(crate) fn split_parts(info: &KernelInfo, m: usize, n: usize, work: usize, min_work: usize, threads: usize) -> Vec<(usize, usize, usize, usize)> {
+    split_parts_by(info, m, n, work, min_work, threads, 1)
+}
+
+/// Parts per thread a threaded product is split into. The pool hands parts out as threads become
+/// free, so a thread held up (by other work on its core, or a slower start) delays the product by
+/// one small part rather than by a whole half of it. Parts keep whole panels and at least
+/// [`MIN_PANELS_PER_PART`] of them.
+const PARTS_PER_THREAD: usize = 4;
+const MIN_PANELS_PER_PART: usize = 4;
+
+/// As [`split_parts`], with up to `per_thread` parts per thread along the split dimension (never
+/// fewer than one per thread, never fewer than [`MIN_PANELS_PER_PART`] panels in a part unless
+/// one per thread already needs it).
+pub(crate) fn split_parts_by(info: &KernelInfo, m: usize, n: usize, work: usize, min_work: usize, threads: usize, per_thread: usize) -> Vec<(usize, usize, usize, usize)> {
     let threads = threads.max(1);
+    // Whole panels of width `unit` over `len`, in `count` parts (at least `threads`).
+    let ranges = |len: usize, unit: usize| -> Vec<(usize, usize)> {
+        let panels = len.div_ceil(unit);
+        let count = threads.saturating_mul(per_thread.max(1)).min(panels / MIN_PANELS_PER_PART).max(threads);
+        let per = panels.div_ceil(count);
+        (0..count)
+            .map(|t| ((t * per * unit).min(len), ((t + 1) * per * unit).min(len)))
+            .filter(|(a, b)| a < b)
+            .collect()
+    };
     if threads == 1 || work < min_work {
         vec![(0, m, 0, n)]
     } else if n >= threads * info.nr * 2 {
-        let panels = n.div_ceil(info.nr);
-        let per = panels.div_ceil(threads);
-        (0..threads)
-            .map(|t| ((t * per * info.nr).min(n), ((t + 1) * per * info.nr).min(n)))
-            .filter(|(a, b)| a < b)
-            .map(|(j0, j1)| (0, m, j0, j1))
-            .collect()
+        ranges(n, info.nr).into_iter().map(|(j0, j1)| (0, m, j0, j1)).collect()
     } else if m >= threads * info.mr * 2 {
-        let panels = m.div_ceil(info.mr);
-        let per = panels.div_ceil(threads);
-        (0..threads)
-            .map(|t| ((t * per * info.mr).min(m), ((t + 1) * per * info.mr).min(m)))
-            .filter(|(a, b)| a < b)
-            .map(|(i0, i1)| (i0, i1, 0, n))
-            .collect()
+        ranges(m, info.mr).into_iter().map(|(i0, i1)| (i0, i1, 0, n)).collect()
     } else {
         vec![(0, m, 0, n)]
     }

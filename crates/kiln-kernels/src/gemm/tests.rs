@@ -263,3 +263,55 @@ fn gelu_epilogue_matches_definition() {
         }
     }
 }
+
+#[test]
+fn finer_splits_cover_every_element_once_in_whole_panels() {
+    for isa in available_isas() {
+        let info = KernelInfo::for_isa(isa);
+        for &(m, n) in &[(128usize, 3072usize), (128, 768), (7, 1000), (300, 40), (1, 64), (50, 50), (6, 2)] {
+            for threads in [1usize, 2, 3] {
+                for per_thread in [1usize, 4] {
+                    let parts = split_parts_by(&info, m, n, usize::MAX, 0, threads, per_thread);
+                    assert!(!parts.is_empty());
+                    if parts.len() > 1 {
+                        assert!(parts.len() >= threads, "{m}x{n} t{threads}: {parts:?}");
+                    }
+                    let mut seen = vec![0u8; m * n];
+                    for &(i0, i1, j0, j1) in &parts {
+                        assert!(i0 < i1 && i1 <= m && j0 < j1 && j1 <= n, "{m}x{n}: {parts:?}");
+                        assert!(i0 % info.mr == 0 && j0 % info.nr == 0, "{m}x{n}: {parts:?}");
+                        for i in i0..i1 {
+                            for j in j0..j1 {
+                                seen[i * n + j] += 1;
+                            }
+                        }
+                    }
+                    assert!(seen.iter().all(|&c| c == 1), "{isa:?} {m}x{n} t{threads} p{per_thread}: {parts:?}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn products_split_in_several_parts_per_thread_match_naive() {
+    // Large enough to be threaded: column parts (with a partial last panel) and row parts.
+    let _pool = crate::par::enter(crate::par::build_pool(2));
+    for &(m, k, n) in &[(128usize, 96usize, 768usize), (64, 256, 1000), (300, 128, 40), (97, 130, 515)] {
+        let (av, bv) = (fill(m * k, 21), fill(k * n, 22));
+        let (a, b) = (MatRef::new(&av, k as isize, 1), MatRef::new(&bv, n as isize, 1));
+        let want = naive(m, k, n, &a, &b);
+        for isa in available_isas() {
+            let info = KernelInfo::for_isa(isa);
+            let pb = PackedB::with_isa(isa, k, n, b);
+            for rhs in [Rhs::Strided(b), Rhs::Packed(&pb)] {
+                let mut c = vec![f32::NAN; m * n];
+                sgemm_with(info, m, k, n, Lhs::Strided(a), rhs, &mut c, n as isize, 1, &Epilogue::default(), 2);
+                for (idx, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                    assert!(close(got, w, k), "{isa:?} {m}x{k}x{n} at ({}, {}): {got} vs {w}", idx / n, idx % n);
+                }
+            }
+        }
+    }
+}
