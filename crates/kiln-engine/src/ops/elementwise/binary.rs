@@ -134,8 +134,8 @@ fn compare<T: PartialOrd>(a: &[T], sa: &[usize], b: &[T], sb: &[usize], k: B) ->
     binary(a, sa, b, sb, f)
 }
 
-/// Operands of a comparison in a type that compares them the same way: f32, f64, i64 and u64 as
-/// they are, 16-bit floats widened to f32, narrower integers to i32/u32 and, for Equal only,
+/// Operands of a comparison in a type that compares them the same way: 32- and 64-bit types as
+/// they are, 16-bit floats widened to f32, 8- and 16-bit integers to i32/u32 and, for Equal only,
 /// bools to u32 and strings as they are. One comparison loop per compute type (code size).
 enum C<'a> {
     F32(Cow<'a, [f32]>),
