@@ -52,17 +52,26 @@ pub trait Op: Send + Sync {
     /// (`inputs.value(0)` is `None`) so its buffer can hold the output. Only called when
     /// [`Op::reuses_input0`] is true. Default: runs [`Op::run`] on a borrowed view.
     fn run_reusing(&self, first: Value, inputs: &Inputs) -> OpResult<Vec<Value>> {
-        with_first(&first, inputs, |all| self.run(all))
+        run_with_first(&first, inputs, &|all| self.run(all))
     }
 }
 
 /// Calls `f` with `inputs` whose input 0 is `first` (for [`Op::run_reusing`] fallbacks).
 pub fn with_first<R>(first: &Value, inputs: &Inputs, f: impl FnOnce(&Inputs) -> R) -> R {
+    f(&Inputs::new(&first_replaced(first, inputs)))
+}
+
+/// [`with_first`] for [`Op::run`]-like calls, one instance for every operator (code size).
+fn run_with_first(first: &Value, inputs: &Inputs, f: &dyn Fn(&Inputs) -> OpResult<Vec<Value>>) -> OpResult<Vec<Value>> {
+    f(&Inputs::new(&first_replaced(first, inputs)))
+}
+
+fn first_replaced<'a>(first: &'a Value, inputs: &Inputs<'a>) -> Vec<Option<&'a Value>> {
     let mut values: Vec<Option<&Value>> = inputs.values.to_vec();
     if let Some(v) = values.first_mut() {
         *v = Some(first);
     }
-    f(&Inputs::new(&values))
+    values
 }
 
 /// Build-time view of a node: its attributes, opset, input/output counts and constant inputs.

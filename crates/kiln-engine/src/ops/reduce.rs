@@ -5,6 +5,7 @@ use kiln_tensor::{bf16, f16, DType, Dim, Shape, Tensor, TensorData, Value, Value
 use crate::error::{OpError, OpResult};
 use crate::bail;
 use crate::op::{Inputs, NodeInfo, Op};
+use crate::ops::shape::Keys;
 use crate::ops::util::norm_axis;
 use crate::registry::Registry;
 
@@ -621,22 +622,26 @@ impl Op for ArgOp {
         }
         let (m, l) = (self.max, self.last);
         let out = match x.data() {
-            TensorData::F32(v) => arg_typed(v, outer, n, inner, m, l),
-            TensorData::F64(v) => arg_typed(v, outer, n, inner, m, l),
-            TensorData::F16(v) => arg_typed(v, outer, n, inner, m, l),
-            TensorData::BF16(v) => arg_typed(v, outer, n, inner, m, l),
-            TensorData::I8(v) => arg_typed(v, outer, n, inner, m, l),
-            TensorData::I16(v) => arg_typed(v, outer, n, inner, m, l),
-            TensorData::I32(v) => arg_typed(v, outer, n, inner, m, l),
-            TensorData::I64(v) => arg_typed(v, outer, n, inner, m, l),
-            TensorData::U8(v) => arg_typed(v, outer, n, inner, m, l),
-            TensorData::U16(v) => arg_typed(v, outer, n, inner, m, l),
-            TensorData::U32(v) => arg_typed(v, outer, n, inner, m, l),
-            TensorData::U64(v) => arg_typed(v, outer, n, inner, m, l),
-            TensorData::Bool(v) => {
-                let b: Vec<u8> = v.iter().map(|&b| b as u8).collect();
-                arg_typed(&b, outer, n, inner, m, l)
-            }
+            // Other types run the f32/i64/u64 loops on exact, order-preserving copies.
+            TensorData::F32(_)
+            | TensorData::F64(_)
+            | TensorData::F16(_)
+            | TensorData::BF16(_)
+            | TensorData::I8(_)
+            | TensorData::I16(_)
+            | TensorData::I32(_)
+            | TensorData::I64(_)
+            | TensorData::U8(_)
+            | TensorData::U16(_)
+            | TensorData::U32(_)
+            | TensorData::U64(_)
+            | TensorData::Bool(_) => match crate::ops::shape::order_keys(x.data()) {
+                Keys::F32(v) => arg_typed(&v, outer, n, inner, m, l),
+                Keys::F64(v) => arg_typed(v, outer, n, inner, m, l),
+                Keys::I64(v) => arg_typed(&v, outer, n, inner, m, l),
+                Keys::U64(v) => arg_typed(&v, outer, n, inner, m, l),
+                Keys::Str(_) => bail!("{name} does not support {} tensors", x.dtype()),
+            },
             other => bail!("{name} does not support {} tensors", other.dtype()),
         };
         let mut out_shape = shape.to_vec();

@@ -6,9 +6,10 @@ mod layout;
 mod slicing;
 mod sort;
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use kiln_tensor::{bf16, f16, Dim, Elem, Shape, Tensor, TensorData, Value, ValueType};
+use kiln_tensor::{bf16, f16, DType, Dim, Elem, Shape, Tensor, TensorData, Value, ValueType};
 
 use crate::error::{OpError, OpResult};
 use crate::op::Inputs;
@@ -378,6 +379,177 @@ pub(crate) fn move_data(d: &TensorData, m: &impl Mover) -> TensorData {
     }
 }
 
+/// Elements as values of a type with the same order: f32, f64, i64, u64 and strings as they are,
+/// other floats widened to f32, signed integers to i64, unsigned integers and bools to u64 (all
+/// exact, so order, NaN placement and ties are unchanged). The ordering kernels then have one
+/// instance for each of these five types instead of one per element type (code size).
+pub(crate) enum Keys<'a> {
+    F32(Cow<'a, [f32]>),
+    F64(&'a [f64]),
+    I64(Cow<'a, [i64]>),
+    U64(Cow<'a, [u64]>),
+    Str(&'a [String]),
+}
+
+pub(crate) fn order_keys(d: &TensorData) -> Keys<'_> {
+    use TensorData as D;
+    fn w<T: Copy, K>(v: &[T], f: fn(T) -> K) -> Cow<'static, [K]>
+    where
+        [K]: ToOwned<Owned = Vec<K>>,
+    {
+        Cow::Owned(v.iter().map(|&x| f(x)).collect())
+    }
+    match d {
+        D::F32(v) => Keys::F32(Cow::Borrowed(v)),
+        D::F64(v) => Keys::F64(v),
+        D::I64(v) => Keys::I64(Cow::Borrowed(v)),
+        D::U64(v) => Keys::U64(Cow::Borrowed(v)),
+        D::String(v) => Keys::Str(v),
+        D::F16(v) => Keys::F32(w(v, |x| x.to_f32())),
+        D::BF16(v) => Keys::F32(w(v, |x| x.to_f32())),
+        D::F8E4M3FN(v) => Keys::F32(w(v, |x| x.to_f32())),
+        D::F8E4M3FNUZ(v) => Keys::F32(w(v, |x| x.to_f32())),
+        D::F8E5M2(v) => Keys::F32(w(v, |x| x.to_f32())),
+        D::F8E5M2FNUZ(v) => Keys::F32(w(v, |x| x.to_f32())),
+        D::F4E2M1(v) => Keys::F32(w(v, |x| x.to_f32())),
+        D::F8E8M0(v) => Keys::F32(w(v, |x| x.to_f32())),
+        D::I8(v) => Keys::I64(w(v, i64::from)),
+        D::I16(v) => Keys::I64(w(v, i64::from)),
+        D::I32(v) => Keys::I64(w(v, i64::from)),
+        D::I4(v) => Keys::I64(w(v, |x| x.to_i64())),
+        D::I2(v) => Keys::I64(w(v, |x| x.to_i64())),
+        D::U8(v) => Keys::U64(w(v, u64::from)),
+        D::U16(v) => Keys::U64(w(v, u64::from)),
+        D::U32(v) => Keys::U64(w(v, u64::from)),
+        D::Bool(v) => Keys::U64(w(v, u64::from)),
+        D::U4(v) => Keys::U64(w(v, |x| x.to_i64() as u64)),
+        D::U2(v) => Keys::U64(w(v, |x| x.to_i64() as u64)),
+    }
+}
+
+/// A copy that only moves elements of several inputs of one type: every element it returns is a
+/// clone of an element of one of `parts`.
+pub(crate) trait MoverN {
+    fn run<T: Clone + Default>(&self, parts: &[&[T]]) -> OpResult<Vec<T>>;
+}
+
+/// Applies `m` to inputs of one dtype, moving numbers and bools as unsigned words of their
+/// width as [`move_data`] does (one instance of `m` per width, not per type).
+pub(crate) fn move_data_n(parts: &[&TensorData], m: &impl MoverN) -> OpResult<TensorData> {
+    use TensorData as D;
+    let dtype = parts.first().ok_or_else(|| OpError::new("internal: no inputs to move"))?.dtype();
+    let mismatch = || OpError(format!("inputs mix {dtype} with another type"));
+    // One typed view per width; the 1-byte wrapper types are copied to bytes first.
+    let mut bytes_owned: Vec<Vec<u8>> = Vec::new();
+    let mut w8: Vec<&[u8]> = Vec::new();
+    let mut w16: Vec<&[u16]> = Vec::new();
+    let mut w32: Vec<&[u32]> = Vec::new();
+    let mut w64: Vec<&[u64]> = Vec::new();
+    let mut strs: Vec<&[String]> = Vec::new();
+    for p in parts {
+        if p.dtype() != dtype {
+            return Err(mismatch());
+        }
+        match p {
+            D::F32(v) => w32.push(words(v)),
+            D::I32(v) => w32.push(words(v)),
+            D::U32(v) => w32.push(v),
+            D::F64(v) => w64.push(words(v)),
+            D::I64(v) => w64.push(words(v)),
+            D::U64(v) => w64.push(v),
+            D::F16(v) => w16.push(words(v)),
+            D::BF16(v) => w16.push(words(v)),
+            D::I16(v) => w16.push(words(v)),
+            D::U16(v) => w16.push(v),
+            D::I8(v) => w8.push(words(v)),
+            D::Bool(v) => w8.push(words(v)),
+            D::U8(v) => w8.push(v),
+            D::String(v) => strs.push(v),
+            other => bytes_owned.push(wrapper_bytes(other)),
+        }
+    }
+    if !bytes_owned.is_empty() {
+        w8 = bytes_owned.iter().map(|b| b.as_slice()).collect();
+    }
+    // SAFETY (every `unwords` below): the words come from `m`, whose results are copies of
+    // elements of `parts`, all of `dtype`; so each is a valid element of that type.
+    Ok(match dtype {
+        DType::F32 => D::F32(unsafe { unwords(m.run(&w32)?) }),
+        DType::I32 => D::I32(unsafe { unwords(m.run(&w32)?) }),
+        DType::U32 => D::U32(m.run(&w32)?),
+        DType::F64 => D::F64(unsafe { unwords(m.run(&w64)?) }),
+        DType::I64 => D::I64(unsafe { unwords(m.run(&w64)?) }),
+        DType::U64 => D::U64(m.run(&w64)?),
+        DType::F16 => D::F16(unsafe { unwords(m.run(&w16)?) }),
+        DType::BF16 => D::BF16(unsafe { unwords(m.run(&w16)?) }),
+        DType::I16 => D::I16(unsafe { unwords(m.run(&w16)?) }),
+        DType::U16 => D::U16(m.run(&w16)?),
+        DType::I8 => D::I8(unsafe { unwords(m.run(&w8)?) }),
+        DType::Bool => D::Bool(unsafe { unwords(m.run(&w8)?) }),
+        DType::U8 => D::U8(m.run(&w8)?),
+        DType::String => D::String(m.run(&strs)?),
+        _ => wrapper_from_bytes(dtype, m.run(&w8)?)?,
+    })
+}
+
+/// The bytes of a 1-byte wrapper type's elements.
+fn wrapper_bytes(d: &TensorData) -> Vec<u8> {
+    use TensorData as D;
+    match d {
+        D::F8E4M3FN(v) => v.iter().map(|x| x.0).collect(),
+        D::F8E4M3FNUZ(v) => v.iter().map(|x| x.0).collect(),
+        D::F8E5M2(v) => v.iter().map(|x| x.0).collect(),
+        D::F8E5M2FNUZ(v) => v.iter().map(|x| x.0).collect(),
+        D::U4(v) => v.iter().map(|x| x.0).collect(),
+        D::I4(v) => v.iter().map(|x| x.0 as u8).collect(),
+        D::F4E2M1(v) => v.iter().map(|x| x.0).collect(),
+        D::F8E8M0(v) => v.iter().map(|x| x.0).collect(),
+        D::U2(v) => v.iter().map(|x| x.0).collect(),
+        D::I2(v) => v.iter().map(|x| x.0 as u8).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The inverse of [`wrapper_bytes`].
+fn wrapper_from_bytes(dtype: DType, b: Vec<u8>) -> OpResult<TensorData> {
+    use kiln_tensor as k;
+    use TensorData as D;
+    let it = b.into_iter();
+    Ok(match dtype {
+        DType::F8E4M3FN => D::F8E4M3FN(it.map(k::F8E4M3FN).collect()),
+        DType::F8E4M3FNUZ => D::F8E4M3FNUZ(it.map(k::F8E4M3FNUZ).collect()),
+        DType::F8E5M2 => D::F8E5M2(it.map(k::F8E5M2).collect()),
+        DType::F8E5M2FNUZ => D::F8E5M2FNUZ(it.map(k::F8E5M2FNUZ).collect()),
+        DType::U4 => D::U4(it.map(k::U4).collect()),
+        DType::I4 => D::I4(it.map(|x| k::I4(x as i8)).collect()),
+        DType::F4E2M1 => D::F4E2M1(it.map(k::F4E2M1).collect()),
+        DType::F8E8M0 => D::F8E8M0(it.map(k::F8E8M0).collect()),
+        DType::U2 => D::U2(it.map(k::U2).collect()),
+        DType::I2 => D::I2(it.map(|x| k::I2(x as i8)).collect()),
+        other => return Err(OpError(format!("internal: {other} is not a 1-byte wrapper type"))),
+    })
+}
+
+/// `v` viewed as words `W`: an unsigned integer of the same size and alignment as `T`.
+pub(crate) fn words<T: Copy, W: Copy>(v: &[T]) -> &[W] {
+    const { assert!(std::mem::size_of::<T>() == std::mem::size_of::<W>() && std::mem::align_of::<T>() == std::mem::align_of::<W>()) };
+    // SAFETY: T and W have the same size and alignment (checked at compile time) and W, an unsigned
+    // integer, is valid for every bit pattern, so `v` can be read as words.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<W>(), v.len()) }
+}
+
+/// Words back as the `T` they were read from by [`words`].
+///
+/// # Safety
+/// Every word must be the bits of a valid `T`, and `T` must have `W`'s size and alignment.
+pub(crate) unsafe fn unwords<T, W>(v: Vec<W>) -> Vec<T> {
+    const { assert!(std::mem::size_of::<T>() == std::mem::size_of::<W>() && std::mem::align_of::<T>() == std::mem::align_of::<W>()) };
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: same size and alignment (checked at compile time), so the allocation's layout is unchanged;
+    // the caller guarantees the contents are valid `T`s.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity()) }
+}
+
 /// `m` on the bytes of a one-byte wrapper type.
 fn via_byte<T: Copy>(v: &[T], m: &impl Mover, to: fn(T) -> u8, from: fn(u8) -> T) -> Vec<T> {
     let bytes: Vec<u8> = v.iter().map(|&x| to(x)).collect();
@@ -386,16 +558,9 @@ fn via_byte<T: Copy>(v: &[T], m: &impl Mover, to: fn(T) -> u8, from: fn(u8) -> T
 
 /// `m` on `v` viewed as words `W` (an unsigned integer of the same size and alignment as `T`).
 fn via_words<T: Copy + Default, W: Copy + Default>(v: &[T], m: &impl Mover) -> Vec<T> {
-    if std::mem::size_of::<T>() != std::mem::size_of::<W>() || std::mem::align_of::<T>() != std::mem::align_of::<W>() {
-        return m.run(v);
-    }
-    // SAFETY: T and W have the same size and alignment and W (an unsigned integer) is valid for
-    // every bit pattern, so `v` can be read as words.
-    let words: &[W] = unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<W>(), v.len()) };
-    let mut out = std::mem::ManuallyDrop::new(m.run(words));
-    // SAFETY: the allocation has T's size and alignment, and every word in it is a copy of an
-    // element of `v` (the `Mover` contract), hence a valid T.
-    unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<T>(), out.len(), out.capacity()) }
+    // SAFETY: every word `m` returns is a copy of an element of `v` (the `Mover` contract),
+    // hence a valid T.
+    unsafe { unwords(m.run(words::<T, W>(v))) }
 }
 
 /// Row-major strides as isize.
@@ -508,6 +673,88 @@ pub(crate) fn fixed_product(dims: &[Dim]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Concatenation written out element by element, independently of `move_data_n`.
+    fn concat_by_hand<T: Clone>(parts: &[&[T]]) -> Vec<T> {
+        let mut out = Vec::new();
+        for p in parts {
+            for x in p.iter() {
+                out.push(x.clone());
+            }
+        }
+        out
+    }
+
+    struct Cat;
+    impl MoverN for Cat {
+        fn run<T: Clone + Default>(&self, parts: &[&[T]]) -> OpResult<Vec<T>> {
+            let mut out = Vec::new();
+            for p in parts {
+                out.extend_from_slice(p);
+            }
+            Ok(out)
+        }
+    }
+
+    #[test]
+    fn move_data_n_keeps_every_type_bit_exact() {
+        use kiln_tensor::F8E4M3FN;
+        let cat = |a: TensorData, b: TensorData| move_data_n(&[&a, &b], &Cat).unwrap();
+        let (a, b) = (vec![-1i8, 127, -128], vec![0i8]);
+        assert_eq!(cat(TensorData::I8(a.clone()), TensorData::I8(b.clone())), TensorData::I8(concat_by_hand(&[&a, &b])));
+        let (a, b) = (vec![f32::NAN, -0.0, 1.5], vec![f32::INFINITY]);
+        let TensorData::F32(got) = cat(TensorData::F32(a.clone()), TensorData::F32(b.clone())) else { panic!("dtype") };
+        let want = concat_by_hand(&[&a, &b]);
+        assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        let (a, b) = (vec![f16::from_f32(0.5), f16::NAN, f16::from_f32(-0.0)], vec![bf16::from_f32(2.0)]);
+        let TensorData::F16(got) = cat(TensorData::F16(a.clone()), TensorData::F16(a.clone())) else { panic!("dtype") };
+        let want = concat_by_hand(&[&a, &a]);
+        assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        assert_eq!(cat(TensorData::BF16(b.clone()), TensorData::BF16(b.clone())), TensorData::BF16(concat_by_hand(&[&b, &b])));
+        let (a, b) = (vec![true, false], vec![true]);
+        assert_eq!(cat(TensorData::Bool(a.clone()), TensorData::Bool(b.clone())), TensorData::Bool(concat_by_hand(&[&a, &b])));
+        let (a, b) = (vec![i64::MIN, 3], vec![u64::MAX]);
+        assert_eq!(cat(TensorData::I64(a.clone()), TensorData::I64(a.clone())), TensorData::I64(concat_by_hand(&[&a, &a])));
+        assert_eq!(cat(TensorData::U64(b.clone()), TensorData::U64(b.clone())), TensorData::U64(concat_by_hand(&[&b, &b])));
+        let (a, b) = (vec!["x".to_string()], vec![String::new(), "yz".to_string()]);
+        assert_eq!(cat(TensorData::String(a.clone()), TensorData::String(b.clone())), TensorData::String(concat_by_hand(&[&a, &b])));
+        let (a, b) = (vec![F8E4M3FN(0x7e), F8E4M3FN(0x80)], vec![F8E4M3FN(0x38)]);
+        assert_eq!(cat(TensorData::F8E4M3FN(a.clone()), TensorData::F8E4M3FN(b.clone())), TensorData::F8E4M3FN(concat_by_hand(&[&a, &b])));
+        // Mixed dtypes are an error, not a reinterpretation.
+        assert!(move_data_n(&[&TensorData::I32(vec![1]), &TensorData::U32(vec![1])], &Cat).is_err());
+    }
+
+    #[test]
+    fn order_keys_preserve_order_and_nan() {
+        // Every pair of elements compares the same way through the widened keys as through the
+        // element type's own total order.
+        let check = |d: TensorData| {
+            let n = d.len();
+            for i in 0..n {
+                for j in 0..n {
+                    let own = kiln_tensor::match_data!(&d, v => v[i].order(&v[j]));
+                    let via = match order_keys(&d) {
+                        Keys::F32(v) => v[i].order(&v[j]),
+                        Keys::F64(v) => v[i].order(&v[j]),
+                        Keys::I64(v) => v[i].order(&v[j]),
+                        Keys::U64(v) => v[i].order(&v[j]),
+                        Keys::Str(v) => v[i].order(&v[j]),
+                    };
+                    assert_eq!(own, via, "{:?} elements {i} and {j}", d.dtype());
+                }
+            }
+        };
+        check(TensorData::F16(vec![f16::NAN, f16::from_f32(-0.0), f16::from_f32(0.0), f16::MAX, f16::MIN, f16::from_f32(1e-7)]));
+        check(TensorData::BF16(vec![bf16::NAN, bf16::from_f32(-1.0), bf16::from_f32(3.0)]));
+        check(TensorData::I8(vec![-128, -1, 0, 127]));
+        check(TensorData::I32(vec![i32::MIN, -5, 7, i32::MAX]));
+        check(TensorData::U16(vec![0, 1, u16::MAX]));
+        check(TensorData::U32(vec![0, u32::MAX, 7]));
+        check(TensorData::Bool(vec![true, false, true]));
+        check(TensorData::F8E4M3FN(vec![kiln_tensor::F8E4M3FN(0x7e), kiln_tensor::F8E4M3FN(0xfe), kiln_tensor::F8E4M3FN(0x7f)]));
+        check(TensorData::I4(vec![kiln_tensor::I4(-8), kiln_tensor::I4(7), kiln_tensor::I4(0)]));
+        check(TensorData::U2(vec![kiln_tensor::U2(3), kiln_tensor::U2(0)]));
+    }
 
     #[test]
     fn strided_transpose_matches_hand_result() {

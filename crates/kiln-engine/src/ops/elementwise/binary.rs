@@ -1,12 +1,15 @@
 //! Broadcasting binary and variadic operators: arithmetic, Pow, Mod, BitShift, logic, bitwise,
 //! comparisons, Where, Sum/Mean/Max/Min and PRelu.
 
+use std::borrow::Cow;
+
 use kiln_tensor::{DType, Tensor, TensorData, Value, ValueType};
 
 use super::kernels::{binary, binary_in_place, ternary, FloatElem, Num, Real};
 use super::{in_dtype, infer_broadcast, infer_unary, single};
 use crate::error::OpResult;
 use crate::op::{with_first, Inputs, NodeInfo, Op};
+use crate::ops::shape::{move_data_n, unwords, words, MoverN};
 use crate::ops::util::broadcast_shapes;
 use crate::registry::Registry;
 use crate::{bail, ensure};
@@ -131,6 +134,42 @@ fn compare<T: PartialOrd>(a: &[T], sa: &[usize], b: &[T], sb: &[usize], k: B) ->
     binary(a, sa, b, sb, f)
 }
 
+/// Operands of a comparison in a type that compares them the same way: 32- and 64-bit types as
+/// they are, 16-bit floats widened to f32, 8- and 16-bit integers to i32/u32 and, for Equal only,
+/// bools to u32 and strings as they are. One comparison loop per compute type (code size).
+enum C<'a> {
+    F32(Cow<'a, [f32]>),
+    F64(&'a [f64]),
+    I32(Cow<'a, [i32]>),
+    I64(&'a [i64]),
+    U32(Cow<'a, [u32]>),
+    U64(&'a [u64]),
+    Str(&'a [String]),
+}
+
+fn cmp_view(d: &TensorData, eq: bool) -> Option<C<'_>> {
+    fn w<T: Copy, K: Clone>(v: &[T], f: fn(T) -> K) -> Cow<'static, [K]> {
+        Cow::Owned(v.iter().map(|&x| f(x)).collect())
+    }
+    Some(match d {
+        TensorData::F32(v) => C::F32(Cow::Borrowed(v)),
+        TensorData::F64(v) => C::F64(v),
+        TensorData::F16(v) => C::F32(w(v, |x| x.to_f32())),
+        TensorData::BF16(v) => C::F32(w(v, |x| x.to_f32())),
+        TensorData::I8(v) => C::I32(w(v, i32::from)),
+        TensorData::I16(v) => C::I32(w(v, i32::from)),
+        TensorData::I32(v) => C::I32(Cow::Borrowed(v)),
+        TensorData::I64(v) => C::I64(v),
+        TensorData::U8(v) => C::U32(w(v, u32::from)),
+        TensorData::U16(v) => C::U32(w(v, u32::from)),
+        TensorData::U32(v) => C::U32(Cow::Borrowed(v)),
+        TensorData::U64(v) => C::U64(v),
+        TensorData::Bool(v) if eq => C::U32(w(v, u32::from)),
+        TensorData::String(v) if eq => C::Str(v),
+        _ => return None,
+    })
+}
+
 fn shift_amount<T: Num>(s: T, bits: i64) -> Option<u32> {
     let s = if T::IS_SIGNED { s.to_i64() } else { s.to_u64().min(bits as u64) as i64 };
     if (0..bits).contains(&s) {
@@ -158,14 +197,20 @@ impl Op for BinaryOp {
                 let (s, o) = arith::<T>(va, sa, b.as_slice::<T>()?, sb, k)?;
                 single(s, o)
             }),
-            B::Eq => dispatch!(all a.data(), name, |va: T| {
-                let (s, o) = compare::<T>(va, sa, b.as_slice::<T>()?, sb, k)?;
+            B::Eq | B::Lt | B::Le | B::Gt | B::Ge => {
+                let eq = k == B::Eq;
+                let (s, o) = match (cmp_view(a.data(), eq), cmp_view(b.data(), eq)) {
+                    (Some(C::F32(x)), Some(C::F32(y))) => compare(&x, sa, &y, sb, k)?,
+                    (Some(C::F64(x)), Some(C::F64(y))) => compare(x, sa, y, sb, k)?,
+                    (Some(C::I32(x)), Some(C::I32(y))) => compare(&x, sa, &y, sb, k)?,
+                    (Some(C::I64(x)), Some(C::I64(y))) => compare(x, sa, y, sb, k)?,
+                    (Some(C::U32(x)), Some(C::U32(y))) => compare(&x, sa, &y, sb, k)?,
+                    (Some(C::U64(x)), Some(C::U64(y))) => compare(x, sa, y, sb, k)?,
+                    (Some(C::Str(x)), Some(C::Str(y))) => compare(x, sa, y, sb, k)?,
+                    _ => bail!("{name} does not support {} tensors", a.dtype()),
+                };
                 single(s, o)
-            }),
-            B::Lt | B::Le | B::Gt | B::Ge => dispatch!(num a.data(), name, |va: T| {
-                let (s, o) = compare::<T>(va, sa, b.as_slice::<T>()?, sb, k)?;
-                single(s, o)
-            }),
+            }
             B::And | B::Or | B::Xor => {
                 let (TensorData::Bool(va), TensorData::Bool(vb)) = (a.data(), b.data()) else {
                     bail!("{name} needs bool tensors, got {}", a.dtype());
@@ -178,15 +223,38 @@ impl Op for BinaryOp {
                 let (s, o) = binary_fn(va, sa, vb, sb, f)?;
                 single(s, o)
             }
-            B::BitAnd | B::BitOr | B::BitXor => dispatch!(int a.data(), name, |va: T| {
-                let f: fn(T, T) -> T = match k {
-                    B::BitAnd => |x, y| x & y,
-                    B::BitOr => |x, y| x | y,
-                    _ => |x, y| x ^ y,
-                };
-                let (s, o) = binary_fn(va, sa, b.as_slice::<T>()?, sb, f)?;
-                single(s, o)
-            }),
+            B::BitAnd | B::BitOr | B::BitXor => {
+                // Only the bits matter: signed types run the loop of the unsigned type of their
+                // width (the same instance as its arithmetic), and are read back from its words.
+                fn bits<T: Copy, W: Num + std::ops::BitAnd<Output = W> + std::ops::BitOr<Output = W> + std::ops::BitXor<Output = W>>(
+                    va: &[T],
+                    sa: &[usize],
+                    vb: &[T],
+                    sb: &[usize],
+                    k: B,
+                ) -> Out<W> {
+                    let f: fn(W, W) -> W = match k {
+                        B::BitAnd => |x, y| x & y,
+                        B::BitOr => |x, y| x | y,
+                        _ => |x, y| x ^ y,
+                    };
+                    binary_fn(words::<T, W>(va), sa, words::<T, W>(vb), sb, f)
+                }
+                use TensorData as TD;
+                // SAFETY (each `unwords`): every word is the bits of some value of the signed
+                // type of the same width, which is valid for every bit pattern.
+                match (a.data(), b.data()) {
+                    (TD::U8(x), TD::U8(y)) => { let (s, o) = bits::<u8, u8>(x, sa, y, sb, k)?; single(s, o) }
+                    (TD::U16(x), TD::U16(y)) => { let (s, o) = bits::<u16, u16>(x, sa, y, sb, k)?; single(s, o) }
+                    (TD::U32(x), TD::U32(y)) => { let (s, o) = bits::<u32, u32>(x, sa, y, sb, k)?; single(s, o) }
+                    (TD::U64(x), TD::U64(y)) => { let (s, o) = bits::<u64, u64>(x, sa, y, sb, k)?; single(s, o) }
+                    (TD::I8(x), TD::I8(y)) => { let (s, o) = bits::<i8, u8>(x, sa, y, sb, k)?; single(s, unsafe { unwords::<i8, u8>(o) }) }
+                    (TD::I16(x), TD::I16(y)) => { let (s, o) = bits::<i16, u16>(x, sa, y, sb, k)?; single(s, unsafe { unwords::<i16, u16>(o) }) }
+                    (TD::I32(x), TD::I32(y)) => { let (s, o) = bits::<i32, u32>(x, sa, y, sb, k)?; single(s, unsafe { unwords::<i32, u32>(o) }) }
+                    (TD::I64(x), TD::I64(y)) => { let (s, o) = bits::<i64, u64>(x, sa, y, sb, k)?; single(s, unsafe { unwords::<i64, u64>(o) }) }
+                    _ => bail!("{name} does not support {} tensors", a.dtype()),
+                }
+            }
             B::Shift(left) => dispatch!(int a.data(), name, |va: T| {
                 let f: fn(T, T) -> T = if left {
                     |x, y| match shift_amount(y, (std::mem::size_of::<T>() * 8) as i64) {
@@ -291,14 +359,22 @@ impl Op for PowOp {
         ensure!(b.dtype() != DType::Bool, "Pow does not support a bool exponent");
         let e = b.to_f64_vec()?;
         let int_exp = b.dtype().is_int();
+        // The broadcast pairs (index into the base, exponent) are computed once for every type,
+        // so each element type only has a plain loop (code size).
+        let base: Vec<usize> = (0..a.len()).collect();
+        let (s, pairs) = binary(&base, sa, &e, sb, |&i, &y| (i, y))?;
         dispatch!(num a.data(), "Pow", |va: T| {
-            let (s, o) = binary(va, sa, &e, sb, |x, y| {
-                if !T::IS_FLOAT && int_exp && *y >= 0.0 {
-                    int_pow(*x, *y as u64)
-                } else {
-                    T::from_f64(x.to_f64().powf(*y))
-                }
-            })?;
+            let o: Vec<T> = pairs
+                .iter()
+                .map(|&(i, y)| {
+                    let x = va[i];
+                    if !T::IS_FLOAT && int_exp && y >= 0.0 {
+                        int_pow(x, y as u64)
+                    } else {
+                        T::from_f64(x.to_f64().powf(y))
+                    }
+                })
+                .collect();
             single(s, o)
         })
     }
@@ -324,24 +400,27 @@ impl Op for WhereOp {
             x.dtype(),
             y.dtype()
         );
+        let shape = broadcast_shapes(&broadcast_shapes(c.shape(), x.shape())?, y.shape())?;
         if let (TensorData::F32(vx), TensorData::F32(vy)) = (x.data(), y.data()) {
-            let shape = broadcast_shapes(&broadcast_shapes(c.shape(), x.shape())?, y.shape())?;
             let numel = kiln_tensor::checked_numel(&shape)?;
             if let Some(o) = where_flat(vc, vx, vy, numel) {
                 return single(shape, o);
             }
         }
-        dispatch!(all x.data(), "Where", |vx: T| {
-            let vy = y.as_slice::<T>()?;
-            let (s, o) = ternary((vc, c.shape()), (vx, x.shape()), (vy, y.shape()), |c, a, b| {
-                if *c {
-                    a.clone()
-                } else {
-                    b.clone()
-                }
-            })?;
-            single(s, o)
-        })
+        // Elements are only moved: one loop per element width serves every type.
+        struct M<'a>(&'a [bool], [&'a [usize]; 3]);
+        impl MoverN for M<'_> {
+            fn run<T: Clone + Default>(&self, parts: &[&[T]]) -> OpResult<Vec<T>> {
+                let [sc, sx, sy] = self.1;
+                let (&[vx, vy], vc) = (parts, self.0) else {
+                    bail!("internal: Where moves two inputs");
+                };
+                let (_, o) = ternary((vc, sc), (vx, sx), (vy, sy), |c, a, b| if *c { a.clone() } else { b.clone() })?;
+                Ok(o)
+            }
+        }
+        let data = move_data_n(&[x.data(), y.data()], &M(vc, [c.shape(), x.shape(), y.shape()]))?;
+        Ok(vec![Value::Tensor(Tensor::new(shape, data)?)])
     }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         infer_broadcast(inputs.get(..3)?, in_dtype(inputs, 1)?)
@@ -418,21 +497,44 @@ fn variadic(_n: &NodeInfo, v: V) -> OpResult<Box<dyn Op>> {
 }
 
 /// Folds the inputs with `f`: a loop per operator for f32 and f64, one shared loop per type
-/// (through a function pointer) for the others.
-fn fold<T: Num>(ts: &[&Tensor], f: fn(T, T) -> T, wide: impl Fn(&T, &T) -> T + Copy) -> Out<T> {
+/// (through a function pointer) for the others. `F` is a function item, so the Sum of Mean and
+/// of Sum share one instance.
+fn fold<T: Num, F: Fn(T, T) -> T + Copy>(ts: &[&Tensor], f: fn(T, T) -> T, wide: F) -> Out<T> {
+    if !wide_float::<T>() {
+        return fold_fn(ts, f);
+    }
     let Some(first) = ts.first() else { bail!("needs at least one input") };
     let mut shape = first.shape().to_vec();
     let mut acc: Vec<T> = first.as_slice::<T>()?.to_vec();
     for t in &ts[1..] {
-        let (s, o) = if wide_float::<T>() {
-            binary(&acc, &shape, t.as_slice::<T>()?, t.shape(), wide)?
-        } else {
-            binary_fn(&acc, &shape, t.as_slice::<T>()?, t.shape(), f)?
-        };
+        let (s, o) = binary(&acc, &shape, t.as_slice::<T>()?, t.shape(), |x, y| wide(*x, *y))?;
         acc = o;
         shape = s;
     }
     Ok((shape, acc))
+}
+
+/// [`fold`] through a function pointer: one instance per element type.
+fn fold_fn<T: Num>(ts: &[&Tensor], f: fn(T, T) -> T) -> Out<T> {
+    let Some(first) = ts.first() else { bail!("needs at least one input") };
+    let mut shape = first.shape().to_vec();
+    let mut acc: Vec<T> = first.as_slice::<T>()?.to_vec();
+    for t in &ts[1..] {
+        let (s, o) = binary_fn(&acc, &shape, t.as_slice::<T>()?, t.shape(), f)?;
+        acc = o;
+        shape = s;
+    }
+    Ok((shape, acc))
+}
+
+fn v_add<T: Num>(x: T, y: T) -> T {
+    x.n_add(y)
+}
+fn v_max<T: Num>(x: T, y: T) -> T {
+    x.n_max(y)
+}
+fn v_min<T: Num>(x: T, y: T) -> T {
+    x.n_min(y)
 }
 
 impl Op for Variadic {
@@ -455,11 +557,11 @@ impl Op for Variadic {
         }
         dispatch!(num first.data(), name, |_v: T| {
             let (s, o) = match self.0 {
-                V::Sum => fold::<T>(&ts, |x, y| x.n_add(y), |x, y| x.n_add(*y))?,
-                V::Max => fold::<T>(&ts, |x, y| x.n_max(y), |x, y| x.n_max(*y))?,
-                V::Min => fold::<T>(&ts, |x, y| x.n_min(y), |x, y| x.n_min(*y))?,
+                V::Sum => fold::<T, _>(&ts, v_add, v_add::<T>)?,
+                V::Max => fold::<T, _>(&ts, v_max, v_max::<T>)?,
+                V::Min => fold::<T, _>(&ts, v_min, v_min::<T>)?,
                 V::Mean => {
-                    let (s, o) = fold::<T>(&ts, |x, y| x.n_add(y), |x, y| x.n_add(*y))?;
+                    let (s, o) = fold::<T, _>(&ts, v_add, v_add::<T>)?;
                     let n = T::from_f64(ts.len() as f64);
                     (s, o.into_iter().map(|x| x.n_div(n)).collect())
                 }

@@ -4,8 +4,8 @@
 use kiln_tensor::{Dim, Shape, Tensor, TensorData, Value, ValueType};
 
 use super::{
-    attr_or_const, attr_or_input, axis_of, axis_map_indices, gather_with_fill, in_type, istrides, numel, one_out,
-    same, strided_data, take_data, tensor, tensor_type, Fill,
+    attr_or_const, attr_or_input, axis_of, axis_map_indices, gather_with_fill, in_type, istrides, move_data_n, numel,
+    one_out, strided_data, take_data, tensor, tensor_type, Fill, MoverN,
 };
 use crate::error::{OpError, OpResult};
 use crate::op::{Inputs, NodeInfo, Op};
@@ -65,14 +65,14 @@ impl Op for Concat {
         let outer: usize = out_shape[..axis].iter().product();
         let inner: usize = out_shape[axis + 1..].iter().product();
         let blocks: Vec<usize> = ts.iter().map(|t| t.shape()[axis] * inner).collect();
-        let data = kiln_tensor::map_data!(first.data(), v => {
-            let mut parts = Vec::with_capacity(ts.len());
-            parts.push(v.as_slice());
-            for t in &ts[1..] {
-                parts.push(same(t.data(), "every Concat input")?);
+        struct M<'a>(&'a [usize], usize, usize);
+        impl MoverN for M<'_> {
+            fn run<T: Clone + Default>(&self, parts: &[&[T]]) -> OpResult<Vec<T>> {
+                Ok(concat(parts, self.0, self.1, self.2))
             }
-            concat(&parts, &blocks, outer, n)
-        });
+        }
+        let datas: Vec<&TensorData> = ts.iter().map(|t| t.data()).collect();
+        let data = move_data_n(&datas, &M(&blocks, outer, n))?;
         one_out(tensor(out_shape, data)?)
     }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {

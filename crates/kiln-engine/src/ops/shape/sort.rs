@@ -2,13 +2,13 @@
 
 use std::cmp::Ordering;
 
-use kiln_tensor::{DType, Dim, Shape, Tensor, Value, ValueType};
+use kiln_tensor::{DType, Dim, Shape, Tensor, TensorData, Value, ValueType};
 
-use super::{axis_of, in_type, one_out, take_data, tensor, tensor_type, E};
+use super::{axis_of, gather_with_fill, in_type, one_out, order_keys, take_data, tensor, tensor_type, Fill, Keys, E};
 use crate::error::{OpError, OpResult};
 use crate::op::{Inputs, Op};
 use crate::registry::Registry;
-use crate::ensure;
+use crate::{bail, ensure};
 
 pub fn register(r: &mut Registry) {
     r.add("TopK", 1, |n| {
@@ -46,16 +46,17 @@ struct TopK {
     largest: bool,
 }
 
-fn topk<T: E>(v: &[T], outer: usize, dim: usize, inner: usize, k: usize, largest: bool) -> (Vec<T>, Vec<i64>) {
-    let mut vals = Vec::with_capacity(outer * k * inner);
+/// Positions in `v` of the top `k` along the middle axis of [outer, dim, inner], in output order,
+/// and their indices along that axis.
+fn topk<T: E>(v: &[T], outer: usize, dim: usize, inner: usize, k: usize, largest: bool) -> (Vec<usize>, Vec<i64>) {
+    let mut pos = vec![0usize; outer * k * inner];
     let mut idxs = vec![0i64; outer * k * inner];
-    vals.resize(outer * k * inner, T::default());
     let mut order: Vec<usize> = Vec::with_capacity(dim);
     for o in 0..outer {
         for i in 0..inner {
-            let at = |j: usize| &v[(o * dim + j) * inner + i];
+            let at = |j: usize| (o * dim + j) * inner + i;
             let cmp = |a: &usize, b: &usize| {
-                let c = if largest { at(*b).order(at(*a)) } else { at(*a).order(at(*b)) };
+                let c = if largest { v[at(*b)].order(&v[at(*a)]) } else { v[at(*a)].order(&v[at(*b)]) };
                 c.then(a.cmp(b))
             };
             order.clear();
@@ -63,12 +64,12 @@ fn topk<T: E>(v: &[T], outer: usize, dim: usize, inner: usize, k: usize, largest
             top_indices(&mut order, k, &cmp);
             for (r, &j) in order.iter().take(k).enumerate() {
                 let p = (o * k + r) * inner + i;
-                vals[p] = at(j).clone();
+                pos[p] = at(j);
                 idxs[p] = j as i64;
             }
         }
     }
-    (vals, idxs)
+    (pos, idxs)
 }
 
 /// Keeps the first `k` of `order` under `cmp`, sorted. Not generic, so one copy of the sort code
@@ -109,10 +110,14 @@ impl Op for TopK {
         if x.dtype() == DType::String || x.dtype() == DType::Bool {
             return Err(OpError(format!("TopK does not support {} tensors", x.dtype())));
         }
-        let (vals, idx) = kiln_tensor::match_data!(x.data(), v => {
-            let (vals, idx) = topk(v, outer, dim, inner, k, self.largest);
-            (kiln_tensor::Elem::wrap(vals), idx)
-        });
+        let (pos, idx) = match order_keys(x.data()) {
+            Keys::F32(v) => topk(&v, outer, dim, inner, k, self.largest),
+            Keys::F64(v) => topk(v, outer, dim, inner, k, self.largest),
+            Keys::I64(v) => topk(&v, outer, dim, inner, k, self.largest),
+            Keys::U64(v) => topk(&v, outer, dim, inner, k, self.largest),
+            Keys::Str(_) => bail!("TopK does not support {} tensors", x.dtype()),
+        };
+        let vals = gather_with_fill(x.data(), &pos, &Fill::Zero)?;
         Ok(vec![
             Value::Tensor(tensor(shape.clone(), vals)?),
             Value::Tensor(Tensor::from_vec(shape, idx)?),
@@ -199,8 +204,13 @@ impl Op for Unique {
             }
             None => (1, x.len(), 1, None),
         };
-        let (first, inverse, counts) =
-            kiln_tensor::match_data!(x.data(), v => unique_items(v, outer, dim, inner, self.sorted));
+        let (first, inverse, counts) = match order_keys(x.data()) {
+            Keys::F32(v) => unique_items(&v, outer, dim, inner, self.sorted),
+            Keys::F64(v) => unique_items(v, outer, dim, inner, self.sorted),
+            Keys::I64(v) => unique_items(&v, outer, dim, inner, self.sorted),
+            Keys::U64(v) => unique_items(&v, outer, dim, inner, self.sorted),
+            Keys::Str(v) => unique_items(v, outer, dim, inner, self.sorted),
+        };
         let u = first.len();
         let y = take_data(x.data(), outer, dim, inner, &first);
         let yshape = match axis {
@@ -278,7 +288,39 @@ impl Op for Cum {
         let axis = axis_of(a.to_i64_vec()?[0], x.rank())?;
         let s = x.shape();
         let (outer, dim, inner) = (s[..axis].iter().product(), s[axis], s[axis + 1..].iter().product());
-        let data = kiln_tensor::map_data!(x.data(), v => cum(v, outer, dim, inner, self)?);
+        // Narrower integers accumulate in i64/u64 and wrap back: the same result as wrapping in
+        // their own width, with one loop for all of them (code size).
+        fn narrow<W: Copy, T>(v: Vec<W>, f: fn(W) -> T) -> Vec<T> {
+            v.into_iter().map(f).collect()
+        }
+        use TensorData as D;
+        let data = match x.data() {
+            D::F32(v) => D::F32(cum(v, outer, dim, inner, self)?),
+            D::F64(v) => D::F64(cum(v, outer, dim, inner, self)?),
+            D::F16(v) => D::F16(cum(v, outer, dim, inner, self)?),
+            D::BF16(v) => D::BF16(cum(v, outer, dim, inner, self)?),
+            D::I64(v) => D::I64(cum(v, outer, dim, inner, self)?),
+            D::U64(v) => D::U64(cum(v, outer, dim, inner, self)?),
+            d @ (D::I8(_) | D::I16(_) | D::I32(_)) => {
+                let Keys::I64(w) = order_keys(d) else { bail!("internal: {} did not widen to int64", d.dtype()) };
+                let r = cum(&w, outer, dim, inner, self)?;
+                match d {
+                    D::I8(_) => D::I8(narrow(r, |x| x as i8)),
+                    D::I16(_) => D::I16(narrow(r, |x| x as i16)),
+                    _ => D::I32(narrow(r, |x| x as i32)),
+                }
+            }
+            d @ (D::U8(_) | D::U16(_) | D::U32(_)) => {
+                let Keys::U64(w) = order_keys(d) else { bail!("internal: {} did not widen to uint64", d.dtype()) };
+                let r = cum(&w, outer, dim, inner, self)?;
+                match d {
+                    D::U8(_) => D::U8(narrow(r, |x| x as u8)),
+                    D::U16(_) => D::U16(narrow(r, |x| x as u16)),
+                    _ => D::U32(narrow(r, |x| x as u32)),
+                }
+            }
+            other => bail!("{} does not support {} tensors", if self.product { "CumProd" } else { "CumSum" }, other.dtype()),
+        };
         one_out(tensor(s.to_vec(), data)?)
     }
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
@@ -293,10 +335,12 @@ mod tests {
 
     #[test]
     fn topk_ties_prefer_lower_index() {
-        let (v, i) = topk(&[3i32, 1, 3, 2], 1, 4, 1, 2, true);
-        assert_eq!((v, i), (vec![3, 3], vec![0, 2]));
-        let (v, i) = topk(&[3i32, 1, 3, 2], 1, 4, 1, 3, false);
-        assert_eq!((v, i), (vec![1, 2, 3], vec![1, 3, 0]));
+        let x = [3i32, 1, 3, 2];
+        let vals = |p: Vec<usize>| p.into_iter().map(|p| x[p]).collect::<Vec<_>>();
+        let (p, i) = topk(&x, 1, 4, 1, 2, true);
+        assert_eq!((vals(p), i), (vec![3, 3], vec![0, 2]));
+        let (p, i) = topk(&x, 1, 4, 1, 3, false);
+        assert_eq!((vals(p), i), (vec![1, 2, 3], vec![1, 3, 0]));
     }
 
     #[test]

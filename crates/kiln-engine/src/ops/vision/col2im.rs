@@ -3,6 +3,7 @@
 use kiln_tensor::{bf16, f16, Dim, Shape, Tensor, TensorData, Value, ValueType};
 
 use super::numel;
+use crate::ops::shape::{unwords, words};
 use crate::error::{OpError, OpResult};
 use crate::op::{Inputs, NodeInfo, Op};
 use crate::{bail, ensure};
@@ -28,7 +29,7 @@ trait Acc: Copy {
 macro_rules! acc_int {
     ($($t:ty),*) => { $(impl Acc for $t { #[inline(always)] fn add(self, o: Self) -> Self { self.wrapping_add(o) } })* };
 }
-acc_int!(i8, i16, i32, i64, u8, u16, u32, u64);
+acc_int!(u8, u16, u32, u64);
 impl Acc for f32 {
     #[inline(always)]
     fn add(self, o: f32) -> f32 {
@@ -198,10 +199,13 @@ impl Op for Col2ImOp {
             TensorData::F64(v) => TensorData::F64(col2im(v, n, c, &g)?),
             TensorData::F16(v) => TensorData::F16(col2im(v, n, c, &g)?),
             TensorData::BF16(v) => TensorData::BF16(col2im(v, n, c, &g)?),
-            TensorData::I8(v) => TensorData::I8(col2im(v, n, c, &g)?),
-            TensorData::I16(v) => TensorData::I16(col2im(v, n, c, &g)?),
-            TensorData::I32(v) => TensorData::I32(col2im(v, n, c, &g)?),
-            TensorData::I64(v) => TensorData::I64(col2im(v, n, c, &g)?),
+            // Signed integers add (wrapping) as the unsigned words of their width, so they share
+            // the unsigned loops (code size).
+            // SAFETY (each `unwords`): every word is valid as the signed type of its width.
+            TensorData::I8(v) => TensorData::I8(unsafe { unwords::<i8, u8>(col2im(words::<i8, u8>(v), n, c, &g)?) }),
+            TensorData::I16(v) => TensorData::I16(unsafe { unwords::<i16, u16>(col2im(words::<i16, u16>(v), n, c, &g)?) }),
+            TensorData::I32(v) => TensorData::I32(unsafe { unwords::<i32, u32>(col2im(words::<i32, u32>(v), n, c, &g)?) }),
+            TensorData::I64(v) => TensorData::I64(unsafe { unwords::<i64, u64>(col2im(words::<i64, u64>(v), n, c, &g)?) }),
             TensorData::U8(v) => TensorData::U8(col2im(v, n, c, &g)?),
             TensorData::U16(v) => TensorData::U16(col2im(v, n, c, &g)?),
             TensorData::U32(v) => TensorData::U32(col2im(v, n, c, &g)?),
@@ -253,7 +257,7 @@ mod tests {
         // Image 2, block 1, pads 1+1 -> 4 columns; the first and last fall in the padding.
         let op = Col2ImOp { dilations: None, pads: Some(vec![1, 1]), strides: None };
         let g = op.geometry(&[2], &[1]).unwrap();
-        let out = col2im(&[5i32, 6, 7, 8], 1, 1, &g).unwrap();
+        let out = col2im(&[5u32, 6, 7, 8], 1, 1, &g).unwrap();
         assert_eq!(out, vec![6, 7]);
     }
 
