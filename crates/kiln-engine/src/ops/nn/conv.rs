@@ -942,10 +942,16 @@ mod tests {
         WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides, dilations: None, pads, ceil_mode: false }
     }
 
+    /// A convolution with no fused activation and nothing prepacked (the reference-checked paths
+    /// pack on demand).
+    fn plain_op(attrs: WindowAttrs, group: usize) -> ConvOp {
+        ConvOp { attrs, group, packed: None, act: Activation::Identity, wino: None, direct: None }
+    }
+
     #[test]
     fn conv_3x3_padded_matches_hand_sum() {
         // 1x1x3x3 input of ones, 3x3 kernel of ones, pad 1: corner = 4, edge = 6, centre = 9.
-        let op = ConvOp { attrs: attrs(Some(vec![1, 1, 1, 1]), None), group: 1, packed: None, act: Activation::Identity, wino: None, direct: None };
+        let op = plain_op(attrs(Some(vec![1, 1, 1, 1]), None), 1);
         let d = op.dims(&[1, 1, 3, 3], &[1, 1, 3, 3]).unwrap();
         let y = conv_compute::<f32>(&[1.0; 9], &[1.0; 9], &d, 1).unwrap();
         assert_eq!(y, vec![4., 6., 4., 6., 9., 6., 4., 6., 4.]);
@@ -954,7 +960,7 @@ mod tests {
     #[test]
     fn depthwise_matches_hand_sum() {
         // two channels, 2x2 kernel of ones on a 3x3 image with values 0..9, stride 1, no pad.
-        let op = ConvOp { attrs: attrs(None, None), group: 2, packed: None, act: Activation::Identity, wino: None, direct: None };
+        let op = plain_op(attrs(None, None), 2);
         let d = op.dims(&[1, 2, 3, 3], &[2, 1, 2, 2]).unwrap();
         let x: Vec<f32> = (0..18).map(|v| v as f32).collect();
         let mut w = vec![1.0f32; 8];
@@ -991,14 +997,7 @@ mod tests {
     fn depthwise_strided_matches_definition() {
         for (k, s, p, h, wd) in [(3usize, 1usize, 1usize, 7usize, 9usize), (3, 2, 1, 8, 11), (5, 2, 2, 9, 6), (3, 2, 0, 5, 5)] {
             let c = 3;
-            let op = ConvOp {
-                attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![s, s]), dilations: None, pads: Some(vec![p; 4]), ceil_mode: false },
-                group: c,
-                packed: None,
-                act: Activation::Identity,
-                wino: None,
-                direct: None,
-            };
+            let op = plain_op(attrs(Some(vec![p; 4]), Some(vec![s, s])), c);
             let d = op.dims(&[1, c, h, wd], &[c, 1, k, k]).unwrap();
             let x: Vec<f64> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
             let w: Vec<f64> = (0..c * k * k).map(|i| ((i * 5) % 11) as f64 - 5.0).collect();
@@ -1010,14 +1009,7 @@ mod tests {
     #[test]
     fn f32_gemm_path_matches_generic_path() {
         // group 2 with 2 channels per group, 3x3 kernel, stride 2, pad 1, bias; generic f64 path as reference.
-        let op = ConvOp {
-            attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![2, 2]), dilations: None, pads: Some(vec![1; 4]), ceil_mode: false },
-            group: 2,
-            packed: None,
-            act: Activation::Identity,
-            wino: None,
-            direct: None,
-        };
+        let op = plain_op(attrs(Some(vec![1; 4]), Some(vec![2, 2])), 2);
         let (n, c, m, h, wd) = (2usize, 4usize, 6usize, 9usize, 7usize);
         let d = op.dims(&[n, c, h, wd], &[m, 2, 3, 3]).unwrap();
         let x: Vec<f32> = (0..n * c * h * wd).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
@@ -1041,14 +1033,7 @@ mod tests {
     #[test]
     fn f32_direct_path_matches_generic_path() {
         // Batch 2, 5x5 stride 2 with asymmetric pads, channels not a multiple of the tile; f64 reference.
-        let op = ConvOp {
-            attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![2, 2]), dilations: None, pads: Some(vec![2, 1, 1, 2]), ceil_mode: false },
-            group: 1,
-            packed: None,
-            act: Activation::Identity,
-            wino: None,
-            direct: None,
-        };
+        let op = plain_op(attrs(Some(vec![2, 1, 1, 2]), Some(vec![2, 2])), 1);
         let (n, c, m, h, wd) = (2usize, 3usize, 11usize, 21usize, 18usize);
         let d = op.dims(&[n, c, h, wd], &[m, c, 5, 5]).unwrap();
         let x: Vec<f32> = (0..n * c * h * wd).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
@@ -1073,14 +1058,7 @@ mod tests {
     #[test]
     fn f32_winograd_path_matches_generic_path() {
         // 3x3, stride 1, asymmetric pads, batch 2, channels past the register blocks; f64 reference.
-        let op = ConvOp {
-            attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: None, dilations: None, pads: Some(vec![1, 0, 0, 1]), ceil_mode: false },
-            group: 1,
-            packed: None,
-            act: Activation::Identity,
-            wino: None,
-            direct: None,
-        };
+        let op = plain_op(attrs(Some(vec![1, 0, 0, 1]), None), 1);
         let (n, c, m, h, wd) = (2usize, 19usize, 21usize, 18usize, 17usize);
         let d = op.dims(&[n, c, h, wd], &[m, c, 3, 3]).unwrap();
         let x: Vec<f32> = (0..n * c * h * wd).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
@@ -1106,14 +1084,7 @@ mod tests {
     fn depthwise_f32_matches_definition() {
         for (k, s, p, h, wd) in [(3usize, 1usize, 1usize, 7usize, 19usize), (3, 2, 1, 8, 11), (5, 2, 2, 9, 6), (5, 1, 2, 14, 14)] {
             let c = 3;
-            let op = ConvOp {
-                attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![s, s]), dilations: None, pads: Some(vec![p; 4]), ceil_mode: false },
-                group: c,
-                packed: None,
-                act: Activation::Identity,
-                wino: None,
-                direct: None,
-            };
+            let op = plain_op(attrs(Some(vec![p; 4]), Some(vec![s, s])), c);
             let d = op.dims(&[1, c, h, wd], &[c, 1, k, k]).unwrap();
             let x: Vec<f64> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
             let w: Vec<f64> = (0..c * k * k).map(|i| ((i * 5) % 11) as f64 - 5.0).collect();
@@ -1149,14 +1120,7 @@ mod tests {
         // Pointwise (plain GEMM), 3x3 stride 2 (implicit GEMM), 1x1 spatial (matrix-vector) and
         // depthwise (group = channels): (c, m, h, w, k, s, p, group).
         for (c, m, h, wd, k, s, p, group) in [(8usize, 20usize, 9usize, 13usize, 1usize, 1usize, 0usize, 1usize), (3, 10, 11, 9, 3, 2, 1, 1), (24, 12, 1, 1, 1, 1, 0, 1), (6, 6, 10, 17, 3, 1, 1, 6), (4, 4, 9, 9, 5, 2, 2, 4)] {
-            let op = ConvOp {
-                attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![s, s]), dilations: None, pads: Some(vec![p; 4]), ceil_mode: false },
-                group,
-                packed: None,
-                act: Activation::Identity,
-                wino: None,
-                direct: None,
-            };
+            let op = plain_op(attrs(Some(vec![p; 4]), Some(vec![s, s])), group);
             let cg = c / group;
             let d = op.dims(&[1, c, h, wd], &[m, cg, k, k]).unwrap();
             let x: Vec<f32> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
@@ -1217,14 +1181,7 @@ mod tests {
         let acts = [Activation::Identity, Activation::Relu, Activation::HardSwish, Activation::Sigmoid, Activation::Swish(1.0)];
         for (n, c, mult, h, wd, k, s, p) in cases {
             let m = c * mult;
-            let op = ConvOp {
-                attrs: WindowAttrs { auto_pad: AutoPad::NotSet, kernel_shape: None, strides: Some(vec![s, s]), dilations: None, pads: Some(vec![p; 4]), ceil_mode: false },
-                group: c,
-                packed: None,
-                act: Activation::Identity,
-                wino: None,
-                direct: None,
-            };
+            let op = plain_op(attrs(Some(vec![p; 4]), Some(vec![s, s])), c);
             let d = op.dims(&[n, c, h, wd], &[m, 1, k, k]).unwrap();
             let x: Vec<f32> = (0..n * c * h * wd).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
             let w: Vec<f32> = (0..m * k * k).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
