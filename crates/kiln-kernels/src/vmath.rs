@@ -233,7 +233,7 @@ dispatched!(
 );
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn levels() -> Vec<Level> {
@@ -369,7 +369,7 @@ mod tests {
 
     /// erf in f64 by its Maclaurin series (|x| <= 3) or the continued fraction of erfc, both
     /// independent of the kernel's rational approximation.
-    fn erf_f64(x: f64) -> f64 {
+    pub(crate) fn erf_f64(x: f64) -> f64 {
         let ax = x.abs();
         let r = if ax <= 3.0 {
             let (mut term, mut sum, mut n) = (ax, ax, 0.0);

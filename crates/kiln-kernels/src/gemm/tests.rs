@@ -206,27 +206,6 @@ fn new_buffer_products_match_naive() {
     }
 }
 
-/// erf in f64 by its Maclaurin series (|x| <= 3) or the continued fraction of erfc.
-fn erf_ref(x: f64) -> f64 {
-    let ax = x.abs();
-    let r = if ax <= 3.0 {
-        let (mut term, mut sum, mut n) = (ax, ax, 0.0);
-        while term.abs() > 1e-17 * sum.abs() {
-            n += 1.0;
-            term *= -ax * ax / n;
-            sum += term / (2.0 * n + 1.0);
-        }
-        sum * 2.0 / std::f64::consts::PI.sqrt()
-    } else {
-        let mut f = ax;
-        for k in (1..60).rev() {
-            f = ax + k as f64 / 2.0 / f;
-        }
-        1.0 - (-ax * ax).exp() / std::f64::consts::PI.sqrt() / f
-    };
-    r.copysign(x)
-}
-
 #[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn gelu_epilogue_matches_definition() {
@@ -234,7 +213,7 @@ fn gelu_epilogue_matches_definition() {
     // a packed B, empty depth; column-major C through the strided store.
     let _pool = crate::par::enter(crate::par::build_pool(2));
     let gelu_ref = |g: Gelu, x: f64| match g {
-        Gelu::Erf => 0.5 * x * (1.0 + erf_ref(x / std::f64::consts::SQRT_2)),
+        Gelu::Erf => 0.5 * x * (1.0 + crate::vmath::tests::erf_f64(x / std::f64::consts::SQRT_2)),
         Gelu::Tanh => 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()),
     };
     for &(m, k, n) in &[(13usize, 300usize, 45usize), (70, 600, 130), (37, 40, 1), (1, 513, 70), (5, 0, 7)] {
