@@ -149,4 +149,17 @@ impl ByteSource for MappedFile {
             };
         }
     }
+
+    #[cfg(target_os = "linux")]
+    fn prefetch(&self, range: std::ops::Range<usize>) {
+        const PAGE: usize = 4096;
+        let start = range.start / PAGE * PAGE;
+        let end = range.end.min(self.0.len());
+        // Small ranges are cheaper to fault in than to ask for.
+        if end > start + 16 * PAGE {
+            // A hint only: kernels without MADV_POPULATE_READ (before 5.14) refuse it and the
+            // pages are faulted in as they are read.
+            let _ = self.0.advise_range(memmap2::Advice::PopulateRead, start, end - start);
+        }
+    }
 }

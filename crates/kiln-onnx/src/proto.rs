@@ -13,6 +13,9 @@ pub trait ByteSource: Send + Sync {
     /// A hint that `range` will not be read again soon: a file mapping gives those pages back to
     /// the OS (they are read from the file again if touched). Owned memory ignores it.
     fn release(&self, _range: Range<usize>) {}
+    /// A hint that `range` is about to be read in full: a file mapping maps those pages in one
+    /// request instead of one fault per page. Owned memory ignores it.
+    fn prefetch(&self, _range: Range<usize>) {}
 }
 
 impl ByteSource for Vec<u8> {
@@ -49,6 +52,14 @@ impl RawData {
     pub fn release(&self) {
         if let RawRepr::Shared(buf, r) = &self.0 {
             buf.release(r.clone());
+        }
+    }
+
+    /// Tells the memory these bytes live in that they are about to be read in full (see
+    /// [`ByteSource::prefetch`]).
+    pub fn prefetch(&self) {
+        if let RawRepr::Shared(buf, r) = &self.0 {
+            buf.prefetch(r.clone());
         }
     }
 }

@@ -104,6 +104,7 @@ pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Ten
                 "{label} is a string tensor but stores raw_data; strings must use string_data"
             ));
         }
+        t.raw_data.prefetch();
         from_raw(&t.raw_data, dtype, numel, &label, "raw_data")?
     } else {
         from_typed(t, dtype, numel, &label)?
@@ -132,6 +133,7 @@ fn from_raw(
         #[cfg(target_endian = "little")]
         if std::mem::size_of::<T>() == N {
             let mut v: Vec<T> = Vec::with_capacity(n);
+            kiln_tensor::prefault(v.spare_capacity_mut());
             // SAFETY: `LeBytes` types are plain integers or float bit patterns of N bytes, valid
             // for every bit pattern, whose in-memory form on a little-endian target is their
             // little-endian encoding (what `conv` decodes); `v` has room for `n` elements and

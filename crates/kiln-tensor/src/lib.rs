@@ -2,16 +2,18 @@
 //!
 //! `DType` (element types, with their ONNX codes), `Dim`/`Shape` (static and symbolic dimensions),
 //! `Tensor` (a dense, row-major, owned n-d array) and `Value` (tensor, sequence, map or optional —
-//! what flows along a graph edge). Depends only on `half`; no I/O, no kernels.
+//! what flows along a graph edge). Depends only on `half` (and `libc` on Linux, for memory hints); no I/O, no kernels.
 
 use std::fmt;
 
 pub use half::{bf16, f16};
 
 mod lowp;
+mod mem;
 mod value;
 pub mod npy;
 pub use lowp::{E8M0Round, F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4};
+pub use mem::prefault;
 pub use value::{MapKey, Value, ValueType};
 
 /// Element type of a tensor. The discriminants are the ONNX `TensorProto.DataType` codes.
