@@ -7,7 +7,10 @@
 // which rebuilds the standard library with the rest of the program (-Zbuild-std) so that panics
 // abort on the spot (`panic = "immediate-abort"`): no panic messages, formatting machinery or
 // source locations are linked in. Panics already aborted on wasm32 (a trap, surfaced as a JS
-// error); every error the engine reports is a returned value and unchanged.
+// error); every error the engine reports is a returned value and unchanged. The standard
+// library's `optimize_for_size` feature picks its smaller algorithms (mergesort and heapsort
+// for `sort`/`sort_unstable`, simpler number formatting and parsing): none is in a model's hot
+// loop, and results are the same.
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
@@ -72,7 +75,8 @@ if (env.RUSTFLAGS !== undefined) {
   env.RUSTFLAGS += ` ${wasmRustflags.join(' ')}`;
 }
 run('cargo', [`+${toolchain}`, 'build', '--target', 'wasm32-unknown-unknown', '--profile', 'wasm', '-p', 'kiln-wasm',
-  '-Zbuild-std=std,panic_abort', '-Zpanic-immediate-abort', '--config', 'profile.wasm.panic="immediate-abort"',
+  '-Zbuild-std=std,panic_abort', '-Zbuild-std-features=optimize_for_size', '-Zpanic-immediate-abort',
+  '--config', 'profile.wasm.panic="immediate-abort"',
   '--config', `target.wasm32-unknown-unknown.rustflags=${JSON.stringify(wasmRustflags)}`], { cwd: root, env });
 
 const targetDir = env.CARGO_TARGET_DIR ?? join(root, 'target');
