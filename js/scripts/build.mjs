@@ -2,6 +2,15 @@
 // (fat LTO, one codegen unit, size-optimised), wasm-bindgen's ESM glue, then wasm-opt from the
 // binaryen npm package (KILN_WASM_OPT=0 skips it; KILN_WASM_OPT_LEVEL picks the level, default -Oz),
 // which also orders the functions by name for a smaller gzip and strips the name section.
+//
+// The engine is built with the nightly toolchain pinned in package.json (config.rustToolchain),
+// which rebuilds the standard library with the rest of the program (-Zbuild-std) so that panics
+// abort on the spot (`panic = "immediate-abort"`): no panic messages, formatting machinery or
+// source locations are linked in. Panics already aborted on wasm32 (a trap, surfaced as a JS
+// error); every error the engine reports is a returned value and unchanged. The standard
+// library's `optimize_for_size` feature picks its smaller algorithms (mergesort and heapsort
+// for `sort`/`sort_unstable`, simpler number formatting and parsing): none is in a model's hot
+// loop, and results are the same.
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
@@ -44,12 +53,31 @@ if (cliVersion !== bindgenVersion) {
   fail(`wasm-bindgen ${cliVersion} does not match the crate's ${bindgenVersion}; run: cargo install wasm-bindgen-cli --version ${bindgenVersion} --locked --force`);
 }
 
-const env = { ...process.env };
-if (env.RUSTFLAGS !== undefined && !env.RUSTFLAGS.includes('simd128')) {
-  // RUSTFLAGS overrides .cargo/config.toml's target rustflags: keep simd128 on.
-  env.RUSTFLAGS = `${env.RUSTFLAGS} -C target-feature=+simd128`;
+const toolchain = JSON.parse(readFileSync(join(jsDir, 'package.json'), 'utf8')).config.rustToolchain;
+const installToolchain = `rustup toolchain install ${toolchain} --profile minimal --component rust-src --target wasm32-unknown-unknown`;
+let sysroot = '';
+try {
+  sysroot = execFileSync('rustc', [`+${toolchain}`, '--print', 'sysroot'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+} catch {
+  fail(`the Rust toolchain ${toolchain} is not installed; run: ${installToolchain}`);
 }
-run('cargo', ['build', '--target', 'wasm32-unknown-unknown', '--profile', 'wasm', '-p', 'kiln-wasm'], { cwd: root, env });
+if (!existsSync(join(sysroot, 'lib', 'rustlib', 'src', 'rust', 'library', 'Cargo.lock'))) {
+  fail(`the Rust toolchain ${toolchain} has no rust-src component; run: ${installToolchain}`);
+}
+
+// Flags for the wasm target only (host build scripts and proc macros are unaffected); they add
+// to .cargo/config.toml's. No source locations are kept for `#[track_caller]`/panics.
+const wasmRustflags = ['-Zlocation-detail=none'];
+const env = { ...process.env };
+if (env.RUSTFLAGS !== undefined) {
+  // RUSTFLAGS overrides .cargo/config.toml's target rustflags: keep simd128 on.
+  if (!env.RUSTFLAGS.includes('simd128')) env.RUSTFLAGS += ' -C target-feature=+simd128';
+  env.RUSTFLAGS += ` ${wasmRustflags.join(' ')}`;
+}
+run('cargo', [`+${toolchain}`, 'build', '--target', 'wasm32-unknown-unknown', '--profile', 'wasm', '-p', 'kiln-wasm',
+  '-Zbuild-std=std,panic_abort', '-Zbuild-std-features=optimize_for_size', '-Zpanic-immediate-abort',
+  '--config', 'profile.wasm.panic="immediate-abort"',
+  '--config', `target.wasm32-unknown-unknown.rustflags=${JSON.stringify(wasmRustflags)}`], { cwd: root, env });
 
 const targetDir = env.CARGO_TARGET_DIR ?? join(root, 'target');
 const built = join(targetDir, 'wasm32-unknown-unknown', 'wasm', 'kiln_wasm.wasm');

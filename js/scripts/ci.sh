@@ -7,7 +7,9 @@ WASM_BINDGEN_VERSION=0.2.129   # must equal the wasm-bindgen crate pinned in cra
 JS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$JS_DIR"
 
-rustup target add wasm32-unknown-unknown
+# The engine is built with a pinned nightly (package.json config.rustToolchain): see scripts/build.mjs.
+RUST_TOOLCHAIN="$(node -p "require('./package.json').config.rustToolchain")"
+rustup toolchain install "$RUST_TOOLCHAIN" --profile minimal --component rust-src --target wasm32-unknown-unknown
 if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
   cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --locked --force
 fi
