@@ -93,13 +93,30 @@ fn compare_seq_map(got: &Value, want: &Json, key: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn run_fixture(dir: &Path, entry: &Json) -> Result<(), String> {
+/// Row `r` of a tensor whose first dimension is the batch, as a batch of one.
+fn row_of(t: &Tensor, r: usize) -> Result<Tensor, String> {
+    let rows = *t.shape().first().ok_or("a scalar has no rows")?;
+    let per = t.len() / rows.max(1);
+    let idx: Vec<usize> = (r * per..(r + 1) * per).collect();
+    let mut shape = t.shape().to_vec();
+    shape[0] = 1;
+    Tensor::new(shape, t.data().gather(&idx)).map_err(|e| e.0)
+}
+
+/// Runs a fixture on all its rows, or (`row` = Some(r)) on row r alone, compared with the
+/// matching rows of onnxruntime's outputs. Single rows take the engines' batch-of-one paths
+/// (tree ensembles walk several trees of one row together instead of several rows of one tree).
+fn run_fixture(dir: &Path, entry: &Json, row: Option<usize>) -> Result<(), String> {
     let sess = Session::from_file(&dir.join("model.onnx"), SessionOptions::default()).map_err(|e| format!("load: {e}"))?;
     let mut feeds = Vec::new();
     for i in entry["inputs"].as_array().ok_or("no inputs")? {
         let name = i["name"].as_str().ok_or("input name")?;
         let bytes = std::fs::read(dir.join(i["file"].as_str().ok_or("input file")?)).map_err(|e| e.to_string())?;
         let t = read_npy(&bytes).map_err(|e| format!("{name}: {e:?}"))?;
+        let t = match row {
+            Some(r) => row_of(&t, r)?,
+            None => t,
+        };
         feeds.push((name.to_string(), Value::Tensor(t)));
     }
     let outs = sess.run(feeds).map_err(|e| format!("run: {e}"))?;
@@ -112,12 +129,20 @@ fn run_fixture(dir: &Path, entry: &Json) -> Result<(), String> {
             continue;
         };
         let r = if o["kind"] == "seq_map" {
+            if row.is_some() {
+                // ZipMap outputs are compared on whole batches only.
+                continue;
+            }
             let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
             let want: Json = serde_json::from_str(&text).map_err(|e| e.to_string())?;
             compare_seq_map(got, &want, o["key"].as_str().unwrap_or("int"))
         } else {
             let bytes = std::fs::read(&file).map_err(|e| e.to_string())?;
             let want = read_npy(&bytes).map_err(|e| format!("{e:?}"))?;
+            let want = match row {
+                Some(r) => row_of(&want, r)?,
+                None => want,
+            };
             match got.as_tensor() {
                 Some(t) => compare_tensor(t, &want),
                 None => Err(format!("expected a tensor, got {}", got.describe())),
@@ -154,7 +179,7 @@ fn ml_fixtures_match_onnxruntime() {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
             continue;
         }
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_fixture(&root().join(name), entry)))
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_fixture(&root().join(name), entry, None)))
             .unwrap_or_else(|_| Err("panicked".into()));
         if let Some((_, op)) = KNOWN_UNSUPPORTED.iter().find(|(n, _)| *n == name) {
             // Must fail only because of the missing op, and say so.
@@ -179,4 +204,31 @@ fn ml_fixtures_match_onnxruntime() {
     }
     eprintln!("{passed} passed, {} failed", failures.len());
     assert!(failures.is_empty(), "{} fixture(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Tree ensembles one row at a time (their batch-of-one walk), against the same references.
+#[test]
+fn tree_ensembles_match_onnxruntime_row_by_row() {
+    let text = std::fs::read_to_string(root().join("MANIFEST.json")).expect("models/ml/MANIFEST.json (run models/export_ml.py)");
+    let manifest: Json = serde_json::from_str(&text).expect("MANIFEST.json is valid JSON");
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for entry in manifest["fixtures"].as_array().expect("fixtures list") {
+        let name = entry["name"].as_str().expect("fixture name");
+        let dir = root().join(name);
+        let model = std::fs::read(dir.join("model.onnx")).expect("fixture model");
+        // Tree ensembles only (their op names appear in the serialized graph).
+        if !model.windows(12).any(|w| w == b"TreeEnsemble") {
+            continue;
+        }
+        for r in 0..9 {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_fixture(&dir, entry, Some(r)))) {
+                Ok(Ok(())) => checked += 1,
+                Ok(Err(e)) => failures.push(format!("{name} row {r}: {e}")),
+                Err(_) => failures.push(format!("{name} row {r}: panicked")),
+            }
+        }
+    }
+    assert!(checked >= 9, "no tree-ensemble fixture was checked");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

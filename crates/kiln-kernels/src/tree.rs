@@ -57,6 +57,9 @@ pub trait Feat: Copy + PartialOrd + Send + Sync + std::fmt::Debug + 'static {
 fn check_sizes<T>(forest: &Forest, x: &[T], cols: usize, s: &[T], h: &[bool]) {
     let rows = s.len() / forest.n_targets.max(1);
     assert!(cols >= forest.min_features && x.len() >= rows * cols && h.len() == s.len());
+    assert_eq!(forest.depth.len(), forest.roots.len(), "one depth per tree");
+    assert!(forest.tree_target.is_empty() || forest.tree_target.len() == forest.roots.len());
+    assert!(forest.tree_target.iter().all(|&t| (t as usize) < forest.n_targets));
 }
 
 impl Feat for f32 {
@@ -128,6 +131,9 @@ pub struct Forest {
     pub n_targets: usize,
     pub agg: Agg,
     pub roots: Vec<u32>,
+    /// Per tree: the number of steps from its root to its deepest leaf (a walk of that many
+    /// steps ends on a leaf whatever the row).
+    pub depth: Vec<u32>,
     pub l32: Layout<f32>,
     pub l64: Layout<f64>,
     /// Per-slot modes when the ensemble mixes comparison modes (empty otherwise, except in
@@ -140,6 +146,15 @@ pub struct Forest {
     pub member_sets: Vec<Vec<f64>>,
     /// Per slot: the leaf index (0 for decision nodes).
     pub leaf_of: Vec<u32>,
+    /// Every leaf has one weight for each target, in target order (so leaf `l`'s weights are
+    /// `leaf_w[l·n_targets..]`), and the aggregate is a sum: every walk adds a whole row of
+    /// weights and sets every flag (a random forest classifier's class probabilities).
+    pub dense: bool,
+    /// Per tree, when every leaf has exactly one weight, every leaf of a tree writes the same
+    /// target and the aggregate is a sum (XGBoost and LightGBM multiclass: one tree per class
+    /// and round): that target. `leaf_val` then holds each leaf's weight, and every walk through
+    /// tree `i` adds it to target `tree_target[i]` and sets that target's flag. Empty otherwise.
+    pub tree_target: Vec<u32>,
     pub leaf_start: Vec<u32>,
     pub leaf_target: Vec<u32>,
     pub leaf_has: Vec<bool>,
@@ -209,29 +224,40 @@ impl Forest {
         n.child.wrapping_add((!go) as u32)
     }
 
-    /// Advances `LANES` walks (slot `idx[j]` on row `xs[j]`) together until all are at leaves.
+    /// Advances `LANES` walks (slot `idx[j]` on row `xs[j]`) together `steps` times: enough for
+    /// every one to reach its leaf, where it stays. No test of whether any walk still moves sits
+    /// between the steps, so the lanes' loads overlap.
     #[inline(always)]
-    fn walk<T: Feat, const M: u8, const NAN: bool>(&self, nodes: &[Node<T>], idx: &mut [u32; LANES], xs: &[&[T]; LANES]) {
-        loop {
-            let mut moved = false;
+    fn walk<T: Feat, const M: u8, const NAN: bool>(&self, nodes: &[Node<T>], idx: &mut [u32; LANES], xs: &[&[T]; LANES], steps: u32) {
+        for _ in 0..steps {
             for j in 0..LANES {
-                let next = self.step::<T, M, NAN>(nodes, idx[j], xs[j]);
-                moved |= next != idx[j];
-                idx[j] = next;
-            }
-            if !moved {
-                return;
+                idx[j] = self.step::<T, M, NAN>(nodes, idx[j], xs[j]);
             }
         }
     }
 
     /// Adds the leaf at `slot` to the scores `s`/flags `h` of one row.
     #[inline(always)]
-    fn accumulate<T: Feat>(&self, layout: &Layout<T>, slot: u32, s: &mut [T], h: &mut [bool]) {
+    fn accumulate<T: Feat>(&self, layout: &Layout<T>, tree: usize, slot: u32, s: &mut [T], h: &mut [bool]) {
         let slot = slot as usize;
+        if let Some(&t) = self.tree_target.get(tree) {
+            // The flags were all set by `block_mode`.
+            let t = t as usize;
+            s[t] = s[t].add(layout.leaf_val[slot]);
+            return;
+        }
         if let Some(k) = self.fold {
             s[k] = s[k].add(layout.leaf_val[slot]);
             h[k] |= self.leaf_has[self.leaf_of[slot] as usize];
+            return;
+        }
+        if self.dense {
+            // The flags were all set by `block_mode`.
+            let nt = s.len();
+            let w = &layout.leaf_w[self.leaf_of[slot] as usize * nt..][..nt];
+            for (x, &w) in s.iter_mut().zip(w) {
+                *x = x.add(w);
+            }
             return;
         }
         let leaf = self.leaf_of[slot] as usize;
@@ -268,26 +294,36 @@ impl Forest {
         let nodes = &layout.nodes[..];
         let rows = s.len() / nt;
         let row = |r: usize| &x[r * cols..(r + 1) * cols];
+        if self.dense && !self.roots.is_empty() {
+            // Every walk reaches a leaf that writes every target.
+            h.fill(true);
+        }
+        for &t in &self.tree_target {
+            // Every walk through that tree writes its target.
+            for hr in h.chunks_mut(nt) {
+                hr[t as usize] = true;
+            }
+        }
         if !self.has_interior {
-            for &root in &self.roots {
+            for (tree, &root) in self.roots.iter().enumerate() {
                 for r in 0..rows {
-                    self.accumulate(layout, root, &mut s[r * nt..(r + 1) * nt], &mut h[r * nt..(r + 1) * nt]);
+                    self.accumulate(layout, tree, root, &mut s[r * nt..(r + 1) * nt], &mut h[r * nt..(r + 1) * nt]);
                 }
             }
             return;
         }
         if rows >= LANES {
             // Groups of rows through one tree; a short last group repeats its last row.
-            for &root in &self.roots {
+            for (tree, (&root, &steps)) in self.roots.iter().zip(&self.depth).enumerate() {
                 let mut r0 = 0;
                 while r0 < rows {
                     let n = LANES.min(rows - r0);
                     let xs: [&[T]; LANES] = std::array::from_fn(|j| row(r0 + j.min(n - 1)));
                     let mut idx = [root; LANES];
-                    self.walk::<T, M, NAN>(nodes, &mut idx, &xs);
+                    self.walk::<T, M, NAN>(nodes, &mut idx, &xs, steps);
                     for (j, &slot) in idx.iter().enumerate().take(n) {
                         let r = r0 + j;
-                        self.accumulate(layout, slot, &mut s[r * nt..(r + 1) * nt], &mut h[r * nt..(r + 1) * nt]);
+                        self.accumulate(layout, tree, slot, &mut s[r * nt..(r + 1) * nt], &mut h[r * nt..(r + 1) * nt]);
                     }
                     r0 += n;
                 }
@@ -297,12 +333,13 @@ impl Forest {
             for r in 0..rows {
                 let xs = [row(r); LANES];
                 let (sr, hr) = (&mut s[r * nt..(r + 1) * nt], &mut h[r * nt..(r + 1) * nt]);
-                for group in self.roots.chunks(LANES) {
+                for (g, (group, depths)) in self.roots.chunks(LANES).zip(self.depth.chunks(LANES)).enumerate() {
                     let last = group.len() - 1;
                     let mut idx: [u32; LANES] = std::array::from_fn(|j| group[j.min(last)]);
-                    self.walk::<T, M, NAN>(nodes, &mut idx, &xs);
-                    for &slot in &idx[..group.len()] {
-                        self.accumulate(layout, slot, sr, hr);
+                    let steps = depths.iter().copied().max().unwrap_or(0);
+                    self.walk::<T, M, NAN>(nodes, &mut idx, &xs, steps);
+                    for (j, &slot) in idx[..group.len()].iter().enumerate() {
+                        self.accumulate(layout, g * LANES + j, slot, sr, hr);
                     }
                 }
             }

@@ -169,6 +169,9 @@ impl Forest {
             folded.push(v.unwrap_or(0.0));
         }
         leaf_start.push(leaf_target.len() as u32);
+        let dense = matches!(agg, Agg::Sum | Agg::Average)
+            && n_targets > 0
+            && src.leaves.iter().all(|leaf| leaf.len() == n_targets && leaf.iter().enumerate().all(|(k, &(t, _))| t == k));
         // Breadth-first layout with adjacent children.
         let mixed = {
             let mut it = src.nodes.iter().map(|n| n.mode);
@@ -188,25 +191,46 @@ impl Forest {
         let mut member_sets: Vec<Vec<f64>> = Vec::new();
         let mut member_index: HashMap<usize, u32> = HashMap::new();
         let mut min_features = 0usize;
+        // Depth of each slot below its tree's root, and of each tree's deepest leaf.
+        let mut slot_depth: Vec<u32> = Vec::new();
+        let mut depth = Vec::with_capacity(src.roots.len());
+        // Whether every tree's leaves each hold one weight for the same target (and which).
+        let one_each = !one_target && matches!(agg, Agg::Sum | Agg::Average) && src.leaves.iter().all(|l| l.len() == 1);
+        let mut tree_target: Vec<u32> = Vec::new();
+        let mut per_tree = one_each;
+        let mut leaf_one64: Vec<f64> = Vec::new();
         for root in &src.roots {
             roots.push(slots.len() as u32);
             slots.push(*root);
+            slot_depth.push(0);
+            let mut deepest = 0;
+            let mut target: Option<usize> = None;
             let mut q = slots.len() - 1;
             while q < slots.len() {
+                deepest = deepest.max(slot_depth[q]);
                 ensure!(slots.len() < MAX_SLOTS, "tree ensemble is too large");
                 let node = match slots[q] {
                     Ref::Leaf(l) => {
                         leaf_val64.push(folded[l]);
+                        if let (true, Some(&(t, w))) = (one_each, src.leaves[l].first()) {
+                            leaf_one64.push(w);
+                            per_tree &= target.is_none_or(|x| x == t);
+                            target = Some(t);
+                        }
                         leaf_of.push(l as u32);
                         Node { thr: f64::NAN, feat: 0, child: (q as u32).wrapping_sub(1) }
                     }
                     Ref::Node(i) => {
                         leaf_val64.push(0.0);
+                        if one_each {
+                            leaf_one64.push(0.0);
+                        }
                         leaf_of.push(0);
                         let s = &src.nodes[i];
                         let child = slots.len() as u32;
                         slots.push(s.t);
                         slots.push(s.f);
+                        slot_depth.extend([slot_depth[q] + 1; 2]);
                         min_features = min_features.max(s.feature + 1);
                         Node { thr: s.thr, feat: s.feature as u32 | if s.mvt { MVT } else { 0 }, child }
                     }
@@ -235,7 +259,16 @@ impl Forest {
                 nodes64.push(node);
                 q += 1;
             }
+            depth.push(deepest);
+            tree_target.push(target.unwrap_or(0) as u32);
         }
+        // Leaves then hold their one weight, added to their tree's target.
+        let tree_target = if per_tree && one_each {
+            leaf_val64 = leaf_one64;
+            tree_target
+        } else {
+            Vec::new()
+        };
         let nodes32 = nodes64.iter().map(|n| Node { thr: n.thr as f32, feat: n.feat, child: n.child }).collect();
         let leaf_val32 = leaf_val64.iter().map(|&v| v as f32).collect();
         Ok(Forest(kiln_kernels::tree::Forest {
@@ -243,6 +276,7 @@ impl Forest {
             n_targets,
             agg,
             roots,
+            depth,
             l32: Layout { nodes: nodes32, leaf_val: leaf_val32, leaf_w: leaf_w64.iter().map(|&w| w as f32).collect() },
             l64: Layout { nodes: nodes64, leaf_val: leaf_val64, leaf_w: leaf_w64 },
             modes,
@@ -251,6 +285,8 @@ impl Forest {
             member_of,
             member_sets,
             leaf_of,
+            dense: dense && !one_target,
+            tree_target,
             leaf_start,
             leaf_target,
             leaf_has,
