@@ -17,6 +17,8 @@ use crate::convgemm::Conv2dGeometry;
 const MR: usize = 6;
 /// Wide pixels per tile.
 const NB: usize = 16;
+/// Pixel chunks of NB per block (see [`run`]).
+const BLOCK: usize = 16;
 
 /// Constant weights W [m × k] in the layout of the direct kernel: ⌈m/6⌉ panels, each k rows of
 /// 6 output channels (zero past m).
@@ -156,12 +158,28 @@ fn run(
     let geo = Out { oh, ow, wq, readable };
     let job = |&(c0, c1): &(usize, usize)| {
         let yp = yp;
-        for ch in c0..c1 {
-            // The chunk after next is fetched while this one is computed.
-            let ahead = (ch + 2 < chunks).then_some((ch + 2) * NB);
-            // SAFETY: the taps' reads stay in `xs` (asserted above, masked past `readable`);
-            // the tiles' stores stay inside Y's m × oh·ow elements and belong to this part.
-            unsafe { tiles(xs, offs, &w.buf[..panels * k * MR], ch * NB, ahead, m, &geo, bias, act, yp.0) };
+        // SAFETY (the `tiles` calls): the taps' reads stay in `xs` (asserted above, masked past
+        // `readable`); the tiles' stores stay inside Y's m × oh·ow elements and belong to this
+        // part.
+        if m * oh * ow <= 1 << 19 {
+            for ch in c0..c1 {
+                // The chunk after next is fetched while this one is computed.
+                let ahead = (ch + 2 < chunks).then_some((ch + 2) * NB);
+                unsafe { tiles(xs, offs, &w.buf[..panels * k * MR], 0, ch * NB, ahead, m, &geo, bias, act, yp.0) };
+            }
+            return;
+        }
+        // Outputs well past the L2 cache go in blocks of chunks, each panel of output channels
+        // over the whole block in turn: every output row is written in runs of the block's
+        // width rather than one chunk at a time.
+        for b0 in (c0..c1).step_by(BLOCK) {
+            let b1 = (b0 + BLOCK).min(c1);
+            for t in 0..panels {
+                for ch in b0..b1 {
+                    let ahead = (t == 0 && ch + 2 < chunks).then_some((ch + 2) * NB);
+                    unsafe { tiles(xs, offs, &w.buf[t * k * MR..(t + 1) * k * MR], t, ch * NB, ahead, m, &geo, bias, act, yp.0) };
+                }
+            }
         }
     };
     let items: Vec<(usize, usize)> = (0..parts).map(|i| ((i * per).min(chunks), ((i + 1) * per).min(chunks))).filter(|r| r.0 < r.1).collect();
@@ -183,14 +201,14 @@ struct Out {
 /// [`DirectWeights`] can exist then) nothing is written.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn tiles(xs: &[f32], offs: &[usize], a: &[f32], j0: usize, ahead: Option<usize>, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
+unsafe fn tiles(xs: &[f32], offs: &[usize], a: &[f32], p0: usize, j0: usize, ahead: Option<usize>, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: AVX2 and FMA were detected; the caller guarantees the rest.
-        unsafe { tiles_avx2(xs, offs, a, j0, ahead, m, o, bias, act, y) }
+        unsafe { tiles_avx2(xs, offs, a, p0, j0, ahead, m, o, bias, act, y) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (xs, offs, a, j0, ahead, m, o, bias, act, y);
+    let _ = (xs, offs, a, p0, j0, ahead, m, o, bias, act, y);
 }
 
 /// The tiles of one pixel chunk: all output channels (in panels of 6, `a` holding every panel)
@@ -203,7 +221,7 @@ unsafe fn tiles(xs: &[f32], offs: &[usize], a: &[f32], j0: usize, ahead: Option<
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tiles_avx2(xs: &[f32], offs: &[usize], a_all: &[f32], j0: usize, ahead: Option<usize>, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
+unsafe fn tiles_avx2(xs: &[f32], offs: &[usize], a_all: &[f32], p0: usize, j0: usize, ahead: Option<usize>, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
     use std::arch::x86_64::*;
     if let Some(jn) = ahead {
         for &off in offs {
@@ -214,7 +232,7 @@ unsafe fn tiles_avx2(xs: &[f32], offs: &[usize], a_all: &[f32], j0: usize, ahead
     }
     let k = offs.len();
     for (t, a) in a_all.chunks_exact(k * MR).enumerate() {
-        let i0 = t * MR;
+        let i0 = (p0 + t) * MR;
         let rows = MR.min(m - i0);
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
         if let Some(b) = bias {
@@ -321,7 +339,7 @@ mod tests {
         }
         let _pool = crate::par::enter(crate::par::build_pool(2));
         // (m, k, n): tails of the channel tile and of the 16-pixel tile, one pixel, long rows.
-        for &(m, k, n) in &[(16usize, 128usize, 3025usize), (1, 1, 1), (7, 3, 17), (13, 40, 49), (64, 512, 169), (6, 9, 16), (25, 70, 250), (97, 16, 1001)] {
+        for &(m, k, n) in &[(16usize, 128usize, 3025usize), (1, 1, 1), (7, 3, 17), (13, 40, 49), (64, 512, 169), (6, 9, 16), (25, 70, 250), (97, 16, 1001), (41, 8, 13_001)] {
             let x: Vec<f32> = (0..k * n).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
             let wv: Vec<f32> = (0..m * k).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
@@ -360,6 +378,8 @@ mod tests {
             (20, 5, 6, 6, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0),
             (3, 2, 4, 5, 2, 2, 1, 1, 1, 1, 3, 3, 0, 1),
             (32, 3, 35, 35, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1),
+            // Outputs large enough to go in blocks of pixel chunks, a partial last panel.
+            (20, 3, 171, 170, 3, 3, 1, 1, 1, 1, 0, 1, 0, 0),
         ];
         let _pool = crate::par::enter(crate::par::build_pool(2));
         let acts = [Activation::Identity, Activation::Relu, Activation::HardSwish, Activation::Swish(1.0), Activation::Clip(-0.5, 0.5), Activation::HardSigmoid(0.2, 0.5)];

@@ -128,6 +128,26 @@ pub fn depthwise_conv2d(g: &DwGeometry, channels: usize, x: &[f32], w: &[f32], b
         });
         return;
     }
+    // Small planes on AVX2: blocks of eight channels at a time, one channel per vector lane.
+    #[cfg(target_arch = "x86_64")]
+    let (x, w, bias, y, channels) = {
+        let blocked = if blocked_pays(g) && crate::gemm::best_isa() == crate::gemm::Isa::Avx2 { channels / CB * CB } else { 0 };
+        if blocked > 0 {
+            SCRATCH.with(|s| match s.try_borrow_mut() {
+                Ok(mut s) => {
+                    let (tile, out) = &mut *s;
+                    // SAFETY: AVX2 and FMA were detected; the buffers were checked above.
+                    unsafe { blocked_avx2(g, blocked, x, w, bias, act, y, tile, out) }
+                }
+                // SAFETY: as above.
+                Err(_) => unsafe { blocked_avx2(g, blocked, x, w, bias, act, y, &mut Vec::new(), &mut Vec::new()) },
+            });
+        }
+        if blocked == channels {
+            return;
+        }
+        (&x[blocked * isz..], &w[blocked * ksz..], bias.map(|b| &b[blocked..]), &mut y[blocked * osz..], channels - blocked)
+    };
     let lay = Layout::new(g);
     SCRATCH.with(|s| match s.try_borrow_mut() {
         Ok(mut s) => {
@@ -267,6 +287,215 @@ unsafe fn planes_avx2(
             // SAFETY: both rows hold at least ow elements (wq ≥ ow).
             copy_avx2(wr.as_ptr(), yr.as_mut_ptr().cast::<f32>(), g.ow);
         }
+    }
+}
+
+/// Channels per block of the channel-blocked path (one per AVX2 lane).
+#[cfg(target_arch = "x86_64")]
+const CB: usize = 8;
+
+/// Columns of the zero-padded tile of the channel-blocked path (every input column and every
+/// column a tap reads), and output rows per band: a band's tile rows (every input row its taps
+/// read) stay within about 48 KB.
+#[cfg(target_arch = "x86_64")]
+fn band_dims(g: &DwGeometry) -> (usize, usize) {
+    let tw = (g.pw + g.iw).max((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
+    let rows = (48 * 1024 / (tw * CB * 4)).max(1);
+    // Band rows bo need (bo − 1)·sh + (kh − 1)·dh + 1 tile rows.
+    let span = (g.kh - 1) * g.dh + 1;
+    let bo = if rows > span { ((rows - span) / g.sh + 1).min(g.oh) } else { 1 };
+    (tw, bo)
+}
+
+/// Whether the channel-blocked path is expected to beat the planar one: strided convolutions
+/// (the planar path's phase split is a second pass over the input) and small planes (per-plane
+/// and per-row overheads and the wide rows' wasted columns weigh most there).
+#[cfg(target_arch = "x86_64")]
+fn blocked_pays(g: &DwGeometry) -> bool {
+    g.sh > 1 || g.sw > 1 || g.oh * g.ow <= 256
+}
+
+/// The 8×8 transpose of eight vectors: lane j of result i is lane i of input j.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+unsafe fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ]
+}
+
+/// The channel-blocked path for the first `channels` (a multiple of 8) planes: per block of
+/// eight channels and band of output rows, the input rows the band reads are transposed into a
+/// zero-padded tile of 8-lane pixels (lane = channel), each output pixel is a sum of taps · tile
+/// pixels (a stride or dilation is a different step between pixels, no phase split), up to 8
+/// output pixels of a row in registers, and the 8-lane output pixels are transposed back into
+/// the planes.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `channels` a multiple of 8; the buffers as
+/// [`depthwise_conv2d`] checks for at least `channels` planes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocked_avx2(
+    g: &DwGeometry, channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, y: &mut [MaybeUninit<f32>],
+    tile: &mut Vec<f32>, out: &mut Vec<f32>,
+) {
+    use std::arch::x86_64::*;
+    let (isz, osz, ksz) = (g.ih * g.iw, g.oh * g.ow, g.kh * g.kw);
+    let (tw, bo) = band_dims(g);
+    let th = (bo - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+    assert!(channels % CB == 0 && x.len() >= channels * isz && w.len() >= channels * ksz && y.len() >= channels * osz);
+    // The columns outside the input stay zero for every band; rows outside it are zeroed when
+    // a band reads them.
+    tile.clear();
+    tile.resize(th * tw * CB, 0.0);
+    out.clear();
+    out.resize(bo * g.ow * CB, 0.0);
+    // Tap t reads the tile pixel at offs[t] from the output pixel's base.
+    let offs: Vec<usize> = (0..ksz).map(|t| ((t / g.kw) * g.dh * tw + (t % g.kw) * g.dw) * CB).collect();
+    let mut wt = vec![0f32; ksz * CB];
+    // Output rows in even runs of at most 8 pixels.
+    let runs = g.ow.div_ceil(8);
+    let per_run = g.ow.div_ceil(runs);
+    let (tp, op) = (tile.as_mut_ptr(), out.as_mut_ptr());
+    for c0 in (0..channels).step_by(CB) {
+        let xs: [*const f32; CB] = std::array::from_fn(|i| x.as_ptr().add((c0 + i) * isz));
+        let ys: [*mut f32; CB] = std::array::from_fn(|i| y.as_mut_ptr().add((c0 + i) * osz).cast::<f32>());
+        for (t, wv) in wt.chunks_exact_mut(CB).enumerate() {
+            for (i, v) in wv.iter_mut().enumerate() {
+                *v = w[(c0 + i) * ksz + t];
+            }
+        }
+        let bv = match bias {
+            Some(b) => _mm256_loadu_ps(b.as_ptr().add(c0)),
+            None => _mm256_setzero_ps(),
+        };
+        for oy0 in (0..g.oh).step_by(bo) {
+            let rows = bo.min(g.oh - oy0);
+            // Tile row tr holds input row oy0·sh + tr − ph, eight pixels at a time (a row's
+            // last group stores only the row's pixels; it reads past the row's end inside the
+            // plane, or goes one pixel at a time at the end of the plane).
+            for tr in 0..(rows - 1) * g.sh + (g.kh - 1) * g.dh + 1 {
+                let dst = tp.add((tr * tw + g.pw) * CB);
+                let iy = (oy0 * g.sh + tr) as isize - g.ph as isize;
+                if iy < 0 || iy >= g.ih as isize {
+                    // SAFETY: columns pw..pw+iw of tile row tr < th.
+                    std::ptr::write_bytes(dst, 0, g.iw * CB);
+                    continue;
+                }
+                let r = iy as usize;
+                let mut q = 0;
+                while q < g.iw {
+                    let j = r * g.iw + q;
+                    let n = (g.iw - q).min(8);
+                    if j + 8 <= isz {
+                        let v = transpose8(std::array::from_fn(|i| _mm256_loadu_ps(xs[i].add(j))));
+                        // SAFETY (the stores into the tile): pixels q..q+n of the row sit at
+                        // columns pw + q.. of tile row tr, inside th × tw.
+                        for (k, pv) in v.iter().enumerate().take(n) {
+                            _mm256_storeu_ps(dst.add((q + k) * CB), *pv);
+                        }
+                    } else {
+                        for k in 0..n {
+                            for (i, p) in xs.iter().enumerate() {
+                                *dst.add((q + k) * CB + i) = *p.add(j + k);
+                            }
+                        }
+                    }
+                    q += 8;
+                }
+            }
+            let step = g.sw * CB;
+            for oy in 0..rows {
+                let mut ox = 0;
+                while ox < g.ow {
+                    let n = per_run.min(g.ow - ox);
+                    let base = tp.add((oy * g.sh * tw + ox * g.sw) * CB).cast_const();
+                    let dst = op.add((oy * g.ow + ox) * CB);
+                    let args = (base, &offs[..], wt.as_ptr(), bv, act, step, dst);
+                    match n {
+                        1 => blocked_run::<1>(args),
+                        2 => blocked_run::<2>(args),
+                        3 => blocked_run::<3>(args),
+                        4 => blocked_run::<4>(args),
+                        5 => blocked_run::<5>(args),
+                        6 => blocked_run::<6>(args),
+                        7 => blocked_run::<7>(args),
+                        _ => blocked_run::<8>(args),
+                    }
+                    ox += n;
+                }
+            }
+            // The band's output pixels back into the planes, eight at a time, then the last
+            // ones one by one.
+            let (j0, len) = (oy0 * g.ow, rows * g.ow);
+            let mut j = 0;
+            while j + 8 <= len {
+                let v = transpose8(std::array::from_fn(|p| _mm256_loadu_ps(op.add((j + p) * CB))));
+                for (i, cv) in v.into_iter().enumerate() {
+                    _mm256_storeu_ps(ys[i].add(j0 + j), cv);
+                }
+                j += 8;
+            }
+            for jj in j..len {
+                for (i, p) in ys.iter().enumerate() {
+                    *p.add(j0 + jj) = *op.add(jj * CB + i);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+type BlockedArgs<'a> = (*const f32, &'a [usize], *const f32, std::arch::x86_64::__m256, Activation, usize, *mut f32);
+
+/// NX consecutive output pixels of one row, 8 channels each: act(bias + Σ_t w[t] · tile[base +
+/// offs[t] + i·step]) stored at out + i·8.
+///
+/// # Safety
+/// AVX2 and FMA must be available; every tile pixel read lies in the tile, `wt` holds
+/// offs.len() · 8 weights and `out` NX · 8 floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn blocked_run<const NX: usize>((base, offs, wt, bias, act, step, out): BlockedArgs<'_>) {
+    use std::arch::x86_64::*;
+    let mut acc = [bias; NX];
+    for (t, &off) in offs.iter().enumerate() {
+        let wv = _mm256_loadu_ps(wt.add(t * CB));
+        let p = base.add(off);
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(i * step)), *a);
+        }
+    }
+    for (i, &a) in acc.iter().enumerate() {
+        _mm256_storeu_ps(out.add(i * CB), act256(act, a));
     }
 }
 
@@ -703,6 +932,43 @@ mod tests {
             for act in [Activation::Identity, Activation::Relu, Activation::HardSwish, Activation::Swish(1.0), Activation::Clip(0.0, 6.0)] {
                 check(&g, 2, act);
             }
+        }
+    }
+
+    #[test]
+    fn channel_blocks() {
+        // Whole blocks of eight channels and a partial one after them (the blocked path with the
+        // planar one for the rest), on square planes from 1×1 up, strides 1 and 2, pads k/2 and 0.
+        for channels in [8usize, 19] {
+            for k in [3usize, 5] {
+                for s in [1usize, 2] {
+                    for p in [k / 2, 0] {
+                        for h in [1usize, 2, 3, 5, 7, 8, 9, 14, 15, 28, 29] {
+                            if h + 2 * p < k {
+                                continue;
+                            }
+                            let o = (h + 2 * p - k) / s + 1;
+                            let g = DwGeometry { ih: h, iw: h, oh: o, ow: o, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, ph: p, pw: p };
+                            for act in [Activation::Identity, Activation::HardSwish, Activation::Relu] {
+                                check(&g, channels, act);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Uneven strides, dilations and pads, rows wider than eight output pixels.
+        let gs = [
+            DwGeometry { ih: 9, iw: 23, oh: 5, ow: 21, kh: 3, kw: 3, sh: 2, sw: 1, dh: 1, dw: 2, ph: 1, pw: 2 },
+            DwGeometry { ih: 6, iw: 19, oh: 6, ow: 9, kh: 3, kw: 2, sh: 1, sw: 2, dh: 2, dw: 1, ph: 2, pw: 0 },
+            DwGeometry { ih: 11, iw: 23, oh: 4, ow: 8, kh: 7, kw: 7, sh: 3, sw: 3, dh: 1, dw: 1, ph: 3, pw: 3 },
+            DwGeometry { ih: 5, iw: 3, oh: 8, ow: 3, kh: 5, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, ph: 3, pw: 1 },
+            DwGeometry { ih: 56, iw: 56, oh: 28, ow: 28, kh: 3, kw: 3, sh: 2, sw: 2, dh: 1, dw: 1, ph: 1, pw: 1 },
+            DwGeometry { ih: 4, iw: 4, oh: 2, ow: 2, kh: 1, kw: 1, sh: 2, sw: 2, dh: 1, dw: 1, ph: 0, pw: 0 },
+        ];
+        for g in gs {
+            check(&g, 16, Activation::Swish(1.0));
+            check(&g, 11, Activation::Clip(0.0, 6.0));
         }
     }
 

@@ -557,7 +557,10 @@ fn depthwise_f32(x: &[f32], w: &[f32], d: &ConvDims, group: usize, bias: Option<
     let planes = d.n * d.m;
     let (threads, work) = (num_threads(), total * kh * kw);
     let parts = if threads > 1 && work >= 1 << 18 { (threads * (work >> 18).min(4)).min(planes) } else { 1 };
+    // Whole blocks of eight channels per part where that keeps the parts (the kernel takes
+    // channels in blocks of eight on some machines).
     let per = planes.div_ceil(parts);
+    let per = if per >= 8 && parts > 1 { per.next_multiple_of(8) } else { per };
     let chunks: Vec<(usize, &mut [MaybeUninit<f32>])> = y.spare_capacity_mut()[..total].chunks_mut(osz * per).enumerate().collect();
     let ksz = kh * kw;
     let work = |(part, outs): (usize, &mut [MaybeUninit<f32>])| {
