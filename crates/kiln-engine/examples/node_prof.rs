@@ -5,9 +5,7 @@
 
 use std::time::Instant;
 
-use kiln_engine::{Session, SessionOptions};
-use kiln_tensor::npy::read_npy;
-use kiln_tensor::Value;
+mod common;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,20 +30,7 @@ fn main() {
         eprintln!("usage: node_prof MODEL INPUT.npy [...] [--threads N] [--runs N] [--top N]");
         std::process::exit(2);
     }
-    let sess = match Session::from_file(std::path::Path::new(&files[0]), SessionOptions::default().with_threads(threads)) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("load failed: {e}");
-            std::process::exit(1);
-        }
-    };
-    let names: Vec<String> = sess.inputs().iter().map(|i| i.name.clone()).collect();
-    let mut feeds = Vec::new();
-    for (name, f) in names.iter().zip(&files[1..]) {
-        let bytes = std::fs::read(f).unwrap_or_else(|e| panic!("{f}: {e}"));
-        let t = read_npy(&bytes).unwrap_or_else(|e| panic!("{f}: {e:?}"));
-        feeds.push((name.clone(), Value::Tensor(t)));
-    }
+    let (sess, feeds) = common::load(&files[0], &files[1..], threads);
     for _ in 0..5 {
         sess.run(feeds.clone()).expect("run");
     }
