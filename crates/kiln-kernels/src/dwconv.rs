@@ -315,40 +315,6 @@ fn blocked_pays(g: &DwGeometry) -> bool {
     g.sh > 1 || g.sw > 1 || g.oh * g.ow <= 256
 }
 
-/// The 8×8 transpose of eight vectors: lane j of result i is lane i of input j.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-#[inline]
-unsafe fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
-    use std::arch::x86_64::*;
-    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-    [
-        _mm256_permute2f128_ps::<0x20>(s0, s4),
-        _mm256_permute2f128_ps::<0x20>(s1, s5),
-        _mm256_permute2f128_ps::<0x20>(s2, s6),
-        _mm256_permute2f128_ps::<0x20>(s3, s7),
-        _mm256_permute2f128_ps::<0x31>(s0, s4),
-        _mm256_permute2f128_ps::<0x31>(s1, s5),
-        _mm256_permute2f128_ps::<0x31>(s2, s6),
-        _mm256_permute2f128_ps::<0x31>(s3, s7),
-    ]
-}
-
 /// The channel-blocked path for the first `channels` (a multiple of 8) planes: per block of
 /// eight channels and band of output rows, the input rows the band reads are transposed into a
 /// zero-padded tile of 8-lane pixels (lane = channel), each output pixel is a sum of taps · tile
@@ -367,6 +333,7 @@ unsafe fn blocked_avx2(
     tile: &mut Vec<f32>, out: &mut Vec<f32>,
 ) {
     use std::arch::x86_64::*;
+    use crate::gemm::transpose8_regs;
     let (isz, osz, ksz) = (g.ih * g.iw, g.oh * g.ow, g.kh * g.kw);
     let (tw, bo) = band_dims(g);
     let th = (bo - 1) * g.sh + (g.kh - 1) * g.dh + 1;
@@ -415,7 +382,7 @@ unsafe fn blocked_avx2(
                     let j = r * g.iw + q;
                     let n = (g.iw - q).min(8);
                     if j + 8 <= isz {
-                        let v = transpose8(std::array::from_fn(|i| _mm256_loadu_ps(xs[i].add(j))));
+                        let v = transpose8_regs(std::array::from_fn(|i| _mm256_loadu_ps(xs[i].add(j))));
                         // SAFETY (the stores into the tile): pixels q..q+n of the row sit at
                         // columns pw + q.. of tile row tr, inside th × tw.
                         for (k, pv) in v.iter().enumerate().take(n) {
@@ -457,7 +424,7 @@ unsafe fn blocked_avx2(
             let (j0, len) = (oy0 * g.ow, rows * g.ow);
             let mut j = 0;
             while j + 8 <= len {
-                let v = transpose8(std::array::from_fn(|p| _mm256_loadu_ps(op.add((j + p) * CB))));
+                let v = transpose8_regs(std::array::from_fn(|p| _mm256_loadu_ps(op.add((j + p) * CB))));
                 for (i, cv) in v.into_iter().enumerate() {
                     _mm256_storeu_ps(ys[i].add(j0 + j), cv);
                 }

@@ -259,6 +259,18 @@ pub(crate) unsafe fn transpose8_avx(src: *const f32, ss: usize, dst: *mut f32, d
         _mm256_loadu_ps(src.add(6 * ss)),
         _mm256_loadu_ps(src.add(7 * ss)),
     ];
+    for (q, v) in transpose8_regs(r).into_iter().enumerate() {
+        _mm256_storeu_ps(dst.add(q * ds), v);
+    }
+}
+
+/// The 8×8 transpose of eight vectors: lane j of result i is lane i of input j.
+///
+/// # Safety
+/// AVX must be available.
+#[target_feature(enable = "avx")]
+#[inline]
+pub(crate) unsafe fn transpose8_regs(r: [__m256; 8]) -> [__m256; 8] {
     // Pairs of rows interleaved: [r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5]], ...
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -277,12 +289,14 @@ pub(crate) unsafe fn transpose8_avx(src: *const f32, ss: usize, dst: *mut f32, d
     let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
     let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
     let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-    _mm256_storeu_ps(dst, _mm256_permute2f128_ps::<0x20>(s0, s4));
-    _mm256_storeu_ps(dst.add(ds), _mm256_permute2f128_ps::<0x20>(s1, s5));
-    _mm256_storeu_ps(dst.add(2 * ds), _mm256_permute2f128_ps::<0x20>(s2, s6));
-    _mm256_storeu_ps(dst.add(3 * ds), _mm256_permute2f128_ps::<0x20>(s3, s7));
-    _mm256_storeu_ps(dst.add(4 * ds), _mm256_permute2f128_ps::<0x31>(s0, s4));
-    _mm256_storeu_ps(dst.add(5 * ds), _mm256_permute2f128_ps::<0x31>(s1, s5));
-    _mm256_storeu_ps(dst.add(6 * ds), _mm256_permute2f128_ps::<0x31>(s2, s6));
-    _mm256_storeu_ps(dst.add(7 * ds), _mm256_permute2f128_ps::<0x31>(s3, s7));
+    [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ]
 }
