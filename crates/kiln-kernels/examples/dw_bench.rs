@@ -45,12 +45,8 @@ fn main() {
         if only.is_some_and(|o| o != i) {
             continue;
         }
-        let p = k / 2;
-        let o = (h + 2 * p - k) / s + 1;
-        let g = DwGeometry { ih: h, iw: h, oh: o, ow: o, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, ph: p, pw: p };
-        let x: Vec<f32> = (0..c * h * h).map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6).collect();
-        let w: Vec<f32> = (0..c * k * k).map(|i| ((i * 5) % 11) as f32 * 0.05 - 0.25).collect();
-        let b: Vec<f32> = (0..c).map(|i| i as f32 * 0.01).collect();
+        let (g, x, w, b) = layer(c, h, k, s);
+        let o = g.oh;
         let mut y = vec![MaybeUninit::<f32>::uninit(); c * o * o];
         // Best of many calls on eight channels at a time, scaled to all channels: short calls
         // are rarely preempted, so the minimum holds up on a busy machine.
@@ -73,12 +69,8 @@ fn mobilenet_layers() {
     let layers = [(16, 112, 3, 2), (72, 56, 3, 2), (88, 28, 3, 1), (96, 28, 5, 2), (240, 14, 5, 1), (120, 14, 5, 1), (288, 14, 5, 2), (576, 7, 5, 1)];
     let mut total = 0.0;
     for (c, h, k, s) in layers {
-        let p = k / 2;
-        let o = (h + 2 * p - k) / s + 1;
-        let g = DwGeometry { ih: h, iw: h, oh: o, ow: o, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, ph: p, pw: p };
-        let x: Vec<f32> = (0..c * h * h).map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6).collect();
-        let w: Vec<f32> = (0..c * k * k).map(|i| ((i * 5) % 11) as f32 * 0.05 - 0.25).collect();
-        let b: Vec<f32> = (0..c).map(|i| i as f32 * 0.01).collect();
+        let (g, x, w, b) = layer(c, h, k, s);
+        let o = g.oh;
         let mut best = f64::INFINITY;
         for _ in 0..300 {
             let mut y: Vec<f32> = Vec::with_capacity(c * o * o);
@@ -91,4 +83,16 @@ fn mobilenet_layers() {
         println!("k{k} s{s} C{c} {h}x{h}: {:.4} ms", best * 1e3);
     }
     println!("total {total:.3} ms");
+}
+
+/// A `c`-channel h×h depthwise layer with a k×k kernel, stride s and "same" padding: its geometry,
+/// input, weights and bias.
+fn layer(c: usize, h: usize, k: usize, s: usize) -> (DwGeometry, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let p = k / 2;
+    let o = (h + 2 * p - k) / s + 1;
+    let g = DwGeometry { ih: h, iw: h, oh: o, ow: o, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, ph: p, pw: p };
+    let x: Vec<f32> = (0..c * h * h).map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6).collect();
+    let w: Vec<f32> = (0..c * k * k).map(|i| ((i * 5) % 11) as f32 * 0.05 - 0.25).collect();
+    let b: Vec<f32> = (0..c).map(|i| i as f32 * 0.01).collect();
+    (g, x, w, b)
 }
