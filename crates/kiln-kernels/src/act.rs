@@ -82,6 +82,12 @@ impl Activation {
         if self == Activation::Identity {
             return;
         }
+        if csc != 1 && rsc == 1 {
+            // Contiguous columns (a product stored transposed): the same elements as a
+            // cols × rows block with contiguous rows.
+            // SAFETY: the same set of elements as the caller's block.
+            return unsafe { self.apply_block(c, cols, rows, csc, 1) };
+        }
         #[cfg(target_arch = "x86_64")]
         if csc == 1 && crate::gemm::best_isa() == crate::gemm::Isa::Avx512 {
             // SAFETY: AVX-512F was detected; the caller guarantees the block is valid.
@@ -138,6 +144,10 @@ impl Gelu {
     /// # Safety
     /// Every element of the block must be valid for reads and writes and not aliased elsewhere.
     pub(crate) unsafe fn apply_block(self, c: *mut f32, rows: usize, cols: usize, rsc: isize, csc: isize) {
+        if csc != 1 && rsc == 1 {
+            // SAFETY: the same set of elements as the caller's block, as contiguous rows.
+            return unsafe { self.apply_block(c, cols, rows, csc, 1) };
+        }
         crate::simd::vectorized(
             #[inline(always)]
             || {

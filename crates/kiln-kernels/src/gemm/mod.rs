@@ -557,6 +557,40 @@ pub fn sgemm_new(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, ep: &Epil
     c
 }
 
+/// C = A·B (m×n) written column-major into `c`: element (i, j) at `c[j·m + i]`. `c` holds at
+/// least m·n elements and may be uninitialised; the first m·n are all written. This is the
+/// layout of the n×m product Bᵀ·Aᵀ, computed with A's rows as the kernels' rows (see
+/// [`prefer_transposed`]).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_into_col_major(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [MaybeUninit<f32>], ep: &Epilogue<'_>, threads: usize) {
+    let info = operand_info(&a, &b);
+    let len = m.checked_mul(n).expect("sgemm_into_col_major: the product's size overflows");
+    assert!(c.len() >= len, "sgemm_into_col_major: C has {} elements, needs {len}", c.len());
+    let ep = Epilogue { beta: 0.0, ..*ep };
+    // SAFETY: `c` has room for the m×n view at row stride 1 and column stride m; with beta 0
+    // every element of the view is written before it is read.
+    unsafe { sgemm_raw(info, m, k, n, a, b, c.as_mut_ptr().cast::<f32>(), len, 1, m.max(1) as isize, &ep, threads) }
+}
+
+/// Whether an m×n product takes fewer micro-kernel steps on this machine as the n×m product
+/// Bᵀ·Aᵀ: C is computed in tiles of MR rows × NR columns, and a last panel of a few columns
+/// costs nearly a full one (a 6×8 tile of the AVX2 kernel takes two thirds of a 6×16 one), so
+/// a product with, say, 49 columns wastes a sixth of its time; its 49 rows would waste little.
+pub fn prefer_transposed(m: usize, n: usize) -> bool {
+    if m < 2 || n < 2 {
+        return false;
+    }
+    let info = KernelInfo::for_isa(best_isa());
+    let cost = |rows: usize, cols: usize| {
+        let r = rows % info.mr;
+        let row_tiles = (rows / info.mr) as f64 + if r > 0 { (r as f64 / info.mr as f64).max(0.25) } else { 0.0 };
+        let c = cols % info.nr;
+        let panels = (cols / info.nr) as f64 + if c > 0 { (info.panel_width(0, c) as f64 / info.nr as f64).max(0.66) } else { 0.0 };
+        row_tiles * panels
+    };
+    cost(n, m) < 0.92 * cost(m, n)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm_with(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [f32], rsc: isize, csc: isize, ep: &Epilogue<'_>, threads: usize) {
     // SAFETY: `c` is an initialised slice of c.len() elements.

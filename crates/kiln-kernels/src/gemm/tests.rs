@@ -105,12 +105,18 @@ fn epilogue_alpha_beta_bias_relu() {
                 assert!(close(c[i * n + j], want, k), "{isa:?} ({i},{j}): {} vs {want}", c[i * n + j]);
             }
         }
-        // Column-major C (csc != 1) goes through the scalar store path.
-        let mut ct = vec![0f32; m * n];
-        sgemm_with(info, m, k, n, Lhs::Strided(a), Rhs::Strided(b), &mut ct, 1, m as isize, &Epilogue::default(), 1);
-        for i in 0..m {
-            for j in 0..n {
-                assert!(close(ct[j * m + i], prod[i * n + j], k));
+        // Column-major C (row stride 1: the transposed-store path) and A packed (partial last
+        // row tile), read in place, and column-major (packed per call).
+        let pa = PackedA::with_isa(isa, m, k, a);
+        let at: Vec<f32> = (0..k * m).map(|q| av[(q % m) * k + q / m]).collect();
+        for lhs in [Lhs::Strided(a), Lhs::Packed(&pa), Lhs::Strided(MatRef::new(&at, 1, m as isize))] {
+            let mut ct: Vec<f32> = (0..m * n).map(|q| c0[(q % m) * n + q / m]).collect();
+            sgemm_with(info, m, k, n, lhs, Rhs::Strided(b), &mut ct, 1, m as isize, &ep, 1);
+            for i in 0..m {
+                for j in 0..n {
+                    let want = (0.5 * prod[i * n + j] + 2.0 * c0[i * n + j] as f64 + rb[i] as f64 + cb[j] as f64).max(0.0);
+                    assert!(close(ct[j * m + i], want, k), "{isa:?} column-major ({i},{j}): {} vs {want}", ct[j * m + i]);
+                }
             }
         }
     }

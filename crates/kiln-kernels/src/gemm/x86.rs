@@ -47,27 +47,21 @@ pub(crate) fn prefetch_l2(p: *const f32) {
 /// # Safety
 /// AVX-512F must be available; `a` readable for MR·kc floats, `b` for w·kc floats; `out` and the
 /// bias pointers valid for the tile's rows and columns.
+/// A tile of fewer rows (the last of a panel padded with zero rows) computes only its rows.
 pub(crate) unsafe fn kernel_avx512(kc: usize, a: *const f32, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
-    if w > 16 {
-        tile512::<MR_AVX512, 2, false>(kc, a, 0, b, out, ep)
-    } else {
-        tile512::<MR_AVX512, 1, false>(kc, a, 0, b, out, ep)
-    }
+    tiles512::<false>(kc, a, MR_AVX512, b, w, out, ep)
 }
 
-/// As [`kernel_avx512`] with A read in place: row i of the tile at `a + i·lda`, depth contiguous.
-/// Tiles of fewer than MR_AVX512 rows compute only their rows.
-///
-/// # Safety
-/// As [`kernel_avx512`], with `a + i·lda` readable for kc floats for every i < out.rows
-/// (1 ≤ out.rows ≤ MR_AVX512).
-pub(crate) unsafe fn kernel_avx512_direct(kc: usize, a: *const f32, lda: usize, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
+/// Dispatches on the tile's rows and width; `lda` is the row stride of A when DIRECT, else the
+/// packed panel's depth stride.
+#[inline(always)]
+unsafe fn tiles512<const DIRECT: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
     macro_rules! rows {
         ($r:expr) => {
             if w > 16 {
-                tile512::<{ $r }, 2, true>(kc, a, lda, b, out, ep)
+                tile512::<{ $r }, 2, DIRECT>(kc, a, lda, b, out, ep)
             } else {
-                tile512::<{ $r }, 1, true>(kc, a, lda, b, out, ep)
+                tile512::<{ $r }, 1, DIRECT>(kc, a, lda, b, out, ep)
             }
         };
     }
@@ -83,8 +77,18 @@ pub(crate) unsafe fn kernel_avx512_direct(kc: usize, a: *const f32, lda: usize, 
     }
 }
 
-/// A tile of MR rows × 16·NV columns; A is a packed panel (element (i, p) at `a[p·MR + i]`) or,
-/// when DIRECT, rows in place (element (i, p) at `a[i·lda + p]`).
+/// As [`kernel_avx512`] with A read in place: row i of the tile at `a + i·lda`, depth contiguous.
+/// Tiles of fewer than MR_AVX512 rows compute only their rows.
+///
+/// # Safety
+/// As [`kernel_avx512`], with `a + i·lda` readable for kc floats for every i < out.rows
+/// (1 ≤ out.rows ≤ MR_AVX512).
+pub(crate) unsafe fn kernel_avx512_direct(kc: usize, a: *const f32, lda: usize, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
+    tiles512::<true>(kc, a, lda, b, w, out, ep)
+}
+
+/// A tile of MR rows × 16·NV columns; A is a packed panel (element (i, p) at `a[p·lda + i]`, lda
+/// being the full panel height) or, when DIRECT, rows in place (element (i, p) at `a[i·lda + p]`).
 #[target_feature(enable = "avx512f")]
 unsafe fn tile512<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, out: &TileOut, ep: &TileEp) {
     prefetch_c(out, 64 * NV);
@@ -101,7 +105,7 @@ unsafe fn tile512<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usiz
                 *x = _mm512_fmadd_ps(ai, bx, *x);
             }
         }
-        a = a.add(if DIRECT { 1 } else { MR });
+        a = a.add(if DIRECT { 1 } else { lda });
         b = b.add(16 * NV);
     }
     if out.csc == 1 && out.rows <= MR && out.cols <= 16 * NV {
@@ -152,26 +156,20 @@ unsafe fn tile512<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usiz
 ///
 /// # Safety
 /// AVX2 and FMA must be available; otherwise as [`kernel_avx512`].
+/// A tile of fewer rows (the last of a panel padded with zero rows) computes only its rows.
 pub(crate) unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
-    if w > 8 {
-        tile256::<MR_AVX2, 2, false>(kc, a, 0, b, out, ep)
-    } else {
-        tile256::<MR_AVX2, 1, false>(kc, a, 0, b, out, ep)
-    }
+    tiles256::<false>(kc, a, MR_AVX2, b, w, out, ep)
 }
 
-/// As [`kernel_avx2`] with A read in place (see [`kernel_avx512_direct`]).
-///
-/// # Safety
-/// As [`kernel_avx2`], with `a + i·lda` readable for kc floats for every i < out.rows
-/// (1 ≤ out.rows ≤ MR_AVX2).
-pub(crate) unsafe fn kernel_avx2_direct(kc: usize, a: *const f32, lda: usize, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
+/// As [`tiles512`].
+#[inline(always)]
+unsafe fn tiles256<const DIRECT: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
     macro_rules! rows {
         ($r:expr) => {
             if w > 8 {
-                tile256::<{ $r }, 2, true>(kc, a, lda, b, out, ep)
+                tile256::<{ $r }, 2, DIRECT>(kc, a, lda, b, out, ep)
             } else {
-                tile256::<{ $r }, 1, true>(kc, a, lda, b, out, ep)
+                tile256::<{ $r }, 1, DIRECT>(kc, a, lda, b, out, ep)
             }
         };
     }
@@ -183,6 +181,15 @@ pub(crate) unsafe fn kernel_avx2_direct(kc: usize, a: *const f32, lda: usize, b:
         5 => rows!(5),
         _ => rows!(MR_AVX2),
     }
+}
+
+/// As [`kernel_avx2`] with A read in place (see [`kernel_avx512_direct`]).
+///
+/// # Safety
+/// As [`kernel_avx2`], with `a + i·lda` readable for kc floats for every i < out.rows
+/// (1 ≤ out.rows ≤ MR_AVX2).
+pub(crate) unsafe fn kernel_avx2_direct(kc: usize, a: *const f32, lda: usize, b: *const f32, w: usize, out: &TileOut, ep: &TileEp) {
+    tiles256::<true>(kc, a, lda, b, w, out, ep)
 }
 
 /// As [`tile512`] with 8-wide vectors.
@@ -202,7 +209,7 @@ unsafe fn tile256<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usiz
                 *x = _mm256_fmadd_ps(ai, bx, *x);
             }
         }
-        a = a.add(if DIRECT { 1 } else { MR });
+        a = a.add(if DIRECT { 1 } else { lda });
         b = b.add(8 * NV);
     }
     if out.rows == MR && out.cols == 8 * NV && out.csc == 1 {
@@ -232,6 +239,8 @@ unsafe fn tile256<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usiz
                 _mm256_storeu_ps(cr.add(8 * v), x);
             }
         }
+    } else if out.rsc == 1 && out.rows <= MR && MR <= 8 {
+        store_cols256(&acc, out, ep);
     } else {
         let mut tmp = [0f32; TMP_ROWS * TMP_STRIDE];
         for (i, row) in acc.iter().enumerate() {
@@ -240,6 +249,80 @@ unsafe fn tile256<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usiz
             }
         }
         store_tile_scalar(&tmp, TMP_STRIDE, out, ep);
+    }
+}
+
+/// Stores a tile into a column-contiguous C (row stride 1: a product stored transposed, see
+/// `sgemm_into_col_major`): 8 columns at a time are transposed in registers, and each column's
+/// `out.rows` consecutive floats are written with plain stores, with the same epilogue as the
+/// row-major path.
+///
+/// # Safety
+/// AVX2 and FMA must be available; MR ≤ 8, out.rows ≤ MR, out.cols ≤ 8·NV; `out` and the bias
+/// pointers valid for the tile's rows and columns.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_cols256<const MR: usize, const NV: usize>(acc: &[[__m256; NV]; MR], out: &TileOut, ep: &TileEp) {
+    let zero = _mm256_setzero_ps();
+    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(out.rows as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    let alpha = _mm256_set1_ps(ep.alpha);
+    let cm = _mm256_set1_ps(ep.cmul);
+    let rb = if ep.row_bias.is_null() { zero } else { _mm256_maskload_ps(ep.row_bias, mask) };
+    for v in 0..NV {
+        let mut r = [zero; 8];
+        for (ri, row) in r.iter_mut().zip(acc.iter()) {
+            *ri = row[v];
+        }
+        for (q, col) in transpose8_regs(r).into_iter().enumerate() {
+            let j = 8 * v + q;
+            if j >= out.cols {
+                break;
+            }
+            let p = out.c.offset(j as isize * out.csc);
+            let mut x = col;
+            if ep.alpha != 1.0 {
+                x = _mm256_mul_ps(x, alpha);
+            }
+            if ep.cmul != 0.0 {
+                x = _mm256_fmadd_ps(_mm256_maskload_ps(p, mask), cm, x);
+            }
+            if !ep.row_bias.is_null() {
+                x = _mm256_add_ps(x, rb);
+            }
+            if !ep.col_bias.is_null() {
+                x = _mm256_add_ps(x, _mm256_set1_ps(*ep.col_bias.add(j)));
+            }
+            if ep.relu {
+                x = _mm256_max_ps(x, zero);
+            }
+            store_first(p, x, out.rows);
+        }
+    }
+}
+
+/// Writes the first `n` (≤ 8) lanes of `x` to `p` with plain 4-, 2- and 1-float stores (masked
+/// stores are slow on some x86 cores).
+///
+/// # Safety
+/// AVX must be available; `p` writable for `n` floats.
+#[target_feature(enable = "avx")]
+#[inline]
+unsafe fn store_first(p: *mut f32, x: __m256, n: usize) {
+    if n >= 8 {
+        return _mm256_storeu_ps(p, x);
+    }
+    let (mut rest, mut off) = (_mm256_castps256_ps128(x), 0);
+    if n >= 4 {
+        _mm_storeu_ps(p, rest);
+        rest = _mm256_extractf128_ps::<1>(x);
+        off = 4;
+    }
+    if n - off >= 2 {
+        _mm_store_sd(p.add(off).cast::<f64>(), _mm_castps_pd(rest));
+        rest = _mm_movehl_ps(rest, rest);
+        off += 2;
+    }
+    if n > off {
+        _mm_store_ss(p.add(off), rest);
     }
 }
 

@@ -5,7 +5,8 @@ use std::mem::MaybeUninit;
 
 use kiln_kernels::convdirect::{self, DirectWeights};
 use kiln_kernels::winograd::{self, WinogradWeights};
-use kiln_kernels::{conv2d_gemm, depthwise_conv2d, sgemm_ex, sgemm_new, Activation, Conv2dGeometry, DwGeometry, Epilogue, Lhs, MatRef, PackedA, Rhs};
+use kiln_kernels::gemm::prefer_transposed;
+use kiln_kernels::{conv2d_gemm, depthwise_conv2d, sgemm_ex, sgemm_new, Activation, Conv2dGeometry, DwGeometry, Epilogue, Lhs, MatRef, PackedA, PackedB, Rhs};
 use kiln_tensor::{DType, Dim, Shape, Tensor, Value, ValueType};
 
 use super::{nc_shape, AutoPad, Geometry, WindowAttrs};
@@ -34,14 +35,25 @@ struct ConvOp {
     direct: Option<DirectWeights>,
 }
 
-/// Weights W [M, C/group, k...] as one packed [M/group × C/group·K] matrix per group.
+/// Weights W [M, C/group, k...] prepacked at load for the GEMM paths.
 struct PackedWeights {
     shape: Vec<usize>,
-    groups: Vec<PackedA>,
+    form: PackedForm,
+}
+
+/// How the GEMM paths multiply by the prepacked weights.
+enum PackedForm {
+    /// One packed left operand [M/group × C/group·K] per group: Y = W · X.
+    Rows(Vec<PackedA>),
+    /// Wᵀ [C·K × M] as the packed right operand (group 1 only): Y is computed as Yᵀ = Xᵀ · Wᵀ,
+    /// output pixels being the kernels' rows, for outputs whose few pixels per image would leave
+    /// a narrow last column panel (7×7 planes), see `kiln_kernels::gemm::prefer_transposed`.
+    Cols(PackedB),
 }
 
 impl PackedWeights {
-    fn new(w: &Tensor, group: usize) -> Option<PackedWeights> {
+    /// `out_pixels`: the output's pixels per image when known at load.
+    fn new(w: &Tensor, group: usize, out_pixels: Option<usize>) -> Option<PackedWeights> {
         let data = w.as_slice::<f32>().ok()?;
         let s = w.shape();
         if s.len() < 3 || group == 0 || s[0] % group != 0 || (s[1] == 1 && group > 1) {
@@ -52,10 +64,15 @@ impl PackedWeights {
         if mg == 0 || kdim == 0 || data.len() != s[0] * kdim {
             return None;
         }
-        let groups = (0..group)
-            .map(|g| PackedA::new(mg, kdim, MatRef::new(&data[g * mg * kdim..(g + 1) * mg * kdim], kdim as isize, 1)))
-            .collect();
-        Some(PackedWeights { shape: s.to_vec(), groups })
+        let form = if group == 1 && out_pixels.is_some_and(|o| prefer_transposed(mg, o)) {
+            // Wᵀ: element (p, j) at data[j·kdim + p].
+            PackedForm::Cols(PackedB::new(kdim, mg, MatRef::new(data, 1, kdim as isize)))
+        } else {
+            PackedForm::Rows(
+                (0..group).map(|g| PackedA::new(mg, kdim, MatRef::new(&data[g * mg * kdim..(g + 1) * mg * kdim], kdim as isize, 1))).collect(),
+            )
+        };
+        Some(PackedWeights { shape: s.to_vec(), form })
     }
 }
 
@@ -71,8 +88,20 @@ fn build_conv(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let direct = if group == 1 && wino.is_none() { n.const_tensor(1).and_then(direct_weights) } else { None };
     // With Winograd or direct weights the GEMM path only runs for unexpected shapes; it then
     // packs per call.
-    let packed = if wino.is_some() || direct.is_some() { None } else { n.const_tensor(1).and_then(|w| PackedWeights::new(w, group)) };
+    let packed = if wino.is_some() || direct.is_some() {
+        None
+    } else {
+        n.const_tensor(1).and_then(|w| PackedWeights::new(w, group, static_out_pixels(n, &attrs, w)))
+    };
     Ok(Box::new(ConvOp { attrs, group, packed, act, wino, direct }))
+}
+
+/// Output pixels per image of a convolution whose input's spatial size is fixed in the model.
+fn static_out_pixels(n: &NodeInfo, attrs: &WindowAttrs, w: &Tensor) -> Option<usize> {
+    let x = n.input_shape(0)?;
+    let spatial: Vec<usize> = x.0.get(2..)?.iter().map(|d| d.fixed()).collect::<Option<_>>()?;
+    let kernel = w.shape().get(2..)?;
+    Some(attrs.geometry(&spatial, kernel).ok()?.out_size())
 }
 
 /// The activation a fused Conv applies (see `fuse::fuse_conv_activations`).
@@ -404,7 +433,7 @@ fn conv_compute<T: GemmElem>(x: &[T], w: &[T], d: &ConvDims, group: usize) -> Op
 /// bias fused into the GEMM epilogue. Not for depthwise convolutions.
 #[allow(clippy::too_many_arguments)]
 fn conv_f32(
-    x: &[f32], w: &[f32], packed: Option<&[PackedA]>, wino: Option<&WinogradWeights>, direct: Option<&DirectWeights>, d: &ConvDims,
+    x: &[f32], w: &[f32], packed: Option<&PackedForm>, wino: Option<&WinogradWeights>, direct: Option<&DirectWeights>, d: &ConvDims,
     group: usize, bias: Option<&[f32]>, act: Activation,
 ) -> OpResult<Vec<f32>> {
     let geo = &d.geo;
@@ -422,13 +451,69 @@ fn conv_f32(
     let mg = d.m / group;
     let kdim = cg * ksz;
     ensure!(w.len() == d.m * kdim, "weight has {} elements; expected {}", w.len(), d.m * kdim);
-    if let Some(p) = packed {
-        ensure!(p.len() == group && p.iter().all(|pa| pa.rows() == mg && pa.depth() == kdim), "packed weights do not match the convolution");
+    let fits = match packed {
+        None => true,
+        Some(PackedForm::Rows(p)) => p.len() == group && p.iter().all(|pa| pa.rows() == mg && pa.depth() == kdim),
+        Some(PackedForm::Cols(pb)) => group == 1 && pb.depth() == kdim && pb.cols() == mg,
+    };
+    ensure!(fits, "packed weights do not match the convolution");
+    let no_pad = geo.pad_begin.iter().chain(&geo.pad_end).all(|&p| p == 0);
+    let pointwise = ksz == 1 && geo.strides.iter().all(|&s| s == 1) && no_pad;
+    if ksz == 1 && no_pad && !pointwise && geo.input.len() == 2 && geo.strides.iter().all(|&s| s > 0) {
+        // A strided 1×1 convolution (a residual shortcut) is a pointwise one on the pixels it
+        // reads: gather them (a quarter of the input at stride 2) instead of running the
+        // general paths over the whole input.
+        ensure!(x.len() == d.n * d.c * isz, "input has {} elements; expected {}", x.len(), d.n * d.c * isz);
+        let (iw, (oh, ow), (sh, sw)) = (geo.input[1], (geo.output[0], geo.output[1]), (geo.strides[0], geo.strides[1]));
+        let mut xs = Vec::with_capacity(d.n * d.c * osz);
+        for plane in x.chunks_exact(isz) {
+            for r in 0..oh {
+                let row = &plane[r * sh * iw..];
+                xs.extend((0..ow).map(|q| row[q * sw]));
+            }
+        }
+        let d1 = ConvDims {
+            n: d.n,
+            c: d.c,
+            m: d.m,
+            geo: Geometry {
+                input: geo.output.clone(),
+                kernel: geo.kernel.clone(),
+                strides: vec![1; 2],
+                dilations: vec![1; 2],
+                pad_begin: vec![0; 2],
+                pad_end: vec![0; 2],
+                output: geo.output.clone(),
+            },
+        };
+        return conv_f32(&xs, w, packed, None, direct, &d1, group, bias, act);
     }
-    let pointwise = ksz == 1
-        && geo.strides.iter().all(|&s| s == 1)
-        && geo.pad_begin.iter().chain(&geo.pad_end).all(|&p| p == 0);
     let threads = num_threads();
+    if let Some(PackedForm::Cols(pb)) = packed {
+        // Yᵀ = Xᵀ · Wᵀ per image, Xᵀ being the input (pointwise) or its im2col matrix read
+        // column-major, written straight into Y's layout.
+        ensure!(x.len() == d.n * d.c * isz, "input has {} elements; expected {}", x.len(), d.n * d.c * isz);
+        let ep = Epilogue { row_bias: None, col_bias: bias, ..epilogue(None, act) };
+        let mut col = if pointwise { Vec::new() } else { vec![0f32; kiln_tensor::checked_numel(&[kdim, osz])?] };
+        let mut y: Vec<f32> = Vec::with_capacity(total);
+        for (xi, yi) in x.chunks_exact(d.c * isz).zip(y.spare_capacity_mut()[..total].chunks_exact_mut(d.m * osz)) {
+            let xt: &[f32] = if pointwise {
+                xi
+            } else {
+                im2col(xi, d.c, geo, &mut col);
+                &col
+            };
+            kiln_kernels::gemm::sgemm_into_col_major(osz, kdim, d.m, Lhs::Strided(MatRef::new(xt, 1, osz as isize)), Rhs::Packed(pb), yi, &ep, threads);
+        }
+        // SAFETY: the images' blocks cover all `total` elements and each product writes all
+        // d.m · osz elements of its block.
+        unsafe { y.set_len(total) };
+        return Ok(y);
+    }
+    let packed = match packed {
+        Some(PackedForm::Rows(p)) => Some(p.as_slice()),
+        _ => None,
+    };
     let valid_geo = geo.kernel.iter().all(|&k| k > 0) && geo.strides.iter().chain(&geo.dilations).all(|&s| s > 0);
     if !pointwise && geo.input.len() == 2 && valid_geo {
         let cg2 = Conv2dGeometry {
@@ -631,7 +716,7 @@ impl Op for ConvOp {
             return Ok(vec![Value::Tensor(Tensor::from_vec(out_shape(&d), y)?)]);
         }
         if dt == DType::F32 && w.dtype() == DType::F32 && !depthwise {
-            let packed = self.packed.as_ref().filter(|p| p.shape == w.shape()).map(|p| p.groups.as_slice());
+            let packed = self.packed.as_ref().filter(|p| p.shape == w.shape()).map(|p| &p.form);
             let bias = match b {
                 Some(b) => Some(f32::cow(b)?),
                 None => None,
@@ -1023,8 +1108,8 @@ mod tests {
         let mut want = conv_compute::<f64>(&x64, &w64, &d, 2).unwrap();
         add_bias(&mut want, &bias.iter().map(|&v| v as f64).collect::<Vec<_>>(), m, d.geo.out_size()).unwrap();
         let wt = Tensor::from_vec(vec![m, 2, 3, 3], w.clone()).unwrap();
-        let packed = PackedWeights::new(&wt, 2).unwrap();
-        for p in [None, Some(packed.groups.as_slice())] {
+        let packed = PackedWeights::new(&wt, 2, None).unwrap();
+        for p in [None, Some(&packed.form)] {
             let got = conv_f32(&x, &w, p, None, None, &d, 2, Some(&bias), Activation::Identity).unwrap();
             assert_eq!(got.len(), want.len());
             for (g, w) in got.iter().zip(&want) {
@@ -1120,56 +1205,86 @@ mod tests {
     #[test]
     fn fused_activation_matches_definition() {
         let acts = [Activation::Relu, Activation::HardSwish, Activation::HardSigmoid(0.2, 0.5), Activation::Sigmoid, Activation::Swish(1.0)];
-        // Pointwise (plain GEMM), 3x3 stride 2 (implicit GEMM), 1x1 spatial (matrix-vector) and
-        // depthwise (group = channels): (c, m, h, w, k, s, p, group).
-        for (c, m, h, wd, k, s, p, group) in [(8usize, 20usize, 9usize, 13usize, 1usize, 1usize, 0usize, 1usize), (3, 10, 11, 9, 3, 2, 1, 1), (24, 12, 1, 1, 1, 1, 0, 1), (6, 6, 10, 17, 3, 1, 1, 6), (4, 4, 9, 9, 5, 2, 2, 4)] {
+        // Pointwise (plain GEMM), 3x3 stride 2 (implicit GEMM), 1x1 spatial (matrix-vector),
+        // depthwise (group = channels), 1x1 stride 2 and 3 (gathered pointwise), 7x7 outputs
+        // (the transposed product) and batches: (n, c, m, h, w, k, s, p, group).
+        let cases = [
+            (1usize, 8usize, 20usize, 9usize, 13usize, 1usize, 1usize, 0usize, 1usize),
+            (1, 3, 10, 11, 9, 3, 2, 1, 1),
+            (1, 24, 12, 1, 1, 1, 1, 0, 1),
+            (1, 6, 6, 10, 17, 3, 1, 1, 6),
+            (1, 4, 4, 9, 9, 5, 2, 2, 4),
+            (1, 8, 20, 9, 13, 1, 2, 0, 1),
+            (2, 5, 70, 14, 13, 1, 2, 0, 1),
+            (1, 7, 9, 11, 8, 1, 3, 0, 1),
+            (1, 16, 70, 7, 7, 1, 1, 0, 1),
+            (2, 12, 37, 7, 7, 3, 1, 1, 1),
+            (2, 9, 19, 13, 14, 3, 2, 1, 1),
+        ];
+        for (n, c, m, h, wd, k, s, p, group) in cases {
             let op = plain_op(attrs(Some(vec![p; 4]), Some(vec![s, s])), group);
             let cg = c / group;
-            let d = op.dims(&[1, c, h, wd], &[m, cg, k, k]).unwrap();
-            let x: Vec<f32> = (0..c * h * wd).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
+            let d = op.dims(&[n, c, h, wd], &[m, cg, k, k]).unwrap();
+            let x: Vec<f32> = (0..n * c * h * wd).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
             let w: Vec<f32> = (0..m * cg * k * k).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
             let (oh, ow) = (d.geo.output[0], d.geo.output[1]);
-            // y[o, i, j] = bias[o] + Σ w[o, ci, a, b] · x[g·cg + ci, i·s + a − p, j·s + b − p]
-            let mut want = vec![0f64; m * oh * ow];
-            for o in 0..m {
-                let g = o / (m / group);
-                for i in 0..oh {
-                    for j in 0..ow {
-                        let mut acc = bias[o] as f64;
-                        for ci in 0..cg {
-                            for a in 0..k {
-                                for b in 0..k {
-                                    let (r, q) = ((i * s + a) as isize - p as isize, (j * s + b) as isize - p as isize);
-                                    if r >= 0 && q >= 0 && (r as usize) < h && (q as usize) < wd {
-                                        let xv = x[((g * cg + ci) * h + r as usize) * wd + q as usize] as f64;
-                                        acc += xv * w[((o * cg + ci) * k + a) * k + b] as f64;
+            // y[b, o, i, j] = bias[o] + Σ w[o, ci, a, e] · x[b, g·cg + ci, i·s + a − p, j·s + e − p]
+            let mut want = vec![0f64; n * m * oh * ow];
+            for b in 0..n {
+                for o in 0..m {
+                    let g = o / (m / group);
+                    for i in 0..oh {
+                        for j in 0..ow {
+                            let mut acc = bias[o] as f64;
+                            for ci in 0..cg {
+                                for a in 0..k {
+                                    for e in 0..k {
+                                        let (r, q) = ((i * s + a) as isize - p as isize, (j * s + e) as isize - p as isize);
+                                        if r >= 0 && q >= 0 && (r as usize) < h && (q as usize) < wd {
+                                            let xv = x[((b * c + g * cg + ci) * h + r as usize) * wd + q as usize] as f64;
+                                            acc += xv * w[((o * cg + ci) * k + a) * k + e] as f64;
+                                        }
                                     }
                                 }
                             }
+                            want[((b * m + o) * oh + i) * ow + j] = acc;
                         }
-                        want[(o * oh + i) * ow + j] = acc;
                     }
                 }
             }
-            let packed = if group == 1 { PackedWeights::new(&Tensor::from_vec(vec![m, cg, k, k], w.clone()).unwrap(), 1) } else { None };
+            let wt = Tensor::from_vec(vec![m, cg, k, k], w.clone()).unwrap();
+            let kdim = cg * k * k;
+            // Both prepacked forms (group 1): W as the left operand, and Wᵀ as the right one.
+            let forms: Vec<PackedForm> = if group == 1 {
+                let rows = PackedWeights::new(&wt, 1, None).unwrap().form;
+                vec![rows, PackedForm::Cols(PackedB::new(kdim, m, MatRef::new(&w, 1, kdim as isize)))]
+            } else {
+                Vec::new()
+            };
             // The direct kernel where this machine has one (group 1 only).
-            let direct = if group == 1 { DirectWeights::new(m, cg * k * k, &w) } else { None };
-            for act in acts {
-                let runs = if group > 1 {
-                    vec![depthwise_f32(&x, &w, &d, group, Some(&bias), act).unwrap()]
-                } else {
-                    let mut r = vec![conv_f32(&x, &w, packed.as_ref().map(|p| p.groups.as_slice()), None, None, &d, 1, Some(&bias), act).unwrap()];
-                    if let Some(dw) = &direct {
-                        r.push(conv_f32(&x, &w, None, None, Some(dw), &d, 1, Some(&bias), act).unwrap());
-                    }
-                    r
-                };
-                for got in runs {
-                    assert_eq!(got.len(), want.len());
-                    for (idx, (g, v)) in got.iter().zip(&want).enumerate() {
-                        let v = act_f64(act, *v);
-                        assert!((*g as f64 - v).abs() < 1e-4 * (1.0 + v.abs()), "{act:?} c{c} m{m} k{k} s{s} at {idx}: {g} vs {v}");
+            let direct = if group == 1 { DirectWeights::new(m, kdim, &w) } else { None };
+            for threads in [1, 2] {
+                let _pool = kiln_kernels::par::enter(kiln_kernels::par::build_pool(threads));
+                for act in acts {
+                    let runs = if group > 1 {
+                        vec![depthwise_f32(&x, &w, &d, group, Some(&bias), act).unwrap()]
+                    } else {
+                        let mut r = vec![conv_f32(&x, &w, None, None, None, &d, 1, Some(&bias), act).unwrap()];
+                        for f in &forms {
+                            r.push(conv_f32(&x, &w, Some(f), None, None, &d, 1, Some(&bias), act).unwrap());
+                        }
+                        if let Some(dw) = &direct {
+                            r.push(conv_f32(&x, &w, None, None, Some(dw), &d, 1, Some(&bias), act).unwrap());
+                        }
+                        r
+                    };
+                    for (path, got) in runs.iter().enumerate() {
+                        assert_eq!(got.len(), want.len());
+                        for (idx, (g, v)) in got.iter().zip(&want).enumerate() {
+                            let v = act_f64(act, *v);
+                            assert!((*g as f64 - v).abs() < 1e-4 * (1.0 + v.abs()), "{act:?} n{n} c{c} m{m} k{k} s{s} path {path} threads {threads} at {idx}: {g} vs {v}");
+                        }
                     }
                 }
             }
