@@ -58,19 +58,25 @@ fn max_pool2d_with(g: &DwGeometry, planes: usize, x: &[f32], y: &mut [MaybeUnini
         return;
     }
     let y = &mut y[..planes * osz];
-    let rowlen = row_len(g);
+    let plan = Plan::new(g);
     let run = |first: usize, part: &mut [MaybeUninit<f32>]| {
-        let mut rows = vec![f32::NEG_INFINITY; ROW_BLOCK * rowlen];
+        let mut rows = vec![f32::NEG_INFINITY; ROW_BLOCK * plan.rowlen];
         let mut phases = Vec::new();
-        crate::simd::vectorized(
-            #[inline(always)]
-            || {
-                for (k, yp) in part.chunks_exact_mut(osz).enumerate() {
-                    let p = first + k;
-                    plane(g, &x[p * isz..][..isz], yp, &mut rows, &mut phases, rowlen, path);
-                }
-            },
-        )
+        let x = &x[first * isz..];
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 was detected for this path; x holds part.len() / osz planes (checked
+            // above) and `rows` is the plan's row buffer size.
+            Path::Avx2 => unsafe { x86::planes(&plan, x, part, &mut rows, &mut phases) },
+            Path::Portable => crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for (p, yp) in part.chunks_exact_mut(osz).enumerate() {
+                        plane_portable(&plan, &x[p * isz..][..isz], yp, &mut rows, &mut phases);
+                    }
+                },
+            ),
+        }
     };
     let threads = crate::par::threads();
     if threads <= 1 || planes * osz < 1 << 14 || planes == 1 {
@@ -83,89 +89,59 @@ fn max_pool2d_with(g: &DwGeometry, planes: usize, x: &[f32], y: &mut [MaybeUnini
     crate::par::for_each(items, |(first, part)| run(first, part));
 }
 
-/// Length of one padded row buffer: input column c sits at pw + c, everything else is -inf. Long
-/// enough for every window, for the vector kernels' reads (up to 2·max(ow, 8) + 2) and for a
-/// whole number of stride phases.
-fn row_len(g: &DwGeometry) -> usize {
-    let windows = (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1;
-    let len = windows.max(g.pw + g.iw).max(2 * g.ow.max(8) + 2);
-    len.div_ceil(g.sw) * g.sw
+/// What every plane of one call shares.
+struct Plan<'a> {
+    g: &'a DwGeometry,
+    /// Length of one padded row buffer: input column c sits at pw + c, everything else is -inf.
+    /// Long enough for every window, for the vector kernels' reads (up to 2·max(ow, 8) + 2) and
+    /// for a whole number of stride phases.
+    rowlen: usize,
+    /// Per output row: the first input row of its window inside the input, and how many of the
+    /// window's rows (dh apart) are inside.
+    taps: Vec<(usize, usize)>,
 }
 
-/// Input rows of output row `i`'s window that lie inside the input.
-fn window_rows(g: &DwGeometry, i: usize) -> impl Iterator<Item = usize> + '_ {
-    (0..g.kh).filter_map(move |t| {
-        let r = (i * g.sh + t * g.dh) as isize - g.ph as isize;
-        (r >= 0 && (r as usize) < g.ih).then_some(r as usize)
-    })
+impl<'a> Plan<'a> {
+    fn new(g: &'a DwGeometry) -> Plan<'a> {
+        let windows = (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1;
+        let len = windows.max(g.pw + g.iw).max(2 * g.ow.max(8) + 2);
+        let taps = (0..g.oh)
+            .map(|i| {
+                let inside = |t: &usize| (i * g.sh + t * g.dh).checked_sub(g.ph).is_some_and(|r| r < g.ih);
+                match (0..g.kh).find(inside) {
+                    Some(t0) => (i * g.sh + t0 * g.dh - g.ph, (t0..g.kh).take_while(inside).count()),
+                    None => (0, 0),
+                }
+            })
+            .collect();
+        Plan { g, rowlen: len.div_ceil(g.sw) * g.sw, taps }
+    }
 }
 
+/// One plane with the portable loops.
 #[inline(always)]
-fn plane(g: &DwGeometry, xp: &[f32], yp: &mut [MaybeUninit<f32>], rows: &mut [f32], phases: &mut Vec<f32>, rowlen: usize, path: Path) {
+fn plane_portable(plan: &Plan, xp: &[f32], yp: &mut [MaybeUninit<f32>], rows: &mut [f32], phases: &mut Vec<f32>) {
+    let g = plan.g;
     let (iw, ow) = (g.iw, g.ow);
-    for (i0, yb) in yp.chunks_mut(ROW_BLOCK * ow).enumerate().map(|(b, c)| (b * ROW_BLOCK, c)) {
-        let nr = yb.len() / ow;
-        for (r, buf) in rows.chunks_exact_mut(rowlen).take(nr).enumerate() {
-            let out = &mut buf[g.pw..g.pw + iw];
-            let mut win = window_rows(g, i0 + r).map(|s| &xp[s * iw..(s + 1) * iw]);
-            match (win.next(), win.next(), win.next()) {
-                (None, ..) => out.fill(f32::NEG_INFINITY),
-                (Some(a), None, _) => vmax(path, [a], out, false),
-                (Some(a), Some(b), None) => vmax(path, [a, b], out, false),
-                (Some(a), Some(b), Some(c)) => {
-                    vmax(path, [a, b, c], out, false);
-                    for d in win {
-                        vmax(path, [d], out, true);
-                    }
-                }
+    for (i, yr) in yp.chunks_exact_mut(ow).enumerate() {
+        let buf = &mut rows[..plan.rowlen];
+        let out = &mut buf[g.pw..g.pw + iw];
+        let (r0, n) = plan.taps[i];
+        out.fill(f32::NEG_INFINITY);
+        for t in 0..n {
+            let r = r0 + t * g.dh;
+            for (o, &v) in out.iter_mut().zip(&xp[r * iw..(r + 1) * iw]) {
+                *o = max_keep(v, *o);
             }
         }
-        for (buf, yr) in rows.chunks_exact(rowlen).zip(yb.chunks_exact_mut(ow)) {
-            hmax(g, path, buf, yr, phases);
-        }
+        hmax(g, buf, yr, phases);
     }
 }
 
-/// out[c] = max over `rows` of rows[r][c] (and of out[c] itself when `accumulate`), NaN ignored.
+/// One output row from its padded row buffer `v` (no NaN in it), for any horizontal geometry.
 #[inline(always)]
-fn vmax<const N: usize>(path: Path, rows: [&[f32]; N], out: &mut [f32], accumulate: bool) {
-    let n = out.len();
-    assert!(rows.iter().all(|r| r.len() >= n));
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX2 was detected for this path; every row holds at least out.len() elements.
-        Path::Avx2 => unsafe { x86::vmax(rows.map(|r| r.as_ptr()), out.as_mut_ptr(), n, accumulate) },
-        Path::Portable => {
-            for (c, o) in out.iter_mut().enumerate() {
-                let mut acc = if accumulate { *o } else { f32::NEG_INFINITY };
-                for r in &rows {
-                    acc = max_keep(r[c], acc);
-                }
-                *o = acc;
-            }
-        }
-    }
-}
-
-/// One output row from its padded row buffer `v` (no NaN in it).
-#[inline(always)]
-fn hmax(g: &DwGeometry, path: Path, v: &[f32], yr: &mut [MaybeUninit<f32>], phases: &mut Vec<f32>) {
+fn hmax(g: &DwGeometry, v: &[f32], yr: &mut [MaybeUninit<f32>], phases: &mut Vec<f32>) {
     let (ow, kw, sw, dw) = (g.ow, g.kw, g.sw, g.dw);
-    #[cfg(target_arch = "x86_64")]
-    if path == Path::Avx2 && sw == 2 && dw == 1 && (kw == 2 || kw == 3) {
-        assert!(v.len() >= 2 * ow.max(8) + 2 && yr.len() >= ow);
-        // SAFETY: AVX2 was detected; v holds the 2·max(ow, 8) + 2 elements the kernel reads and
-        // yr the ow it writes.
-        unsafe {
-            if kw == 3 {
-                x86::hmax_s2::<true>(v.as_ptr(), yr.as_mut_ptr().cast(), ow)
-            } else {
-                x86::hmax_s2::<false>(v.as_ptr(), yr.as_mut_ptr().cast(), ow)
-            }
-        }
-        return;
-    }
-    let _ = path;
     // Phase r, index q of `src` holds padded column q·sw + r, so window tap t of output column
     // j (padded column j·sw + t·dw) is phase (t·dw) % sw at index j + (t·dw) / sw: one
     // contiguous run per tap.
@@ -205,6 +181,62 @@ fn hmax(g: &DwGeometry, path: Path, v: &[f32], yr: &mut [MaybeUninit<f32>], phas
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    use super::{Plan, ROW_BLOCK};
+
+    /// The planes of `y` (whole planes of oh·ow) from the planes at the start of `x`.
+    ///
+    /// # Safety
+    /// AVX2 must be available; x must hold y.len() / (oh·ow) planes and `rows` ROW_BLOCK row
+    /// buffers of plan.rowlen elements, all -inf outside columns pw..pw + iw.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn planes(plan: &Plan, x: &[f32], y: &mut [MaybeUninit<f32>], rows: &mut [f32], phases: &mut Vec<f32>) {
+        let g = plan.g;
+        let (iw, oh, ow, rl) = (g.iw, g.oh, g.ow, plan.rowlen);
+        debug_assert!(rows.len() >= ROW_BLOCK * rl && x.len() >= y.len() / (oh * ow) * g.ih * iw);
+        let fast_s2 = g.sw == 2 && g.dw == 1 && (g.kw == 2 || g.kw == 3);
+        let rp = rows.as_mut_ptr();
+        for (xp, yp) in x.chunks_exact(g.ih * iw).zip(y.chunks_exact_mut(oh * ow)) {
+            let (xp, yo) = (xp.as_ptr(), yp.as_mut_ptr() as *mut f32);
+            let mut i0 = 0;
+            while i0 < oh {
+                let nr = ROW_BLOCK.min(oh - i0);
+                // Vertical maxima of nr output rows first, then their horizontal passes.
+                for r in 0..nr {
+                    let (r0, n) = plan.taps[i0 + r];
+                    let out = rp.add(r * rl + g.pw);
+                    let row = |t: usize| xp.add((r0 + t * g.dh) * iw);
+                    match n {
+                        0 => std::slice::from_raw_parts_mut(out, iw).fill(f32::NEG_INFINITY),
+                        1 => vmax([row(0)], out, iw, false),
+                        2 => vmax([row(0), row(1)], out, iw, false),
+                        _ => {
+                            vmax([row(0), row(1), row(2)], out, iw, false);
+                            for t in 3..n {
+                                vmax([row(t)], out, iw, true);
+                            }
+                        }
+                    }
+                }
+                for r in 0..nr {
+                    let v = rp.add(r * rl);
+                    let yr = yo.add((i0 + r) * ow);
+                    if fast_s2 {
+                        if g.kw == 3 {
+                            hmax_s2::<true>(v, yr, ow)
+                        } else {
+                            hmax_s2::<false>(v, yr, ow)
+                        }
+                    } else {
+                        let yr = std::slice::from_raw_parts_mut(yr as *mut MaybeUninit<f32>, ow);
+                        super::hmax(g, std::slice::from_raw_parts(v, rl), yr, phases);
+                    }
+                }
+                i0 += nr;
+            }
+        }
+    }
 
     /// out[c] = max over the rows (and over out[c] when `accumulate`) for c < n, NaN ignored:
     /// the accumulator starts at -inf and is always the second operand of maxps, which returns
@@ -213,8 +245,9 @@ mod x86 {
     /// # Safety
     /// AVX2 must be available; each row pointer must be valid for n reads and `out` for n reads
     /// and writes.
+    #[inline]
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn vmax<const N: usize>(rows: [*const f32; N], out: *mut f32, n: usize, accumulate: bool) {
+    unsafe fn vmax<const N: usize>(rows: [*const f32; N], out: *mut f32, n: usize, accumulate: bool) {
         let block = |c: usize| {
             let mut acc = if accumulate { _mm256_loadu_ps(out.add(c)) } else { _mm256_set1_ps(f32::NEG_INFINITY) };
             for r in rows {
@@ -247,8 +280,9 @@ mod x86 {
     ///
     /// # Safety
     /// AVX2 must be available; v must be valid for 2·max(ow, 8) + 2 reads and y for ow writes.
+    #[inline]
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn hmax_s2<const K3: bool>(v: *const f32, y: *mut f32, ow: usize) {
+    unsafe fn hmax_s2<const K3: bool>(v: *const f32, y: *mut f32, ow: usize) {
         // Eight outputs from v[2j .. 2j+17]. The in-lane shuffles give the evens and odds in the
         // lane order [0 2 8 10 | 4 6 12 14]; one 64-bit permute restores the order.
         let block = |j: usize| {
