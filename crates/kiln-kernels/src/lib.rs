@@ -14,6 +14,7 @@ pub mod dwconv;
 pub mod elementwise;
 pub mod gemm;
 pub mod par;
+pub mod pool;
 pub mod simd;
 pub mod tree;
 pub mod vmath;

@@ -182,83 +182,28 @@ fn max_pool<T: Copy + PartialOrd + Send + Sync>(
     (y, idx)
 }
 
-/// Valid kernel taps for output `o` along one axis: the k with 0 <= o·s + k·d − pad < n.
-fn taps_1d(o: usize, s: usize, d: usize, pad: usize, n: usize, k: usize) -> impl Iterator<Item = usize> {
-    (0..k).filter_map(move |t| {
-        let i = (o * s + t * d) as isize - pad as isize;
-        (i >= 0 && (i as usize) < n).then_some(i as usize)
-    })
-}
-
-/// 2-D float32 max pooling without indices, as two separable passes (columns, then rows):
-/// max over the valid part of each window, NaN ignored unless the whole window is NaN.
+/// 2-D float32 max pooling without indices: max over the valid part of each window, NaN
+/// ignored (-inf when nothing is left).
 fn max_pool_2d_f32(x: &[f32], planes: usize, geo: &Geometry) -> Vec<f32> {
-    let (ih, iw) = (geo.input[0], geo.input[1]);
-    let (oh, ow) = (geo.output[0], geo.output[1]);
-    let (kh, kw) = (geo.kernel[0], geo.kernel[1]);
-    let (sh, sw) = (geo.strides[0], geo.strides[1]);
-    let (dh, dw) = (geo.dilations[0], geo.dilations[1]);
-    let (ph, pw) = (geo.pad_begin[0], geo.pad_begin[1]);
-    let mut y = vec![f32::NEG_INFINITY; planes * oh * ow];
-    if oh == 0 || ow == 0 {
-        return y;
-    }
-    // Input rows of each output row's window.
-    let rows: Vec<Vec<usize>> = (0..oh).map(|i| taps_1d(i, sh, dh, ph, ih, kh).collect()).collect();
-    // Row maxima sit in a -inf padded row `v` (input column c at pw + c) long enough for every
-    // window, split into sw phases: phase r, index q holds padded column q·sw + r. Window tap
-    // t of output column j reads padded column j·sw + t·dw, i.e. phase (t·dw) % sw at index
-    // j + (t·dw) / sw: a contiguous run per tap. Padding is -inf, the identity of max.
-    let padded = (pw + iw).max((ow - 1) * sw + (kw - 1) * dw + 1);
-    let qlen = padded.div_ceil(sw);
-    let items: Vec<(usize, &mut [f32])> = y.chunks_mut(oh * ow).enumerate().collect();
-    let work = |(p, yo): (usize, &mut [f32])| {
-        let xp = &x[p * ih * iw..][..ih * iw];
-        let mut v = vec![f32::NEG_INFINITY; qlen * sw];
-        let mut phases = vec![f32::NEG_INFINITY; if sw > 1 { qlen * sw } else { 0 }];
-        kiln_kernels::simd::vectorized(#[inline(always)] || {
-            for (yr, rs) in yo.chunks_exact_mut(ow).zip(&rows) {
-                // v[pw + c] = max over the window rows of input column c (contiguous, vectorised).
-                let vr = &mut v[pw..pw + iw];
-                vr.fill(f32::NEG_INFINITY);
-                for &r in rs {
-                    for (vv, &xv) in vr.iter_mut().zip(&xp[r * iw..(r + 1) * iw]) {
-                        *vv = vv.max(xv);
-                    }
-                }
-                let src: &[f32] = if sw == 1 {
-                    &v
-                } else if sw == 2 {
-                    let (ev, od) = phases.split_at_mut(qlen);
-                    for ((pair, e), o) in v.chunks_exact(2).zip(ev.iter_mut()).zip(od.iter_mut()) {
-                        *e = pair[0];
-                        *o = pair[1];
-                    }
-                    &phases
-                } else {
-                    for (q, chunk) in v.chunks_exact(sw).enumerate() {
-                        for (r, &val) in chunk.iter().enumerate() {
-                            phases[r * qlen + q] = val;
-                        }
-                    }
-                    &phases
-                };
-                yr.fill(f32::NEG_INFINITY);
-                for t in 0..kw {
-                    let off = t * dw;
-                    let run = &src[(off % sw) * qlen + off / sw..][..ow];
-                    for (yv, &s) in yr.iter_mut().zip(run) {
-                        *yv = yv.max(s);
-                    }
-                }
-            }
-        })
+    let g = kiln_kernels::DwGeometry {
+        ih: geo.input[0],
+        iw: geo.input[1],
+        oh: geo.output[0],
+        ow: geo.output[1],
+        kh: geo.kernel[0],
+        kw: geo.kernel[1],
+        sh: geo.strides[0],
+        sw: geo.strides[1],
+        dh: geo.dilations[0],
+        dw: geo.dilations[1],
+        ph: geo.pad_begin[0],
+        pw: geo.pad_begin[1],
     };
-    if planes * oh * ow >= 1 << 14 {
-        par_each(items, work);
-    } else {
-        items.into_iter().for_each(work);
-    }
+    let total = planes * g.oh * g.ow;
+    let mut y = Vec::with_capacity(total);
+    kiln_kernels::pool::max_pool2d_f32(&g, planes, x, &mut y.spare_capacity_mut()[..total]);
+    // SAFETY: the kernel wrote all `total` elements.
+    unsafe { y.set_len(total) };
     y
 }
 
@@ -327,7 +272,7 @@ impl Op for PoolOp {
         let mut shape = x.shape()[..2].to_vec();
         shape.extend_from_slice(&geo.output);
         if let (Kind::Max, false, TensorData::F32(v), 2) = (self.kind, self.want_idx, x.data(), geo.input.len()) {
-            if geo.strides.iter().chain(&geo.dilations).all(|&s| s > 0) {
+            if geo.strides.iter().chain(&geo.dilations).chain(&geo.kernel).all(|&s| s > 0) {
                 let y = max_pool_2d_f32(v, planes, &geo);
                 return Ok(vec![Value::Tensor(Tensor::from_vec(shape, y)?)]);
             }
