@@ -6,7 +6,12 @@
 //! and chosen at run time. With AVX-512, unit strides and output rows as wide as the input's,
 //! the "flat" path skips both copies: every tap of an output element sits at a fixed offset from
 //! it in the input plane, so each output vector is a sum of masked loads straight from the
-//! input (lanes outside the plane masked off), stored straight into Y.
+//! input (lanes outside the plane masked off), stored straight into Y. With AVX2, strided
+//! layers and small planes go through a channel-blocked path (eight channels per vector, one per
+//! lane), and unit strides on larger planes with 3×3 and 5×5 kernels through a row path: per
+//! channel, tiles of a few output rows × a few 8-pixel vectors accumulated in registers from
+//! loads straight out of the input rows (masked at the row edges), each input row loaded once per
+//! tap column for every output row of the tile that uses it, the activation applied at the store.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -125,6 +130,17 @@ pub fn depthwise_conv2d(g: &DwGeometry, channels: usize, x: &[f32], w: &[f32], b
                 run(&cache[i], y)
             }
             Err(_) => run(&FlatMasks::new(g), y),
+        });
+        return;
+    }
+    // Unit strides on larger planes on AVX2: per channel, vectors along the output rows.
+    #[cfg(target_arch = "x86_64")]
+    if rows_fit(g) && crate::gemm::best_isa() == crate::gemm::Isa::Avx2 {
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            // SAFETY: AVX2 and FMA were detected; the geometry fits; the buffers were checked above.
+            Ok(mut s) => unsafe { rows_avx2(g, channels, x, w, bias, act, y, &mut s.0) },
+            // SAFETY: as above.
+            Err(_) => unsafe { rows_avx2(g, channels, x, w, bias, act, y, &mut Vec::new()) },
         });
         return;
     }
@@ -463,6 +479,204 @@ unsafe fn blocked_run<const NX: usize>((base, offs, wt, bias, act, step, out): B
     }
     for (i, &a) in acc.iter().enumerate() {
         _mm256_storeu_ps(out.add(i * CB), act256(act, a));
+    }
+}
+
+/// Whether the row path serves the geometry: unit strides and dilations, a square 3×3 or 5×5
+/// kernel, rows of at least one vector and planes past the channel-blocked path's size.
+#[cfg(target_arch = "x86_64")]
+fn rows_fit(g: &DwGeometry) -> bool {
+    g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.kh == g.kw && (g.kh == 3 || g.kh == 5) && g.ow >= 8 && g.oh * g.ow > 256
+}
+
+/// The row path (see [`rows_fit`]) for `channels` planes: per channel, bands of output rows
+/// (3 for 3×3 kernels, 4 for 5×5), each row in vectors of 8 output pixels (the last one
+/// overlapping the one before when the width is not a multiple of 8), 3 or 2 vectors side by
+/// side per tile. Every input row of a band is loaded once per tap column for all the band's
+/// output rows that use it, straight from the plane: rows above or below the plane read a zero
+/// row, and vectors whose taps cross the left or right edge use masked loads. The activation is
+/// applied before the store into Y.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `rows_fit(g)`; the buffers as [`depthwise_conv2d`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_avx2(
+    g: &DwGeometry, channels: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, y: &mut [MaybeUninit<f32>],
+    zero: &mut Vec<f32>,
+) {
+    use std::arch::x86_64::*;
+    let (isz, osz, k) = (g.ih * g.iw, g.oh * g.ow, g.kh);
+    let ksz = k * k;
+    assert!(rows_fit(g) && x.len() >= channels * isz && w.len() >= channels * ksz && y.len() >= channels * osz);
+    // Rows per band and vectors per tile: 3 × 3 for 3×3 kernels, 4 × 2 for 5×5 (whose 25
+    // weights leave fewer registers).
+    let (rb, nx) = if k == 3 { (3, 3) } else { (4, 2) };
+    // The zero row stands for the rows above and below the plane: it covers every column a tap
+    // reads, -pw ..= ow − 8 − pw + (k − 1) + 7.
+    zero.clear();
+    zero.resize(g.ow + k + 8, 0.0);
+    let zrow = zero.as_ptr().add(g.pw);
+    // Vectors start every 8 columns, then at ow − 8 for a tail. The interior ones (every tap
+    // column inside the input row) are vectors lo .. hi of the first ow / 8, taken nx at a time.
+    // The rest (the edges, the interior leftovers, the tail) go in pairs, masked when one of the
+    // pair crosses an edge (all lanes set for an interior one).
+    let interior = |ox: usize| ox >= g.pw && ox + k + 7 <= g.iw + g.pw;
+    let full = g.ow / 8;
+    let lo = g.pw.div_ceil(8).min(full);
+    let hi = (lo..full).find(|&v| !interior(v * 8)).unwrap_or(full);
+    let groups = (hi - lo) / nx;
+    let mut rest: Vec<usize> = (0..lo).chain(lo + groups * nx..full).map(|v| v * 8).collect();
+    if g.ow % 8 != 0 {
+        rest.push(g.ow - 8);
+    }
+    let all = [_mm256_set1_epi32(-1); 5];
+    let rest: Vec<(usize, bool, [__m256i; 5])> =
+        rest.into_iter().map(|ox| if interior(ox) { (ox, false, all) } else { (ox, true, edge_masks(g, ox)) }).collect();
+    let mut wb = [_mm256_setzero_ps(); 25];
+    for c in 0..channels {
+        let xc = x.as_ptr().add(c * isz);
+        let yc = y.as_mut_ptr().add(c * osz).cast::<f32>();
+        for (t, wv) in wb[..ksz].iter_mut().enumerate() {
+            *wv = _mm256_set1_ps(w[c * ksz + t]);
+        }
+        let mut band = Band { rows: [zrow; 8], outs: [yc; 4], w: wb.as_ptr(), bias: bias.map_or(0.0, |b| b[c]), act, pw: g.pw };
+        let mut oy0 = 0;
+        while oy0 < g.oh {
+            let nr = rb.min(g.oh - oy0);
+            // Column 0 of each input row the band reads (nr + k − 1), or of the zero row.
+            for (i, s) in band.rows.iter_mut().enumerate() {
+                let iy = (oy0 + i) as isize - g.ph as isize;
+                *s = if i < nr + k - 1 && iy >= 0 && (iy as usize) < g.ih { xc.add(iy as usize * g.iw) } else { zrow };
+            }
+            for (r, o) in band.outs.iter_mut().enumerate() {
+                *o = yc.add((oy0 + r.min(nr - 1)) * g.ow);
+            }
+            // The band's tiles with K×K kernels, R rows and NX vectors per interior tile.
+            macro_rules! run {
+                ($k:literal, $r:literal, $nx:literal) => {{
+                    row_tiles::<$k, $r, $nx, false>(&band, std::array::from_fn(|q| lo * 8 + 8 * q), groups, &[all; $nx]);
+                    for p in rest.chunks(2) {
+                        match *p {
+                            [(a, false, _), (b, false, _)] => row_tiles::<$k, $r, 2, false>(&band, [a, b], 1, &[all; 2]),
+                            [(a, _, ma), (b, _, mb)] => row_tiles::<$k, $r, 2, true>(&band, [a, b], 1, &[ma, mb]),
+                            [(a, false, _)] => row_tiles::<$k, $r, 1, false>(&band, [a], 1, &[all]),
+                            [(a, _, ma)] => row_tiles::<$k, $r, 1, true>(&band, [a], 1, &[ma]),
+                            _ => {}
+                        }
+                    }
+                }};
+            }
+            match (k, nr) {
+                (3, 1) => run!(3, 1, 3),
+                (3, 2) => run!(3, 2, 3),
+                (3, _) => run!(3, 3, 3),
+                (_, 1) => run!(5, 1, 2),
+                (_, 2) => run!(5, 2, 2),
+                (_, 3) => run!(5, 3, 2),
+                (_, _) => run!(5, 4, 2),
+            }
+            oy0 += nr;
+        }
+    }
+}
+
+/// For the vector of output columns ox.. of the row path: per tap column kx (up to 5), the lanes
+/// whose input column ox − pw + kx + lane lies inside the input row.
+///
+/// # Safety
+/// AVX2 must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn edge_masks(g: &DwGeometry, ox: usize) -> [std::arch::x86_64::__m256i; 5] {
+    use std::arch::x86_64::*;
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    std::array::from_fn(|kx| {
+        // Lane l is inside when 0 ≤ c0 + l < iw.
+        let c0 = ox as i32 - g.pw as i32 + kx as i32;
+        let lo = _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(-c0 - 1));
+        let hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(g.iw as i32 - c0), lane);
+        _mm256_and_si256(lo, hi)
+    })
+}
+
+/// One band of the row path: column 0 of its input rows (or of the zero row), its output rows,
+/// the channel's K×K weights each broadcast to a vector, bias, activation and left padding.
+#[cfg(target_arch = "x86_64")]
+struct Band {
+    rows: [*const f32; 8],
+    outs: [*mut f32; 4],
+    w: *const std::arch::x86_64::__m256,
+    bias: f32,
+    act: Activation,
+    pw: usize,
+}
+
+/// `count` tiles of R output rows × NX vectors of 8, tile j at output columns oxs[q] + j·8·NX:
+/// out[r][ox + l] = act(bias + Σ w[ky][kx] · rows[r + ky][ox − pw + kx + l]). Input row i serves
+/// output rows r with i − r in 0..K, so each of its tap loads feeds up to K accumulators.
+/// MASKED loads vector q's tap column kx through masks[q][kx] (for one tile).
+///
+/// # Safety
+/// AVX2 and FMA must be available; for every lane read (every lane, or the lanes set in the
+/// masks) rows[i] + ox − pw + kx + l is readable for i < R + K − 1; the tiles' columns of
+/// outs[r] are writable for r < R.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn row_tiles<const K: usize, const R: usize, const NX: usize, const MASKED: bool>(
+    b: &Band, oxs: [usize; NX], count: usize, masks: &[[std::arch::x86_64::__m256i; 5]; NX],
+) {
+    use std::arch::x86_64::*;
+    const { assert!(R + K - 1 <= 8 && R <= 4 && K <= 5) };
+    // Column −pw of each row (left of the row for masked loads at the left edge; the masked-off
+    // lanes are not read).
+    let rows: [*const f32; 8] = std::array::from_fn(|i| b.rows[i].wrapping_sub(b.pw));
+    for j in 0..count {
+        let oxs: [usize; NX] = std::array::from_fn(|q| oxs[q] + j * 8 * NX);
+        let mut acc = [[_mm256_set1_ps(b.bias); NX]; R];
+        // One input row: its K shifted loads, each into every accumulator row it serves.
+        // Spelled out per row index below so that the row selection folds away.
+        macro_rules! input_row {
+            ($i:literal) => {
+                if $i < R + K - 1 {
+                    for kx in 0..K {
+                        let v: [__m256; NX] = std::array::from_fn(|q| {
+                            let p = rows[$i].wrapping_add(oxs[q] + kx);
+                            if MASKED { _mm256_maskload_ps(p, masks[q][kx]) } else { _mm256_loadu_ps(p) }
+                        });
+                        for (r, ar) in acc.iter_mut().enumerate() {
+                            if $i >= r && $i - r < K {
+                                // A volatile read keeps each weight load next to its use: shared
+                                // between rows, the K·K weights would not fit in registers.
+                                let wv = std::ptr::read_volatile(b.w.add(($i - r) * K + kx));
+                                for (a, &vq) in ar.iter_mut().zip(&v) {
+                                    *a = _mm256_fmadd_ps(wv, vq, *a);
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+        }
+        input_row!(0);
+        input_row!(1);
+        input_row!(2);
+        input_row!(3);
+        input_row!(4);
+        input_row!(5);
+        input_row!(6);
+        input_row!(7);
+        // The store loop may stay a loop (the activation is long); it reads a copy so that the
+        // accumulators above stay in registers.
+        let res = acc;
+        for (ar, &o) in res.iter().zip(&b.outs) {
+            for (&a, &ox) in ar.iter().zip(&oxs) {
+                _mm256_storeu_ps(o.add(ox), act256(b.act, a));
+            }
+        }
     }
 }
 
@@ -936,6 +1150,48 @@ mod tests {
         for g in gs {
             check(&g, 16, Activation::Swish(1.0));
             check(&g, 11, Activation::Clip(0.0, 6.0));
+        }
+    }
+
+    #[test]
+    fn unit_stride_large_planes() {
+        // Unit strides on planes of more than 256 outputs (the row path with AVX2): widths around
+        // multiples of the 8-lane vector (tails, rows of one vector), begin and end pads 0 to 2
+        // chosen apart, 3×3 and 5×5 kernels, channel counts around the 8-channel blocks.
+        let acts = [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::Clip(0.0, 6.0),
+            Activation::HardSigmoid(0.2, 0.5),
+            Activation::HardSwish,
+            Activation::Sigmoid,
+            Activation::Swish(1.0),
+        ];
+        let mut n = 0;
+        for k in [3usize, 5] {
+            for (ih, iw) in [(40usize, 8usize), (33, 9), (20, 15), (17, 16), (16, 17), (12, 23), (9, 31), (9, 33), (6, 57), (113, 113)] {
+                for (pb, pe) in [(0usize, 0usize), (1, 1), (2, 2), (0, 2), (2, 0), (1, 2)] {
+                    // Rows: padding pb / pe; columns: pe / pb (different begin pads per axis).
+                    let (oh, ow) = ((ih + pb + pe + 1).checked_sub(k), (iw + pe + pb + 1).checked_sub(k));
+                    let (Some(oh), Some(ow)) = (oh, ow) else { continue };
+                    let g = DwGeometry { ih, iw, oh, ow, kh: k, kw: k, sh: 1, sw: 1, dh: 1, dw: 1, ph: pb, pw: pe };
+                    #[cfg(target_arch = "x86_64")]
+                    assert!(oh * ow <= 256 || ow < 8 || rows_fit(&g), "{g:?}");
+                    let big = ih * iw > 4000;
+                    for (i, &channels) in [1usize, 7, 8, 17, 32].iter().enumerate() {
+                        if big && channels > 8 {
+                            continue;
+                        }
+                        check(&g, channels, acts[(n + i) % acts.len()]);
+                    }
+                    n += 1;
+                }
+            }
+        }
+        // Every activation on one geometry with both edges and a tail.
+        let g = DwGeometry { ih: 19, iw: 21, oh: 19, ow: 21, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, ph: 1, pw: 1 };
+        for act in acts {
+            check(&g, 9, act);
         }
     }
 

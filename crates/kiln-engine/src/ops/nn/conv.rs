@@ -1294,8 +1294,9 @@ mod tests {
     #[test]
     fn depthwise_threads_batches_and_multipliers() {
         // (n, c, mult, h, w, k, s, p): batches whose channel split crosses images, a channel
-        // multiplier of 2, odd channel counts, and planes smaller than the kernel.
-        let cases = [(2usize, 19usize, 1usize, 23usize, 23usize, 3usize, 1usize, 1usize), (2, 11, 2, 21, 17, 5, 2, 2), (1, 37, 1, 30, 30, 3, 2, 1), (3, 9, 1, 2, 3, 5, 1, 2), (1, 33, 1, 7, 7, 5, 1, 2)];
+        // multiplier of 2, odd channel counts, planes smaller than the kernel, and unit-stride
+        // planes of more than 256 outputs (the kernels' row path on some machines).
+        let cases = [(2usize, 19usize, 1usize, 23usize, 23usize, 3usize, 1usize, 1usize), (2, 11, 2, 21, 17, 5, 2, 2), (1, 37, 1, 30, 30, 3, 2, 1), (3, 9, 1, 2, 3, 5, 1, 2), (1, 33, 1, 7, 7, 5, 1, 2), (1, 32, 1, 56, 57, 3, 1, 1), (2, 17, 1, 29, 33, 5, 1, 2), (1, 7, 1, 40, 9, 3, 1, 0)];
         let acts = [Activation::Identity, Activation::Relu, Activation::HardSwish, Activation::Sigmoid, Activation::Swish(1.0)];
         for (n, c, mult, h, wd, k, s, p) in cases {
             let m = c * mult;
