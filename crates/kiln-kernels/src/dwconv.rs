@@ -1153,20 +1153,23 @@ mod tests {
         }
     }
 
+    /// Every fused activation, with parameters as models use them.
+    const EVERY_ACT: [Activation; 7] = [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::Clip(0.0, 6.0),
+        Activation::HardSigmoid(0.2, 0.5),
+        Activation::HardSwish,
+        Activation::Sigmoid,
+        Activation::Swish(1.0),
+    ];
+
     #[test]
     fn unit_stride_large_planes() {
         // Unit strides on planes of more than 256 outputs (the row path with AVX2): widths around
         // multiples of the 8-lane vector (tails, rows of one vector), begin and end pads 0 to 2
         // chosen apart, 3×3 and 5×5 kernels, channel counts around the 8-channel blocks.
-        let acts = [
-            Activation::Identity,
-            Activation::Relu,
-            Activation::Clip(0.0, 6.0),
-            Activation::HardSigmoid(0.2, 0.5),
-            Activation::HardSwish,
-            Activation::Sigmoid,
-            Activation::Swish(1.0),
-        ];
+        let acts = EVERY_ACT;
         let mut n = 0;
         for k in [3usize, 5] {
             for (ih, iw) in [(40usize, 8usize), (33, 9), (20, 15), (17, 16), (16, 17), (12, 23), (9, 31), (9, 33), (6, 57), (113, 113)] {
@@ -1199,15 +1202,7 @@ mod tests {
     fn kernel_sizes_strides_and_small_planes() {
         // Square planes from 1×1 (smaller than the kernel) past two vectors, pads of k/2 and 0,
         // every activation, an odd channel count.
-        let acts = [
-            Activation::Identity,
-            Activation::Relu,
-            Activation::Clip(0.0, 6.0),
-            Activation::HardSigmoid(0.2, 0.5),
-            Activation::HardSwish,
-            Activation::Sigmoid,
-            Activation::Swish(1.0),
-        ];
+        let acts = EVERY_ACT;
         for k in [3usize, 5] {
             for s in [1usize, 2] {
                 for p in [k / 2, 0] {
