@@ -156,6 +156,24 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
+    /// The 2-D window geometry the depthwise and pooling kernels take (begin pads only; the
+    /// output size already accounts for the end pads). Panics unless the geometry is 2-D.
+    pub fn window_2d(&self) -> kiln_kernels::DwGeometry {
+        kiln_kernels::DwGeometry {
+            ih: self.input[0],
+            iw: self.input[1],
+            oh: self.output[0],
+            ow: self.output[1],
+            kh: self.kernel[0],
+            kw: self.kernel[1],
+            sh: self.strides[0],
+            sw: self.strides[1],
+            dh: self.dilations[0],
+            dw: self.dilations[1],
+            ph: self.pad_begin[0],
+            pw: self.pad_begin[1],
+        }
+    }
     pub fn in_size(&self) -> usize {
         self.input.iter().product()
     }

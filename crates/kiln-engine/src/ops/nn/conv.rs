@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use kiln_kernels::convdirect::{self, DirectWeights};
 use kiln_kernels::winograd::{self, WinogradWeights};
 use kiln_kernels::gemm::prefer_transposed;
-use kiln_kernels::{conv2d_gemm, depthwise_conv2d, sgemm_ex, sgemm_new, Activation, Conv2dGeometry, DwGeometry, Epilogue, Lhs, MatRef, PackedA, PackedB, Rhs};
+use kiln_kernels::{conv2d_gemm, depthwise_conv2d, sgemm_ex, sgemm_new, Activation, Conv2dGeometry, Epilogue, Lhs, MatRef, PackedA, PackedB, Rhs};
 use kiln_tensor::{DType, Dim, Shape, Tensor, Value, ValueType};
 
 use super::{nc_shape, AutoPad, Geometry, WindowAttrs};
@@ -451,6 +451,7 @@ fn conv_f32(
     let mg = d.m / group;
     let kdim = cg * ksz;
     ensure!(w.len() == d.m * kdim, "weight has {} elements; expected {}", w.len(), d.m * kdim);
+    ensure!(x.len() == d.n * d.c * isz, "input has {} elements; expected {}", x.len(), d.n * d.c * isz);
     let fits = match packed {
         None => true,
         Some(PackedForm::Rows(p)) => p.len() == group && p.iter().all(|pa| pa.rows() == mg && pa.depth() == kdim),
@@ -463,7 +464,6 @@ fn conv_f32(
         // A strided 1×1 convolution (a residual shortcut) is a pointwise one on the pixels it
         // reads: gather them (a quarter of the input at stride 2) instead of running the
         // general paths over the whole input.
-        ensure!(x.len() == d.n * d.c * isz, "input has {} elements; expected {}", x.len(), d.n * d.c * isz);
         let (iw, (oh, ow), (sh, sw)) = (geo.input[1], (geo.output[0], geo.output[1]), (geo.strides[0], geo.strides[1]));
         let mut xs = Vec::with_capacity(d.n * d.c * osz);
         for plane in x.chunks_exact(isz) {
@@ -492,7 +492,6 @@ fn conv_f32(
     if let Some(PackedForm::Cols(pb)) = packed {
         // Yᵀ = Xᵀ · Wᵀ per image, Xᵀ being the input (pointwise) or its im2col matrix read
         // column-major, written straight into Y's layout.
-        ensure!(x.len() == d.n * d.c * isz, "input has {} elements; expected {}", x.len(), d.n * d.c * isz);
         let ep = Epilogue { row_bias: None, col_bias: bias, ..epilogue(None, act) };
         let mut col = if pointwise { Vec::new() } else { vec![0f32; kiln_tensor::checked_numel(&[kdim, osz])?] };
         let mut y: Vec<f32> = Vec::with_capacity(total);
@@ -521,7 +520,6 @@ fn conv_f32(
             kh: geo.kernel[0], kw: geo.kernel[1], sh: geo.strides[0], sw: geo.strides[1],
             dh: geo.dilations[0], dw: geo.dilations[1], ph: geo.pad_begin[0], pw: geo.pad_begin[1],
         };
-        ensure!(x.len() == d.n * d.c * isz, "input has {} elements; expected {}", x.len(), d.n * d.c * isz);
         // Y starts uninitialised: these kernels write every element.
         let mut y: Vec<f32> = Vec::with_capacity(total);
         if let Some(ww) = wino.filter(|ww| {
@@ -567,7 +565,6 @@ fn conv_f32(
         return Ok(y);
     }
     if pointwise && d.n == 1 && group == 1 {
-        ensure!(x.len() == d.c * isz, "input has {} elements; expected {}", x.len(), d.c * isz);
         // Few pixels (1×1 images in squeeze-and-excitation blocks) go to the matrix-vector kernels.
         if let Some(dw) = direct.filter(|dw| (dw.rows(), dw.depth()) == (mg, kdim) && osz >= 64) {
             let mut y: Vec<f32> = Vec::with_capacity(total);
@@ -631,11 +628,7 @@ fn depthwise_f32(x: &[f32], w: &[f32], d: &ConvDims, group: usize, bias: Option<
     }
     // Every output element is written below (the planes cover Y), so Y starts uninitialised.
     let mut y: Vec<f32> = Vec::with_capacity(total);
-    let g = DwGeometry {
-        ih: geo.input[0], iw: geo.input[1], oh: geo.output[0], ow: geo.output[1], kh, kw,
-        sh: geo.strides[0], sw: geo.strides[1], dh: geo.dilations[0], dw: geo.dilations[1],
-        ph: geo.pad_begin[0], pw: geo.pad_begin[1],
-    };
+    let g = geo.window_2d();
     let mult = d.m / group;
     // Whole channels per part, and only when the work outweighs waking the pool; larger
     // convolutions get up to four parts per thread, so a thread that falls behind is helped.

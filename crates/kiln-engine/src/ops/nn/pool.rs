@@ -185,20 +185,7 @@ fn max_pool<T: Copy + PartialOrd + Send + Sync>(
 /// 2-D float32 max pooling without indices: max over the valid part of each window, NaN
 /// ignored (-inf when nothing is left).
 fn max_pool_2d_f32(x: &[f32], planes: usize, geo: &Geometry) -> Vec<f32> {
-    let g = kiln_kernels::DwGeometry {
-        ih: geo.input[0],
-        iw: geo.input[1],
-        oh: geo.output[0],
-        ow: geo.output[1],
-        kh: geo.kernel[0],
-        kw: geo.kernel[1],
-        sh: geo.strides[0],
-        sw: geo.strides[1],
-        dh: geo.dilations[0],
-        dw: geo.dilations[1],
-        ph: geo.pad_begin[0],
-        pw: geo.pad_begin[1],
-    };
+    let g = geo.window_2d();
     let total = planes * g.oh * g.ow;
     let mut y = Vec::with_capacity(total);
     kiln_kernels::pool::max_pool2d_f32(&g, planes, x, &mut y.spare_capacity_mut()[..total]);
