@@ -23,7 +23,11 @@ const CO_CHUNK: usize = 64;
 pub enum TileSize {
     /// F(4×4, 3×3): 6×6 input tiles, 36 products.
     F4,
-    /// F(2×2, 3×3): 4×4 input tiles, 16 products.
+    /// F(2×2, 3×3): 4×4 input tiles, 16 products. Not built for WebAssembly: it is chosen for
+    /// small images with many channels, where its transformed weights (16/9 of the weights) are
+    /// the largest and its gain the smallest, and creating them in fresh wasm memory cost more at
+    /// session creation than it saved.
+    #[cfg(not(target_arch = "wasm32"))]
     F2,
 }
 
@@ -31,6 +35,7 @@ impl TileSize {
     fn out(self) -> usize {
         match self {
             TileSize::F4 => 4,
+            #[cfg(not(target_arch = "wasm32"))]
             TileSize::F2 => 2,
         }
     }
@@ -53,6 +58,7 @@ trait Tile {
 }
 
 struct F4;
+#[cfg(not(target_arch = "wasm32"))]
 struct F2;
 
 impl Tile for F4 {
@@ -85,6 +91,7 @@ impl Tile for F4 {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Tile for F2 {
     const TO: usize = 2;
     const TI: usize = 4;
@@ -346,6 +353,7 @@ impl WinogradWeights {
         let mpad = m.div_ceil(info.mr) * info.mr;
         let nx = match tile {
             TileSize::F4 => F4::NX,
+            #[cfg(not(target_arch = "wasm32"))]
             TileSize::F2 => F2::NX,
         };
         let mut buf = AlignedBuf::default();
@@ -353,6 +361,7 @@ impl WinogradWeights {
         let dst = buf.as_mut_slice();
         match tile {
             TileSize::F4 => transform_weights::<F4>(&info, m, c, mpad, w, dst),
+            #[cfg(not(target_arch = "wasm32"))]
             TileSize::F2 => transform_weights::<F2>(&info, m, c, mpad, w, dst),
         }
         Some(WinogradWeights { tile, m, c, info, mpad, buf })
@@ -463,9 +472,11 @@ pub fn choose(m: usize, c: usize, oh: usize, ow: usize) -> Option<TileSize> {
         None
     } else if tiles(4) > 16 || (tiles(4) == 16 && c >= 48) || (tiles(4) >= 12 && c >= 128) {
         Some(TileSize::F4)
-    } else if tiles(2) >= 12 && c >= 128 {
-        Some(TileSize::F2)
     } else {
+        #[cfg(not(target_arch = "wasm32"))]
+        if tiles(2) >= 12 && c >= 128 {
+            return Some(TileSize::F2);
+        }
         None
     }
 }
@@ -560,6 +571,7 @@ pub fn conv3x3_winograd(
 fn part(job: &Job<'_>, t0: usize, t1: usize, c0: usize, c1: usize, bufs: &mut Bufs) {
     match job.w.tile {
         TileSize::F4 => part_t::<F4>(job, t0, t1, c0, c1, bufs),
+        #[cfg(not(target_arch = "wasm32"))]
         TileSize::F2 => part_t::<F2>(job, t0, t1, c0, c1, bufs),
     }
 }

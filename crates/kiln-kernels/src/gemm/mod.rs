@@ -853,6 +853,7 @@ fn has_direct_kernel(info: &KernelInfo) -> bool {
 /// One tile of `out.rows` (at most MR) rows with A read in place: row i at `a[i * lda..]`, depth
 /// contiguous.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(any(target_arch = "x86", target_arch = "x86_64")), allow(unused_variables))]
 fn run_kernel_direct(info: &KernelInfo, kc: usize, a: &[f32], lda: usize, b: &[f32], w: usize, out: &TileOut, ep: &TileEp) {
     assert!(out.rows >= 1 && out.rows <= info.mr && a.len() >= (out.rows - 1) * lda + kc && b.len() >= w * kc && w <= info.nr && out.cols <= w);
     match info.isa {

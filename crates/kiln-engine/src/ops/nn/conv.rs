@@ -132,12 +132,6 @@ fn winograd_weights(n: &NodeInfo, attrs: &WindowAttrs, w: &Tensor) -> Option<Win
         Some(sp) => attrs.geometry(&sp, &[3, 3]).ok().and_then(|g| winograd::choose(m, c, g.output[0], g.output[1]))?,
         None => winograd::choose(m, c, 16, 16)?,
     };
-    // WebAssembly: only F(4×4, 3×3). F(2×2, 3×3) is chosen for small images with many channels,
-    // where its transformed weights (16/9 of the weights) are the largest and its gain the
-    // smallest; creating them in fresh wasm memory cost more at session creation than it saved.
-    if cfg!(target_arch = "wasm32") && tile != winograd::TileSize::F4 {
-        return None;
-    }
     WinogradWeights::new(tile, m, c, w.as_slice::<f32>().ok()?)
 }
 
