@@ -8,6 +8,9 @@ libjpeg-turbo-progs; the reference decoding is still Pillow's. Files whose name 
 "unsupported_" have no reference: the decoder must reject them with a clear error.
 
 Usage: python make_fixtures.py   (needs numpy, Pillow and cjpeg/jpegtran on PATH)
+       python make_fixtures.py --bench OUT.jpg   writes a 1024x768 progressive 4:2:0 JPEG (not a
+       fixture) and prints Pillow's decode time, to compare with
+       KILN_JPEG_BENCH=OUT.jpg cargo test --release -p kiln-engine --lib bench_decode -- --ignored --nocapture
 """
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 
 import numpy as np
 from PIL import Image
@@ -132,7 +137,21 @@ def cases() -> dict[str, bytes]:
     return c
 
 
+def bench(out: str, runs: int = 20) -> None:
+    data = pillow_jpeg(image(1024, 768, "RGB", 99), progressive=True, subsampling="4:2:0", quality=85)
+    with open(out, "wb") as f:
+        f.write(data)
+    best = float("inf")
+    for _ in range(runs):
+        t = time.perf_counter()
+        Image.open(io.BytesIO(data)).load()
+        best = min(best, time.perf_counter() - t)
+    print(f"{out}: {len(data)} bytes; Pillow decode: {best * 1e3:.3f} ms (best of {runs})")
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--bench":
+        return bench(sys.argv[2])
     for tool in ("cjpeg", "jpegtran"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found (Debian package libjpeg-turbo-progs)")

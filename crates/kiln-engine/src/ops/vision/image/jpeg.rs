@@ -858,7 +858,7 @@ mod tests {
             for n in 0..data.len() {
                 let _ = decode(&data[..n]);
             }
-            for _ in 0..200 {
+            for _ in 0..500 {
                 let mut m = data.clone();
                 for _ in 0..1 + rand() % 4 {
                     let i = (rand() % m.len() as u64) as usize;
