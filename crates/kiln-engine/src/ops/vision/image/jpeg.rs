@@ -72,13 +72,14 @@ impl Huffman {
     }
 }
 
-/// Entropy-coded data reader. Past a marker the data reads as zeros (as in libjpeg); reading past
-/// the end of the file sets `truncated`.
+/// Entropy-coded data reader. Past a marker the data reads as zeros (as in libjpeg) and sets
+/// `padded`; reading past the end of the file sets `truncated`.
 struct BitReader<'a> {
     data: &'a [u8],
     pos: usize,
     acc: u64,
     bits: u32,
+    padded: bool,
     truncated: bool,
 }
 
@@ -105,8 +106,12 @@ impl BitReader<'_> {
         (self.acc >> (64 - n)) as u32
     }
     fn skip(&mut self, n: u32) {
-        if n > self.bits && self.pos + 1 >= self.data.len() {
-            self.truncated = true;
+        if n > self.bits {
+            if self.pos + 1 >= self.data.len() {
+                self.truncated = true;
+            } else {
+                self.padded = true;
+            }
         }
         self.acc <<= n;
         self.bits = self.bits.saturating_sub(n);
@@ -149,6 +154,7 @@ impl BitReader<'_> {
     fn restart(&mut self) {
         self.acc = 0;
         self.bits = 0;
+        self.padded = false;
         while let Some(&b) = self.data.get(self.pos) {
             if b == 0xFF {
                 match self.data.get(self.pos + 1) {
@@ -524,6 +530,10 @@ struct Frame {
     mcux: usize,
     mcuy: usize,
     comps: Vec<Component>,
+    /// Units left that may be decoded from the zeros past a premature marker: one image's
+    /// worth, so corrupt multi-scan files cannot make every scan decode the whole image from
+    /// nothing.
+    pad_budget: usize,
 }
 
 fn parse_frame(seg: &[u8], progressive: bool) -> OpResult<Frame> {
@@ -552,17 +562,23 @@ fn parse_frame(seg: &[u8], progressive: bool) -> OpResult<Frame> {
         return Err(unsupported("fractional sampling factors"));
     }
     let (mcux, mcuy) = (width.div_ceil(8 * hmax), height.div_ceil(8 * vmax));
+    let mut pad_budget = 0;
     for c in &mut comps {
         c.bw = mcux * c.h;
         c.bh = mcuy * c.v;
         c.w = (width * c.h).div_ceil(hmax);
         c.rows = (height * c.v).div_ceil(vmax);
         c.coef = zeroed(c.bw * c.bh * 64)?;
+        pad_budget += c.bw * c.bh;
     }
-    Ok(Frame { width, height, progressive, mcux, mcuy, comps })
+    Ok(Frame { width, height, progressive, mcux, mcuy, comps, pad_budget })
 }
 
 type Tables = [Option<Huffman>; 4];
+
+/// Scans accepted per image: far more than any encoder writes (libjpeg's progressive script has
+/// 10 for colour images), few enough to bound the work a small hostile file can cause.
+const MAX_SCANS: usize = 1000;
 
 /// Table `id` of `tables` when the scan uses it.
 fn table(tables: &Tables, id: u8, used: bool) -> OpResult<Option<&Huffman>> {
@@ -619,7 +635,7 @@ fn decode_scan(
         true => (f.comps[sc[0].0].w.div_ceil(8), f.comps[sc[0].0].rows.div_ceil(8)),
         false => (f.mcux, f.mcuy),
     };
-    let mut br = BitReader { data: d, pos, acc: 0, bits: 0, truncated: false };
+    let mut br = BitReader { data: d, pos, acc: 0, bits: 0, padded: false, truncated: false };
     let mut eobrun = 0u32;
     let mut count = 0usize;
     for my in 0..uy {
@@ -641,6 +657,10 @@ fn decode_scan(
                         decode_block(&mut br, &mut c.coef[b..b + 64], dc, ac, &mut c.pred, &mut eobrun, band)?;
                     }
                 }
+            }
+            if br.padded {
+                check!(f.pad_budget > 0, "entropy-coded data ends early");
+                f.pad_budget -= 1;
             }
         }
         check!(!br.truncated, "truncated");
@@ -714,6 +734,7 @@ pub(crate) fn decode(d: &[u8]) -> OpResult<Image> {
             0xEE if seg.len() >= 12 && seg.starts_with(b"Adobe") => adobe_transform = Some(seg[11]),
             0xDA => {
                 let f = frame.as_mut().ok_or_else(|| bad("scan before frame header"))?;
+                check!(scans < MAX_SCANS, "too many scans");
                 pos = decode_scan(f, seg, d, pos, (&dc_tables, &ac_tables), &qt, restart_interval)?;
                 scans += 1;
             }
@@ -873,6 +894,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A `size`×`size` progressive grayscale file with the tables of a fixture and `scans`
+    /// copies of `scan` (a scan header and its data), or of the fixture's DC first scan header
+    /// without data when `scan` is empty.
+    fn with_scans(size: u8, scan: &[u8], scans: usize) -> Vec<u8> {
+        let data = fixtures().into_iter().find(|f| f.0 == "prog_gray_q85").unwrap().1;
+        let find = |m: u8| data.windows(2).position(|w| w == [0xFF, m]).unwrap();
+        let (sof, sos) = (find(0xC2), find(0xDA));
+        let mut out = data[..sos].to_vec();
+        out[sof + 5..sof + 9].copy_from_slice(&[0, size, 0, size]);
+        let first = &data[sos..sos + 2 + be16(&data, sos + 2).unwrap()];
+        for _ in 0..scans {
+            out.extend_from_slice(if scan.is_empty() { first } else { scan });
+        }
+        out.extend_from_slice(&[0xFF, 0xD9]);
+        out
+    }
+
+    #[test]
+    fn scan_work_is_bounded() {
+        // One scan decoded from the zeros past the next marker is tolerated (libjpeg does so
+        // for corrupt files); more are an error instead of more work.
+        let img = decode(&with_scans(255, &[], 1)).unwrap();
+        assert_eq!((img.width, img.height), (255, 255));
+        let err = decode(&with_scans(255, &[], 3)).err().unwrap();
+        assert!(err.0.contains("ends early"), "{}", err.0);
+        // DC refinement scans with one bit of data each (component 1, one block).
+        let refine = [0xFF, 0xDA, 0, 8, 1, 1, 0, 0, 0, 0x10, 0x00];
+        assert!(decode(&with_scans(8, &refine, MAX_SCANS)).is_ok());
+        let err = decode(&with_scans(8, &refine, MAX_SCANS + 1)).err().unwrap();
+        assert!(err.0.contains("too many scans"), "{}", err.0);
     }
 
     #[test]
