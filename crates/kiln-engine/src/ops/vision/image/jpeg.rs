@@ -640,7 +640,7 @@ fn decode_scan(
     let mut count = 0usize;
     for my in 0..uy {
         for mx in 0..ux {
-            if restart_interval > 0 && count > 0 && count % restart_interval == 0 {
+            if restart_interval > 0 && count > 0 && count.is_multiple_of(restart_interval) {
                 br.restart();
                 eobrun = 0;
                 for s in &sc {
