@@ -70,10 +70,7 @@ fn luma(r: u8, g: u8, b: u8) -> u8 {
 /// Decodes `bytes` by sniffing the container format.
 pub(crate) fn decode(bytes: &[u8]) -> OpResult<Image> {
     let img = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        match jpeg::decode(bytes)? {
-            Some(img) => img,
-            None => codecs::decode_jpeg(bytes)?,
-        }
+        jpeg::decode(bytes)?
     } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         codecs::decode_png(bytes)?
     } else if bytes.starts_with(b"BM") {

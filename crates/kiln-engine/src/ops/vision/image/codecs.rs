@@ -1,4 +1,4 @@
-//! PNG (png), WebP (image-webp) and non-baseline JPEG (zune-jpeg) decoding into 8-bit gray or RGB.
+//! PNG (png) and WebP (image-webp) decoding into 8-bit gray or RGB.
 
 use std::io::Cursor;
 
@@ -28,23 +28,6 @@ fn from_channels(width: usize, height: usize, buf: Vec<u8>, channels: usize) -> 
         c => bail!("ImageDecoder: {c}-channel images are not supported"),
     };
     Ok(Image { width, height, pixels })
-}
-
-pub(crate) fn decode_jpeg(bytes: &[u8]) -> OpResult<Image> {
-    use zune_jpeg::zune_core::bytestream::ZCursor;
-    use zune_jpeg::zune_core::colorspace::ColorSpace;
-    use zune_jpeg::zune_core::options::DecoderOptions;
-    let err = |e: zune_jpeg::errors::DecodeErrors| OpError(format!("ImageDecoder: invalid JPEG: {e:?}"));
-    let mut dec = zune_jpeg::JpegDecoder::new_with_options(
-        ZCursor::new(bytes),
-        DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB),
-    );
-    dec.decode_headers().map_err(err)?;
-    let info = dec.info().ok_or_else(|| OpError::new("ImageDecoder: JPEG has no frame header"))?;
-    check_dims(info.width as usize, info.height as usize)?;
-    let channels = dec.output_colorspace().map_or(3, |c| c.num_components());
-    let buf = dec.decode().map_err(err)?;
-    from_channels(info.width as usize, info.height as usize, buf, channels)
 }
 
 pub(crate) fn decode_png(bytes: &[u8]) -> OpResult<Image> {

@@ -1,137 +1,292 @@
-//! Baseline (sequential Huffman, 8-bit) JPEG decoding that reproduces libjpeg's default output
-//! bit for bit: accurate integer IDCT (jidctint), "fancy" triangle upsampling of chroma and the
-//! fixed-point YCbCr → RGB tables. Returns None for files outside that subset (progressive,
-//! arithmetic coding, multi-scan, CMYK), which the caller decodes another way.
+//! JPEG decoding (Huffman-coded baseline, extended sequential and progressive, 8-bit samples)
+//! that reproduces libjpeg's default output bit for bit: accurate integer IDCT (jidctint),
+//! "fancy" triangle upsampling of chroma and the fixed-point YCbCr → RGB tables. CMYK and YCCK
+//! files are converted to RGB the way PIL converts the CMYK image libjpeg returns.
+//!
+//! Every scan is decoded into a buffer of quantized coefficients first (progressive and
+//! multi-scan files refine it scan by scan); the IDCT, upsampling and colour conversion run once
+//! all scans are in.
 
 use super::{check_dims, Image, Pixels};
 use crate::error::{OpError, OpResult};
-use crate::{bail, ensure};
 
-struct Component {
-    id: u8,
-    h: usize,
-    v: usize,
-    tq: usize,
-    td: usize,
-    ta: usize,
+fn bad(what: &str) -> OpError {
+    OpError(format!("ImageDecoder: invalid JPEG: {what}"))
 }
 
-/// Canonical Huffman table: lookup by (length, code).
-#[derive(Clone, Default)]
+fn unsupported(what: &str) -> OpError {
+    OpError(format!("ImageDecoder: unsupported JPEG: {what}"))
+}
+
+macro_rules! check {
+    ($c:expr, $what:expr) => {
+        if !$c {
+            return Err(bad($what));
+        }
+    };
+}
+
+/// A zero-filled buffer, or an error instead of an abort when memory runs out.
+fn zeroed<T: Clone + Default>(n: usize) -> OpResult<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| OpError::new("ImageDecoder: JPEG is too large to decode"))?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+/// Bits resolved by one lookup in `Huffman::fast`.
+const FAST: usize = 9;
+
+/// Canonical Huffman table.
 struct Huffman {
-    maxcode: [i32; 18],
-    valptr: [i32; 17],
-    mincode: [i32; 17],
+    /// Indexed by the next FAST bits: (code length << 8) | symbol, 0 when the code is longer.
+    fast: Vec<u16>,
+    /// Largest code of each length (-1: none), and the offset from a code to its symbol index.
+    maxcode: [i32; 17],
+    delta: [i32; 17],
     values: Vec<u8>,
 }
 
 impl Huffman {
-    fn new(counts: &[u8; 16], values: Vec<u8>) -> OpResult<Huffman> {
-        let total: usize = counts.iter().map(|&c| c as usize).sum();
-        ensure!(total <= values.len() && total <= 256, "ImageDecoder: bad JPEG Huffman table");
-        let mut h = Huffman { maxcode: [-1; 18], valptr: [0; 17], mincode: [0; 17], values };
-        let mut code = 0i32;
-        let mut k = 0i32;
+    fn new(counts: &[u8], values: &[u8]) -> OpResult<Huffman> {
+        let mut h = Huffman { fast: vec![0; 1 << FAST], maxcode: [-1; 17], delta: [0; 17], values: values.to_vec() };
+        let (mut code, mut k) = (0usize, 0usize);
         for l in 1..=16 {
-            let n = counts[l - 1] as i32;
+            let n = counts[l - 1] as usize;
+            h.delta[l] = k as i32 - code as i32;
+            for _ in 0..n {
+                check!(code < 1 << l, "bad Huffman table");
+                if l <= FAST {
+                    let s = code << (FAST - l);
+                    h.fast[s..s + (1 << (FAST - l))].fill(((l as u16) << 8) | values[k] as u16);
+                }
+                code += 1;
+                k += 1;
+            }
             if n > 0 {
-                h.valptr[l] = k;
-                h.mincode[l] = code;
-                code += n;
-                k += n;
-                h.maxcode[l] = code - 1;
+                h.maxcode[l] = code as i32 - 1;
             }
             code <<= 1;
         }
-        h.maxcode[17] = i32::MAX;
         Ok(h)
     }
 }
 
+/// Entropy-coded data reader. Past a marker the data reads as zeros (as in libjpeg) and sets
+/// `padded`; reading past the end of the file sets `truncated`.
 struct BitReader<'a> {
     data: &'a [u8],
     pos: usize,
     acc: u64,
     bits: u32,
-    marker_hit: bool,
+    padded: bool,
+    truncated: bool,
 }
 
 impl BitReader<'_> {
     fn fill(&mut self) {
         while self.bits <= 56 {
-            let mut byte = 0u8;
-            if !self.marker_hit && self.pos < self.data.len() {
-                byte = self.data[self.pos];
-                if byte == 0xFF {
-                    let next = self.data.get(self.pos + 1).copied().unwrap_or(0xD9);
-                    if next == 0x00 {
-                        self.pos += 2;
-                    } else {
-                        self.marker_hit = true;
-                        byte = 0;
-                    }
-                } else {
-                    self.pos += 1;
+            let Some(&b) = self.data.get(self.pos) else { return };
+            if b == 0xFF {
+                if self.data.get(self.pos + 1) != Some(&0) {
+                    return;
                 }
+                self.pos += 1;
             }
-            self.acc |= (byte as u64) << (56 - self.bits);
+            self.pos += 1;
+            self.acc |= (b as u64) << (56 - self.bits);
             self.bits += 8;
         }
+    }
+    /// The next `n` (1..=16) bits without consuming them.
+    fn peek(&mut self, n: u32) -> u32 {
+        if self.bits < n {
+            self.fill();
+        }
+        (self.acc >> (64 - n)) as u32
+    }
+    fn skip(&mut self, n: u32) {
+        if n > self.bits {
+            if self.pos + 1 >= self.data.len() {
+                self.truncated = true;
+            } else {
+                self.padded = true;
+            }
+        }
+        self.acc <<= n;
+        self.bits = self.bits.saturating_sub(n);
     }
     fn get(&mut self, n: u32) -> u32 {
         if n == 0 {
             return 0;
         }
-        if self.bits < n {
-            self.fill();
-        }
-        let v = (self.acc >> (64 - n)) as u32;
-        self.acc <<= n;
-        self.bits -= n;
+        let v = self.peek(n);
+        self.skip(n);
         v
     }
-    fn decode(&mut self, h: &Huffman) -> OpResult<u8> {
-        let mut code = 0i32;
-        for l in 1..=16 {
-            code = (code << 1) | self.get(1) as i32;
-            if code <= h.maxcode[l] {
-                let idx = (h.valptr[l] + code - h.mincode[l]) as usize;
-                return h.values.get(idx).copied().ok_or_else(|| OpError::new("ImageDecoder: bad JPEG Huffman code"));
-            }
-        }
-        bail!("ImageDecoder: corrupt JPEG entropy data")
-    }
-    fn receive_extend(&mut self, s: u32) -> i32 {
-        if s == 0 {
-            return 0;
-        }
+    /// An `s`-bit magnitude category value (JPEG's RECEIVE + EXTEND).
+    fn extend(&mut self, s: u32) -> i32 {
         let v = self.get(s) as i32;
-        if v < (1 << (s - 1)) {
+        if s > 0 && v < 1 << (s - 1) {
             v - (1 << s) + 1
         } else {
             v
         }
     }
-    /// Skips to the next RSTn marker after a restart interval.
+    fn decode(&mut self, h: &Huffman) -> OpResult<u8> {
+        let look = self.peek(16);
+        let f = h.fast[(look >> (16 - FAST)) as usize];
+        if f != 0 {
+            self.skip((f >> 8) as u32);
+            return Ok(f as u8);
+        }
+        for l in FAST + 1..=16 {
+            let code = (look >> (16 - l)) as i32;
+            if code <= h.maxcode[l] {
+                self.skip(l as u32);
+                return h.values.get((code + h.delta[l]) as usize).copied().ok_or_else(|| bad("bad Huffman code"));
+            }
+        }
+        Err(bad("corrupt entropy-coded data"))
+    }
+    /// Moves past the RSTn marker that ends a restart interval. Any other marker stays for the
+    /// marker parser and the rest of the scan reads as zeros.
     fn restart(&mut self) {
         self.acc = 0;
         self.bits = 0;
-        self.marker_hit = false;
-        while self.pos + 1 < self.data.len() {
-            if self.data[self.pos] == 0xFF && (0xD0..=0xD7).contains(&self.data[self.pos + 1]) {
-                self.pos += 2;
-                return;
+        self.padded = false;
+        while let Some(&b) = self.data.get(self.pos) {
+            if b == 0xFF {
+                match self.data.get(self.pos + 1) {
+                    Some(0xD0..=0xD7) => {
+                        self.pos += 2;
+                        return;
+                    }
+                    Some(0 | 0xFF) => {}
+                    _ => return,
+                }
             }
             self.pos += 1;
         }
     }
 }
 
-const ZIGZAG: [usize; 64] = [
+const ZIGZAG: [u8; 64] = [
     0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14,
     21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53,
     60, 61, 54, 47, 55, 62, 63,
 ];
+
+/// Position of the `k`-th coefficient in zigzag order; like libjpeg, indices past the end of the
+/// block (from corrupt run lengths) land on the last coefficient.
+#[inline]
+fn zz(k: usize) -> usize {
+    ZIGZAG[k.min(63)] as usize
+}
+
+/// Scan parameters: spectral selection `ss..=se`, successive approximation bits `ah`/`al`.
+#[derive(Clone, Copy)]
+struct Band {
+    progressive: bool,
+    ss: usize,
+    se: usize,
+    ah: u32,
+    al: u32,
+}
+
+/// Decodes one block's share of a scan into `blk` (quantized coefficients, natural order).
+/// `dc` is the DC table of a DC first or sequential scan, `ac` the AC table of an AC or
+/// sequential scan.
+fn decode_block(
+    br: &mut BitReader,
+    blk: &mut [i16],
+    dc: Option<&Huffman>,
+    ac: Option<&Huffman>,
+    pred: &mut i32,
+    eobrun: &mut u32,
+    b: Band,
+) -> OpResult<()> {
+    if b.ss == 0 {
+        if let Some(dc) = dc {
+            let s = br.decode(dc)? as u32;
+            check!(s <= 15, "bad DC coefficient");
+            *pred = pred.wrapping_add(br.extend(s));
+            blk[0] = ((*pred as u32) << b.al) as i16;
+        } else if br.get(1) != 0 {
+            blk[0] |= 1 << b.al;
+        }
+    }
+    let Some(ac) = ac else { return Ok(()) };
+    let mut k = b.ss.max(1);
+    if b.ah == 0 {
+        if *eobrun > 0 {
+            *eobrun -= 1;
+            return Ok(());
+        }
+        while k <= b.se {
+            let rs = br.decode(ac)?;
+            let (r, s) = ((rs >> 4) as usize, (rs & 15) as u32);
+            if s != 0 {
+                k += r;
+                blk[zz(k)] = (br.extend(s) << b.al) as i16;
+            } else if r == 15 {
+                k += 15;
+            } else {
+                if b.progressive {
+                    *eobrun = (1 << r) + br.get(r as u32) - 1;
+                }
+                break;
+            }
+            k += 1;
+        }
+        return Ok(());
+    }
+    // Successive approximation refinement of AC coefficients.
+    let (p1, m1) = (1i16 << b.al, -1i16 << b.al);
+    let refine = |br: &mut BitReader, c: &mut i16| {
+        if *c != 0 && br.get(1) != 0 && *c & p1 == 0 {
+            *c = c.wrapping_add(if *c >= 0 { p1 } else { m1 });
+        }
+    };
+    if *eobrun == 0 {
+        while k <= b.se {
+            let rs = br.decode(ac)?;
+            let (mut r, s) = ((rs >> 4) as i32, rs & 15);
+            let mut new = 0;
+            if s != 0 {
+                new = if br.get(1) != 0 { p1 } else { m1 };
+            } else if r != 15 {
+                *eobrun = (1 << r) + br.get(r as u32);
+                break;
+            }
+            // Skip `r` still-zero coefficients, refining the nonzero ones passed on the way.
+            while k <= b.se {
+                let c = &mut blk[zz(k)];
+                if *c != 0 {
+                    refine(br, c);
+                } else {
+                    r -= 1;
+                    if r < 0 {
+                        break;
+                    }
+                }
+                k += 1;
+            }
+            if new != 0 {
+                blk[zz(k)] = new;
+            }
+            k += 1;
+        }
+    }
+    if *eobrun > 0 {
+        while k <= b.se {
+            refine(br, &mut blk[zz(k)]);
+            k += 1;
+        }
+        *eobrun -= 1;
+    }
+    Ok(())
+}
 
 /// Sample after the IDCT: libjpeg's post-IDCT range-limit table (centered, wrapping mod 1024).
 #[inline]
@@ -148,8 +303,9 @@ fn idct_limit(v: i64) -> u8 {
     }
 }
 
-/// libjpeg's accurate integer inverse DCT (CONST_BITS 13, PASS1_BITS 2) of a dequantized block.
-fn idct_islow(coef: &[i32; 64], out: &mut [u8], stride: usize) {
+/// libjpeg's accurate integer inverse DCT (CONST_BITS 13, PASS1_BITS 2) of a quantized block
+/// (natural order) with its quantization table.
+fn idct_islow(coef: &[i16], q: &[u16; 64], out: &mut [u8], stride: usize) {
     const CB: u32 = 13;
     const P1: u32 = 2;
     const F0_298: i64 = 2446;
@@ -168,7 +324,7 @@ fn idct_islow(coef: &[i32; 64], out: &mut [u8], stride: usize) {
     fn descale(x: i64, n: u32) -> i64 {
         (x + (1 << (n - 1))) >> n
     }
-    /// One 1-D pass over 8 values `s`; returns the 8 outputs before descaling and the shift.
+    /// One 1-D pass over 8 values `s`; returns the 8 outputs before descaling.
     #[inline(always)]
     fn pass(s: [i64; 8]) -> [i64; 8] {
         let (z2, z3) = (s[2], s[6]);
@@ -203,7 +359,7 @@ fn idct_islow(coef: &[i32; 64], out: &mut [u8], stride: usize) {
     }
     let mut ws = [0i64; 64];
     for c in 0..8 {
-        let col: [i64; 8] = std::array::from_fn(|r| coef[r * 8 + c] as i64);
+        let col: [i64; 8] = std::array::from_fn(|r| coef[r * 8 + c] as i64 * q[r * 8 + c] as i64);
         if col[1..].iter().all(|&v| v == 0) {
             let dc = col[0] << P1;
             for r in 0..8 {
@@ -231,187 +387,329 @@ fn idct_islow(coef: &[i32; 64], out: &mut [u8], stride: usize) {
     }
 }
 
-/// A decoded component plane (padded to whole blocks).
+/// A frame component: sampling factors, quantization and its coefficient buffer.
+struct Component {
+    id: u8,
+    h: usize,
+    v: usize,
+    tq: usize,
+    /// Quantization table, taken when the component's first scan starts (as libjpeg does).
+    q: Option<[u16; 64]>,
+    /// Size of the coefficient buffer in blocks (whole MCUs).
+    bw: usize,
+    bh: usize,
+    /// Size of the component's real samples (libjpeg's downsampled_width/height).
+    w: usize,
+    rows: usize,
+    coef: Vec<i16>,
+    pred: i32,
+}
+
+/// A decoded component plane (whole blocks).
 struct Plane {
     data: Vec<u8>,
     stride: usize,
-    /// Size of the component's real samples (libjpeg's downsampled_width/height).
     w: usize,
     h: usize,
 }
 
-impl Plane {
-    #[inline]
-    fn at(&self, x: usize, y: usize) -> i32 {
-        self.data[y * self.stride + x] as i32
+impl Component {
+    /// Runs the IDCT over the blocks holding real samples.
+    fn to_plane(&self) -> OpResult<Plane> {
+        let (wb, hb) = (self.w.div_ceil(8), self.rows.div_ceil(8));
+        let stride = wb * 8;
+        let mut data = zeroed(stride * hb * 8)?;
+        let q = self.q.unwrap_or([0; 64]);
+        for by in 0..hb {
+            for bx in 0..wb {
+                let b = (by * self.bw + bx) * 64;
+                idct_islow(&self.coef[b..b + 64], &q, &mut data[by * 8 * stride + bx * 8..], stride);
+            }
+        }
+        Ok(Plane { data, stride, w: self.w, h: self.rows })
     }
 }
 
-/// Upsamples a plane by (hf, vf) to `w`×`h` the way libjpeg does with fancy upsampling on.
-fn upsample(p: &Plane, hf: usize, vf: usize, w: usize, h: usize) -> Vec<u8> {
-    let mut out = vec![0u8; w * h];
+/// Upsamples a plane by (hf, vf) to `w`×`h` the way libjpeg does with fancy upsampling on:
+/// triangle filters for 2×1 (planes wider than 2 samples), 1×2 and 2×2 (wider than 2 samples),
+/// sample replication otherwise.
+fn upsample(p: &Plane, hf: usize, vf: usize, w: usize, h: usize) -> OpResult<Vec<u8>> {
+    let mut out = zeroed(w * h)?;
     let (pw, ph) = (p.w.max(1), p.h.max(1));
-    match (hf, vf) {
-        (1, 1) => {
-            for y in 0..h {
-                for x in 0..w {
-                    out[y * w + x] = p.at(x.min(pw - 1), y.min(ph - 1)) as u8;
+    let at = |x: usize, y: usize| p.data[y * p.stride + x] as i32;
+    let hfancy = hf == 2 && vf <= 2 && pw > 2;
+    let vfancy = vf == 2 && (hf == 1 || hfancy);
+    for (y, dst) in out.chunks_exact_mut(w).enumerate() {
+        let near = (y / vf).min(ph - 1);
+        let odd = y % 2 == 1;
+        let far = if !vfancy {
+            near
+        } else if odd {
+            (near + 1).min(ph - 1)
+        } else {
+            near.saturating_sub(1)
+        };
+        // Column value: 3 × nearer row + farther row when filtering vertically.
+        let col = |x: usize| if vfancy { 3 * at(x, near) + at(x, far) } else { at(x, near) };
+        for (x, d) in dst.iter_mut().enumerate() {
+            let v = if hfancy {
+                let c = x / 2;
+                let right = x % 2 == 1;
+                let n = if right { (c + 1).min(pw - 1) } else { c.saturating_sub(1) };
+                let s = 3 * col(c) + col(n);
+                if vfancy {
+                    (s + 8 - right as i32) >> 4
+                } else {
+                    (s + 1 + right as i32) >> 2
                 }
-            }
-        }
-        (2, 1) => {
-            for y in 0..h {
-                let yy = y.min(ph - 1);
-                let row: Vec<u8> = h2v1_row(|x| p.at(x, yy), pw);
-                out[y * w..(y + 1) * w].copy_from_slice(&row[..w.min(row.len())]);
-            }
-        }
-        (1, 2) => {
-            for y in 0..h {
-                let inrow = (y / 2).min(ph - 1);
-                let (far, bias) = if y % 2 == 0 { (inrow.saturating_sub(1), 1) } else { ((inrow + 1).min(ph - 1), 2) };
-                for x in 0..w {
-                    let xx = x.min(pw - 1);
-                    out[y * w + x] = ((p.at(xx, inrow) * 3 + p.at(xx, far) + bias) >> 2) as u8;
-                }
-            }
-        }
-        (2, 2) => {
-            for y in 0..h {
-                let inrow = (y / 2).min(ph - 1);
-                let far = if y % 2 == 0 { inrow.saturating_sub(1) } else { (inrow + 1).min(ph - 1) };
-                let colsum = |x: usize| p.at(x, inrow) * 3 + p.at(x, far);
-                let dst = &mut out[y * w..(y + 1) * w];
-                let mut put = |i: usize, v: i32| {
-                    if i < w {
-                        dst[i] = (v >> 4) as u8;
-                    }
-                };
-                if pw == 1 {
-                    let t = colsum(0);
-                    put(0, t * 4 + 8);
-                    put(1, t * 4 + 7);
-                    continue;
-                }
-                let mut this = colsum(0);
-                let mut next = colsum(1);
-                put(0, this * 4 + 8);
-                put(1, this * 3 + next + 7);
-                let mut last = this;
-                this = next;
-                for c in 1..pw - 1 {
-                    next = colsum(c + 1);
-                    put(2 * c, this * 3 + last + 8);
-                    put(2 * c + 1, this * 3 + next + 7);
-                    last = this;
-                    this = next;
-                }
-                put(2 * (pw - 1), this * 3 + last + 8);
-                put(2 * (pw - 1) + 1, this * 4 + 7);
-            }
-        }
-        _ => {
-            for y in 0..h {
-                for x in 0..w {
-                    out[y * w + x] = p.at((x / hf).min(pw - 1), (y / vf).min(ph - 1)) as u8;
-                }
-            }
+            } else if vfancy {
+                (col(x) + 1 + odd as i32) >> 2
+            } else {
+                col((x / hf).min(pw - 1))
+            };
+            *d = v as u8;
         }
     }
-    out
+    Ok(out)
 }
 
-fn h2v1_row(at: impl Fn(usize) -> i32, pw: usize) -> Vec<u8> {
-    let mut row = vec![0u8; 2 * pw];
-    if pw == 1 {
-        row[0] = at(0) as u8;
-        row[1] = at(0) as u8;
-        return row;
+/// libjpeg's fixed-point YCbCr → RGB conversion.
+struct Ycc {
+    cr_r: [i32; 256],
+    cb_b: [i32; 256],
+    cr_g: [i32; 256],
+    cb_g: [i32; 256],
+}
+
+impl Ycc {
+    fn new() -> Ycc {
+        const ONE_HALF: i32 = 1 << 15;
+        let fix = |x: f64| (x * 65536.0 + 0.5) as i32;
+        let mut t = Ycc { cr_r: [0; 256], cb_b: [0; 256], cr_g: [0; 256], cb_g: [0; 256] };
+        for i in 0..256 {
+            let x = i as i32 - 128;
+            t.cr_r[i] = (fix(1.40200) * x + ONE_HALF) >> 16;
+            t.cb_b[i] = (fix(1.77200) * x + ONE_HALF) >> 16;
+            t.cr_g[i] = -fix(0.71414) * x;
+            t.cb_g[i] = -fix(0.34414) * x + ONE_HALF;
+        }
+        t
     }
-    let v0 = at(0);
-    row[0] = v0 as u8;
-    row[1] = ((v0 * 3 + at(1) + 2) >> 2) as u8;
-    for c in 1..pw - 1 {
-        let v = at(c) * 3;
-        row[2 * c] = ((v + at(c - 1) + 1) >> 2) as u8;
-        row[2 * c + 1] = ((v + at(c + 1) + 2) >> 2) as u8;
+    fn rgb(&self, y: u8, cb: u8, cr: u8) -> [u8; 3] {
+        let (y, cb, cr) = (y as i32, cb as usize, cr as usize);
+        let clamp = |v: i32| v.clamp(0, 255) as u8;
+        [clamp(y + self.cr_r[cr]), clamp(y + ((self.cb_g[cb] + self.cr_g[cr]) >> 16)), clamp(y + self.cb_b[cb])]
     }
-    let v = at(pw - 1);
-    row[2 * (pw - 1)] = ((v * 3 + at(pw - 2) + 1) >> 2) as u8;
-    row[2 * (pw - 1) + 1] = v as u8;
-    row
 }
 
 fn be16(d: &[u8], i: usize) -> OpResult<usize> {
     match d.get(i..i + 2) {
         Some(b) => Ok(((b[0] as usize) << 8) | b[1] as usize),
-        None => Err(OpError::new("ImageDecoder: JPEG is truncated")),
+        None => Err(bad("truncated")),
     }
 }
 
-/// Decodes a baseline JPEG exactly like libjpeg, or returns None when the file uses features
-/// this decoder leaves to the general decoder.
-pub(crate) fn decode(d: &[u8]) -> OpResult<Option<Image>> {
-    let mut qt = [[0u16; 64]; 4];
-    let mut dc_tables: [Option<Huffman>; 4] = Default::default();
-    let mut ac_tables: [Option<Huffman>; 4] = Default::default();
-    let mut comps: Vec<Component> = Vec::new();
-    let (mut width, mut height) = (0usize, 0usize);
+/// The next marker at or after `pos`, skipping fill bytes and stray data as libjpeg does.
+fn next_marker(d: &[u8], pos: &mut usize) -> Option<u8> {
+    while *pos + 1 < d.len() {
+        let (a, b) = (d[*pos], d[*pos + 1]);
+        *pos += 1;
+        if a == 0xFF && b != 0 && b != 0xFF {
+            *pos += 1;
+            return Some(b);
+        }
+    }
+    None
+}
+
+/// Frame geometry shared by every scan.
+struct Frame {
+    width: usize,
+    height: usize,
+    progressive: bool,
+    mcux: usize,
+    mcuy: usize,
+    comps: Vec<Component>,
+    /// Units left that may be decoded from the zeros past a premature marker: one image's
+    /// worth, so corrupt multi-scan files cannot make every scan decode the whole image from
+    /// nothing.
+    pad_budget: usize,
+}
+
+fn parse_frame(seg: &[u8], progressive: bool) -> OpResult<Frame> {
+    check!(seg.len() >= 6, "bad frame header");
+    if seg[0] != 8 {
+        return Err(unsupported(&format!("{}-bit samples", seg[0])));
+    }
+    let (height, width, n) = (be16(seg, 1)?, be16(seg, 3)?, seg[5] as usize);
+    if !matches!(n, 1 | 3 | 4) {
+        return Err(unsupported(&format!("{n} colour components")));
+    }
+    check!(seg.len() >= 6 + 3 * n, "bad frame header");
+    check_dims(width, height)?;
+    let mut comps = Vec::with_capacity(n);
+    for c in seg[6..6 + 3 * n].chunks_exact(3) {
+        let (h, v) = ((c[1] >> 4) as usize, (c[1] & 15) as usize);
+        check!((1..=4).contains(&h) && (1..=4).contains(&v), "bad sampling factors");
+        check!(c[2] < 4, "bad quantization table index");
+        check!(comps.iter().all(|o: &Component| o.id != c[0]), "duplicate component id");
+        let comp = Component { id: c[0], h, v, tq: c[2] as usize, q: None, bw: 0, bh: 0, w: 0, rows: 0, coef: Vec::new(), pred: 0 };
+        comps.push(comp);
+    }
+    let hmax = comps.iter().map(|c| c.h).max().unwrap_or(1);
+    let vmax = comps.iter().map(|c| c.v).max().unwrap_or(1);
+    if comps.iter().any(|c| hmax % c.h != 0 || vmax % c.v != 0) {
+        return Err(unsupported("fractional sampling factors"));
+    }
+    let (mcux, mcuy) = (width.div_ceil(8 * hmax), height.div_ceil(8 * vmax));
+    let mut pad_budget = 0;
+    for c in &mut comps {
+        c.bw = mcux * c.h;
+        c.bh = mcuy * c.v;
+        c.w = (width * c.h).div_ceil(hmax);
+        c.rows = (height * c.v).div_ceil(vmax);
+        c.coef = zeroed(c.bw * c.bh * 64)?;
+        pad_budget += c.bw * c.bh;
+    }
+    Ok(Frame { width, height, progressive, mcux, mcuy, comps, pad_budget })
+}
+
+type Tables = [Option<Huffman>; 4];
+
+/// Scans accepted per image: far more than any encoder writes (libjpeg's progressive script has
+/// 10 for colour images), few enough to bound the work a small hostile file can cause.
+const MAX_SCANS: usize = 1000;
+
+/// Table `id` of `tables` when the scan uses it.
+fn table(tables: &Tables, id: u8, used: bool) -> OpResult<Option<&Huffman>> {
+    if !used {
+        return Ok(None);
+    }
+    tables.get(id as usize).and_then(|t| t.as_ref()).map(Some).ok_or_else(|| bad("missing Huffman table"))
+}
+
+/// Decodes one scan (header `seg`, entropy-coded data from `pos`) into the coefficient buffers
+/// and returns the position after the data read.
+fn decode_scan(
+    f: &mut Frame,
+    seg: &[u8],
+    d: &[u8],
+    pos: usize,
+    (dc_tables, ac_tables): (&Tables, &Tables),
+    qt: &[Option<[u16; 64]>; 4],
+    restart_interval: usize,
+) -> OpResult<usize> {
+    let ns = *seg.first().ok_or_else(|| bad("bad scan header"))? as usize;
+    check!((1..=4).contains(&ns) && seg.len() >= 4 + 2 * ns, "bad scan header");
+    let p = &seg[1 + 2 * ns..];
+    let band = if f.progressive {
+        let b = Band { progressive: true, ss: p[0] as usize, se: p[1] as usize, ah: (p[2] >> 4) as u32, al: (p[2] & 15) as u32 };
+        // The progression rules libjpeg enforces.
+        let ok = if b.ss == 0 { b.se == 0 } else { b.ss <= b.se && b.se < 64 && ns == 1 };
+        check!(ok && (b.ah == 0 || b.al + 1 == b.ah) && b.al <= 13, "bad progressive scan parameters");
+        b
+    } else {
+        Band { progressive: false, ss: 0, se: 63, ah: 0, al: 0 }
+    };
+    // (component index, DC table, AC table) of each scan component.
+    let mut sc: Vec<(usize, Option<&Huffman>, Option<&Huffman>)> = Vec::with_capacity(ns);
+    for k in 0..ns {
+        let (cid, t) = (seg[1 + 2 * k], seg[2 + 2 * k]);
+        let ci = f.comps.iter().position(|c| c.id == cid).ok_or_else(|| bad("scan names an unknown component"))?;
+        check!(sc.iter().all(|s| s.0 != ci), "scan names a component twice");
+        let dc = table(dc_tables, t >> 4, band.ss == 0 && band.ah == 0)?;
+        let ac = table(ac_tables, t & 15, band.se > 0)?;
+        sc.push((ci, dc, ac));
+        let c = &mut f.comps[ci];
+        if c.q.is_none() {
+            c.q = Some(qt[c.tq].ok_or_else(|| bad("missing quantization table"))?);
+        }
+        c.pred = 0;
+    }
+    let single = ns == 1;
+    if !single {
+        check!(sc.iter().map(|s| f.comps[s.0].h * f.comps[s.0].v).sum::<usize>() <= 10, "too many blocks per MCU");
+    }
+    // Units: MCUs of an interleaved scan, blocks of a single component's real samples otherwise.
+    let (ux, uy) = match single {
+        true => (f.comps[sc[0].0].w.div_ceil(8), f.comps[sc[0].0].rows.div_ceil(8)),
+        false => (f.mcux, f.mcuy),
+    };
+    let mut br = BitReader { data: d, pos, acc: 0, bits: 0, padded: false, truncated: false };
+    let mut eobrun = 0u32;
+    let mut count = 0usize;
+    for my in 0..uy {
+        for mx in 0..ux {
+            if restart_interval > 0 && count > 0 && count.is_multiple_of(restart_interval) {
+                br.restart();
+                eobrun = 0;
+                for s in &sc {
+                    f.comps[s.0].pred = 0;
+                }
+            }
+            count += 1;
+            for &(ci, dc, ac) in &sc {
+                let c = &mut f.comps[ci];
+                let (bh, bv) = if single { (1, 1) } else { (c.h, c.v) };
+                for by in 0..bv {
+                    for bx in 0..bh {
+                        let b = ((my * bv + by) * c.bw + mx * bh + bx) * 64;
+                        decode_block(&mut br, &mut c.coef[b..b + 64], dc, ac, &mut c.pred, &mut eobrun, band)?;
+                    }
+                }
+            }
+            if br.padded {
+                check!(f.pad_budget > 0, "entropy-coded data ends early");
+                f.pad_budget -= 1;
+            }
+        }
+        check!(!br.truncated, "truncated");
+    }
+    Ok(br.pos)
+}
+
+/// Decodes a JPEG exactly like libjpeg with its default settings.
+pub(crate) fn decode(d: &[u8]) -> OpResult<Image> {
+    let mut qt: [Option<[u16; 64]>; 4] = [None; 4];
+    let mut dc_tables: Tables = Default::default();
+    let mut ac_tables: Tables = Default::default();
+    let mut frame: Option<Frame> = None;
+    let mut scans = 0;
     let mut restart_interval = 0usize;
     let mut adobe_transform: Option<u8> = None;
     let mut jfif = false;
-    let mut pos = 2;
-    loop {
-        // Find the next marker.
-        while pos < d.len() && d[pos] != 0xFF {
-            pos += 1;
-        }
-        while pos < d.len() && d[pos] == 0xFF {
-            pos += 1;
-        }
-        let Some(&marker) = d.get(pos) else { bail!("ImageDecoder: JPEG has no image data") };
-        pos += 1;
-        if marker == 0xD8 || (0xD0..=0xD7).contains(&marker) || marker == 0x01 {
-            continue;
-        }
-        if marker == 0xD9 {
-            bail!("ImageDecoder: JPEG has no scan");
+    let mut pos = 0;
+    while let Some(marker) = next_marker(d, &mut pos) {
+        match marker {
+            0xD9 => break,
+            0x01 | 0xD0..=0xD8 => continue,
+            _ => {}
         }
         let len = be16(d, pos)?;
-        ensure!(len >= 2, "ImageDecoder: bad JPEG segment length");
-        let seg = d.get(pos + 2..pos + len).ok_or_else(|| OpError::new("ImageDecoder: JPEG is truncated"))?;
+        check!(len >= 2, "bad segment length");
+        let seg = d.get(pos + 2..pos + len).ok_or_else(|| bad("truncated"))?;
+        pos += len;
         match marker {
-            0xC0 | 0xC1 => {
-                ensure!(seg.len() >= 6, "ImageDecoder: bad JPEG frame header");
-                if seg[0] != 8 {
-                    return Ok(None);
-                }
-                height = be16(seg, 1)?;
-                width = be16(seg, 3)?;
-                let n = seg[5] as usize;
-                ensure!(seg.len() >= 6 + 3 * n, "ImageDecoder: bad JPEG frame header");
-                for i in 0..n {
-                    let c = &seg[6 + 3 * i..9 + 3 * i];
-                    let (h, v) = ((c[1] >> 4) as usize, (c[1] & 15) as usize);
-                    ensure!((1..=4).contains(&h) && (1..=4).contains(&v), "ImageDecoder: bad JPEG sampling factors");
-                    ensure!(c[2] < 4, "ImageDecoder: bad JPEG quantization table index");
-                    comps.push(Component { id: c[0], h, v, tq: c[2] as usize, td: 0, ta: 0 });
-                }
+            0xC0..=0xC2 => {
+                check!(frame.is_none(), "more than one frame");
+                frame = Some(parse_frame(seg, marker == 0xC2)?);
             }
-            0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return Ok(None),
+            0xC3 | 0xC7 | 0xCB | 0xCF => return Err(unsupported("lossless coding")),
+            0xC5 | 0xC6 | 0xCD | 0xCE => return Err(unsupported("hierarchical coding")),
+            0xC9 | 0xCA => return Err(unsupported("arithmetic coding")),
             0xC4 => {
                 let mut i = 0;
                 while i + 17 <= seg.len() {
                     let (class, id) = (seg[i] >> 4, (seg[i] & 15) as usize);
-                    ensure!(class < 2 && id < 4, "ImageDecoder: bad JPEG Huffman table id");
-                    let counts: [u8; 16] = std::array::from_fn(|k| seg[i + 1 + k]);
+                    check!(class < 2 && id < 4, "bad Huffman table id");
+                    let counts = &seg[i + 1..i + 17];
                     let total: usize = counts.iter().map(|&c| c as usize).sum();
-                    let vals = seg.get(i + 17..i + 17 + total).ok_or_else(|| OpError::new("ImageDecoder: JPEG is truncated"))?;
-                    let t = Huffman::new(&counts, vals.to_vec())?;
+                    let vals = seg.get(i + 17..i + 17 + total).ok_or_else(|| bad("truncated"))?;
+                    let t = Some(Huffman::new(counts, vals)?);
                     if class == 0 {
-                        dc_tables[id] = Some(t);
+                        dc_tables[id] = t;
                     } else {
-                        ac_tables[id] = Some(t);
+                        ac_tables[id] = t;
                     }
                     i += 17 + total;
                 }
@@ -420,179 +718,225 @@ pub(crate) fn decode(d: &[u8]) -> OpResult<Option<Image>> {
                 let mut i = 0;
                 while i < seg.len() {
                     let (prec, id) = (seg[i] >> 4, (seg[i] & 15) as usize);
-                    ensure!(id < 4, "ImageDecoder: bad JPEG quantization table id");
-                    let size = if prec == 0 { 64 } else { 128 };
-                    let t = seg.get(i + 1..i + 1 + size).ok_or_else(|| OpError::new("ImageDecoder: JPEG is truncated"))?;
+                    check!(id < 4 && prec < 2, "bad quantization table");
+                    let size = 64 << prec;
+                    let t = seg.get(i + 1..i + 1 + size).ok_or_else(|| bad("truncated"))?;
+                    let mut q = [0u16; 64];
                     for k in 0..64 {
-                        qt[id][ZIGZAG[k]] = if prec == 0 { t[k] as u16 } else { ((t[2 * k] as u16) << 8) | t[2 * k + 1] as u16 };
+                        q[ZIGZAG[k] as usize] = if prec == 0 { t[k] as u16 } else { u16::from_be_bytes([t[2 * k], t[2 * k + 1]]) };
                     }
+                    qt[id] = Some(q);
                     i += 1 + size;
                 }
             }
             0xDD => restart_interval = be16(seg, 0)?,
-            0xE0 => jfif |= seg.starts_with(b"JFIF\0"),
-            0xEE => {
-                if seg.starts_with(b"Adobe") && seg.len() >= 12 {
-                    adobe_transform = Some(seg[11]);
-                }
-            }
+            0xE0 => jfif |= seg.len() >= 14 && seg.starts_with(b"JFIF\0"),
+            0xEE if seg.len() >= 12 && seg.starts_with(b"Adobe") => adobe_transform = Some(seg[11]),
             0xDA => {
-                pos += len;
-                let ns = *seg.first().ok_or_else(|| OpError::new("ImageDecoder: bad JPEG scan header"))? as usize;
-                if comps.is_empty() || ns != comps.len() || !(comps.len() == 1 || comps.len() == 3) {
-                    // Multi-scan sequential files and CMYK go to the general decoder.
-                    return Ok(None);
-                }
-                ensure!(seg.len() >= 1 + 2 * ns, "ImageDecoder: bad JPEG scan header");
-                for k in 0..ns {
-                    let (cid, t) = (seg[1 + 2 * k], seg[2 + 2 * k]);
-                    let c = comps
-                        .iter_mut()
-                        .find(|c| c.id == cid)
-                        .ok_or_else(|| OpError::new("ImageDecoder: JPEG scan names an unknown component"))?;
-                    c.td = (t >> 4) as usize;
-                    c.ta = (t & 15) as usize;
-                    ensure!(c.td < 4 && c.ta < 4, "ImageDecoder: bad JPEG Huffman table selector");
-                }
-                break;
+                let f = frame.as_mut().ok_or_else(|| bad("scan before frame header"))?;
+                check!(scans < MAX_SCANS, "too many scans");
+                pos = decode_scan(f, seg, d, pos, (&dc_tables, &ac_tables), &qt, restart_interval)?;
+                scans += 1;
             }
             _ => {}
         }
-        pos += len;
     }
-    check_dims(width, height)?;
-    let hmax = comps.iter().map(|c| c.h).max().unwrap_or(1);
-    let vmax = comps.iter().map(|c| c.v).max().unwrap_or(1);
-    let single = comps.len() == 1;
-    let mcux = width.div_ceil(8 * hmax);
-    let mcuy = height.div_ceil(8 * vmax);
-    let mut planes: Vec<Plane> = comps
-        .iter()
-        .map(|c| {
-            let (bw, bh) = if single { (width.div_ceil(8), height.div_ceil(8)) } else { (mcux * c.h, mcuy * c.v) };
-            Plane {
-                data: vec![0u8; bw * 8 * bh * 8],
-                stride: bw * 8,
-                w: (width * c.h).div_ceil(hmax),
-                h: (height * c.v).div_ceil(vmax),
+    let f = match frame {
+        Some(f) if scans > 0 => f,
+        _ => return Err(bad("no image data")),
+    };
+    let (width, height) = (f.width, f.height);
+    let hmax = f.comps.iter().map(|c| c.h).max().unwrap_or(1);
+    let vmax = f.comps.iter().map(|c| c.v).max().unwrap_or(1);
+    let ids: Vec<u8> = f.comps.iter().map(|c| c.id).collect();
+    // One component at a time: IDCT, then upsampling to full size; its coefficients are freed
+    // before the next one.
+    let mut full = Vec::with_capacity(ids.len());
+    for c in f.comps {
+        let p = c.to_plane()?;
+        drop(c.coef);
+        full.push(if ids.len() == 1 {
+            let mut out = zeroed(width * height)?;
+            for (y, row) in out.chunks_exact_mut(width).enumerate() {
+                row.copy_from_slice(&p.data[y * p.stride..y * p.stride + width]);
             }
-        })
-        .collect();
-    let mut br = BitReader { data: d, pos, acc: 0, bits: 0, marker_hit: false };
-    let mut pred = vec![0i32; comps.len()];
-    let (units_x, units_y) = if single { (width.div_ceil(8), height.div_ceil(8)) } else { (mcux, mcuy) };
-    let mut coef = [0i32; 64];
-    let mut mcu_count = 0usize;
-    for my in 0..units_y {
-        for mx in 0..units_x {
-            if restart_interval > 0 && mcu_count > 0 && mcu_count % restart_interval == 0 {
-                br.restart();
-                pred.iter_mut().for_each(|p| *p = 0);
-            }
-            mcu_count += 1;
-            for (ci, c) in comps.iter().enumerate() {
-                let (bh, bv) = if single { (1, 1) } else { (c.h, c.v) };
-                let dc = dc_tables[c.td].as_ref().ok_or_else(|| OpError::new("ImageDecoder: JPEG DC table missing"))?;
-                let ac = ac_tables[c.ta].as_ref().ok_or_else(|| OpError::new("ImageDecoder: JPEG AC table missing"))?;
-                let q = &qt[c.tq];
-                for by in 0..bv {
-                    for bx in 0..bh {
-                        coef.iter_mut().for_each(|v| *v = 0);
-                        let s = br.decode(dc)? as u32;
-                        ensure!(s <= 16, "ImageDecoder: corrupt JPEG DC coefficient");
-                        pred[ci] = pred[ci].wrapping_add(br.receive_extend(s));
-                        coef[0] = pred[ci].wrapping_mul(q[0] as i32);
-                        let mut k = 1;
-                        while k < 64 {
-                            let rs = br.decode(ac)?;
-                            let (r, s) = ((rs >> 4) as usize, (rs & 15) as u32);
-                            if s == 0 {
-                                if r != 15 {
-                                    break;
-                                }
-                                k += 16;
-                                continue;
-                            }
-                            k += r;
-                            if k > 63 {
-                                break;
-                            }
-                            let z = ZIGZAG[k];
-                            coef[z] = br.receive_extend(s).wrapping_mul(q[z] as i32);
-                            k += 1;
-                        }
-                        let p = &mut planes[ci];
-                        let x0 = (mx * bh + bx) * 8;
-                        let y0 = (my * bv + by) * 8;
-                        let off = y0 * p.stride + x0;
-                        let stride = p.stride;
-                        idct_islow(&coef, &mut p.data[off..], stride);
-                    }
-                }
-            }
-        }
+            out
+        } else {
+            upsample(&p, hmax / c.h, vmax / c.v, width, height)?
+        });
     }
-    if single {
-        let p = &planes[0];
-        let mut out = Vec::with_capacity(width * height);
-        for y in 0..height {
-            out.extend_from_slice(&p.data[y * p.stride..y * p.stride + width]);
-        }
-        return Ok(Some(Image { width, height, pixels: Pixels::Gray(out) }));
+    if ids.len() == 1 {
+        return Ok(Image { width, height, pixels: Pixels::Gray(full.swap_remove(0)) });
     }
-    let full: Vec<Vec<u8>> = comps
-        .iter()
-        .zip(&planes)
-        .map(|(c, p)| upsample(p, hmax / c.h, vmax / c.v, width, height))
-        .collect();
-    let n = width * height;
-    let mut rgb = vec![0u8; n * 3];
-    // JFIF or no Adobe marker saying otherwise: YCbCr. Adobe transform 0 means RGB.
-    let is_rgb = !jfif && (adobe_transform == Some(0) || (adobe_transform.is_none() && comps[0].id == b'R' && comps[1].id == b'G'));
-    if is_rgb {
-        for i in 0..n {
-            rgb[3 * i] = full[0][i];
-            rgb[3 * i + 1] = full[1][i];
-            rgb[3 * i + 2] = full[2][i];
+    let mut rgb = zeroed(width * height * 3)?;
+    let ycc = Ycc::new();
+    let px = rgb.chunks_exact_mut(3).enumerate();
+    if ids.len() == 3 {
+        // libjpeg's colour space guess: JFIF means YCbCr, then the Adobe transform, then the
+        // component ids.
+        let is_rgb = !jfif && adobe_transform.map_or(ids == b"RGB", |t| t == 0);
+        for (i, px) in px {
+            let (a, b, c) = (full[0][i], full[1][i], full[2][i]);
+            px.copy_from_slice(&if is_rgb { [a, b, c] } else { ycc.rgb(a, b, c) });
         }
     } else {
-        const ONE_HALF: i32 = 1 << 15;
-        let fix = |x: f64| (x * 65536.0 + 0.5) as i32;
-        let mut cr_r = [0i32; 256];
-        let mut cb_b = [0i32; 256];
-        let mut cr_g = [0i32; 256];
-        let mut cb_g = [0i32; 256];
-        for i in 0..256 {
-            let x = i as i32 - 128;
-            cr_r[i] = (fix(1.40200) * x + ONE_HALF) >> 16;
-            cb_b[i] = (fix(1.77200) * x + ONE_HALF) >> 16;
-            cr_g[i] = -fix(0.71414) * x;
-            cb_g[i] = -fix(0.34414) * x + ONE_HALF;
-        }
-        let clamp = |v: i32| v.clamp(0, 255) as u8;
-        for i in 0..n {
-            let y = full[0][i] as i32;
-            let cb = full[1][i] as usize;
-            let cr = full[2][i] as usize;
-            rgb[3 * i] = clamp(y + cr_r[cr]);
-            rgb[3 * i + 1] = clamp(y + ((cb_g[cb] + cr_g[cr]) >> 16));
-            rgb[3 * i + 2] = clamp(y + cb_b[cb]);
+        // CMYK as stored by Adobe (inverted), or YCCK: libjpeg turns YCC into inverted CMY.
+        // PIL then converts CMYK to RGB as R = (255 - C)·(255 - K)/255 in its rounding.
+        let ycck = adobe_transform.is_some_and(|t| t != 0);
+        for (i, px) in px {
+            let (a, b, c) = (full[0][i], full[1][i], full[2][i]);
+            let cmy = if ycck { ycc.rgb(a, b, c).map(|v| 255 - v) } else { [a, b, c] };
+            let k = full[3][i] as u32;
+            for (o, v) in px.iter_mut().zip(cmy) {
+                let t = (255 - v as u32) * k + 128;
+                *o = (k - (((t >> 8) + t) >> 8)) as u8;
+            }
         }
     }
-    Ok(Some(Image { width, height, pixels: Pixels::Rgb(rgb) }))
+    Ok(Image { width, height, pixels: Pixels::Rgb(rgb) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The fixtures of tests/data/jpeg (written by make_fixtures.py): (name, JPEG bytes).
+    fn fixtures() -> Vec<(String, Vec<u8>)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jpeg");
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "jpg") {
+                let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+                v.push((name, std::fs::read(&p).unwrap()));
+            }
+        }
+        v.sort();
+        assert!(v.len() >= 20, "JPEG fixtures missing in {}", dir.display());
+        v
+    }
+
+    /// Pillow's decoding of fixture `name`, from its binary PGM/PPM: (width, height, samples).
+    fn reference(name: &str) -> Option<(usize, usize, Vec<u8>)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jpeg");
+        let b = std::fs::read(dir.join(format!("{name}.ppm"))).or_else(|_| std::fs::read(dir.join(format!("{name}.pgm")))).ok()?;
+        // Header: magic, width, height, maxval, each followed by whitespace.
+        let mut fields = Vec::new();
+        let mut i = 0;
+        while fields.len() < 4 {
+            while b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            let start = i;
+            while !b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            fields.push(String::from_utf8_lossy(&b[start..i]).into_owned());
+        }
+        let channels = match fields[0].as_str() {
+            "P5" => 1,
+            "P6" => 3,
+            m => panic!("{name}: unexpected PNM type {m}"),
+        };
+        assert_eq!(fields[3], "255");
+        let (w, h): (usize, usize) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
+        let data = b[i + 1..].to_vec();
+        assert_eq!(data.len(), w * h * channels, "{name}: reference size");
+        Some((w, h, data))
+    }
+
+    #[test]
+    fn decodes_fixtures_like_libjpeg() {
+        for (name, data) in fixtures() {
+            let Some((w, h, want)) = reference(&name) else {
+                assert!(name.starts_with("unsupported_"), "{name}: no reference decoding");
+                let err = decode(&data).err().unwrap_or_else(|| panic!("{name}: decoded an unsupported file"));
+                assert!(err.0.contains("unsupported JPEG"), "{name}: {}", err.0);
+                continue;
+            };
+            let img = decode(&data).unwrap_or_else(|e| panic!("{name}: {}", e.0));
+            assert_eq!((img.width, img.height), (w, h), "{name}: size");
+            let got = match img.pixels {
+                Pixels::Gray(v) | Pixels::Rgb(v) => v,
+            };
+            assert_eq!(got.len(), want.len(), "{name}: channel count");
+            let diff = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            let max = got.iter().zip(&want).map(|(&a, &b)| (a as i32 - b as i32).abs()).max().unwrap_or(0);
+            assert!(diff == 0, "{name}: {diff} of {} samples differ from libjpeg (max {max})", want.len());
+        }
+    }
+
+    #[test]
+    fn corrupt_files_are_errors_not_panics() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (_, data) in fixtures() {
+            for n in 0..data.len() {
+                let _ = decode(&data[..n]);
+            }
+            for _ in 0..500 {
+                let mut m = data.clone();
+                for _ in 0..1 + rand() % 4 {
+                    let i = (rand() % m.len() as u64) as usize;
+                    m[i] = match rand() % 4 {
+                        0 => 0xFF,
+                        1 => 0,
+                        _ => m[i] ^ (1 << (rand() % 8)),
+                    };
+                }
+                if let Ok(img) = decode(&m) {
+                    assert!(img.check().is_ok());
+                }
+            }
+        }
+    }
+
+    /// A `size`×`size` progressive grayscale file with the tables of a fixture and `scans`
+    /// copies of `scan` (a scan header and its data), or of the fixture's DC first scan header
+    /// without data when `scan` is empty.
+    fn with_scans(size: u8, scan: &[u8], scans: usize) -> Vec<u8> {
+        let data = fixtures().into_iter().find(|f| f.0 == "prog_gray_q85").unwrap().1;
+        let find = |m: u8| data.windows(2).position(|w| w == [0xFF, m]).unwrap();
+        let (sof, sos) = (find(0xC2), find(0xDA));
+        let mut out = data[..sos].to_vec();
+        out[sof + 5..sof + 9].copy_from_slice(&[0, size, 0, size]);
+        let first = &data[sos..sos + 2 + be16(&data, sos + 2).unwrap()];
+        for _ in 0..scans {
+            out.extend_from_slice(if scan.is_empty() { first } else { scan });
+        }
+        out.extend_from_slice(&[0xFF, 0xD9]);
+        out
+    }
+
+    #[test]
+    fn scan_work_is_bounded() {
+        // One scan decoded from the zeros past the next marker is tolerated (libjpeg does so
+        // for corrupt files); more are an error instead of more work.
+        let img = decode(&with_scans(255, &[], 1)).unwrap();
+        assert_eq!((img.width, img.height), (255, 255));
+        let err = decode(&with_scans(255, &[], 3)).err().unwrap();
+        assert!(err.0.contains("ends early"), "{}", err.0);
+        // DC refinement scans with one bit of data each (component 1, one block).
+        let refine = [0xFF, 0xDA, 0, 8, 1, 1, 0, 0, 0, 0x10, 0x00];
+        assert!(decode(&with_scans(8, &refine, MAX_SCANS)).is_ok());
+        let err = decode(&with_scans(8, &refine, MAX_SCANS + 1)).err().unwrap();
+        assert!(err.0.contains("too many scans"), "{}", err.0);
+    }
+
     #[test]
     fn idct_of_dc_only_block_is_flat() {
-        // DC coefficient 80 (dequantized) → 80 / 8 = 10 above mid-grey.
-        let mut coef = [0i32; 64];
-        coef[0] = 80;
+        // DC coefficient 10 with quantizer 8 → 80 / 8 = 10 above mid-grey.
+        let mut coef = [0i16; 64];
+        coef[0] = 10;
+        let mut q = [1u16; 64];
+        q[0] = 8;
         let mut out = [0u8; 64];
-        idct_islow(&coef, &mut out, 8);
+        idct_islow(&coef, &q, &mut out, 8);
         assert!(out.iter().all(|&v| v == 138));
     }
 
@@ -605,10 +949,20 @@ mod tests {
         assert_eq!(idct_limit(-300), 0);
     }
 
+    /// Decode time of the JPEG named by KILN_JPEG_BENCH (best of KILN_JPEG_BENCH_RUNS, default 20).
     #[test]
-    fn h2v1_fancy_upsampling_weights() {
-        // Samples [0, 100]: outputs 0, (0*3+100+2)/4=25, (300+0+1)/4=75, 100.
-        let row = h2v1_row(|x| [0, 100][x], 2);
-        assert_eq!(row, vec![0, 25, 75, 100]);
+    #[ignore]
+    fn bench_decode() {
+        let Ok(path) = std::env::var("KILN_JPEG_BENCH") else { return };
+        let data = std::fs::read(path).unwrap();
+        let runs: usize = std::env::var("KILN_JPEG_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+        let mut best = f64::MAX;
+        for _ in 0..runs {
+            let t = std::time::Instant::now();
+            let img = decode(&data).unwrap();
+            best = best.min(t.elapsed().as_secs_f64());
+            std::hint::black_box(img);
+        }
+        println!("kiln jpeg decode: {:.3} ms (best of {runs})", best * 1e3);
     }
 }
