@@ -130,15 +130,21 @@ impl Bits<'_> {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn decode(&mut self, h: &Huffman) -> Result<usize, Error> {
         self.need();
         let e = h.fast[self.buf as usize & ((1 << FAST_BITS) - 1)] as usize;
-        if e != 0 {
-            self.consume(e as u32 & 15);
-            return Ok(e >> 4);
+        if e == 0 {
+            return self.decode_long(h);
         }
-        // Canonical decoding one bit at a time: `code - first` indexes the codes of length `len`.
+        self.consume(e as u32 & 15);
+        Ok(e >> 4)
+    }
+
+    /// Canonical decoding one bit at a time, for codes longer than FAST_BITS: `code - first`
+    /// indexes the codes of length `len`.
+    #[inline(never)]
+    fn decode_long(&mut self, h: &Huffman) -> Result<usize, Error> {
         let (mut code, mut first, mut index) = (0usize, 0usize, 0usize);
         for len in 1..16 {
             code |= (self.buf >> (len - 1)) as usize & 1;

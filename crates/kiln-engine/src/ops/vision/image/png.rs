@@ -45,12 +45,34 @@ impl Header {
     }
 }
 
-fn crc_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    for (n, e) in t.iter_mut().enumerate() {
-        *e = (0..8).fold(n as u32, |c, _| if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 });
+/// CRC-32 tables for four bytes at a time: `t[k][n]` is the CRC of byte `n` followed by `k` zeros.
+fn crc_tables() -> [[u32; 256]; 4] {
+    let mut t = [[0u32; 256]; 4];
+    for n in 0..256 {
+        t[0][n] = (0..8).fold(n as u32, |c, _| if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 });
+    }
+    for k in 1..4 {
+        for n in 0..256 {
+            t[k][n] = (t[k - 1][n] >> 8) ^ t[0][(t[k - 1][n] & 255) as usize];
+        }
     }
     t
+}
+
+fn crc32(t: &[[u32; 256]; 4], data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    let mut quads = data.chunks_exact(4);
+    for q in &mut quads {
+        c ^= u32::from_le_bytes([q[0], q[1], q[2], q[3]]);
+        c = t[3][(c & 255) as usize]
+            ^ t[2][(c >> 8 & 255) as usize]
+            ^ t[1][(c >> 16 & 255) as usize]
+            ^ t[0][(c >> 24) as usize];
+    }
+    for &b in quads.remainder() {
+        c = t[0][((c ^ b as u32) & 255) as usize] ^ (c >> 8);
+    }
+    !c
 }
 
 fn be32(b: &[u8]) -> u32 {
@@ -60,7 +82,7 @@ fn be32(b: &[u8]) -> u32 {
 /// Walks the chunks up to IEND (or the end of the data): header, palette and the concatenated
 /// IDAT payloads.
 fn read_chunks(data: &[u8]) -> Result<(Header, [[u8; 3]; 256], Vec<u8>), Error> {
-    let table = crc_table();
+    let crc_t = crc_tables();
     let mut header = None;
     let mut palette = None;
     let mut idat = Vec::new();
@@ -74,7 +96,7 @@ fn read_chunks(data: &[u8]) -> Result<(Header, [[u8; 3]; 256], Vec<u8>), Error> 
         // Chunk type and payload, then the CRC.
         let chunk = data.get(pos + 4..).and_then(|d| d.get(..len + 4)).ok_or("chunk is truncated")?;
         let crc = data.get(pos + 8 + len..pos + 12 + len).map(be32).ok_or("chunk is truncated")?;
-        if !chunk.iter().fold(!0u32, |c, &b| table[((c ^ b as u32) & 255) as usize] ^ (c >> 8)) != crc {
+        if crc32(&crc_t, chunk) != crc {
             return Err("chunk CRC mismatch");
         }
         pos += 12 + len;
@@ -134,30 +156,38 @@ fn read_chunks(data: &[u8]) -> Result<(Header, [[u8; 3]; 256], Vec<u8>), Error> 
 /// Reverses the row filter of `row` in place, given the previous unfiltered row of the pass
 /// (zeros for its first row) and the bytes per complete pixel (at least 1).
 fn unfilter(filter: u8, row: &mut [u8], prev: &[u8], bpp: usize) -> Result<(), Error> {
-    if filter > 4 {
-        return Err("invalid row filter type");
-    }
-    for i in 0..row.len() {
-        let (a, c) = if i >= bpp { (row[i - bpp], prev[i - bpp]) } else { (0, 0) };
-        let b = prev[i];
-        let pred = match filter {
-            0 => 0,
-            1 => a,
-            2 => b,
-            3 => ((a as u16 + b as u16) / 2) as u8,
-            _ => {
-                let p = a as i16 + b as i16 - c as i16;
-                let (pa, pb, pc) = ((p - a as i16).abs(), (p - b as i16).abs(), (p - c as i16).abs());
-                if pa <= pb && pa <= pc {
-                    a
-                } else if pb <= pc {
-                    b
-                } else {
-                    c
-                }
+    match filter {
+        0 => {}
+        1 => {
+            for i in bpp..row.len() {
+                row[i] = row[i].wrapping_add(row[i - bpp]);
             }
-        };
-        row[i] = row[i].wrapping_add(pred);
+        }
+        2 => {
+            for (x, &b) in row.iter_mut().zip(prev) {
+                *x = x.wrapping_add(b);
+            }
+        }
+        3 | 4 => {
+            for i in 0..row.len() {
+                let (a, b, c) = if i >= bpp { (row[i - bpp], prev[i], prev[i - bpp]) } else { (0, prev[i], 0) };
+                let pred = if filter == 3 {
+                    ((a as u16 + b as u16) / 2) as u8
+                } else {
+                    let p = a as i16 + b as i16 - c as i16;
+                    let (pa, pb, pc) = ((p - a as i16).abs(), (p - b as i16).abs(), (p - c as i16).abs());
+                    if pa <= pb && pa <= pc {
+                        a
+                    } else if pb <= pc {
+                        b
+                    } else {
+                        c
+                    }
+                };
+                row[i] = row[i].wrapping_add(pred);
+            }
+        }
+        _ => return Err("invalid row filter type"),
     }
     Ok(())
 }
@@ -189,6 +219,12 @@ fn unpack(h: &Header, palette: &[[u8; 3]; 256], raw: &mut [u8]) -> Result<Image,
             let row = &mut rest[..stride];
             unfilter(done[off], row, prev, bpp)?;
             let y = y0 + r * dy;
+            if depth == 8 && channels == out_ch && dx == 1 {
+                // 8-bit gray or RGB rows are the output rows.
+                out[y * w * out_ch..][..stride].copy_from_slice(row);
+                off += 1 + stride;
+                continue;
+            }
             for i in 0..pw {
                 let o = (y * w + x0 + i * dx) * out_ch;
                 let dst = &mut out[o..o + out_ch];
