@@ -9,7 +9,9 @@ use crate::{bail, ensure};
 
 mod bmp;
 mod codecs;
+mod inflate;
 mod jpeg;
+mod png;
 mod pnm;
 mod tiff;
 
@@ -72,7 +74,7 @@ pub(crate) fn decode(bytes: &[u8]) -> OpResult<Image> {
     let img = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         jpeg::decode(bytes)?
     } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        codecs::decode_png(bytes)?
+        png::decode(bytes)?
     } else if bytes.starts_with(b"BM") {
         bmp::decode(bytes)?
     } else if bytes.len() >= 2 && bytes[0] == b'P' && (b'1'..=b'6').contains(&bytes[1]) {

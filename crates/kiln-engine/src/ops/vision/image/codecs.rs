@@ -1,4 +1,4 @@
-//! PNG (png) and WebP (image-webp) decoding into 8-bit gray or RGB.
+//! WebP (image-webp) decoding into 8-bit gray or RGB.
 
 use std::io::Cursor;
 
@@ -28,33 +28,6 @@ fn from_channels(width: usize, height: usize, buf: Vec<u8>, channels: usize) -> 
         c => bail!("ImageDecoder: {c}-channel images are not supported"),
     };
     Ok(Image { width, height, pixels })
-}
-
-pub(crate) fn decode_png(bytes: &[u8]) -> OpResult<Image> {
-    let err = |e: png::DecodingError| OpError(format!("ImageDecoder: invalid PNG: {e}"));
-    let mut dec = png::Decoder::new(Cursor::new(bytes));
-    dec.set_transformations(png::Transformations::normalize_to_color8());
-    let mut reader = dec.read_info().map_err(err)?;
-    let (w, h) = {
-        let info = reader.info();
-        (info.width as usize, info.height as usize)
-    };
-    check_dims(w, h)?;
-    let size = reader.output_buffer_size().ok_or_else(|| OpError::new("ImageDecoder: PNG is too large"))?;
-    let mut buf = vec![0u8; size];
-    let out = reader.next_frame(&mut buf).map_err(err)?;
-    ensure!(out.bit_depth == png::BitDepth::Eight, "ImageDecoder: unexpected PNG output bit depth");
-    let channels = out.color_type.samples();
-    // Rows may be padded to line_size; compact them.
-    let row = w * channels;
-    if out.line_size != row {
-        let mut packed = Vec::with_capacity(row * h);
-        for y in 0..h {
-            packed.extend_from_slice(&buf[y * out.line_size..y * out.line_size + row]);
-        }
-        buf = packed;
-    }
-    from_channels(w, h, buf, channels)
 }
 
 pub(crate) fn decode_webp(bytes: &[u8]) -> OpResult<Image> {
