@@ -5,7 +5,10 @@
 //!
 //! Every scan is decoded into a buffer of quantized coefficients first (progressive and
 //! multi-scan files refine it scan by scan); the IDCT, upsampling and colour conversion run once
-//! all scans are in.
+//! all scans are in. A progressive file whose scans leave low-frequency coefficient bits
+//! unsent is decoded without libjpeg's inter-block smoothing of such blocks, so only complete
+//! progressions (what encoders write) match libjpeg exactly. Arithmetic coding, lossless,
+//! hierarchical and 12-bit files are rejected as unsupported.
 
 use super::{check_dims, Image, Pixels};
 use crate::error::{OpError, OpResult};
