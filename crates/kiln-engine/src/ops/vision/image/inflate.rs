@@ -82,14 +82,15 @@ struct Bits<'a> {
 
 impl Bits<'_> {
     /// Ensures at least 32 bits are buffered.
-    #[inline]
+    #[inline(always)]
     fn need(&mut self) {
-        if self.n >= 32 {
-            return;
+        if self.n < 32 {
+            self.refill();
         }
-        if let Some(b) = self.data.get(self.pos..self.pos + 8) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(b);
+    }
+
+    fn refill(&mut self) {
+        if let Some(&w) = self.data.get(self.pos..).and_then(|d| d.first_chunk::<8>()) {
             self.buf |= u64::from_le_bytes(w) << self.n;
             self.pos += (63 - self.n as usize) >> 3;
             self.n |= 56;

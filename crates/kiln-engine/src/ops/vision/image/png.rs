@@ -168,23 +168,29 @@ fn unfilter(filter: u8, row: &mut [u8], prev: &[u8], bpp: usize) -> Result<(), E
                 *x = x.wrapping_add(b);
             }
         }
-        3 | 4 => {
+        3 => {
             for i in 0..row.len() {
-                let (a, b, c) = if i >= bpp { (row[i - bpp], prev[i], prev[i - bpp]) } else { (0, prev[i], 0) };
-                let pred = if filter == 3 {
-                    ((a as u16 + b as u16) / 2) as u8
+                let a = if i >= bpp { row[i - bpp] } else { 0 };
+                row[i] = row[i].wrapping_add(((a as u16 + prev[i] as u16) / 2) as u8);
+            }
+        }
+        4 => {
+            // The first pixel has zero left and upper-left neighbours: Paeth picks the upper one.
+            for i in 0..bpp.min(row.len()) {
+                row[i] = row[i].wrapping_add(prev[i]);
+            }
+            for i in bpp..row.len() {
+                let (a, b, c) = (row[i - bpp] as i16, prev[i] as i16, prev[i - bpp] as i16);
+                // |p - a|, |p - b|, |p - c| for p = a + b - c.
+                let (pa, pb, pc) = ((b - c).abs(), (a - c).abs(), (a + b - 2 * c).abs());
+                let pred = if pa <= pb && pa <= pc {
+                    a
+                } else if pb <= pc {
+                    b
                 } else {
-                    let p = a as i16 + b as i16 - c as i16;
-                    let (pa, pb, pc) = ((p - a as i16).abs(), (p - b as i16).abs(), (p - c as i16).abs());
-                    if pa <= pb && pa <= pc {
-                        a
-                    } else if pb <= pc {
-                        b
-                    } else {
-                        c
-                    }
+                    c
                 };
-                row[i] = row[i].wrapping_add(pred);
+                row[i] = row[i].wrapping_add(pred as u8);
             }
         }
         _ => return Err("invalid row filter type"),
@@ -229,7 +235,8 @@ fn unpack(h: &Header, palette: &[[u8; 3]; 256], raw: &mut [u8]) -> Result<Image,
                 let o = (y * w + x0 + i * dx) * out_ch;
                 let dst = &mut out[o..o + out_ch];
                 if h.color == 3 {
-                    dst.copy_from_slice(&palette[sample(row, i) as usize]);
+                    let rgb = &palette[sample(row, i) as usize];
+                    (dst[0], dst[1], dst[2]) = (rgb[0], rgb[1], rgb[2]);
                 } else {
                     for (c, d) in dst.iter_mut().enumerate() {
                         *d = sample(row, i * channels + c) * scale;
