@@ -261,7 +261,7 @@ pub(crate) fn zlib(data: &[u8], limit: usize) -> Result<Vec<u8>, Error> {
     let [cmf, flg, ..] = *data else {
         return Err("compressed data is truncated");
     };
-    if cmf & 15 != 8 || cmf >> 4 > 7 || (cmf as u16 * 256 + flg as u16) % 31 != 0 || flg & 0x20 != 0 {
+    if cmf & 15 != 8 || cmf >> 4 > 7 || !(cmf as u16 * 256 + flg as u16).is_multiple_of(31) || flg & 0x20 != 0 {
         return Err("invalid zlib header");
     }
     let mut r = Bits { data, pos: 2, buf: 0, n: 0 };

@@ -16,6 +16,9 @@ fn invalid(e: Error) -> OpError {
 const ADAM7: [(usize, usize, usize, usize); 7] =
     [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)];
 
+/// PLTE entries, black past the end of the chunk.
+type Palette = [[u8; 3]; 256];
+
 struct Header {
     width: usize,
     height: usize,
@@ -48,8 +51,8 @@ impl Header {
 /// CRC-32 tables for four bytes at a time: `t[k][n]` is the CRC of byte `n` followed by `k` zeros.
 fn crc_tables() -> [[u32; 256]; 4] {
     let mut t = [[0u32; 256]; 4];
-    for n in 0..256 {
-        t[0][n] = (0..8).fold(n as u32, |c, _| if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 });
+    for (n, e) in t[0].iter_mut().enumerate() {
+        *e = (0..8).fold(n as u32, |c, _| if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 });
     }
     for k in 1..4 {
         for n in 0..256 {
@@ -81,7 +84,7 @@ fn be32(b: &[u8]) -> u32 {
 
 /// Walks the chunks up to IEND (or the end of the data): header, palette and the concatenated
 /// IDAT payloads.
-fn read_chunks(data: &[u8]) -> Result<(Header, [[u8; 3]; 256], Vec<u8>), Error> {
+fn read_chunks(data: &[u8]) -> Result<(Header, Palette, Vec<u8>), Error> {
     let crc_t = crc_tables();
     let mut header = None;
     let mut palette = None;
@@ -199,7 +202,7 @@ fn unfilter(filter: u8, row: &mut [u8], prev: &[u8], bpp: usize) -> Result<(), E
 }
 
 /// Unfilters the inflated scanlines of every pass and writes 8-bit gray or RGB pixels.
-fn unpack(h: &Header, palette: &[[u8; 3]; 256], raw: &mut [u8]) -> Result<Image, Error> {
+fn unpack(h: &Header, palette: &Palette, raw: &mut [u8]) -> Result<Image, Error> {
     let (w, depth, channels) = (h.width, h.depth, h.channels());
     let bpp = (channels * depth / 8).max(1);
     let out_ch = if h.color == 2 || h.color == 3 || h.color == 6 { 3 } else { 1 };
