@@ -82,14 +82,15 @@ struct Bits<'a> {
 
 impl Bits<'_> {
     /// Ensures at least 32 bits are buffered.
-    #[inline]
+    #[inline(always)]
     fn need(&mut self) {
-        if self.n >= 32 {
-            return;
+        if self.n < 32 {
+            self.refill();
         }
-        if let Some(b) = self.data.get(self.pos..self.pos + 8) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(b);
+    }
+
+    fn refill(&mut self) {
+        if let Some(&w) = self.data.get(self.pos..).and_then(|d| d.first_chunk::<8>()) {
             self.buf |= u64::from_le_bytes(w) << self.n;
             self.pos += (63 - self.n as usize) >> 3;
             self.n |= 56;
@@ -260,7 +261,7 @@ pub(crate) fn zlib(data: &[u8], limit: usize) -> Result<Vec<u8>, Error> {
     let [cmf, flg, ..] = *data else {
         return Err("compressed data is truncated");
     };
-    if cmf & 15 != 8 || cmf >> 4 > 7 || (cmf as u16 * 256 + flg as u16) % 31 != 0 || flg & 0x20 != 0 {
+    if cmf & 15 != 8 || cmf >> 4 > 7 || !(cmf as u16 * 256 + flg as u16).is_multiple_of(31) || flg & 0x20 != 0 {
         return Err("invalid zlib header");
     }
     let mut r = Bits { data, pos: 2, buf: 0, n: 0 };

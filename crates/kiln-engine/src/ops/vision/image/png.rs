@@ -16,6 +16,9 @@ fn invalid(e: Error) -> OpError {
 const ADAM7: [(usize, usize, usize, usize); 7] =
     [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)];
 
+/// PLTE entries, black past the end of the chunk.
+type Palette = [[u8; 3]; 256];
+
 struct Header {
     width: usize,
     height: usize,
@@ -48,8 +51,8 @@ impl Header {
 /// CRC-32 tables for four bytes at a time: `t[k][n]` is the CRC of byte `n` followed by `k` zeros.
 fn crc_tables() -> [[u32; 256]; 4] {
     let mut t = [[0u32; 256]; 4];
-    for n in 0..256 {
-        t[0][n] = (0..8).fold(n as u32, |c, _| if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 });
+    for (n, e) in t[0].iter_mut().enumerate() {
+        *e = (0..8).fold(n as u32, |c, _| if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 });
     }
     for k in 1..4 {
         for n in 0..256 {
@@ -81,7 +84,7 @@ fn be32(b: &[u8]) -> u32 {
 
 /// Walks the chunks up to IEND (or the end of the data): header, palette and the concatenated
 /// IDAT payloads.
-fn read_chunks(data: &[u8]) -> Result<(Header, [[u8; 3]; 256], Vec<u8>), Error> {
+fn read_chunks(data: &[u8]) -> Result<(Header, Palette, Vec<u8>), Error> {
     let crc_t = crc_tables();
     let mut header = None;
     let mut palette = None;
@@ -168,23 +171,29 @@ fn unfilter(filter: u8, row: &mut [u8], prev: &[u8], bpp: usize) -> Result<(), E
                 *x = x.wrapping_add(b);
             }
         }
-        3 | 4 => {
+        3 => {
             for i in 0..row.len() {
-                let (a, b, c) = if i >= bpp { (row[i - bpp], prev[i], prev[i - bpp]) } else { (0, prev[i], 0) };
-                let pred = if filter == 3 {
-                    ((a as u16 + b as u16) / 2) as u8
+                let a = if i >= bpp { row[i - bpp] } else { 0 };
+                row[i] = row[i].wrapping_add(((a as u16 + prev[i] as u16) / 2) as u8);
+            }
+        }
+        4 => {
+            // The first pixel has zero left and upper-left neighbours: Paeth picks the upper one.
+            for i in 0..bpp.min(row.len()) {
+                row[i] = row[i].wrapping_add(prev[i]);
+            }
+            for i in bpp..row.len() {
+                let (a, b, c) = (row[i - bpp] as i16, prev[i] as i16, prev[i - bpp] as i16);
+                // |p - a|, |p - b|, |p - c| for p = a + b - c.
+                let (pa, pb, pc) = ((b - c).abs(), (a - c).abs(), (a + b - 2 * c).abs());
+                let pred = if pa <= pb && pa <= pc {
+                    a
+                } else if pb <= pc {
+                    b
                 } else {
-                    let p = a as i16 + b as i16 - c as i16;
-                    let (pa, pb, pc) = ((p - a as i16).abs(), (p - b as i16).abs(), (p - c as i16).abs());
-                    if pa <= pb && pa <= pc {
-                        a
-                    } else if pb <= pc {
-                        b
-                    } else {
-                        c
-                    }
+                    c
                 };
-                row[i] = row[i].wrapping_add(pred);
+                row[i] = row[i].wrapping_add(pred as u8);
             }
         }
         _ => return Err("invalid row filter type"),
@@ -193,7 +202,7 @@ fn unfilter(filter: u8, row: &mut [u8], prev: &[u8], bpp: usize) -> Result<(), E
 }
 
 /// Unfilters the inflated scanlines of every pass and writes 8-bit gray or RGB pixels.
-fn unpack(h: &Header, palette: &[[u8; 3]; 256], raw: &mut [u8]) -> Result<Image, Error> {
+fn unpack(h: &Header, palette: &Palette, raw: &mut [u8]) -> Result<Image, Error> {
     let (w, depth, channels) = (h.width, h.depth, h.channels());
     let bpp = (channels * depth / 8).max(1);
     let out_ch = if h.color == 2 || h.color == 3 || h.color == 6 { 3 } else { 1 };
@@ -229,7 +238,8 @@ fn unpack(h: &Header, palette: &[[u8; 3]; 256], raw: &mut [u8]) -> Result<Image,
                 let o = (y * w + x0 + i * dx) * out_ch;
                 let dst = &mut out[o..o + out_ch];
                 if h.color == 3 {
-                    dst.copy_from_slice(&palette[sample(row, i) as usize]);
+                    let rgb = &palette[sample(row, i) as usize];
+                    (dst[0], dst[1], dst[2]) = (rgb[0], rgb[1], rgb[2]);
                 } else {
                     for (c, d) in dst.iter_mut().enumerate() {
                         *d = sample(row, i * channels + c) * scale;

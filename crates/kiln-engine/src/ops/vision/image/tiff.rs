@@ -1,7 +1,7 @@
-//! Baseline TIFF decoding: first image, 8-bit chunky gray/RGB(A)/palette, uncompressed or PackBits,
-//! optional horizontal predictor.
+//! Baseline TIFF decoding: first image, 8-bit chunky gray/RGB(A)/palette, uncompressed, PackBits or
+//! Deflate, optional horizontal predictor.
 
-use super::{check_dims, Bytes, Image, Pixels};
+use super::{check_dims, inflate, Bytes, Image, Pixels};
 use crate::error::{OpError, OpResult};
 use crate::{bail, ensure};
 
@@ -92,10 +92,16 @@ pub(crate) fn decode(data: &[u8]) -> OpResult<Image> {
     let want = width * height * spp;
     let mut raw = Vec::new();
     for (&off, &cnt) in offsets.iter().zip(&counts) {
+        if raw.len() >= want {
+            break;
+        }
         let strip = b.slice(off as usize, cnt as usize)?;
         match compression {
             1 => raw.extend_from_slice(strip),
             32773 => packbits(strip, &mut raw, want),
+            8 | 32946 => {
+                raw.extend(inflate::zlib(strip, want).map_err(|e| OpError(format!("ImageDecoder: invalid TIFF: {e}")))?)
+            }
             c => bail!("ImageDecoder: TIFF compression {c} is not supported"),
         }
     }
@@ -130,4 +136,79 @@ pub(crate) fn decode(data: &[u8]) -> OpResult<Image> {
         (p, s) => bail!("ImageDecoder: TIFF photometric {p} with {s} samples is not supported"),
     };
     Ok(Image { width, height, pixels })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::inflate::tests::{compress, sample_data};
+    use super::*;
+    use miniz_oxide::deflate::core::CompressionStrategy;
+
+    /// A little-endian 8-bit RGB TIFF of `w`x`h` in strips of `rows` rows, each strip a
+    /// separate zlib stream (compression 8).
+    fn deflate_tiff(w: usize, h: usize, rows: usize, pixels: &[u8]) -> Vec<u8> {
+        let strips: Vec<Vec<u8>> = pixels
+            .chunks(w * 3 * rows)
+            .enumerate()
+            .map(|(i, s)| compress(s, [0, 1, 6][i % 3], CompressionStrategy::Default, &[]))
+            .collect();
+        let mut v = b"II*\0".to_vec();
+        v.extend_from_slice(&8u32.to_le_bytes());
+        let n = strips.len() as u32;
+        // IFD, then the strip offset and count arrays, then the strips.
+        let entries: [(u16, u16, u32, u32); 9] = [
+            (256, 4, 1, w as u32),
+            (257, 4, 1, h as u32),
+            (258, 3, 1, 8),
+            (259, 3, 1, 8),
+            (262, 3, 1, 2),
+            (273, 4, n, 0),
+            (277, 3, 1, 3),
+            (278, 4, 1, rows as u32),
+            (279, 4, n, 0),
+        ];
+        let arrays = 8 + 2 + 12 * entries.len() + 4;
+        let data = arrays + 8 * strips.len();
+        v.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        for (tag, ty, count, value) in entries {
+            v.extend_from_slice(&tag.to_le_bytes());
+            v.extend_from_slice(&ty.to_le_bytes());
+            v.extend_from_slice(&count.to_le_bytes());
+            let value = match tag {
+                273 if n > 1 => arrays as u32,
+                273 => data as u32,
+                279 if n > 1 => (arrays + 4 * strips.len()) as u32,
+                279 => strips[0].len() as u32,
+                _ => value,
+            };
+            v.extend_from_slice(&value.to_le_bytes());
+        }
+        v.extend_from_slice(&0u32.to_le_bytes());
+        let mut off = data;
+        for s in &strips {
+            v.extend_from_slice(&(off as u32).to_le_bytes());
+            off += s.len();
+        }
+        for s in &strips {
+            v.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        }
+        for s in &strips {
+            v.extend_from_slice(s);
+        }
+        v
+    }
+
+    #[test]
+    fn deflate_strips_decode_to_the_compressed_pixels() {
+        for (w, h, rows) in [(1, 1, 1), (7, 5, 2), (33, 17, 17), (16, 9, 4)] {
+            let pixels = sample_data(w * h * 3, (w * h) as u64);
+            let tiff = deflate_tiff(w, h, rows, &pixels);
+            let img = decode(&tiff).unwrap();
+            assert_eq!((img.width, img.height), (w, h));
+            assert!(matches!(&img.pixels, Pixels::Rgb(v) if *v == pixels), "{w}x{h} in strips of {rows}");
+            for n in 8..tiff.len() {
+                assert!(decode(&tiff[..n]).is_err(), "{w}x{h}: prefix of {n} bytes accepted");
+            }
+        }
+    }
 }
