@@ -1,7 +1,9 @@
 //! String operators: StringNormalizer, StringConcat, StringSplit, RegexFullMatch, TfIdfVectorizer,
 //! and com.microsoft Tokenizer.
 
+#[cfg(not(target_arch = "wasm32"))]
 mod re2;
+mod rx;
 mod tfidf;
 mod tokenizer;
 
@@ -273,12 +275,47 @@ impl Op for StringSplitOp {
 
 // ---------------------------------------------------------------- RegexFullMatch
 
-struct RegexFullMatchOp(re2::Regex);
+/// RegexFullMatch's matcher: natively the regex crate, for patterns that pass `rx`'s RE2 checks
+/// (so every platform accepts the same patterns); in WebAssembly builds `rx` itself.
+enum FullMatcher {
+    #[cfg(not(target_arch = "wasm32"))]
+    Crate(regex::Regex),
+    Own(rx::Regex),
+}
+
+impl FullMatcher {
+    #[cfg(not(target_arch = "wasm32"))]
+    fn new(pattern: &str) -> OpResult<FullMatcher> {
+        rx::check(pattern)?;
+        Ok(FullMatcher::Crate(re2::compile_full_match(pattern)?))
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn new(pattern: &str) -> OpResult<FullMatcher> {
+        FullMatcher::own(pattern)
+    }
+
+    /// Matching with `rx`, as WebAssembly builds do.
+    #[cfg_attr(not(any(test, target_arch = "wasm32")), allow(dead_code))]
+    fn own(pattern: &str) -> OpResult<FullMatcher> {
+        Ok(FullMatcher::Own(rx::Regex::new(pattern)?))
+    }
+
+    fn is_match(&self, s: &str) -> bool {
+        match self {
+            #[cfg(not(target_arch = "wasm32"))]
+            FullMatcher::Crate(re) => re.is_match(s),
+            FullMatcher::Own(re) => re.is_full_match(s),
+        }
+    }
+}
+
+struct RegexFullMatchOp(FullMatcher);
 
 fn build_regex_full_match(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let pattern =
         n.attr_string("pattern")?.ok_or_else(|| OpError::new("RegexFullMatch needs the 'pattern' attribute"))?;
-    Ok(Box::new(RegexFullMatchOp(re2::compile_full_match(&pattern)?)))
+    Ok(Box::new(RegexFullMatchOp(FullMatcher::new(&pattern)?)))
 }
 
 impl Op for RegexFullMatchOp {
@@ -324,6 +361,58 @@ mod tests {
     fn case_change_keeps_expanding_characters() {
         assert_eq!(change_case("straße é", true), "STRAßE É");
         assert_eq!(change_case("ÀB", false), "àb");
+    }
+
+    /// RegexFullMatch with each matcher: the platform's and `rx` (what WebAssembly builds run).
+    fn full_match_ops(pattern: &str) -> [RegexFullMatchOp; 2] {
+        [FullMatcher::new(pattern), FullMatcher::own(pattern)].map(|m| RegexFullMatchOp(m.unwrap()))
+    }
+
+    #[test]
+    fn regex_full_match_onnx_examples() {
+        // The ONNX backend tests' inputs and expected outputs.
+        type Case<'a> = (&'a str, &'a [usize], &'a [&'a str], &'a [bool]);
+        let cases: [Case; 2] = [
+            (r"www\.[\w.-]+\.\bcom\b", &[3], &["www.google.com", "www.facebook.com", "www.bbc.co.uk"], &[true, true, false]),
+            (
+                r"(\W|^)[\w.\-]{0,25}@(yahoo|gmail)\.com(\W|$)",
+                &[2, 2],
+                &["account@gmail.com", "account@hotmail.com", "not email", "account2@yahoo.com"],
+                &[true, false, false, true],
+            ),
+        ];
+        for (pattern, shape, input, want) in cases {
+            for op in &full_match_ops(pattern) {
+                let out = run(op, &[strs(shape, input)]).unwrap();
+                assert_eq!(out[0], Value::Tensor(Tensor::from_vec(shape.to_vec(), want.to_vec()).unwrap()));
+                let out = run(op, &[strs(&[2, 0], &[])]).unwrap();
+                assert_eq!(out[0], Value::Tensor(Tensor::from_vec::<bool>(vec![2, 0], vec![]).unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn regex_full_match_re2_syntax() {
+        // (pattern, matching inputs, non-matching inputs), by RE2's syntax rules.
+        let cases: [(&str, &[&str], &[&str]); 6] = [
+            (r"\w+", &["abc_9"], &["abç", ""]),
+            (r"(?i)straße|\d{2,3}", &["STRAßE", "12", "123"], &["STRASSE", "1", "1234"]),
+            (r"[^\d\s]+", &["ab-", "é"], &["a1", "a b"]),
+            (r"a{,2}\Q.*\E", &["a{,2}.*"], &["aa.*"]),
+            (r"\101\x42\x{43}[[:digit:]]", &["ABC7"], &["ABCx"]),
+            (r"(?s).+\bx", &["a\n x"], &["ax"]),
+        ];
+        for (pattern, yes, no) in cases {
+            for op in &full_match_ops(pattern) {
+                let input: Vec<&str> = yes.iter().chain(no).copied().collect();
+                let want: Vec<bool> = input.iter().enumerate().map(|(i, _)| i < yes.len()).collect();
+                let out = run(op, &[strs(&[input.len()], &input)]).unwrap();
+                assert_eq!(out[0], Value::Tensor(Tensor::from_vec(vec![input.len()], want).unwrap()), "{pattern}");
+            }
+        }
+        for bad in ["(", "a**", r"\1", "a{1001}", "[z-a]"] {
+            assert!(FullMatcher::new(bad).is_err() && FullMatcher::own(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

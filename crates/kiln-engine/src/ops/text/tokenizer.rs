@@ -7,13 +7,12 @@
 //! last axis is 0, and an empty input gives [N, 0] (rank 2) or [0] (rank 1).
 
 use kiln_tensor::{DType, Tensor, Value, ValueType};
-#[cfg(target_arch = "wasm32")]
-use regex_automata::nfa::thompson::pikevm::PikeVM;
 #[cfg(not(target_arch = "wasm32"))]
-use regex_automata::meta;
-use regex_automata::{Anchored, Input, MatchKind};
+use regex_automata::{meta, Anchored, Input, MatchKind};
 
+#[cfg(not(target_arch = "wasm32"))]
 use super::re2;
+use super::rx;
 use crate::error::{OpError, OpResult};
 use crate::op::{Inputs, NodeInfo, Op};
 use crate::{bail, ensure};
@@ -22,71 +21,62 @@ const START_TEXT: &str = "\u{2}";
 const END_TEXT: &str = "\u{3}";
 
 /// A regex searched with leftmost-longest semantics: the earliest match start, and among the
-/// matches starting there the longest.
-#[cfg(not(target_arch = "wasm32"))]
-struct LongestRegex {
-    /// Finds the leftmost match start.
-    first: meta::Regex,
-    /// Anchored at that start, reports the longest match end.
-    all: meta::Regex,
+/// matches starting there the longest. Natively the regex crate's automata match, for patterns
+/// that pass `rx`'s RE2 checks (so every platform accepts the same patterns); in WebAssembly
+/// builds `rx` itself.
+pub(super) enum LongestRegex {
+    /// `first` finds the leftmost match start; `all`, anchored there, the longest match end.
+    #[cfg(not(target_arch = "wasm32"))]
+    Crate { first: meta::Regex, all: meta::Regex },
+    Own(rx::Regex),
 }
 
-#[cfg(not(target_arch = "wasm32"))]
 impl LongestRegex {
-    fn new(pattern: &str, what: &str) -> OpResult<LongestRegex> {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) fn new(pattern: &str, what: &str) -> OpResult<LongestRegex> {
+        rx::check(pattern).map_err(|e| in_context(e, what))?;
         let translated = re2::translate(pattern)?;
-        let err = |e: regex_automata::meta::BuildError| OpError(format!("Tokenizer {what} '{pattern}' is not a valid regex: {e}"));
+        let err = |e: meta::BuildError| OpError(format!("Tokenizer {what} '{pattern}' is not a valid regex: {e}"));
         let first = meta::Regex::new(&translated).map_err(err)?;
         let all = meta::Regex::builder()
             .configure(meta::Regex::config().match_kind(MatchKind::All))
             .build(&translated)
             .map_err(err)?;
-        Ok(LongestRegex { first, all })
+        Ok(LongestRegex::Crate { first, all })
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    pub(super) fn new(pattern: &str, what: &str) -> OpResult<LongestRegex> {
+        LongestRegex::own(pattern, what)
+    }
+
+    /// Matching with `rx`, as WebAssembly builds do.
+    #[cfg_attr(not(any(test, target_arch = "wasm32")), allow(dead_code))]
+    pub(super) fn own(pattern: &str, what: &str) -> OpResult<LongestRegex> {
+        rx::Regex::new(pattern).map(LongestRegex::Own).map_err(|e| in_context(e, what))
     }
 
     /// The leftmost-longest match in `hay[start..]` (with `hay` as context), as a byte range.
-    fn find_at(&self, hay: &str, start: usize) -> Option<(usize, usize)> {
-        if start > hay.len() {
-            return None;
+    pub(super) fn find_at(&self, hay: &str, start: usize) -> Option<(usize, usize)> {
+        match self {
+            #[cfg(not(target_arch = "wasm32"))]
+            LongestRegex::Crate { first, all } => {
+                if start > hay.len() {
+                    return None;
+                }
+                let m = first.find(Input::new(hay).range(start..))?;
+                let end = all
+                    .find(Input::new(hay).range(m.start()..).anchored(Anchored::Yes))
+                    .map_or(m.end(), |l| l.end().max(m.end()));
+                Some((m.start(), end))
+            }
+            LongestRegex::Own(re) => re.find_at(hay, start),
         }
-        let m = self.first.find(Input::new(hay).range(start..))?;
-        let end = self
-            .all
-            .find(Input::new(hay).range(m.start()..).anchored(Anchored::Yes))
-            .map_or(m.end(), |l| l.end().max(m.end()));
-        Some((m.start(), end))
     }
 }
 
-/// WebAssembly: the same leftmost-longest search with regex-automata's PikeVM alone (no DFAs,
-/// no Unicode tables), which keeps the module small.
-#[cfg(target_arch = "wasm32")]
-struct LongestRegex {
-    first: PikeVM,
-    all: PikeVM,
-}
-
-#[cfg(target_arch = "wasm32")]
-impl LongestRegex {
-    fn new(pattern: &str, what: &str) -> OpResult<LongestRegex> {
-        let translated = re2::translate(pattern)?;
-        let err = |e: regex_automata::nfa::thompson::BuildError| OpError(format!("Tokenizer {what} '{pattern}' is not a valid regex: {e}"));
-        let first = PikeVM::new(&translated).map_err(err)?;
-        let all = PikeVM::builder().configure(PikeVM::config().match_kind(MatchKind::All)).build(&translated).map_err(err)?;
-        Ok(LongestRegex { first, all })
-    }
-
-    fn find_at(&self, hay: &str, start: usize) -> Option<(usize, usize)> {
-        if start > hay.len() {
-            return None;
-        }
-        let m = self.first.find(&mut self.first.create_cache(), Input::new(hay).range(start..))?;
-        let end = self
-            .all
-            .find(&mut self.all.create_cache(), Input::new(hay).range(m.start()..).anchored(Anchored::Yes))
-            .map_or(m.end(), |l| l.end().max(m.end()));
-        Some((m.start(), end))
-    }
+fn in_context(e: OpError, what: &str) -> OpError {
+    OpError(format!("Tokenizer {what}: {}", e.0))
 }
 
 enum Mode {
@@ -276,32 +266,46 @@ mod tests {
         tokenexp: Option<&'static str>,
     }
 
-    fn op(a: Attrs) -> TokenizerOp {
-        let mode = match (a.separators, a.tokenexp) {
-            (Some(s), _) if s == [""] => Mode::Chars,
-            (Some(s), _) => Mode::Separators(s.iter().map(|p| LongestRegex::new(p, "separator").unwrap()).collect()),
-            (None, Some(".")) => Mode::Chars,
-            (None, Some(e)) => Mode::TokenExp(LongestRegex::new(e, "tokenexp").unwrap()),
-            (None, None) => unreachable!(),
+    /// The op with each matcher: the platform's and `rx` (what WebAssembly builds run).
+    struct Ops([TokenizerOp; 2]);
+
+    fn op(a: Attrs) -> Ops {
+        let build = |own: bool| {
+            let re = |p: &str, what: &str| {
+                if own { LongestRegex::own(p, what) } else { LongestRegex::new(p, what) }.unwrap()
+            };
+            let mode = match (&a.separators, a.tokenexp) {
+                (Some(s), _) if s == &[""] => Mode::Chars,
+                (Some(s), _) => Mode::Separators(s.iter().map(|p| re(p, "separator")).collect()),
+                (None, Some(".")) => Mode::Chars,
+                (None, Some(e)) => Mode::TokenExp(re(e, "tokenexp")),
+                (None, None) => unreachable!(),
+            };
+            TokenizerOp { mark: a.mark, pad_value: "#".into(), mincharnum: a.mincharnum, mode }
         };
-        TokenizerOp { mark: a.mark, pad_value: "#".into(), mincharnum: a.mincharnum, mode }
+        Ops([build(false), build(true)])
     }
 
-    fn exp(e: &'static str) -> TokenizerOp {
+    fn exp(e: &'static str) -> Ops {
         op(Attrs { mark: false, mincharnum: 1, separators: None, tokenexp: Some(e) })
     }
 
-    fn seps(s: &[&'static str], mincharnum: usize) -> TokenizerOp {
+    fn seps(s: &[&'static str], mincharnum: usize) -> Ops {
         op(Attrs { mark: false, mincharnum, separators: Some(s.to_vec()), tokenexp: None })
     }
 
-    fn run(op: &TokenizerOp, shape: Vec<usize>, texts: &[&str]) -> (Vec<usize>, Vec<String>) {
+    /// Runs both matchers' ops, which must agree.
+    fn run(ops: &Ops, shape: Vec<usize>, texts: &[&str]) -> (Vec<usize>, Vec<String>) {
         let t = Tensor::from_vec(shape, texts.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         let v = Value::Tensor(t);
         let vals = [Some(&v)];
-        let out = op.run(&Inputs::new(&vals)).unwrap();
-        let t = out[0].as_tensor().unwrap();
-        (t.shape().to_vec(), t.as_slice::<String>().unwrap().to_vec())
+        let [a, b] = [&ops.0[0], &ops.0[1]].map(|op| {
+            let out = op.run(&Inputs::new(&vals)).unwrap();
+            let t = out[0].as_tensor().unwrap();
+            (t.shape().to_vec(), t.as_slice::<String>().unwrap().to_vec())
+        });
+        assert_eq!(a, b, "matchers disagree on {texts:?}");
+        a
     }
 
     #[test]
@@ -390,14 +394,16 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_errors() {
-        let o = exp("[a-z]+");
-        let t = Tensor::from_vec(vec![1, 1, 1], vec!["ab".to_string()]).unwrap();
-        let v = Value::Tensor(t);
-        let vals = [Some(&v)];
-        assert!(o.run(&Inputs::new(&vals)).is_err());
-        let f = Value::Tensor(Tensor::from_vec(vec![1], vec![1.0f32]).unwrap());
-        let vals = [Some(&f)];
-        assert!(o.run(&Inputs::new(&vals)).is_err());
+        for o in &exp("[a-z]+").0 {
+            let t = Tensor::from_vec(vec![1, 1, 1], vec!["ab".to_string()]).unwrap();
+            let v = Value::Tensor(t);
+            let vals = [Some(&v)];
+            assert!(o.run(&Inputs::new(&vals)).is_err());
+            let f = Value::Tensor(Tensor::from_vec(vec![1], vec![1.0f32]).unwrap());
+            let vals = [Some(&f)];
+            assert!(o.run(&Inputs::new(&vals)).is_err());
+        }
         assert!(LongestRegex::new("(", "separator").is_err());
+        assert!(LongestRegex::own("(", "separator").is_err());
     }
 }
