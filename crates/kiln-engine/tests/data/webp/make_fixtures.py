@@ -67,6 +67,21 @@ def few_colors(w: int, h: int, n: int, seed: int = 4) -> Image.Image:
     return Image.fromarray(palette[idx], "RGB")
 
 
+def flat_scene(w: int, h: int) -> Image.Image:
+    """Flat background with a box: macroblocks without residuals (skipped) occur."""
+    a = np.full((h, w, 3), 255, np.uint8)
+    a[h // 8:h // 2, w // 10:w // 3] = (0, 0, 0)
+    return Image.fromarray(a, "RGB")
+
+
+def regions(w: int, h: int, seed: int) -> Image.Image:
+    """Three differently textured regions: lossless files use several prefix-code groups."""
+    a = synthetic(w, h, 3, seed)
+    a[:, w // 2:] = np.asarray(few_colors(w, h, 7, seed))[:, w // 2:]
+    a[h // 2:, :w // 2] = 255 - a[h // 2:, :w // 2] // 4 * 4
+    return Image.fromarray(a, "RGB")
+
+
 def pillow_webp(img: Image.Image, **kw) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "WEBP", **kw)
@@ -214,6 +229,8 @@ def cases() -> dict[str, bytes]:
     c["lossy_no_filter"] = advanced_webp(rgb(30, 22, 14), 40, filter_strength=0, sns_strength=0)
     c["lossy_sharp_yuv"] = advanced_webp(rgb(29, 23, 15), 70, use_sharp_yuv=1)
     c["lossy_q0_m6"] = advanced_webp(rgb(27, 31, 16), 0, method=6, segments=3)
+    c["lossy_skip"] = pillow_webp(flat_scene(64, 48), quality=75)
+    c["lossy_skip_m2"] = advanced_webp(flat_scene(64, 48), 75, method=2)
     c["lossy_flat"] = pillow_webp(Image.new("RGB", (20, 12), (200, 30, 90)), quality=90)
     # Lossless (VP8L): method/quality select transforms, colour cache and LZ77 effort.
     c["lossless_m0_q0"] = pillow_webp(rgb(37, 23, 30), lossless=True, method=0, quality=0)
@@ -223,6 +240,7 @@ def cases() -> dict[str, bytes]:
     c["lossless_gray"] = pillow_webp(gray_like(31, 17, 34), lossless=True, method=5)
     for n in (2, 3, 11, 16, 40, 200):
         c[f"lossless_{n}colors"] = pillow_webp(few_colors(29 + n % 7, 13, n, n), lossless=True, method=4)
+    c["lossless_meta_codes"] = pillow_webp(regions(64, 48, 5), lossless=True, method=6, quality=90)
     c["lossless_2colors_odd"] = pillow_webp(few_colors(9, 5, 2, 1), lossless=True, method=6, quality=100)
     c["lossless_big_cache"] = advanced_webp(rgb(64, 64, 35).resize((96, 64)), 100, lossless=1, method=6)
     # Alpha: lossless RGBA (with and without exact), lossy with compressed and quantized alpha.
