@@ -306,7 +306,7 @@ fn predict(p: &mut [u8], o: usize, s: usize, n: usize, mode: u8, top: bool, left
         sum += (0..n).map(|y| p[o + y * s - 1] as u32).sum::<u32>();
         count += n as u32;
     }
-    let dc = if count == 0 { 128 } else { (sum + count / 2) / count } as u8;
+    let dc = (sum + count / 2).checked_div(count).unwrap_or(128) as u8;
     let tl = p[o - s - 1] as i32;
     for y in 0..n {
         let l = p[o + y * s - 1];
@@ -532,7 +532,7 @@ fn upsample(near: &[u8], far: &[u8], out: &mut [u8]) {
         out[2 * x - 1] = ((((avg + 2 * (t + l)) >> 3) + tl) >> 1) as u8;
         out[2 * x] = ((((avg + 2 * (tl + c)) >> 3) + t) >> 1) as u8;
     }
-    if w % 2 == 0 {
+    if w.is_multiple_of(2) {
         out[w - 1] = edge(w / 2 - 1);
     }
 }
@@ -579,11 +579,14 @@ pub(super) fn decode(data: &[u8]) -> OpResult<(usize, usize, Vec<u8>)> {
         update_map = br.flag();
         if br.flag() {
             absolute = br.flag();
-            seg_q = [(); 4].map(|_| br.opt_signed(7));
-            seg_lf = [(); 4].map(|_| br.opt_signed(6));
+            for (i, v) in seg_q.iter_mut().chain(seg_lf.iter_mut()).enumerate() {
+                *v = br.opt_signed(if i < 4 { 7 } else { 6 });
+            }
         }
         if update_map {
-            seg_probs = [(); 3].map(|_| if br.flag() { br.value(8) as u8 } else { 255 });
+            for p in seg_probs.iter_mut() {
+                *p = if br.flag() { br.value(8) as u8 } else { 255 };
+            }
         }
     }
     // Filter header: only the first reference-frame and mode deltas apply to intra frames.
@@ -625,15 +628,17 @@ pub(super) fn decode(data: &[u8]) -> OpResult<(usize, usize, Vec<u8>)> {
 
     // Quantizers per segment.
     let base_q = br.value(7);
-    let dq = [(); 5].map(|_| br.opt_signed(4));
-    let quant: Vec<Quant> = (0..4)
-        .map(|s| {
-            let q = if use_segment { seg_q[s] + if absolute { 0 } else { base_q } } else { base_q };
-            let dc = |d: i32, max: i32| DC_QUANT[(q + d).clamp(0, max) as usize] as i32;
-            let ac = |d: i32| AC_QUANT[(q + d).clamp(0, 127) as usize] as i32;
-            [[dc(dq[0], 127), ac(0)], [dc(dq[1], 127) * 2, (ac(dq[2]) * 101581 >> 16).max(8)], [dc(dq[3], 117), ac(dq[4])]]
-        })
-        .collect();
+    let mut dq = [0; 5];
+    for d in dq.iter_mut() {
+        *d = br.opt_signed(4);
+    }
+    let mut quant: [Quant; 4] = [[[0; 2]; 3]; 4];
+    for (s, m) in quant.iter_mut().enumerate() {
+        let q = if use_segment { seg_q[s] + if absolute { 0 } else { base_q } } else { base_q };
+        let dc = |d: i32, max: i32| DC_QUANT[(q + d).clamp(0, max) as usize] as i32;
+        let ac = |d: i32| AC_QUANT[(q + d).clamp(0, 127) as usize] as i32;
+        *m = [[dc(dq[0], 127), ac(0)], [dc(dq[1], 127) * 2, ((ac(dq[2]) * 101581) >> 16).max(8)], [dc(dq[3], 117), ac(dq[4])]];
+    }
     let _refresh_probs = br.flag();
     let mut probs = COEFF_PROBS;
     for (p, &u) in probs.iter_mut().zip(COEFF_UPDATE_PROBS.iter()) {
@@ -662,7 +667,7 @@ pub(super) fn decode(data: &[u8]) -> OpResult<(usize, usize, Vec<u8>)> {
     };
 
     // Modes of every macroblock, row by row, failing at the first row the partition cannot hold.
-    let (mbw, mbh) = ((w + 15) / 16, (h + 15) / 16);
+    let (mbw, mbh) = (w.div_ceil(16), h.div_ceil(16));
     let mut mbs = Vec::new();
     let mut top_ctx = vec![[DC; 4]; mbw];
     for _ in 0..mbh {
@@ -789,13 +794,13 @@ pub(super) fn decode(data: &[u8]) -> OpResult<(usize, usize, Vec<u8>)> {
 
     // Fancy upsampling and colour conversion.
     let [yp, up, vp] = &planes;
-    let (cw, ch) = ((w + 1) / 2, (h + 1) / 2);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
     let mut rgb = zeroed(w * h * 3)?;
     let (mut u, mut v) = (vec![0u8; w], vec![0u8; w]);
     for y in 0..h {
         let (near, far) = match y {
             0 => (0, 0),
-            _ if y % 2 == 1 => ((y - 1) / 2, ((y + 1) / 2).min(ch - 1)),
+            _ if y % 2 == 1 => (y / 2, y.div_ceil(2).min(ch - 1)),
             _ => (y / 2, y / 2 - 1),
         };
         upsample(up.row(near, cw), up.row(far, cw), &mut u);

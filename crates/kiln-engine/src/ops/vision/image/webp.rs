@@ -71,7 +71,10 @@ fn frame(list: &[Chunk]) -> OpResult<(usize, usize, Vec<u8>)> {
             }
             b"VP8L" => {
                 let (w, h, argb) = vp8l::decode(payload)?;
-                let rgb = argb.iter().flat_map(|&p| [(p >> 16) as u8, (p >> 8) as u8, p as u8]).collect();
+                let mut rgb = super::zeroed(w * h * 3)?;
+                for (o, &p) in rgb.chunks_exact_mut(3).zip(&argb) {
+                    o.copy_from_slice(&[(p >> 16) as u8, (p >> 8) as u8, p as u8]);
+                }
                 return Ok((w, h, rgb));
             }
             _ => {}
