@@ -326,6 +326,24 @@ mod tests {
         }
     }
 
+    /// Decode time of the image file named by KILN_IMAGE_BENCH (best of KILN_IMAGE_BENCH_RUNS,
+    /// default 20).
+    #[test]
+    #[ignore]
+    fn bench_decode() {
+        let Ok(path) = std::env::var("KILN_IMAGE_BENCH") else { return };
+        let data = std::fs::read(path).unwrap();
+        let runs: usize = std::env::var("KILN_IMAGE_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+        let mut best = f64::MAX;
+        for _ in 0..runs {
+            let t = std::time::Instant::now();
+            let img = decode(&data).unwrap();
+            best = best.min(t.elapsed().as_secs_f64());
+            std::hint::black_box(img);
+        }
+        println!("kiln decode: {:.3} ms (best of {runs})", best * 1e3);
+    }
+
     #[test]
     fn garbage_is_an_error() {
         assert!(decode(b"not an image").is_err());

@@ -889,21 +889,4 @@ mod tests {
         assert_eq!(idct_limit(300), 255);
         assert_eq!(idct_limit(-300), 0);
     }
-
-    /// Decode time of the JPEG named by KILN_JPEG_BENCH (best of KILN_JPEG_BENCH_RUNS, default 20).
-    #[test]
-    #[ignore]
-    fn bench_decode() {
-        let Ok(path) = std::env::var("KILN_JPEG_BENCH") else { return };
-        let data = std::fs::read(path).unwrap();
-        let runs: usize = std::env::var("KILN_JPEG_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-        let mut best = f64::MAX;
-        for _ in 0..runs {
-            let t = std::time::Instant::now();
-            let img = decode(&data).unwrap();
-            best = best.min(t.elapsed().as_secs_f64());
-            std::hint::black_box(img);
-        }
-        println!("kiln jpeg decode: {:.3} ms (best of {runs})", best * 1e3);
-    }
 }
