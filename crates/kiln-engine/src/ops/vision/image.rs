@@ -8,12 +8,14 @@ use crate::op::{Inputs, NodeInfo, Op};
 use crate::{bail, ensure};
 
 mod bmp;
-mod codecs;
 mod inflate;
 mod jpeg;
 mod png;
 mod pnm;
 mod tiff;
+mod vp8;
+mod vp8l;
+mod webp;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum PixelFormat {
@@ -82,7 +84,7 @@ pub(crate) fn decode(bytes: &[u8]) -> OpResult<Image> {
     } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
         tiff::decode(bytes)?
     } else if bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-        codecs::decode_webp(bytes)?
+        webp::decode(bytes)?
     } else if bytes.starts_with(&[0, 0, 0, 0x0C, b'j', b'P', b' ', b' ']) || bytes.starts_with(&[0xFF, 0x4F, 0xFF, 0x51]) {
         bail!("ImageDecoder: JPEG 2000 images are not supported")
     } else {
@@ -156,6 +158,14 @@ impl<'a> Bytes<'a> {
     }
 }
 
+/// A zero-filled buffer, or an error instead of an abort when memory runs out.
+pub(crate) fn zeroed<T: Clone + Default>(n: usize) -> OpResult<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| OpError::new("ImageDecoder: image is too large to decode"))?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
 /// Rejects absurd dimensions before allocating.
 pub(crate) fn check_dims(w: usize, h: usize) -> OpResult<()> {
     ensure!(w > 0 && h > 0, "ImageDecoder: image has zero width or height");
@@ -164,6 +174,88 @@ pub(crate) fn check_dims(w: usize, h: usize) -> OpResult<()> {
         "ImageDecoder: image of {w}x{h} pixels is too large"
     );
     Ok(())
+}
+
+/// Fixtures of the codec tests in tests/data/<format>, with Pillow's decodings beside them.
+#[cfg(test)]
+pub(crate) mod testdata {
+    use std::path::PathBuf;
+
+    fn dir(format: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(format)
+    }
+
+    /// The files `*.ext` of tests/data/`format`, sorted: (stem, bytes); at least `min` of them.
+    pub(crate) fn fixtures(format: &str, ext: &str, min: usize) -> Vec<(String, Vec<u8>)> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(dir(format)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == ext) {
+                let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+                v.push((name, std::fs::read(&p).unwrap()));
+            }
+        }
+        v.sort();
+        assert!(v.len() >= min, "{format} fixtures missing in {}", dir(format).display());
+        v
+    }
+
+    /// The reference decoding of fixture `name` from its binary PPM or PGM, if there is one:
+    /// (width, height, samples).
+    pub(crate) fn reference(format: &str, name: &str) -> Option<(usize, usize, Vec<u8>)> {
+        let d = dir(format);
+        let b = std::fs::read(d.join(format!("{name}.ppm"))).or_else(|_| std::fs::read(d.join(format!("{name}.pgm")))).ok()?;
+        // Header: magic, width, height, maxval, each followed by whitespace.
+        let mut fields = Vec::new();
+        let mut i = 0;
+        while fields.len() < 4 {
+            while b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            let start = i;
+            while !b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            fields.push(String::from_utf8_lossy(&b[start..i]).into_owned());
+        }
+        let channels = match fields[0].as_str() {
+            "P5" => 1,
+            "P6" => 3,
+            m => panic!("{name}: unexpected PNM type {m}"),
+        };
+        assert_eq!(fields[3], "255");
+        let (w, h): (usize, usize) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
+        let data = b[i + 1..].to_vec();
+        assert_eq!(data.len(), w * h * channels, "{name}: reference size");
+        Some((w, h, data))
+    }
+
+    /// Calls `f` on every proper prefix of `data` and on `rounds` copies with 1 to 4 bytes
+    /// overwritten (0xFF, 0 or a flipped bit) at pseudo-random places.
+    pub(crate) fn corrupt(data: &[u8], rounds: usize, f: impl Fn(&[u8])) {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ data.len() as u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for n in 0..data.len() {
+            f(&data[..n]);
+        }
+        for _ in 0..rounds {
+            let mut m = data.to_vec();
+            for _ in 0..1 + rand() % 4 {
+                let i = (rand() % m.len() as u64) as usize;
+                m[i] = match rand() % 4 {
+                    0 => 0xFF,
+                    1 => 0,
+                    _ => m[i] ^ (1 << (rand() % 8)),
+                };
+            }
+            f(&m);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +324,24 @@ mod tests {
         for n in 2..pnm.len() {
             assert!(decode(&pnm[..n]).is_err());
         }
+    }
+
+    /// Decode time of the image file named by KILN_IMAGE_BENCH (best of KILN_IMAGE_BENCH_RUNS,
+    /// default 20).
+    #[test]
+    #[ignore]
+    fn bench_decode() {
+        let Ok(path) = std::env::var("KILN_IMAGE_BENCH") else { return };
+        let data = std::fs::read(path).unwrap();
+        let runs: usize = std::env::var("KILN_IMAGE_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+        let mut best = f64::MAX;
+        for _ in 0..runs {
+            let t = std::time::Instant::now();
+            let img = decode(&data).unwrap();
+            best = best.min(t.elapsed().as_secs_f64());
+            std::hint::black_box(img);
+        }
+        println!("kiln decode: {:.3} ms (best of {runs})", best * 1e3);
     }
 
     #[test]

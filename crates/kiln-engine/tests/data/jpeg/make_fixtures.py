@@ -10,7 +10,7 @@ libjpeg-turbo-progs; the reference decoding is still Pillow's. Files whose name 
 Usage: python make_fixtures.py   (needs numpy, Pillow and cjpeg/jpegtran on PATH)
        python make_fixtures.py --bench OUT.jpg   writes a 1024x768 progressive 4:2:0 JPEG (not a
        fixture) and prints Pillow's decode time, to compare with
-       KILN_JPEG_BENCH=OUT.jpg cargo test --release -p kiln-engine --lib bench_decode -- --ignored --nocapture
+       KILN_IMAGE_BENCH=OUT.jpg cargo test --release -p kiln-engine --lib bench_decode -- --ignored --nocapture
 """
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 //! zlib (RFC 1950) and DEFLATE (RFC 1951) decompression for the PNG and TIFF decoders: stored,
 //! fixed-Huffman and dynamic-Huffman blocks, Adler-32 checked, output capped by the caller.
+//! The canonical Huffman decoder and the LSB-first bit reader also serve the WebP lossless
+//! decoder, whose bit order and code construction are the same.
 
 /// Error text; the image decoders prefix it with the format.
 pub(crate) type Error = &'static str;
@@ -21,24 +23,31 @@ const DIST_EXTRA: [u8; 30] =
 /// Order in which code-length code lengths are stored in a dynamic block header.
 const CLEN_ORDER: [u8; 19] = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
 
-/// A canonical Huffman code.
-struct Huffman {
+/// Marks a `Huffman::fast` entry where a code longer than FAST_BITS starts.
+const LONG: u16 = 15;
+
+/// A canonical Huffman code (code lengths at most 15).
+pub(super) struct Huffman {
     /// `symbol << 4 | length` for codes of at most FAST_BITS bits, indexed by the next FAST_BITS
-    /// input bits (codes are stored bit-reversed); 0 where a longer code starts.
+    /// input bits (codes are stored bit-reversed); LONG where a longer code starts.
     fast: [u16; 1 << FAST_BITS],
     /// Number of codes of each length.
     count: [u16; 16],
     /// Symbols in code order.
-    symbol: [u16; 288],
+    symbol: Vec<u16>,
 }
 
 impl Huffman {
     fn new(lengths: &[u8]) -> Result<Huffman, Error> {
-        let mut h = Huffman { fast: [0; 1 << FAST_BITS], count: [0; 16], symbol: [0; 288] };
+        let mut h = Huffman { fast: [LONG; 1 << FAST_BITS], count: [0; 16], symbol: Vec::new() };
         for &l in lengths {
+            if l > 15 {
+                return Err("invalid Huffman code length");
+            }
             h.count[l as usize] += 1;
         }
         h.count[0] = 0;
+        h.symbol = vec![0; h.count.iter().map(|&c| c as usize).sum()];
         // First index into `symbol` and first canonical code of each length.
         let (mut offset, mut next) = ([0u16; 16], [0u16; 16]);
         let mut left = 1i32;
@@ -68,10 +77,25 @@ impl Huffman {
         }
         Ok(h)
     }
+
+    /// A code as WebP lossless requires it: complete (every bit pattern decodes), or a single
+    /// symbol, which is coded with zero bits.
+    pub(super) fn complete(lengths: &[u8]) -> Result<Huffman, Error> {
+        let mut used = lengths.iter().enumerate().filter(|(_, &l)| l > 0);
+        if let (Some((s, _)), None) = (used.next(), used.next()) {
+            return Ok(Huffman { fast: [(s << 4) as u16; 1 << FAST_BITS], count: [0; 16], symbol: vec![s as u16] });
+        }
+        let h = Huffman::new(lengths)?;
+        let kraft: u32 = (1..16).map(|l| (h.count[l] as u32) << (15 - l)).sum();
+        if kraft != 1 << 15 {
+            return Err("incomplete Huffman code");
+        }
+        Ok(h)
+    }
 }
 
 /// LSB-first bit reader; reads past the end yield zeros and are caught by [`Bits::check`].
-struct Bits<'a> {
+pub(super) struct Bits<'a> {
     data: &'a [u8],
     /// Next byte to load into `buf`.
     pos: usize,
@@ -80,7 +104,11 @@ struct Bits<'a> {
     n: u32,
 }
 
-impl Bits<'_> {
+impl<'a> Bits<'a> {
+    pub(super) fn new(data: &'a [u8]) -> Bits<'a> {
+        Bits { data, pos: 0, buf: 0, n: 0 }
+    }
+
     /// Ensures at least 32 bits are buffered.
     #[inline(always)]
     fn need(&mut self) {
@@ -109,13 +137,18 @@ impl Bits<'_> {
         self.n -= k;
     }
 
-    /// Reads `k` <= 16 bits.
+    /// Reads `k` <= 32 bits.
     #[inline]
-    fn bits(&mut self, k: u32) -> usize {
+    pub(super) fn bits(&mut self, k: u32) -> usize {
         self.need();
         let v = (self.buf & ((1 << k) - 1)) as usize;
         self.consume(k);
         v
+    }
+
+    /// Number of bits consumed, including zeros read past the end.
+    pub(super) fn consumed(&self) -> usize {
+        self.pos * 8 - self.n as usize
     }
 
     /// Index of the first byte not yet consumed (rounding partly consumed bytes up).
@@ -132,14 +165,14 @@ impl Bits<'_> {
     }
 
     #[inline(always)]
-    fn decode(&mut self, h: &Huffman) -> Result<usize, Error> {
+    pub(super) fn decode(&mut self, h: &Huffman) -> Result<usize, Error> {
         self.need();
-        let e = h.fast[self.buf as usize & ((1 << FAST_BITS) - 1)] as usize;
-        if e == 0 {
+        let e = h.fast[self.buf as usize & ((1 << FAST_BITS) - 1)];
+        if e == LONG {
             return self.decode_long(h);
         }
         self.consume(e as u32 & 15);
-        Ok(e >> 4)
+        Ok(e as usize >> 4)
     }
 
     /// Canonical decoding one bit at a time, for codes longer than FAST_BITS: `code - first`
@@ -264,7 +297,7 @@ pub(crate) fn zlib(data: &[u8], limit: usize) -> Result<Vec<u8>, Error> {
     if cmf & 15 != 8 || cmf >> 4 > 7 || !(cmf as u16 * 256 + flg as u16).is_multiple_of(31) || flg & 0x20 != 0 {
         return Err("invalid zlib header");
     }
-    let mut r = Bits { data, pos: 2, buf: 0, n: 0 };
+    let mut r = Bits { pos: 2, ..Bits::new(data) };
     // Deflate's worst case expands 1032:1; never reserve more than the input can produce.
     let mut out = Vec::with_capacity(limit.min(data.len().saturating_mul(1032)));
     loop {
@@ -284,7 +317,7 @@ pub(crate) fn zlib(data: &[u8], limit: usize) -> Result<Vec<u8>, Error> {
                     return Err("decompressed data is longer than expected");
                 }
                 out.extend_from_slice(raw);
-                r = Bits { data, pos: start + 4 + len, buf: 0, n: 0 };
+                r = Bits { pos: start + 4 + len, ..Bits::new(data) };
             }
             1 => {
                 let mut lengths = [8u8; 288 + 30];

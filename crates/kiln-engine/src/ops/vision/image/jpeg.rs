@@ -10,7 +10,7 @@
 //! progressions (what encoders write) match libjpeg exactly. Arithmetic coding, lossless,
 //! hierarchical and 12-bit files are rejected as unsupported.
 
-use super::{check_dims, Image, Pixels};
+use super::{check_dims, zeroed, Image, Pixels};
 use crate::error::{OpError, OpResult};
 
 fn bad(what: &str) -> OpError {
@@ -27,14 +27,6 @@ macro_rules! check {
             return Err(bad($what));
         }
     };
-}
-
-/// A zero-filled buffer, or an error instead of an abort when memory runs out.
-fn zeroed<T: Clone + Default>(n: usize) -> OpResult<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| OpError::new("ImageDecoder: JPEG is too large to decode"))?;
-    v.resize(n, T::default());
-    Ok(v)
 }
 
 /// Bits resolved by one lookup in `Huffman::fast`.
@@ -803,49 +795,14 @@ pub(crate) fn decode(d: &[u8]) -> OpResult<Image> {
 mod tests {
     use super::*;
 
-    /// The fixtures of tests/data/jpeg (written by make_fixtures.py): (name, JPEG bytes).
+    use super::super::testdata;
+
     fn fixtures() -> Vec<(String, Vec<u8>)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jpeg");
-        let mut v = Vec::new();
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "jpg") {
-                let name = p.file_stem().unwrap().to_string_lossy().into_owned();
-                v.push((name, std::fs::read(&p).unwrap()));
-            }
-        }
-        v.sort();
-        assert!(v.len() >= 20, "JPEG fixtures missing in {}", dir.display());
-        v
+        testdata::fixtures("jpeg", "jpg", 20)
     }
 
-    /// Pillow's decoding of fixture `name`, from its binary PGM/PPM: (width, height, samples).
     fn reference(name: &str) -> Option<(usize, usize, Vec<u8>)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jpeg");
-        let b = std::fs::read(dir.join(format!("{name}.ppm"))).or_else(|_| std::fs::read(dir.join(format!("{name}.pgm")))).ok()?;
-        // Header: magic, width, height, maxval, each followed by whitespace.
-        let mut fields = Vec::new();
-        let mut i = 0;
-        while fields.len() < 4 {
-            while b[i].is_ascii_whitespace() {
-                i += 1;
-            }
-            let start = i;
-            while !b[i].is_ascii_whitespace() {
-                i += 1;
-            }
-            fields.push(String::from_utf8_lossy(&b[start..i]).into_owned());
-        }
-        let channels = match fields[0].as_str() {
-            "P5" => 1,
-            "P6" => 3,
-            m => panic!("{name}: unexpected PNM type {m}"),
-        };
-        assert_eq!(fields[3], "255");
-        let (w, h): (usize, usize) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
-        let data = b[i + 1..].to_vec();
-        assert_eq!(data.len(), w * h * channels, "{name}: reference size");
-        Some((w, h, data))
+        testdata::reference("jpeg", name)
     }
 
     #[test]
@@ -871,31 +828,12 @@ mod tests {
 
     #[test]
     fn corrupt_files_are_errors_not_panics() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
         for (_, data) in fixtures() {
-            for n in 0..data.len() {
-                let _ = decode(&data[..n]);
-            }
-            for _ in 0..500 {
-                let mut m = data.clone();
-                for _ in 0..1 + rand() % 4 {
-                    let i = (rand() % m.len() as u64) as usize;
-                    m[i] = match rand() % 4 {
-                        0 => 0xFF,
-                        1 => 0,
-                        _ => m[i] ^ (1 << (rand() % 8)),
-                    };
-                }
-                if let Ok(img) = decode(&m) {
+            testdata::corrupt(&data, 500, |m| {
+                if let Ok(img) = decode(m) {
                     assert!(img.check().is_ok());
                 }
-            }
+            });
         }
     }
 
@@ -950,22 +888,5 @@ mod tests {
         assert_eq!(idct_limit(127), 255);
         assert_eq!(idct_limit(300), 255);
         assert_eq!(idct_limit(-300), 0);
-    }
-
-    /// Decode time of the JPEG named by KILN_JPEG_BENCH (best of KILN_JPEG_BENCH_RUNS, default 20).
-    #[test]
-    #[ignore]
-    fn bench_decode() {
-        let Ok(path) = std::env::var("KILN_JPEG_BENCH") else { return };
-        let data = std::fs::read(path).unwrap();
-        let runs: usize = std::env::var("KILN_JPEG_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-        let mut best = f64::MAX;
-        for _ in 0..runs {
-            let t = std::time::Instant::now();
-            let img = decode(&data).unwrap();
-            best = best.min(t.elapsed().as_secs_f64());
-            std::hint::black_box(img);
-        }
-        println!("kiln jpeg decode: {:.3} ms (best of {runs})", best * 1e3);
     }
 }
