@@ -18,6 +18,7 @@ import glob
 import io
 import os
 import struct
+import sys
 
 import numpy as np
 import PIL
@@ -25,20 +26,8 @@ from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-
-def synthetic(w: int, h: int, channels: int, seed: int) -> np.ndarray:
-    """Gradients, rings, a sharp-edged box and noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    planes = []
-    for c in range(channels):
-        r = np.hypot(x - w * (0.3 + 0.2 * c), y - h * 0.6)
-        v = 128 + 90 * np.sin(r / (2.0 + c)) * np.cos(x / (5.0 + 2 * c))
-        v += (x / max(w - 1, 1) - 0.5) * 80 * (1 - c % 2 * 2) + (y / max(h - 1, 1)) * 40
-        v[(x > w * 0.55) & (x < w * 0.8) & (y > h * 0.2) & (y < h * 0.5)] = 30 + 80 * c
-        v += rng.normal(0, 12, size=v.shape)
-        planes.append(v)
-    return np.clip(np.stack(planes, axis=-1), 0, 255).astype(np.uint8)
+sys.path.insert(0, os.path.dirname(HERE))
+from synthetic import synthetic  # noqa: E402
 
 
 def rgb(w: int, h: int, seed: int = 1) -> Image.Image:
@@ -54,7 +43,7 @@ def rgba(w: int, h: int, seed: int = 1) -> Image.Image:
 
 
 def gray_like(w: int, h: int, seed: int = 3) -> Image.Image:
-    g = synthetic(w, h, 1, seed)[:, :, 0]
+    g = synthetic(w, h, 1, seed)
     return Image.fromarray(np.dstack([g, g, g]), "RGB")
 
 
