@@ -847,3 +847,95 @@ fn reconstruct(planes: &mut [Plane; 3], mb: &Mb, coeffs: &[i16; 384], mx: usize,
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pseudo-random values in -range..range.
+    fn values(n: usize, range: i32, seed: u64) -> Vec<i32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % (2 * range as u64)) as i32 - range
+            })
+            .collect()
+    }
+
+    /// RFC 6386 section 14.3, `vp8_short_idct4x4llm_c`: columns first, then rows with rounding.
+    fn rfc_idct(input: &[i16; 16]) -> [i32; 16] {
+        let (s, c) = (35468, 20091);
+        let mut t = [0i32; 16];
+        for i in 0..4 {
+            let ip = |k: usize| input[i + 4 * k] as i32;
+            let (a1, b1) = (ip(0) + ip(2), ip(0) - ip(2));
+            let c1 = ((ip(1) * s) >> 16) - (ip(3) + ((ip(3) * c) >> 16));
+            let d1 = (ip(1) + ((ip(1) * c) >> 16)) + ((ip(3) * s) >> 16);
+            [t[i], t[4 + i], t[8 + i], t[12 + i]] = [a1 + d1, b1 + c1, b1 - c1, a1 - d1];
+        }
+        let mut out = [0i32; 16];
+        for i in 0..4 {
+            let ip = |k: usize| t[4 * i + k];
+            let (a1, b1) = (ip(0) + ip(2), ip(0) - ip(2));
+            let c1 = ((ip(1) * s) >> 16) - (ip(3) + ((ip(3) * c) >> 16));
+            let d1 = (ip(1) + ((ip(1) * c) >> 16)) + ((ip(3) * s) >> 16);
+            out[4 * i..4 * i + 4].copy_from_slice(&[(a1 + d1 + 4) >> 3, (b1 + c1 + 4) >> 3, (b1 - c1 + 4) >> 3, (a1 - d1 + 4) >> 3]);
+        }
+        out
+    }
+
+    #[test]
+    fn idct_matches_rfc_reference() {
+        for seed in 1..200u64 {
+            let range = [16, 300, 2048][seed as usize % 3];
+            let coef: [i16; 16] = std::array::from_fn(|i| values(16, range, seed)[i] as i16);
+            let pred: Vec<u8> = values(16, 128, seed * 7).iter().map(|&v| (v + 128) as u8).collect();
+            let mut px = pred.clone();
+            idct_add(&coef, &mut px, 0, 4);
+            let res = rfc_idct(&coef);
+            for k in 0..16 {
+                assert_eq!(px[k] as i32, (pred[k] as i32 + res[k]).clamp(0, 255), "seed {seed} pixel {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn iwht_matches_rfc_reference() {
+        for seed in 1..100u64 {
+            let input: [i16; 16] = std::array::from_fn(|i| values(16, 4000, seed)[i] as i16);
+            let mut out = [0i16; 384];
+            iwht(&input, &mut out);
+            // RFC 6386 section 14.3, `vp8_short_inv_walsh4x4_c`.
+            let mut t = [0i32; 16];
+            for i in 0..4 {
+                let ip = |k: usize| input[i + 4 * k] as i32;
+                let (a1, b1, c1, d1) = (ip(0) + ip(3), ip(1) + ip(2), ip(1) - ip(2), ip(0) - ip(3));
+                [t[i], t[4 + i], t[8 + i], t[12 + i]] = [a1 + b1, c1 + d1, a1 - b1, d1 - c1];
+            }
+            for i in 0..4 {
+                let ip = |k: usize| t[4 * i + k];
+                let (a1, b1, c1, d1) = (ip(0) + ip(3), ip(1) + ip(2), ip(1) - ip(2), ip(0) - ip(3));
+                for (k, v) in [a1 + b1, c1 + d1, a1 - b1, d1 - c1].into_iter().enumerate() {
+                    assert_eq!(out[(4 * i + k) * 16] as i32, (v + 3) >> 3, "seed {seed} block {}", 4 * i + k);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn yuv_to_rgb_is_bt601_within_rounding() {
+        // Limited-range BT.601: R = 1.164 (Y - 16) + 1.596 (V - 128), etc.
+        for (y, u, v) in [(16, 128, 128), (235, 128, 128), (81, 90, 240), (145, 54, 34), (41, 240, 110), (128, 0, 255)] {
+            let f = |x: f64| x.round().clamp(0.0, 255.0) as i32;
+            let (yf, uf, vf) = (1.164 * (y as f64 - 16.0), u as f64 - 128.0, v as f64 - 128.0);
+            let want = [f(yf + 1.596 * vf), f(yf - 0.391 * uf - 0.813 * vf), f(yf + 2.018 * uf)];
+            let got = yuv_to_rgb(y, u, v);
+            for c in 0..3 {
+                assert!((got[c] as i32 - want[c]).abs() <= 1, "{y} {u} {v}: {got:?} vs {want:?}");
+            }
+        }
+    }
+}

@@ -48,46 +48,36 @@ fn add(a: u32, b: u32) -> u32 {
     (((a & 0xff00ff00).wrapping_add(b & 0xff00ff00)) & 0xff00ff00) | (((a & 0x00ff00ff) + (b & 0x00ff00ff)) & 0x00ff00ff)
 }
 
-fn average2(a: u32, b: u32) -> u32 {
-    (((a ^ b) & 0xfefefefe) >> 1) + (a & b)
-}
-
-/// Channel `i` (0 = blue .. 3 = alpha) as an integer.
-fn ch(p: u32, i: u32) -> i32 {
-    (p >> (8 * i) & 0xff) as i32
-}
-
-/// Builds a pixel from four per-channel values, each clamped to 0..=255.
-fn from_channels(f: impl Fn(u32) -> i32) -> u32 {
-    (0..4).fold(0, |acc, i| acc | (f(i).clamp(0, 255) as u32) << (8 * i))
-}
-
 /// Prediction of predictor-transform `mode` from the left, top, top-left and top-right pixels.
 fn predict(mode: u32, l: u32, t: u32, tl: u32, tr: u32) -> u32 {
+    let ch = |p: u32, i: u32| (p >> (8 * i) & 0xff) as i32;
     match mode {
         1 => l,
         2 => t,
         3 => tr,
         4 => tl,
-        5 => average2(average2(l, tr), t),
-        6 => average2(l, tl),
-        7 => average2(l, t),
-        8 => average2(tl, t),
-        9 => average2(t, tr),
-        10 => average2(average2(l, tl), average2(t, tr)),
-        11 => {
-            // Select: the neighbour closer (Manhattan distance) to the gradient estimate.
-            let d: i32 = (0..4).map(|i| (ch(l, i) - ch(tl, i)).abs() - (ch(t, i) - ch(tl, i)).abs()).sum();
-            if d <= 0 {
-                t
-            } else {
-                l
+        5..=13 => {
+            if mode == 11 {
+                // Select: the neighbour closer (Manhattan distance) to the gradient estimate.
+                let d: i32 = (0..4).map(|i| (ch(l, i) - ch(tl, i)).abs() - (ch(t, i) - ch(tl, i)).abs()).sum();
+                return if d <= 0 { t } else { l };
             }
-        }
-        12 => from_channels(|i| ch(l, i) + ch(t, i) - ch(tl, i)),
-        13 => {
-            let a = average2(l, t);
-            from_channels(|i| ch(a, i) + (ch(a, i) - ch(tl, i)) / 2)
+            // The rest work channel by channel; averages round down.
+            (0..4).fold(0, |acc, i| {
+                let (l, t, tl, tr) = (ch(l, i), ch(t, i), ch(tl, i), ch(tr, i));
+                let avg = |a: i32, b: i32| (a + b) >> 1;
+                let v = match mode {
+                    5 => avg(avg(l, tr), t),
+                    6 => avg(l, tl),
+                    7 => avg(l, t),
+                    8 => avg(tl, t),
+                    9 => avg(t, tr),
+                    10 => avg(avg(l, tl), avg(t, tr)),
+                    12 => l + t - tl,
+                    _ => avg(l, t) + (avg(l, t) - tl) / 2,
+                };
+                acc | (v.clamp(0, 255) as u32) << (8 * i)
+            })
         }
         // 0, and 14 and 15, which libwebp treats as 0.
         _ => 0xff000000,
