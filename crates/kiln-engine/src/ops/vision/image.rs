@@ -230,6 +230,36 @@ pub(crate) mod testdata {
         Some((w, h, data))
     }
 
+    /// Decodes every fixture of tests/data/`format` with `decode` and compares it byte for byte
+    /// with its reference decoding (made by `reference_by`, e.g. libjpeg through Pillow). Fixtures
+    /// without a reference must be named `reject_prefix*` and fail with an error containing
+    /// `reject_msg`.
+    pub(crate) fn check_fixtures(
+        format: &str,
+        fixtures: &[(String, Vec<u8>)],
+        reference_by: &str,
+        (reject_prefix, reject_msg): (&str, &str),
+        decode: impl Fn(&[u8]) -> crate::error::OpResult<super::Image>,
+    ) {
+        for (name, data) in fixtures {
+            let Some((w, h, want)) = reference(format, name) else {
+                assert!(name.starts_with(reject_prefix), "{name}: no reference decoding");
+                let err = decode(data).err().unwrap_or_else(|| panic!("{name}: decoded a file that must be rejected"));
+                assert!(err.0.contains(reject_msg), "{name}: {}", err.0);
+                continue;
+            };
+            let img = decode(data).unwrap_or_else(|e| panic!("{name}: {}", e.0));
+            assert_eq!((img.width, img.height), (w, h), "{name}: size");
+            let got = match img.pixels {
+                super::Pixels::Gray(v) | super::Pixels::Rgb(v) => v,
+            };
+            assert_eq!(got.len(), want.len(), "{name}: channel count");
+            let diff = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            let max = got.iter().zip(&want).map(|(&a, &b)| (a as i32 - b as i32).abs()).max().unwrap_or(0);
+            assert!(diff == 0, "{name}: {diff} of {} samples differ from {reference_by} (max {max})", want.len());
+        }
+    }
+
     /// Calls `f` on every proper prefix of `data` and on `rounds` copies with 1 to 4 bytes
     /// overwritten (0xFF, 0 or a flipped bit) at pseudo-random places.
     pub(crate) fn corrupt(data: &[u8], rounds: usize, f: impl Fn(&[u8])) {

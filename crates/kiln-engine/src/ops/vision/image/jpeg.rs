@@ -801,29 +801,9 @@ mod tests {
         testdata::fixtures("jpeg", "jpg", 20)
     }
 
-    fn reference(name: &str) -> Option<(usize, usize, Vec<u8>)> {
-        testdata::reference("jpeg", name)
-    }
-
     #[test]
     fn decodes_fixtures_like_libjpeg() {
-        for (name, data) in fixtures() {
-            let Some((w, h, want)) = reference(&name) else {
-                assert!(name.starts_with("unsupported_"), "{name}: no reference decoding");
-                let err = decode(&data).err().unwrap_or_else(|| panic!("{name}: decoded an unsupported file"));
-                assert!(err.0.contains("unsupported JPEG"), "{name}: {}", err.0);
-                continue;
-            };
-            let img = decode(&data).unwrap_or_else(|e| panic!("{name}: {}", e.0));
-            assert_eq!((img.width, img.height), (w, h), "{name}: size");
-            let got = match img.pixels {
-                Pixels::Gray(v) | Pixels::Rgb(v) => v,
-            };
-            assert_eq!(got.len(), want.len(), "{name}: channel count");
-            let diff = got.iter().zip(&want).filter(|(a, b)| a != b).count();
-            let max = got.iter().zip(&want).map(|(&a, &b)| (a as i32 - b as i32).abs()).max().unwrap_or(0);
-            assert!(diff == 0, "{name}: {diff} of {} samples differ from libjpeg (max {max})", want.len());
-        }
+        testdata::check_fixtures("jpeg", &fixtures(), "libjpeg", ("unsupported_", "unsupported JPEG"), decode);
     }
 
     #[test]
