@@ -68,6 +68,7 @@ fn main() {
         ("mb16-16@56", 16, 16, 56, 1, 1, 0, Activation::Identity),
         ("mb96-576@7", 576, 96, 7, 1, 1, 0, Activation::HardSwish),
         ("mb576-96@7", 96, 576, 7, 1, 1, 0, Activation::Identity),
+        ("cls512-1000@13", 1000, 512, 13, 1, 1, 0, Activation::Identity),
     ];
     for (name, m, c, hw, ks, s, p, act) in shapes {
         if filter.as_ref().is_some_and(|f| !f.split(",").any(|f| name == f)) {

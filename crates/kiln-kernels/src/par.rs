@@ -332,9 +332,17 @@ mod pool {
 /// Splits `data` into whole groups of `unit` elements, one part per thread when it holds at least
 /// `min_len` elements (otherwise one part), and runs `f(first_group_index, part)` on each part.
 pub fn split_mut<T: Send, F: Fn(usize, &mut [T]) + Sync + Send>(data: &mut [T], unit: usize, min_len: usize, f: F) {
+    split_mut_by(data, unit, min_len, 1, f)
+}
+
+/// As [`split_mut`], with up to `per_thread` parts per thread (each still of at least `min_len`
+/// elements), handed out as threads become free: for work whose threads may run at different
+/// speeds, such as memory-bound loops sharing the memory bus.
+pub fn split_mut_by<T: Send, F: Fn(usize, &mut [T]) + Sync + Send>(data: &mut [T], unit: usize, min_len: usize, per_thread: usize, f: F) {
     let unit = unit.max(1);
     let groups = data.len() / unit;
-    let parts = threads().min(groups).min(data.len() / min_len.max(1)).max(1);
+    let threads = threads();
+    let parts = if threads == 1 { 1 } else { (threads * per_thread.max(1)).min(groups).min(data.len() / min_len.max(1)).max(1) };
     if parts == 1 {
         f(0, data);
         return;

@@ -546,18 +546,7 @@ pub fn conv3x3_winograd(
     let to = w.tile.out();
     let (ty, tx) = (g.oh.div_ceil(to), g.ow.div_ceil(to));
     let job = Job { g, info, w, x, y: YPtr(y.as_mut_ptr().cast::<f32>()), bias, relu, ty, tx };
-    let total = batch * ty * tx;
-    let threads = threads.max(1);
-    // Parts: (first tile, end tile, first channel, end channel) over the whole batch.
-    let parts: Vec<(usize, usize, usize, usize)> = if threads == 1 {
-        vec![(0, total, 0, m)]
-    } else if total >= threads * info.nr {
-        let per = total.div_ceil(threads);
-        (0..threads).map(|t| ((t * per).min(total), ((t + 1) * per).min(total), 0, m)).filter(|p| p.0 < p.1).collect()
-    } else {
-        let per = m.div_ceil(info.mr).div_ceil(threads) * info.mr;
-        (0..threads).map(|t| (0, total, (t * per).min(m), ((t + 1) * per).min(m))).filter(|p| p.2 < p.3).collect()
-    };
+    let parts = split(&info, batch, ty * tx, m, threads.max(1));
     let run = |&(t0, t1, c0, c1): &(usize, usize, usize, usize)| {
         BUFS.with(|b| match b.try_borrow_mut() {
             Ok(mut bufs) => part(&job, t0, t1, c0, c1, &mut bufs),
@@ -566,6 +555,31 @@ pub fn conv3x3_winograd(
     };
     crate::par::for_each(parts.iter().collect(), run);
 }
+
+/// Parts (first tile, end tile over the batch, first channel, end channel) for `threads`
+/// threads. With many B panels of tiles, one panel per part, handed out as threads become free
+/// (a thread slowed by other work on its core then takes fewer); with a few, one contiguous run
+/// of tiles per thread (whole panels per part would leave a thread idle); with fewer tiles than
+/// threads × NR, output channels split instead (every part repeats the input transform then).
+fn split(info: &KernelInfo, batch: usize, per_img: usize, m: usize, threads: usize) -> Vec<(usize, usize, usize, usize)> {
+    let total = batch * per_img;
+    if threads == 1 {
+        vec![(0, total, 0, m)]
+    } else if batch * per_img.div_ceil(info.nr) >= threads * PANELS_PER_THREAD {
+        (0..batch)
+            .flat_map(|b| (0..per_img).step_by(info.nr).map(move |j| (b * per_img + j, b * per_img + (j + info.nr).min(per_img), 0, m)))
+            .collect()
+    } else if total >= threads * info.nr {
+        let per = total.div_ceil(threads);
+        (0..threads).map(|t| ((t * per).min(total), ((t + 1) * per).min(total), 0, m)).filter(|p| p.0 < p.1).collect()
+    } else {
+        let per = m.div_ceil(info.mr).div_ceil(threads) * info.mr;
+        (0..threads).map(|t| (0, total, (t * per).min(m), ((t + 1) * per).min(m))).filter(|p| p.2 < p.3).collect()
+    }
+}
+
+/// B panels per thread from which a convolution is split panel by panel.
+const PANELS_PER_THREAD: usize = 4;
 
 /// Tiles `t0..t1` (over the batch) × output channels `c0..c1` (c0 a multiple of MR).
 fn part(job: &Job<'_>, t0: usize, t1: usize, c0: usize, c1: usize, bufs: &mut Bufs) {

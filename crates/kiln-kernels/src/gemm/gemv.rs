@@ -66,12 +66,16 @@ fn panel_gemv<const MR: usize>(panel: &[f32], x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Parts per thread of a threaded row product: it is bound by reading B, and threads sharing
+/// the memory bus do not read at the same speed, so finer parts keep both busy to the end.
+const GEMV_PARTS_PER_THREAD: usize = 4;
+
 /// C[1×n] = epilogue(a · B) for a prepacked B. Column panels are split over the run's threads
 /// when B is large (the product is bound by reading B).
 pub(super) fn gemv_row(info: &KernelInfo, k: usize, n: usize, a: &MatRef<'_>, b: &PackedB, c: *mut f32, csc: isize, ep: &Epilogue<'_>) {
     let x: Vec<f32> = (0..k).map(|p| a.at(0, p)).collect();
     let mut y = vec![0f32; info.packed_cols(n)];
-    crate::par::split_mut(&mut y, info.nr, (1 << 17) / k.max(1), |g, part| {
+    crate::par::split_mut_by(&mut y, info.nr, (1 << 17) / k.max(1), GEMV_PARTS_PER_THREAD, |g, part| {
         crate::simd::vectorized(#[inline(always)] || row_cols(info, k, n, &x, b, g * info.nr, part))
     });
     let out = TileOut { c, rsc: 0, csc, rows: 1, cols: n };
