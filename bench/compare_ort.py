@@ -4,8 +4,11 @@ plus load time and peak memory.
 Usage: python bench/compare_ort.py MODEL_DIR[:SET] [...] [--threads N] [--duration S] [--rounds R] [--kiln PATH]
 Each MODEL_DIR holds model.onnx and test_data_set_<SET>/input_<k>.npy (models/export_large.py layout);
 SET defaults to 0 (batch 1); e.g. models/large/bert:1 runs the BERT encoder at batch 8.
-The two runtimes alternate for R rounds (the machine is shared and noisy); the table shows the
-median of each runtime's per-round medians and the Kiln/ORT ratio.
+The two runtimes alternate for R rounds (the machine is shared and noisy; which one goes first
+alternates too); the table shows the median of each runtime's per-round medians, and as the
+Kiln/ORT ratio the median of the per-round ratios (each pairs two measurements seconds apart, so
+it is steadier than the ratio of the two medians when the machine's speed drifts). Short rounds
+and many of them (e.g. --rounds 8 --duration 0.5) give the steadiest ratios.
 Load: Kiln's `load_ms` (file to ready session) vs the time of onnxruntime's InferenceSession().
 Peak RSS: the whole `kiln bench` process's peak (VmHWM) vs the peak growth of a Python process
 that imports onnxruntime and numpy first, then loads and runs the model (the interpreter and the
@@ -82,28 +85,34 @@ def main():
         for n, f in zip(names, files):
             kiln_cmd += ["--input", f"{n}={f}"]
         k_meds, o_meds, k_load, o_load, k_rss = [], [], [], [], []
-        for _ in range(a.rounds):
+        for r in range(a.rounds):
+            # Each round runs both, in alternating order; its ratio pairs measurements seconds
+            # apart, so slow drifts in the machine's speed cancel out of it.
+            if r % 2:
+                o_meds.append(ort_median(sess, feeds, a.duration))
             out = subprocess.run(kiln_cmd, capture_output=True, text=True, check=True)
             res = json.loads(out.stdout)
             k_meds.append(res["median_ms"])
             k_load.append(res["load_ms"])
             k_rss.append(res.get("peak_rss_mb") or float("nan"))
-            o_meds.append(ort_median(sess, feeds, a.duration))
+            if r % 2 == 0:
+                o_meds.append(ort_median(sess, feeds, a.duration))
             t = time.perf_counter()
             ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
             o_load.append((time.perf_counter() - t) * 1e3)
         k, o = statistics.median(k_meds), statistics.median(o_meds)
+        paired = statistics.median(km / om for km, om in zip(k_meds, o_meds))
         kl, ol = statistics.median(k_load), statistics.median(o_load)
         k_mem = statistics.median(k_rss)
         o_mem = float(subprocess.run([sys.executable, "-c", ORT_MEM, model, str(a.threads), *files],
                                      capture_output=True, text=True, check=True).stdout.strip())
-        rows.append((label, k, o, kl, ol, k_mem, o_mem))
+        rows.append((label, k, o, paired, kl, ol, k_mem, o_mem))
     print(f"threads={a.threads}, onnxruntime {ort.__version__}")
     print("| model | kiln ms | onnxruntime ms | kiln/ort | load kiln ms | load ort ms | kiln/ort | peak RSS kiln MB | ort MB | kiln/ort |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, k, o, kl, ol, km, om in rows:
-        print(f"| {name} | {k:.2f} | {o:.2f} | {k / o:.2f} | {kl:.1f} | {ol:.1f} | {kl / ol:.2f} | {km:.0f} | {om:.0f} | {km / max(om, 1e-9):.2f} |")
-    ratios = [r[1] / r[2] for r in rows]
+    for name, k, o, paired, kl, ol, km, om in rows:
+        print(f"| {name} | {k:.2f} | {o:.2f} | {paired:.2f} | {kl:.1f} | {ol:.1f} | {kl / ol:.2f} | {km:.0f} | {om:.0f} | {km / max(om, 1e-9):.2f} |")
+    ratios = [r[3] for r in rows]
     geo = statistics.geometric_mean(ratios) if ratios else float("nan")
     print(f"\ngeometric mean of latency ratios: {geo:.2f}")
 
