@@ -6,7 +6,8 @@
 //! 6 output channels × 16 wide pixels accumulate in registers over the whole depth, and only
 //! the columns below ow are stored. When packing is most of the work (few output channels per
 //! packed column) this skips it; with many output channels the implicit GEMM is faster.
-//! AVX2 + FMA only (elsewhere the implicit GEMM runs).
+//! AVX-512 (tiles of 6 × 32 wide pixels) and AVX2 + FMA (6 × 16) only; elsewhere the implicit
+//! GEMM runs.
 
 use std::mem::MaybeUninit;
 
@@ -15,8 +16,19 @@ use crate::convgemm::Conv2dGeometry;
 
 /// Output channels per tile.
 const MR: usize = 6;
-/// Wide pixels per tile.
+/// Wide pixels per tile with AVX2 (see [`nb`]).
 const NB: usize = 16;
+/// Wide pixels per tile with AVX-512.
+const NB512: usize = 32;
+
+/// Wide pixels per tile on this machine.
+fn nb() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if crate::gemm::best_isa() == crate::gemm::Isa::Avx512 {
+        return NB512;
+    }
+    NB
+}
 /// Pixel chunks of NB per block (see [`run`]).
 const BLOCK: usize = 16;
 
@@ -64,7 +76,7 @@ impl DirectWeights {
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        crate::gemm::best_isa() == crate::gemm::Isa::Avx2
+        matches!(crate::gemm::best_isa(), crate::gemm::Isa::Avx2 | crate::gemm::Isa::Avx512)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -104,8 +116,8 @@ pub fn conv2d_direct(g: &Conv2dGeometry, x: &[f32], w: &DirectWeights, bias: Opt
         return;
     }
     crate::convgemm::with_work(|xpad| {
-        // The last tile reads up to NB wide pixels past the last output row.
-        let (plane, wq) = crate::convgemm::padded_copy(g, x, xpad, NB, threads);
+        // The last tile reads up to a tile's width of wide pixels past the last output row.
+        let (plane, wq) = crate::convgemm::padded_copy(g, x, xpad, nb(), threads);
         let ksz = g.kh * g.kw;
         let offs: Vec<usize> = (0..k)
             .map(|p| {
@@ -142,11 +154,11 @@ fn run(
     xs: &[f32], offs: &[usize], wq: usize, readable: usize, oh: usize, ow: usize, w: &DirectWeights, bias: Option<&[f32]>, act: Activation,
     y: &mut [MaybeUninit<f32>], threads: usize,
 ) {
-    let (m, k) = (w.m, w.k);
+    let (m, k, nb) = (w.m, w.k, nb());
     let wide = oh * wq;
-    let chunks = wide.div_ceil(NB);
+    let chunks = wide.div_ceil(nb);
     assert!(
-        offs.iter().all(|&o| o + (chunks * NB).min(readable) <= xs.len()) && y.len() >= m * oh * ow,
+        offs.iter().all(|&o| o + (chunks * nb).min(readable) <= xs.len()) && y.len() >= m * oh * ow,
         "conv2d_direct: source too short"
     );
     let panels = m.div_ceil(MR);
@@ -164,8 +176,8 @@ fn run(
         if m * oh * ow <= 1 << 19 {
             for ch in c0..c1 {
                 // The chunk after next is fetched while this one is computed.
-                let ahead = (ch + 2 < chunks).then_some((ch + 2) * NB);
-                unsafe { tiles(xs, offs, &w.buf[..panels * k * MR], 0, ch * NB, ahead, m, &geo, bias, act, yp.0) };
+                let ahead = (ch + 2 < chunks).then_some((ch + 2) * nb);
+                unsafe { tiles(xs, offs, &w.buf[..panels * k * MR], 0, ch * nb, ahead, m, &geo, bias, act, yp.0) };
             }
             return;
         }
@@ -176,8 +188,8 @@ fn run(
             let b1 = (b0 + BLOCK).min(c1);
             for t in 0..panels {
                 for ch in b0..b1 {
-                    let ahead = (t == 0 && ch + 2 < chunks).then_some((ch + 2) * NB);
-                    unsafe { tiles(xs, offs, &w.buf[t * k * MR..(t + 1) * k * MR], t, ch * NB, ahead, m, &geo, bias, act, yp.0) };
+                    let ahead = (t == 0 && ch + 2 < chunks).then_some((ch + 2) * nb);
+                    unsafe { tiles(xs, offs, &w.buf[t * k * MR..(t + 1) * k * MR], t, ch * nb, ahead, m, &geo, bias, act, yp.0) };
                 }
             }
         }
@@ -195,7 +207,8 @@ struct Out {
     readable: usize,
 }
 
-/// The tiles of one pixel chunk with the kernel for this machine (see [`tiles_avx2`]).
+/// The tiles of one pixel chunk (of [`nb`] wide pixels) with the kernel for this machine (see
+/// [`tiles_avx2`] and [`tiles_avx512`]).
 ///
 /// # Safety
 /// As [`tiles_avx2`], except that the ISA is checked here: without AVX2 and FMA (no
@@ -204,9 +217,12 @@ struct Out {
 #[inline(always)]
 unsafe fn tiles(xs: &[f32], offs: &[usize], a: &[f32], p0: usize, j0: usize, ahead: Option<usize>, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
     #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: AVX2 and FMA were detected; the caller guarantees the rest.
-        unsafe { tiles_avx2(xs, offs, a, p0, j0, ahead, m, o, bias, act, y) }
+    match crate::gemm::best_isa() {
+        // SAFETY: the ISA was detected; the caller guarantees the rest for chunks of nb() = 32.
+        crate::gemm::Isa::Avx512 => unsafe { tiles_avx512(xs, offs, a, p0, j0, ahead, m, o, bias, act, y) },
+        // SAFETY: AVX2 and FMA were detected; as above for chunks of nb() = 16.
+        crate::gemm::Isa::Avx2 => unsafe { tiles_avx2(xs, offs, a, p0, j0, ahead, m, o, bias, act, y) },
+        _ => {}
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (xs, offs, a, p0, j0, ahead, m, o, bias, act, y);
@@ -290,6 +306,99 @@ unsafe fn tiles_avx2(xs: &[f32], offs: &[usize], a_all: &[f32], p0: usize, j0: u
         while q < NB {
             let (ry, rx) = ((j0 + q) / wq, (j0 + q) % wq);
             let len = (wq - rx).min(NB - q);
+            if ry >= o.oh {
+                break;
+            }
+            if rx < o.ow {
+                let cnt = (o.ow - rx).min(len);
+                for (r, vals) in buf.iter().enumerate().take(rows) {
+                    std::ptr::copy_nonoverlapping(vals.as_ptr().add(q), y.add((i0 + r) * n + ry * o.ow + rx), cnt);
+                }
+            }
+            q += len;
+        }
+    }
+}
+
+/// As [`tiles_avx2`] for chunks of 32 wide pixels: tiles of 6 output channels × 2 vectors of 16.
+///
+/// # Safety
+/// AVX-512F must be available; `xpad[offs[p] + j0 ..][..32]` must be in bounds for every p
+/// (below `o.readable`); `y` valid for writes of m × oh·ow elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiles_avx512(xs: &[f32], offs: &[usize], a_all: &[f32], p0: usize, j0: usize, ahead: Option<usize>, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
+    use std::arch::x86_64::*;
+    const W: usize = NB512;
+    if let Some(jn) = ahead {
+        for &off in offs {
+            // Prefetching is a hint and never faults, whatever the address.
+            _mm_prefetch::<_MM_HINT_T0>(xs.as_ptr().wrapping_add(off + jn).cast::<i8>());
+            _mm_prefetch::<_MM_HINT_T0>(xs.as_ptr().wrapping_add(off + jn + W - 1).cast::<i8>());
+        }
+    }
+    let k = offs.len();
+    for (t, a) in a_all.chunks_exact(k * MR).enumerate() {
+        let i0 = (p0 + t) * MR;
+        let rows = MR.min(m - i0);
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        if let Some(b) = bias {
+            for (r, row) in acc.iter_mut().enumerate().take(rows) {
+                let v = _mm512_set1_ps(b[i0 + r]);
+                *row = [v, v];
+            }
+        }
+        let xp = xs.as_ptr().add(j0);
+        let ap = a.as_ptr();
+        let fma = |acc: &mut [[__m512; 2]; MR], p: usize, b0: __m512, b1: __m512| {
+            let w = ap.add(p * MR);
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*w.add(r));
+                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+            }
+        };
+        if j0 + W <= o.readable {
+            for (p, &off) in offs.iter().enumerate() {
+                fma(&mut acc, p, _mm512_loadu_ps(xp.add(off)), _mm512_loadu_ps(xp.add(off + 16)));
+            }
+        } else {
+            // Lanes at or past `readable` are not read (masked loads do not fault there).
+            let valid = o.readable.saturating_sub(j0);
+            let mask = |from: usize| -> __mmask16 {
+                let v = valid.saturating_sub(from).min(16);
+                ((1u32 << v) - 1) as __mmask16
+            };
+            let (m0, m1) = (mask(0), mask(16));
+            for (p, &off) in offs.iter().enumerate() {
+                fma(&mut acc, p, _mm512_maskz_loadu_ps(m0, xp.wrapping_add(off)), _mm512_maskz_loadu_ps(m1, xp.wrapping_add(off + 16)));
+            }
+        }
+        // The activation on the accumulators, in registers (Sigmoid and Swish included).
+        let f = |v: __m512| crate::act::act512(act, v);
+        let (wq, n) = (o.wq, o.oh * o.ow);
+        let (oy, ox) = (j0 / wq, j0 % wq);
+        if ox + W <= o.ow {
+            // All 32 pixels are consecutive outputs of one row.
+            let base = oy * o.ow + ox;
+            for (r, row) in acc.iter().enumerate().take(rows) {
+                let d = y.add((i0 + r) * n + base);
+                _mm512_storeu_ps(d, f(row[0]));
+                _mm512_storeu_ps(d.add(16), f(row[1]));
+            }
+            continue;
+        }
+        let mut buf = [[0f32; W]; MR];
+        for (r, row) in acc.iter().enumerate().take(rows) {
+            _mm512_storeu_ps(buf[r].as_mut_ptr(), f(row[0]));
+            _mm512_storeu_ps(buf[r].as_mut_ptr().add(16), f(row[1]));
+        }
+        // Runs of the tile within wide rows: output columns below ow of rows below oh.
+        let mut q = 0;
+        while q < W {
+            let (ry, rx) = ((j0 + q) / wq, (j0 + q) % wq);
+            let len = (wq - rx).min(W - q);
             if ry >= o.oh {
                 break;
             }
