@@ -85,7 +85,8 @@ pub fn available_isas() -> Vec<Isa> {
     let mut v = Vec::new();
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        // KILN_NO_AVX512 (any value) keeps the AVX2 kernels on an AVX-512 machine.
+        if std::arch::is_x86_feature_detected!("avx512f") && std::env::var_os("KILN_NO_AVX512").is_none() {
             v.push(Isa::Avx512);
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -394,7 +395,13 @@ fn pack_a(info: &KernelInfo, a: &MatRef<'_>, i0: usize, rows: usize, p0: usize, 
         } else if a.rs == 1 {
             for p in 0..kc {
                 let start = ((p0 + p) as isize * a.cs) as usize + r0;
-                copy_into(&mut panel[p * mr..p * mr + valid], &a.data[start..start + valid]);
+                let (d, s) = (&mut panel[p * mr..p * mr + valid], &a.data[start..start + valid]);
+                // Whole panel rows of the x86 kernels as fixed-size moves (not a memcpy call).
+                match valid {
+                    8 => copy_n::<8>(d, s),
+                    6 => copy_n::<6>(d, s),
+                    _ => copy_into(d, s),
+                }
             }
         } else {
             for p in 0..kc {
@@ -466,6 +473,15 @@ fn pack_b(info: &KernelInfo, b: &MatRef<'_>, p0: usize, kc: usize, j0: usize, en
 fn copy_into(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
     for (d, &v) in dst.iter_mut().zip(src) {
         d.write(v);
+    }
+}
+
+#[inline(always)]
+fn copy_n<const N: usize>(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    if let (Ok(d), Ok(s)) = (<&mut [MaybeUninit<f32>; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
+        for (d, &v) in d.iter_mut().zip(s) {
+            d.write(v);
+        }
     }
 }
 

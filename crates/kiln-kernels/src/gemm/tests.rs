@@ -85,7 +85,13 @@ fn row_contiguous_a_with_padded_rows_matches_naive() {
 
 #[test]
 fn epilogue_alpha_beta_bias_relu() {
-    let (m, k, n) = (11, 37, 53);
+    // Two column panels; one narrow panel (one vector) over two depth blocks.
+    for (m, k, n) in [(11, 37, 53), (9, 300, 13)] {
+        epilogue_case(m, k, n);
+    }
+}
+
+fn epilogue_case(m: usize, k: usize, n: usize) {
     for isa in available_isas() {
         let info = KernelInfo::for_isa(isa);
         let av = fill(m * k, 3);

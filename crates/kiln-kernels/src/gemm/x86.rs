@@ -141,6 +141,22 @@ unsafe fn tile512<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usiz
                 _mm512_mask_storeu_ps(cr.add(16 * v), mask, x);
             }
         }
+    } else if out.rsc == 1 && out.rows <= MR && MR <= 8 {
+        // Column-contiguous C (a product stored transposed): each 16-lane vector as two 8-lane
+        // halves, stored by the AVX2 column path.
+        let mut halves = [[_mm256_setzero_ps(); 4]; MR];
+        for (h, row) in halves.iter_mut().zip(&acc) {
+            for (v, &r) in row.iter().enumerate() {
+                h[2 * v] = _mm512_castps512_ps256(r);
+                h[2 * v + 1] = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(r)));
+            }
+        }
+        if NV == 1 {
+            let h: [[__m256; 2]; MR] = std::array::from_fn(|i| [halves[i][0], halves[i][1]]);
+            store_cols256(&h, out, ep);
+        } else {
+            store_cols256(&halves, out, ep);
+        }
     } else {
         let mut tmp = [0f32; TMP_ROWS * TMP_STRIDE];
         for (i, row) in acc.iter().enumerate() {

@@ -195,7 +195,13 @@ impl ConvOp {
     }
 }
 
+thread_local! {
+    /// The im2col matrix of the transposed-product path, kept between calls.
+    static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Unfolds the [c, in...] image into col [c·K, out] (zero outside the input).
+
 fn im2col<T: Copy + Default + Send + Sync>(x: &[T], c: usize, geo: &Geometry, col: &mut [T]) {
     let ksz = geo.kernel_size();
     let osz = geo.out_size();
@@ -239,7 +245,14 @@ fn fill_row<T: Copy + Default>(xc: &[T], geo: &Geometry, in_strides: &[usize], k
     let lo = if off_l >= 0 { 0 } else { ((-off_l) as usize).div_ceil(s_l) };
     let hi = if in_l - off_l <= 0 { 0 } else { (((in_l - off_l) as usize).div_ceil(s_l)).min(ol) };
     let lo = lo.min(hi);
-    let mut oidx = vec![0usize; last];
+    // Output index over the outer dims (on the stack for up to 8 of them).
+    let (mut small, mut heap) = ([0usize; 8], Vec::new());
+    let oidx: &mut [usize] = if last <= small.len() {
+        &mut small[..last]
+    } else {
+        heap.resize(last, 0);
+        &mut heap
+    };
     for seg in row.chunks_mut(ol) {
         // offset of the outer dims
         let mut base: isize = 0;
@@ -487,17 +500,35 @@ fn conv_f32(
         // Yᵀ = Xᵀ · Wᵀ per image, Xᵀ being the input (pointwise) or its im2col matrix read
         // column-major, written straight into Y's layout.
         let ep = Epilogue { row_bias: None, col_bias: bias, ..epilogue(None, act) };
-        let mut col = if pointwise { Vec::new() } else { vec![0f32; kiln_tensor::checked_numel(&[kdim, osz])?] };
+        let cols = if pointwise { 0 } else { kiln_tensor::checked_numel(&[kdim, osz])? };
         let mut y: Vec<f32> = Vec::with_capacity(total);
-        for (xi, yi) in x.chunks_exact(d.c * isz).zip(y.spare_capacity_mut()[..total].chunks_exact_mut(d.m * osz)) {
-            let xt: &[f32] = if pointwise {
-                xi
-            } else {
-                im2col(xi, d.c, geo, &mut col);
-                &col
+        // The im2col matrix goes in a buffer kept by the thread between calls (im2col writes
+        // every element).
+        COL.with(|buf| {
+            let (mut kept, mut fresh);
+            let col: &mut Vec<f32> = match buf.try_borrow_mut() {
+                Ok(b) => {
+                    kept = b;
+                    &mut kept
+                }
+                Err(_) => {
+                    fresh = Vec::new();
+                    &mut fresh
+                }
             };
-            kiln_kernels::gemm::sgemm_into_col_major(osz, kdim, d.m, Lhs::Strided(MatRef::new(xt, 1, osz as isize)), Rhs::Packed(pb), yi, &ep, threads);
-        }
+            if col.len() < cols {
+                col.resize(cols, 0.0);
+            }
+            for (xi, yi) in x.chunks_exact(d.c * isz).zip(y.spare_capacity_mut()[..total].chunks_exact_mut(d.m * osz)) {
+                let xt: &[f32] = if pointwise {
+                    xi
+                } else {
+                    im2col(xi, d.c, geo, &mut col[..cols]);
+                    &col[..cols]
+                };
+                kiln_kernels::gemm::sgemm_into_col_major(osz, kdim, d.m, Lhs::Strided(MatRef::new(xt, 1, osz as isize)), Rhs::Packed(pb), yi, &ep, threads);
+            }
+        });
         // SAFETY: the images' blocks cover all `total` elements and each product writes all
         // d.m · osz elements of its block.
         unsafe { y.set_len(total) };
@@ -1101,6 +1132,36 @@ mod tests {
             assert_eq!(got.len(), want.len());
             for (g, w) in got.iter().zip(&want) {
                 assert!((*g as f64 - w).abs() < 1e-3, "{g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn f32_transposed_gemm_path_matches_generic_path() {
+        // 7×7 outputs (the transposed product Yᵀ = Xᵀ·Wᵀ), 3×3 and pointwise kernels, two
+        // images, a depth over several blocks; generic f64 path as reference.
+        for (k, pad, stride, h) in [(3usize, 1usize, 1usize, 7usize), (3, 1, 2, 14), (1, 0, 1, 7)] {
+            let op = plain_op(attrs(Some(vec![pad; 4]), Some(vec![stride; 2])), 1);
+            let (n, c, m) = (2usize, 40usize, 64usize);
+            let d = op.dims(&[n, c, h, h], &[m, c, k, k]).unwrap();
+            let x: Vec<f32> = (0..n * c * h * h).map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5).collect();
+            let w: Vec<f32> = (0..m * c * k * k).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+            let w64: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+            let mut want = conv_compute::<f64>(&x64, &w64, &d, 1).unwrap();
+            add_bias(&mut want, &bias.iter().map(|&v| v as f64).collect::<Vec<_>>(), m, d.geo.out_size()).unwrap();
+            let wt = Tensor::from_vec(vec![m, c, k, k], w.clone()).unwrap();
+            let packed = PackedWeights::new(&wt, 1, Some(49)).unwrap();
+            assert!(matches!(packed.form, PackedForm::Cols(_)), "7×7 outputs use the transposed form");
+            // Twice: the second call reuses the thread's im2col buffer.
+            for _ in 0..2 {
+                let got = conv_f32(&x, &w, Some(&packed.form), None, None, &d, 1, Some(&bias), Activation::Relu).unwrap();
+                assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(&want) {
+                    let w = w.max(0.0);
+                    assert!((*g as f64 - w).abs() < 1e-3 * (1.0 + w.abs()), "k{k} s{stride}: {g} vs {w}");
+                }
             }
         }
     }
