@@ -301,22 +301,33 @@ unsafe fn tiles_avx2(xs: &[f32], offs: &[usize], a_all: &[f32], p0: usize, j0: u
             _mm256_storeu_ps(buf[r].as_mut_ptr(), f(row[0]));
             _mm256_storeu_ps(buf[r].as_mut_ptr().add(8), f(row[1]));
         }
-        // Runs of the tile within wide rows: output columns below ow of rows below oh.
-        let mut q = 0;
-        while q < NB {
-            let (ry, rx) = ((j0 + q) / wq, (j0 + q) % wq);
-            let len = (wq - rx).min(NB - q);
-            if ry >= o.oh {
-                break;
-            }
-            if rx < o.ow {
-                let cnt = (o.ow - rx).min(len);
-                for (r, vals) in buf.iter().enumerate().take(rows) {
-                    std::ptr::copy_nonoverlapping(vals.as_ptr().add(q), y.add((i0 + r) * n + ry * o.ow + rx), cnt);
-                }
-            }
-            q += len;
+        store_runs(&buf[..rows], j0, i0, o, y);
+    }
+}
+
+/// Stores the rows of a finished tile (`W` wide pixels from `j0`, output channels from `i0`) that
+/// are output pixels: the runs of the tile within wide rows, columns below ow of rows below oh.
+///
+/// # Safety
+/// `y` valid for writes of (i0 + rows.len()) × oh·ow elements.
+#[cfg(target_arch = "x86_64")]
+unsafe fn store_runs<const W: usize>(rows: &[[f32; W]], j0: usize, i0: usize, o: &Out, y: *mut f32) {
+    let (wq, n) = (o.wq, o.oh * o.ow);
+    let mut q = 0;
+    while q < W {
+        let (ry, rx) = ((j0 + q) / wq, (j0 + q) % wq);
+        let len = (wq - rx).min(W - q);
+        if ry >= o.oh {
+            break;
         }
+        if rx < o.ow {
+            let cnt = (o.ow - rx).min(len);
+            for (r, vals) in rows.iter().enumerate() {
+                // SAFETY: row i0 + r, columns rx..rx+cnt < ow of output row ry < oh (caller).
+                unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr().add(q), y.add((i0 + r) * n + ry * o.ow + rx), cnt) };
+            }
+        }
+        q += len;
     }
 }
 
@@ -394,22 +405,7 @@ unsafe fn tiles_avx512(xs: &[f32], offs: &[usize], a_all: &[f32], p0: usize, j0:
             _mm512_storeu_ps(buf[r].as_mut_ptr(), f(row[0]));
             _mm512_storeu_ps(buf[r].as_mut_ptr().add(16), f(row[1]));
         }
-        // Runs of the tile within wide rows: output columns below ow of rows below oh.
-        let mut q = 0;
-        while q < W {
-            let (ry, rx) = ((j0 + q) / wq, (j0 + q) % wq);
-            let len = (wq - rx).min(W - q);
-            if ry >= o.oh {
-                break;
-            }
-            if rx < o.ow {
-                let cnt = (o.ow - rx).min(len);
-                for (r, vals) in buf.iter().enumerate().take(rows) {
-                    std::ptr::copy_nonoverlapping(vals.as_ptr().add(q), y.add((i0 + r) * n + ry * o.ow + rx), cnt);
-                }
-            }
-            q += len;
-        }
+        store_runs(&buf[..rows], j0, i0, o, y);
     }
 }
 
