@@ -3,7 +3,8 @@
 #   1. the ONNX backend node tests (conformance), enforcing conformance/passing.txt;
 #   2. the WebAssembly build and the kiln-ml npm package in Node and headless Chromium;
 #   3. `kiln serve` against the official tritonclient (HTTP and gRPC);
-#   4. unit, integration, model-parity and CLI tests (cargo test).
+#   4. unit, integration, model-parity and CLI tests (cargo test), and the kernel and engine
+#      unit tests again on the AVX2 kernels when the machine has AVX-512.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -34,3 +35,7 @@ KILN="$root/target/release/kiln" .venv/bin/python -m pytest tests/server -q
 
 step "Unit, integration, model parity and CLI tests"
 cargo test --release --workspace --locked
+
+# On an AVX-512 machine the steps above run the AVX-512 kernels; the AVX2 ones again here.
+step "Kernel and engine unit tests on the AVX2 kernels (KILN_NO_AVX512)"
+KILN_NO_AVX512=1 cargo test --release --locked -p kiln-kernels -p kiln-engine --lib
