@@ -243,8 +243,9 @@ pub fn conv2d_gemm(g: &Conv2dGeometry, x: &[f32], w: &PackedA, y: &mut [MaybeUni
     unsafe { run(&info, g, &Src::Image { x, ranges: &ranges }, w, YPtr(y.as_mut_ptr().cast::<f32>()), n, ep, threads) };
 }
 
-/// Runs `f` with the calling thread's padded-copy buffer (a fresh one when it is in use).
-pub(crate) fn with_work<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+/// Runs `f` with the calling thread's work buffer (the padded copy here, the engine's im2col
+/// matrix), a fresh one when it is in use. Its contents are whatever the last user left.
+pub fn with_work<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
     WORK.with(|cell| match cell.try_borrow_mut() {
         Ok(mut v) => f(&mut v),
         Err(_) => f(&mut Vec::new()),

@@ -195,11 +195,6 @@ impl ConvOp {
     }
 }
 
-thread_local! {
-    /// The im2col matrix of the transposed-product path, kept between calls.
-    static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Unfolds the [c, in...] image into col [c·K, out] (zero outside the input).
 
 fn im2col<T: Copy + Default + Send + Sync>(x: &[T], c: usize, geo: &Geometry, col: &mut [T]) {
@@ -502,20 +497,8 @@ fn conv_f32(
         let ep = Epilogue { row_bias: None, col_bias: bias, ..epilogue(None, act) };
         let cols = if pointwise { 0 } else { kiln_tensor::checked_numel(&[kdim, osz])? };
         let mut y: Vec<f32> = Vec::with_capacity(total);
-        // The im2col matrix goes in a buffer kept by the thread between calls (im2col writes
-        // every element).
-        COL.with(|buf| {
-            let (mut kept, mut fresh);
-            let col: &mut Vec<f32> = match buf.try_borrow_mut() {
-                Ok(b) => {
-                    kept = b;
-                    &mut kept
-                }
-                Err(_) => {
-                    fresh = Vec::new();
-                    &mut fresh
-                }
-            };
+        // The im2col matrix goes in the thread's work buffer (im2col writes every element).
+        kiln_kernels::convgemm::with_work(|col| {
             if col.len() < cols {
                 col.resize(cols, 0.0);
             }
