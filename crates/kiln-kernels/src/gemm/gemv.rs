@@ -162,6 +162,8 @@ fn whole_ep(ep: &Epilogue<'_>) -> TileEp {
         row_bias: ep.row_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
         col_bias: ep.col_bias.map_or(std::ptr::null(), |r| r.as_ptr()),
         relu: ep.relu,
+        prefetch: std::ptr::null(),
+        prefetch_lines: 0,
     }
 }
 

@@ -340,6 +340,10 @@ pub(crate) struct TileEp {
     pub row_bias: *const f32,
     pub col_bias: *const f32,
     pub relu: bool,
+    /// Lines (16 floats each) from `prefetch` on that the kernel brings towards L2 while its
+    /// depth loop runs (0: none). Prefetching never faults, so the pointer need not be valid.
+    pub prefetch: *const f32,
+    pub prefetch_lines: usize,
 }
 
 /// Destination tile of C.
@@ -744,6 +748,8 @@ pub(crate) fn tile_ep(ep: &Epilogue<'_>, cmul: f32, first: bool, last: bool, i: 
             _ => std::ptr::null(),
         },
         relu: ep.relu && last,
+        prefetch: std::ptr::null(),
+        prefetch_lines: 0,
     }
 }
 
@@ -809,7 +815,7 @@ fn gemm_block(
                     let mut aoff = 0;
                     while i < ic + mc {
                         let t = (i - ic) / mr;
-                        prefetch_l2(&next[(t * part).min(next.len())..((t + 1) * part).min(next.len())]);
+                        let pf = &next[(t * part).min(next.len())..((t + 1) * part).min(next.len())];
                         let rows = mr.min(ic + mc - i);
                         let out = TileOut {
                             // SAFETY: (i, j) lies inside the m×n view of C checked in `sgemm_with`.
@@ -819,7 +825,10 @@ fn gemm_block(
                             rows,
                             cols,
                         };
-                        let tep = tile_ep(ep, cmul, first, last, i, j);
+                        let mut tep = tile_ep(ep, cmul, first, last, i, j);
+                        // Spread over the tile's depth loop (see `x86::Prefetcher`).
+                        tep.prefetch = pf.as_ptr();
+                        tep.prefetch_lines = pf.len().div_ceil(16);
                         match direct {
                             Some(av) => {
                                 let start = (i as isize * av.rs) as usize + pc;
@@ -844,17 +853,6 @@ fn gemm_block(
         }
         jc += nc;
     }
-}
-
-/// Hints the processor to start loading `data` into L2 (one request per 64-byte line).
-#[inline(always)]
-fn prefetch_l2(data: &[f32]) {
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    for line in data.chunks(16) {
-        x86::prefetch_l2(line.as_ptr());
-    }
-    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
-    let _ = data;
 }
 
 /// Whether the kernel family of `info` can read a row-contiguous A in place.

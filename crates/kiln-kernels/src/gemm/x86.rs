@@ -42,6 +42,46 @@ pub(crate) fn prefetch_l2(p: *const f32) {
     unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast::<i8>()) };
 }
 
+/// Spreads a tile's L2 prefetches ([`TileEp::prefetch`]) evenly over its depth loop: one line
+/// every `every` steps. Issued in one burst, they would fill the core's miss buffers and stall
+/// the multiply-adds behind them.
+struct Prefetcher {
+    p: *const f32,
+    left: usize,
+    every: usize,
+    count: usize,
+}
+
+impl Prefetcher {
+    #[inline(always)]
+    fn new(kc: usize, ep: &TileEp) -> Prefetcher {
+        let every = if ep.prefetch_lines == 0 { usize::MAX } else { (kc / ep.prefetch_lines).max(1) };
+        Prefetcher { p: ep.prefetch, left: ep.prefetch_lines, every, count: every }
+    }
+    #[inline(always)]
+    fn step(&mut self) {
+        self.count -= 1;
+        if self.count == 0 {
+            self.count = self.every;
+            if self.left > 0 {
+                prefetch_l2(self.p);
+                self.p = self.p.wrapping_add(16);
+                self.left -= 1;
+            }
+        }
+    }
+
+    /// Issues the lines the depth loop had no step left for.
+    #[inline(always)]
+    fn rest(&mut self) {
+        while self.left > 0 {
+            prefetch_l2(self.p);
+            self.p = self.p.wrapping_add(16);
+            self.left -= 1;
+        }
+    }
+}
+
 /// One MR_AVX512 × `w` tile (w = 16 or 32) of `a` panel × `b` panel, stored through `ep`.
 ///
 /// # Safety
@@ -93,21 +133,35 @@ pub(crate) unsafe fn kernel_avx512_direct(kc: usize, a: *const f32, lda: usize, 
 unsafe fn tile512<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, out: &TileOut, ep: &TileEp) {
     prefetch_c(out, 64 * NV);
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kc {
+    // Depth in steps of UNROLL (one loop branch and one prefetch slot per step), then the rest.
+    const UNROLL: usize = 4;
+    let rows: [*const f32; MR] = std::array::from_fn(|i| if DIRECT { a.add(i * lda) } else { a.add(i) });
+    let step = |acc: &mut [[__m512; NV]; MR], p: usize, b: *const f32| {
         let mut bv = [_mm512_setzero_ps(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
             *x = _mm512_loadu_ps(b.add(16 * v));
         }
-        for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm512_set1_ps(*a.add(if DIRECT { i * lda } else { i }));
+        for (row, r) in acc.iter_mut().zip(rows) {
+            let ai = _mm512_set1_ps(*r.add(if DIRECT { p } else { p * lda }));
             for (x, bx) in row.iter_mut().zip(bv) {
                 *x = _mm512_fmadd_ps(ai, bx, *x);
             }
         }
-        a = a.add(if DIRECT { 1 } else { lda });
-        b = b.add(16 * NV);
+    };
+    let mut pf = Prefetcher::new(kc / UNROLL, ep);
+    let mut p = 0;
+    while p + UNROLL <= kc {
+        pf.step();
+        for u in 0..UNROLL {
+            step(&mut acc, p + u, b.add((p + u) * 16 * NV));
+        }
+        p += UNROLL;
     }
+    while p < kc {
+        step(&mut acc, p, b.add(p * 16 * NV));
+        p += 1;
+    }
+    pf.rest();
     if out.csc == 1 && out.rows <= MR && out.cols <= 16 * NV {
         // Row-contiguous C: full and partial tiles through masked loads and stores.
         let alpha = _mm512_set1_ps(ep.alpha);
@@ -213,21 +267,35 @@ pub(crate) unsafe fn kernel_avx2_direct(kc: usize, a: *const f32, lda: usize, b:
 unsafe fn tile256<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, out: &TileOut, ep: &TileEp) {
     prefetch_c(out, 32 * NV);
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kc {
+    // As in `tile512`.
+    const UNROLL: usize = 4;
+    let rows: [*const f32; MR] = std::array::from_fn(|i| if DIRECT { a.add(i * lda) } else { a.add(i) });
+    let step = |acc: &mut [[__m256; NV]; MR], p: usize, b: *const f32| {
         let mut bv = [_mm256_setzero_ps(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
             *x = _mm256_loadu_ps(b.add(8 * v));
         }
-        for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm256_broadcast_ss(&*a.add(if DIRECT { i * lda } else { i }));
+        for (row, r) in acc.iter_mut().zip(rows) {
+            let ai = _mm256_broadcast_ss(&*r.add(if DIRECT { p } else { p * lda }));
             for (x, bx) in row.iter_mut().zip(bv) {
                 *x = _mm256_fmadd_ps(ai, bx, *x);
             }
         }
-        a = a.add(if DIRECT { 1 } else { lda });
-        b = b.add(8 * NV);
+    };
+    let mut pf = Prefetcher::new(kc / UNROLL, ep);
+    let mut p = 0;
+    while p + UNROLL <= kc {
+        pf.step();
+        for u in 0..UNROLL {
+            step(&mut acc, p + u, b.add((p + u) * 8 * NV));
+        }
+        p += UNROLL;
     }
+    while p < kc {
+        step(&mut acc, p, b.add(p * 8 * NV));
+        p += 1;
+    }
+    pf.rest();
     if out.rows == MR && out.cols == 8 * NV && out.csc == 1 {
         let alpha = _mm256_set1_ps(ep.alpha);
         let cm = _mm256_set1_ps(ep.cmul);
