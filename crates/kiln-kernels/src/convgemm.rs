@@ -46,6 +46,8 @@ thread_local! {
     static BBUF: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
     /// The padded input copy of the calling thread, kept between calls.
     static WORK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The packed im2col(X)ᵀ of [`conv2d_transposed`] on the calling thread, kept between calls.
+    static COLS_A: RefCell<crate::gemm::PackedA> = RefCell::new(crate::gemm::PackedA::empty());
 }
 
 /// C pointer shared by the threads computing disjoint column / row ranges.
@@ -80,11 +82,39 @@ enum Src<'a> {
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn pack_padded(info: &KernelInfo, g: &Conv2dGeometry, xpad: &[f32], plane: usize, wq: usize, p0: usize, kc: usize, j0: usize, end: usize, dst: &mut [f32]) {
+    pack_padded_w(|j| info.panel_width(j, end), g, xpad, plane, wq, p0, kc, j0, end, dst)
+}
+
+/// As [`pack_padded`], with panel widths given by `width(j)` for the panel starting at column j
+/// (the A panels of [`conv2d_transposed`] are all MR wide).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn pack_padded_w(width: impl Fn(usize) -> usize, g: &Conv2dGeometry, xpad: &[f32], plane: usize, wq: usize, p0: usize, kc: usize, j0: usize, end: usize, dst: &mut [f32]) {
+    // Where row p0 + p of B starts in the copy, for the whole block (counters, no divisions
+    // per row): channel ci's phases start at ci·sh·sw·plane, and tap (a, b) reads phase
+    // (a·dh % sh, b·dw % sw) from row a·dh / sh, column b·dw / sw.
     let ksz = g.kh * g.kw;
+    let mut rowoff = [0usize; ROWS_MAX];
+    let (mut ci, r) = (p0 / ksz, p0 % ksz);
+    let (mut ta, mut tb) = (r / g.kw, r % g.kw);
+    for off in rowoff.iter_mut().take(kc) {
+        let (ya, xb) = (ta * g.dh, tb * g.dw);
+        let phase = (ci * g.sh + ya % g.sh) * g.sw + xb % g.sw;
+        *off = phase * plane + (ya / g.sh) * wq + xb / g.sw;
+        tb += 1;
+        if tb == g.kw {
+            tb = 0;
+            ta += 1;
+            if ta == g.kh {
+                ta = 0;
+                ci += 1;
+            }
+        }
+    }
     let mut j = j0;
     let mut off = 0;
     while j < end {
-        let w = info.panel_width(j, end);
+        let w = width(j);
         let valid = w.min(end - j);
         let panel = &mut dst[off..off + w * kc];
         // The panel's columns as runs within one output row: (panel column, offset in a phase
@@ -100,12 +130,7 @@ fn pack_padded(info: &KernelInfo, g: &Conv2dGeometry, xpad: &[f32], plane: usize
             ns += 1;
             col += len;
         }
-        for (p, row) in panel.chunks_exact_mut(w).enumerate() {
-            let kk = p0 + p;
-            let (ci, r) = (kk / ksz, kk % ksz);
-            let (ya, xb) = ((r / g.kw) * g.dh, (r % g.kw) * g.dw);
-            let phase = (ci * g.sh + ya % g.sh) * g.sw + xb % g.sw;
-            let base = phase * plane + (ya / g.sh) * wq + xb / g.sw;
+        for (row, &base) in panel.chunks_exact_mut(w).zip(&rowoff[..kc]) {
             for &(c0, o, len) in &segs[..ns] {
                 copy_run(&mut row[c0..c0 + len], &xpad[base + o..base + o + len]);
             }
@@ -116,16 +141,29 @@ fn pack_padded(info: &KernelInfo, g: &Conv2dGeometry, xpad: &[f32], plane: usize
     }
 }
 
-/// dst = src (equal lengths) in fixed-size pieces, so short runs are not a library call each.
+/// Largest depth block [`pack_padded`] packs (the kernels' kc is at most this).
+const ROWS_MAX: usize = 512;
+
+/// dst = src (equal lengths) as fixed-size moves, so short runs are not a library call each:
+/// whole 16-float pieces, the tail as one more piece overlapping the last (8- and 4-float
+/// pieces likewise for shorter runs).
 #[inline(always)]
 fn copy_run(dst: &mut [f32], src: &[f32]) {
-    let mut d = dst.chunks_exact_mut(16);
-    let mut s = src.chunks_exact(16);
-    for (a, b) in (&mut d).zip(&mut s) {
-        a.copy_from_slice(b);
+    #[inline(always)]
+    fn pieces<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let len = dst.len().min(src.len());
+        let mut i = 0;
+        while i + N < len {
+            dst[i..i + N].copy_from_slice(&src[i..i + N]);
+            i += N;
+        }
+        dst[len - N..len].copy_from_slice(&src[len - N..len]);
     }
-    for (a, &b) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *a = b;
+    match dst.len() {
+        16.. => pieces::<16>(dst, src),
+        8..=15 => pieces::<8>(dst, src),
+        4..=7 => pieces::<4>(dst, src),
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -209,7 +247,7 @@ pub fn conv2d_gemm(g: &Conv2dGeometry, x: &[f32], w: &PackedA, y: &mut [MaybeUni
     let (m, k, n) = (w.rows(), g.depth(), g.cols());
     assert_eq!(w.depth(), k, "conv2d_gemm: packed weights have the wrong depth");
     assert!(x.len() >= g.c * g.ih * g.iw && y.len() >= m * n, "conv2d_gemm: buffer too small");
-    assert!(info.panel_width(0, info.nr) <= MAX_SEGS);
+    assert!(info.panel_width(0, info.nr) <= MAX_SEGS && info.kc <= ROWS_MAX);
     if let Some(rb) = ep.row_bias {
         assert!(rb.len() >= m, "conv2d_gemm: row bias too short");
     }
@@ -241,6 +279,42 @@ pub fn conv2d_gemm(g: &Conv2dGeometry, x: &[f32], w: &PackedA, y: &mut [MaybeUni
     let ranges: Vec<(usize, usize)> = (0..g.kw).map(|b| col_range(g, b)).collect();
     // SAFETY: y holds at least m × n elements (asserted above) and is borrowed for the call.
     unsafe { run(&info, g, &Src::Image { x, ranges: &ranges }, w, YPtr(y.as_mut_ptr().cast::<f32>()), n, ep, threads) };
+}
+
+/// Y[m × oh·ow] = act(W · im2col(X) + bias) for one convolution group computed as the
+/// transposed product Yᵀ = im2col(X)ᵀ · Wᵀ, for outputs of few pixels (a 7×7 plane fills the
+/// kernels' MR-row tiles far better than their NR-wide column panels, see
+/// [`crate::gemm::prefer_transposed`]). `wt` is Wᵀ [c·kh·kw × m] packed as B; the pixels' rows
+/// of A are packed straight from a zero-padded copy of X, never materialising im2col(X). The
+/// bias, when given, is per output channel (`ep.col_bias` of the transposed product) and
+/// `ep.row_bias` must be None. Every element of the first m·oh·ow of `y` is written.
+///
+/// Panics as [`conv2d_gemm`], or if `wt`'s depth is not c·kh·kw.
+pub fn conv2d_transposed(g: &Conv2dGeometry, x: &[f32], wt: &crate::gemm::PackedB, y: &mut [MaybeUninit<f32>], ep: &Epilogue<'_>, threads: usize) {
+    assert!(g.sh > 0 && g.sw > 0 && g.dh > 0 && g.dw > 0, "conv2d_transposed: zero stride or dilation");
+    assert!(ep.row_bias.is_none(), "conv2d_transposed: the bias is per column of the transposed product");
+    let (k, n, m) = (g.depth(), g.cols(), wt.cols());
+    assert_eq!(wt.depth(), k, "conv2d_transposed: packed weights have the wrong depth");
+    assert!(x.len() >= g.c * g.ih * g.iw && y.len() >= m * n, "conv2d_transposed: buffer too small");
+    with_work(|xpad| {
+        let (plane, wq) = padded_copy(g, x, xpad, 0, threads);
+        let xpad: &[f32] = xpad;
+        COLS_A.with(|cell| {
+            let mut fresh = None;
+            let mut guard = cell.try_borrow_mut();
+            let pa = match guard.as_deref_mut() {
+                Ok(pa) => pa,
+                Err(_) => fresh.insert(crate::gemm::PackedA::empty()),
+            };
+            let info = KernelInfo::for_isa(wt.isa());
+            let mr = info.mr;
+            assert!(mr <= MAX_SEGS && info.kc <= ROWS_MAX);
+            pa.refill(wt.isa(), n, k, threads, |p0, kc, block| {
+                crate::simd::vectorized(#[inline(always)] || pack_padded_w(|_| mr, g, xpad, plane, wq, p0, kc, 0, n, block))
+            });
+            crate::gemm::sgemm_into_col_major(n, k, m, crate::gemm::Lhs::Packed(pa), crate::gemm::Rhs::Packed(wt), y, ep, threads);
+        });
+    });
 }
 
 /// Runs `f` with the calling thread's work buffer (the padded copy here, the engine's im2col
@@ -366,7 +440,7 @@ fn block(
             match *src {
                 Src::Image { x, ranges } => pack_block(info, g, x, ranges, pc, kc, jc, jc + nc, buf.as_mut_slice()),
                 Src::Padded { xpad, plane, wq } => {
-                    crate::simd::vectorized(|| pack_padded(info, g, xpad, plane, wq, pc, kc, jc, jc + nc, buf.as_mut_slice()))
+                    crate::simd::vectorized(#[inline(always)] || pack_padded(info, g, xpad, plane, wq, pc, kc, jc, jc + nc, buf.as_mut_slice()))
                 }
             }
             let bpanels = buf.as_slice();
@@ -439,10 +513,18 @@ mod tests {
         y
     }
 
+    /// (m, c, ih, iw, kh, kw, sh, sw, dh, dw, ph, pw, pad_end_h, pad_end_w)
+    type Case = (usize, usize, usize, usize, usize, usize, usize, usize, usize, usize, usize, usize, usize, usize);
+
+    fn geometry(&(_, c, ih, iw, kh, kw, sh, sw, dh, dw, ph, pw, eh, ew): &Case) -> Conv2dGeometry {
+        let oh = (ih + ph + eh - (kh - 1) * dh - 1) / sh + 1;
+        let ow = (iw + pw + ew - (kw - 1) * dw - 1) / sw + 1;
+        Conv2dGeometry { c, ih, iw, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw }
+    }
+
     #[test]
     fn matches_direct_definition() {
-        // (m, c, ih, iw, kh, kw, sh, sw, dh, dw, ph, pw, pad_end_h, pad_end_w)
-        let cases = [
+        let cases: [Case; 15] = [
             (8, 3, 9, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
             (13, 5, 11, 7, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1),
             (16, 3, 20, 23, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3),
@@ -460,10 +542,9 @@ mod tests {
             (8, 5, 30, 31, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0),
         ];
         for isa in available_isas() {
-            for &(m, c, ih, iw, kh, kw, sh, sw, dh, dw, ph, pw, eh, ew) in &cases {
-                let oh = (ih + ph + eh - (kh - 1) * dh - 1) / sh + 1;
-                let ow = (iw + pw + ew - (kw - 1) * dw - 1) / sw + 1;
-                let g = Conv2dGeometry { c, ih, iw, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw };
+            for case in &cases {
+                let (m, g) = (case.0, geometry(case));
+                let (c, ih, iw) = (g.c, g.ih, g.iw);
                 let x: Vec<f32> = (0..c * ih * iw).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
                 let wv: Vec<f32> = (0..m * g.depth()).map(|i| ((i * 5) % 11) as f32 * 0.25 - 1.0).collect();
                 let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5 - 2.0).collect();
@@ -474,6 +555,50 @@ mod tests {
                         let mut y = vec![MaybeUninit::new(f32::NAN); m * g.cols() + 3];
                         let ep = Epilogue { row_bias: Some(&bias), relu, ..Epilogue::default() };
                         conv2d_gemm(&g, &x, &pa, &mut y, &ep, threads);
+                        // SAFETY: every element was initialised (to NaN, then by the kernel).
+                        let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
+                        for (idx, (&got, &w)) in y.iter().zip(&want).enumerate() {
+                            let mut w = w + bias[idx / g.cols()] as f64;
+                            if relu && w < 0.0 {
+                                w = 0.0;
+                            }
+                            assert!((got as f64 - w).abs() <= 1e-3 * (1.0 + w.abs()), "{isa:?} {g:?} at {idx}: {got} vs {w}");
+                        }
+                        assert!(y[m * g.cols()..].iter().all(|v| v.is_nan()), "wrote past Y");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_matches_direct_definition() {
+        // Few-pixel outputs (the form's purpose), partial pixel panels, stride 2, dilation,
+        // uneven padding, a depth over several blocks and more channels than one column panel.
+        let cases: [Case; 8] = [
+            (64, 40, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
+            (48, 30, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1),
+            (33, 20, 9, 11, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
+            (5, 2, 8, 10, 3, 2, 1, 3, 2, 1, 2, 0, 1, 2),
+            (17, 3, 11, 13, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3),
+            (70, 9, 5, 6, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2),
+            (3, 2, 4, 5, 2, 2, 1, 1, 1, 1, 3, 3, 0, 1),
+            (40, 100, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
+        ];
+        for isa in available_isas() {
+            for case in &cases {
+                let (m, g) = (case.0, geometry(case));
+                let x: Vec<f32> = (0..g.c * g.ih * g.iw).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+                let wv: Vec<f32> = (0..m * g.depth()).map(|i| ((i * 5) % 11) as f32 * 0.25 - 1.0).collect();
+                let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5 - 2.0).collect();
+                // Wᵀ [depth × m]: W read column-major.
+                let wt = crate::gemm::PackedB::with_isa(isa, g.depth(), m, MatRef::new(&wv, 1, g.depth() as isize));
+                let want = naive(&g, m, &x, &wv);
+                for threads in [1, 2] {
+                    for relu in [false, true] {
+                        let mut y = vec![MaybeUninit::new(f32::NAN); m * g.cols() + 3];
+                        let ep = Epilogue { col_bias: Some(&bias), relu, ..Epilogue::default() };
+                        conv2d_transposed(&g, &x, &wt, &mut y, &ep, threads);
                         // SAFETY: every element was initialised (to NaN, then by the kernel).
                         let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
                         for (idx, (&got, &w)) in y.iter().zip(&want).enumerate() {

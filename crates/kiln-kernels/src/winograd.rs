@@ -463,6 +463,21 @@ pub fn applies(g: &Conv2dGeometry) -> bool {
     g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1
 }
 
+/// Largest transformed F(4×4) weights (bytes) used on planes of at most 16 tiles with AVX-512.
+const F4_FEW_TILES_MAX_BYTES: usize = 4 << 20;
+
+/// Whether the AVX-512 GEMM kernels are in use.
+fn avx512() -> bool {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        crate::gemm::best_isa() == crate::gemm::Isa::Avx512
+    }
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+    {
+        false
+    }
+}
+
 /// The Winograd variant expected to beat the implicit GEMM for c → m channels and an oh × ow
 /// output per image, if any.
 pub fn choose(m: usize, c: usize, oh: usize, ow: usize) -> Option<TileSize> {
@@ -470,14 +485,19 @@ pub fn choose(m: usize, c: usize, oh: usize, ow: usize) -> Option<TileSize> {
     // With few tiles per image the transforms only pay off against deep products.
     if m < 16 || c < 16 {
         None
+    } else if tiles(4) <= 16 && m * c * 36 * 4 > F4_FEW_TILES_MAX_BYTES && avx512() {
+        // 14×14 planes with many channels: each transformed weight serves 16 tiles only, and
+        // with AVX-512 the GEMM on weights 9/36 the size is faster inside a model, where the
+        // weights come from memory (ResNet-18's 256→256 layers: 0.96× the run time at 1 thread,
+        // 0.99× at 2), though slower alone (1.98×, the weights staying cached).
+        None
     } else if tiles(4) > 16 || (tiles(4) == 16 && c >= 48) || (tiles(4) >= 12 && c >= 128) {
         Some(TileSize::F4)
     } else {
         // F(2×2) (small planes with many channels: 7×7 ones) only pays on AVX2. With AVX-512
         // the GEMM's transposed form is faster on such planes, its weights being 9/16 the size
         // of the transformed ones (ResNet-18: 0.92× the run time at 1 thread, 0.96× at 2).
-        #[cfg(not(target_arch = "wasm32"))]
-        if tiles(2) >= 12 && c >= 128 && crate::gemm::best_isa() != crate::gemm::Isa::Avx512 {
+        if tiles(2) >= 12 && c >= 128 && !avx512() {
             return Some(TileSize::F2);
         }
         None
@@ -907,11 +927,13 @@ mod tests {
     #[test]
     fn chooses_by_tile_count() {
         assert_eq!(choose(64, 64, 56, 56), Some(TileSize::F4));
-        let f2 = (crate::gemm::best_isa() != crate::gemm::Isa::Avx512).then_some(TileSize::F2);
+        let f2 = (!avx512()).then_some(TileSize::F2);
         assert_eq!(choose(512, 512, 7, 7), f2);
+        // Large transformed weights on few tiles: the GEMM with AVX-512.
+        assert_eq!(choose(256, 256, 14, 14), (!avx512()).then_some(TileSize::F4));
+        assert_eq!(choose(256, 64, 13, 13), Some(TileSize::F4));
         assert_eq!(choose(8, 64, 56, 56), None);
         assert_eq!(choose(64, 64, 3, 3), None);
-        assert_eq!(choose(256, 256, 14, 14), Some(TileSize::F4));
         assert_eq!(choose(192, 48, 13, 13), Some(TileSize::F4));
         assert_eq!(choose(64, 32, 13, 13), None);
     }

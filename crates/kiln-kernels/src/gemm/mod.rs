@@ -220,6 +220,33 @@ impl PackedA {
         PackedA { info, m, k, mpad, buf }
     }
 
+    /// An empty operand (0×0) whose buffer [`PackedA::refill`] reuses.
+    pub fn empty() -> PackedA {
+        PackedA { info: KernelInfo::for_isa(best_isa()), m: 0, k: 0, mpad: 0, buf: AlignedBuf::default() }
+    }
+
+    /// Re-packs this operand in place as an m×k A for the kernels of `isa`, reusing its buffer: `fill(p0,
+    /// kc, block)` writes depth block p0..p0+kc, MR-row panels of `kc` steps each (element
+    /// (p, i) of panel q at `block[q·MR·kc + p·MR + i]`), zeros in rows past m; it must write
+    /// every element of the block. Blocks are filled on up to `threads` threads of the pool.
+    pub fn refill(&mut self, isa: Isa, m: usize, k: usize, threads: usize, fill: impl Fn(usize, usize, &mut [f32]) + Sync) {
+        let info = KernelInfo::for_isa(isa);
+        let mpad = m.div_ceil(info.mr) * info.mr;
+        self.buf.reset(mpad * k);
+        *self = PackedA { info, m, k, mpad, buf: std::mem::take(&mut self.buf) };
+        let blocks: Vec<(usize, &mut [f32])> = self.buf.as_mut_slice().chunks_mut((mpad * info.kc).max(1)).enumerate().map(|(b, d)| (b * info.kc, d)).collect();
+        if threads > 1 && blocks.len() > 1 {
+            crate::par::for_each(blocks, |(p0, d)| fill(p0, info.kc.min(k - p0), d));
+        } else {
+            blocks.into_iter().for_each(|(p0, d)| fill(p0, info.kc.min(k - p0), d));
+        }
+    }
+
+    /// Rows per packed panel (MR of the kernel family).
+    pub fn panel_rows(&self) -> usize {
+        self.info.mr
+    }
+
     pub fn rows(&self) -> usize {
         self.m
     }
@@ -272,6 +299,10 @@ impl PackedB {
     }
     pub fn cols(&self) -> usize {
         self.n
+    }
+    /// The kernel family the panels are laid out for.
+    pub fn isa(&self) -> Isa {
+        self.info.isa
     }
     /// The packed panels of k-block `pc` (depth `kc`), starting at column `j` (a multiple of NR).
     fn block(&self, pc: usize, kc: usize, j: usize) -> &[f32] {

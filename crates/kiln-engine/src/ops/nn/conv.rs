@@ -491,6 +491,24 @@ fn conv_f32(
         return conv_f32(&xs, w, packed, None, direct, &d1, group, bias, act);
     }
     let threads = num_threads();
+    let valid_geo = geo.kernel.iter().all(|&k| k > 0) && geo.strides.iter().chain(&geo.dilations).all(|&s| s > 0);
+    let geo2 = (geo.input.len() == 2 && valid_geo).then(|| Conv2dGeometry {
+        c: cg, ih: geo.input[0], iw: geo.input[1], oh: geo.output[0], ow: geo.output[1],
+        kh: geo.kernel[0], kw: geo.kernel[1], sh: geo.strides[0], sw: geo.strides[1],
+        dh: geo.dilations[0], dw: geo.dilations[1], ph: geo.pad_begin[0], pw: geo.pad_begin[1],
+    });
+    if let (Some(PackedForm::Cols(pb)), Some(cg2), false) = (packed, geo2, pointwise) {
+        // Yᵀ = im2col(X)ᵀ · Wᵀ per image, packed from the image without materialising im2col.
+        let ep = Epilogue { row_bias: None, col_bias: bias, ..epilogue(None, act) };
+        let mut y: Vec<f32> = Vec::with_capacity(total);
+        for (xi, yi) in x.chunks_exact(d.c * isz).zip(y.spare_capacity_mut()[..total].chunks_exact_mut(d.m * osz)) {
+            kiln_kernels::convgemm::conv2d_transposed(&cg2, xi, pb, yi, &ep, threads);
+        }
+        // SAFETY: the images' blocks cover all `total` elements and each product writes all
+        // d.m · osz elements of its block.
+        unsafe { y.set_len(total) };
+        return Ok(y);
+    }
     if let Some(PackedForm::Cols(pb)) = packed {
         // Yᵀ = Xᵀ · Wᵀ per image, Xᵀ being the input (pointwise) or its im2col matrix read
         // column-major, written straight into Y's layout.
@@ -521,13 +539,7 @@ fn conv_f32(
         Some(PackedForm::Rows(p)) => Some(p.as_slice()),
         _ => None,
     };
-    let valid_geo = geo.kernel.iter().all(|&k| k > 0) && geo.strides.iter().chain(&geo.dilations).all(|&s| s > 0);
-    if !pointwise && geo.input.len() == 2 && valid_geo {
-        let cg2 = Conv2dGeometry {
-            c: cg, ih: geo.input[0], iw: geo.input[1], oh: geo.output[0], ow: geo.output[1],
-            kh: geo.kernel[0], kw: geo.kernel[1], sh: geo.strides[0], sw: geo.strides[1],
-            dh: geo.dilations[0], dw: geo.dilations[1], ph: geo.pad_begin[0], pw: geo.pad_begin[1],
-        };
+    if let (Some(cg2), false) = (geo2, pointwise) {
         // Y starts uninitialised: these kernels write every element.
         let mut y: Vec<f32> = Vec::with_capacity(total);
         if let Some(ww) = wino.filter(|ww| {
