@@ -430,7 +430,7 @@ pub(crate) fn order_keys(d: &TensorData) -> Keys<'_> {
 /// A copy that only moves elements of several inputs of one type: every element it returns is a
 /// clone of an element of one of `parts`.
 pub(crate) trait MoverN {
-    fn run<T: Clone + Default>(&self, parts: &[&[T]]) -> OpResult<Vec<T>>;
+    fn run<T: Clone + Default + Send + Sync>(&self, parts: &[&[T]]) -> OpResult<Vec<T>>;
 }
 
 /// Applies `m` to inputs of one dtype, moving numbers and bools as unsigned words of their
@@ -687,7 +687,7 @@ mod tests {
 
     struct Cat;
     impl MoverN for Cat {
-        fn run<T: Clone + Default>(&self, parts: &[&[T]]) -> OpResult<Vec<T>> {
+        fn run<T: Clone + Default + Send + Sync>(&self, parts: &[&[T]]) -> OpResult<Vec<T>> {
             let mut out = Vec::new();
             for p in parts {
                 out.extend_from_slice(p);

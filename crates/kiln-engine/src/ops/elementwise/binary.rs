@@ -410,7 +410,7 @@ impl Op for WhereOp {
         // Elements are only moved: one loop per element width serves every type.
         struct M<'a>(&'a [bool], [&'a [usize]; 3]);
         impl MoverN for M<'_> {
-            fn run<T: Clone + Default>(&self, parts: &[&[T]]) -> OpResult<Vec<T>> {
+            fn run<T: Clone + Default + Send + Sync>(&self, parts: &[&[T]]) -> OpResult<Vec<T>> {
                 let [sc, sx, sy] = self.1;
                 let (&[vx, vy], vc) = (parts, self.0) else {
                     bail!("internal: Where moves two inputs");

@@ -67,7 +67,7 @@ impl Op for Concat {
         let blocks: Vec<usize> = ts.iter().map(|t| t.shape()[axis] * inner).collect();
         struct M<'a>(&'a [usize], usize, usize);
         impl MoverN for M<'_> {
-            fn run<T: Clone + Default>(&self, parts: &[&[T]]) -> OpResult<Vec<T>> {
+            fn run<T: Clone + Default + Send + Sync>(&self, parts: &[&[T]]) -> OpResult<Vec<T>> {
                 Ok(concat(parts, self.0, self.1, self.2))
             }
         }
@@ -97,15 +97,64 @@ impl Op for Concat {
     }
 }
 
-fn concat<T: Clone>(parts: &[&[T]], blocks: &[usize], outer: usize, n: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(n);
+fn concat<T: Clone + Send + Sync>(parts: &[&[T]], blocks: &[usize], outer: usize, n: usize) -> Vec<T> {
+    let threads = crate::ops::matmul::num_threads();
+    if threads < 2 || n * std::mem::size_of::<T>() < PAR_CONCAT_BYTES {
+        let mut out = Vec::with_capacity(n);
+        for o in 0..outer {
+            for (p, &b) in parts.iter().zip(blocks) {
+                out.extend_from_slice(&p[o * b..(o + 1) * b]);
+            }
+        }
+        return out;
+    }
+    // Large outputs: the (outer index, input) runs split over the threads in groups of about
+    // equal size, each written straight into its place in the output.
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    let mut runs: Vec<(&mut [std::mem::MaybeUninit<T>], &[T])> = Vec::with_capacity(outer * parts.len());
+    let mut rest = &mut out.spare_capacity_mut()[..n];
     for o in 0..outer {
         for (p, &b) in parts.iter().zip(blocks) {
-            out.extend_from_slice(&p[o * b..(o + 1) * b]);
+            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(b);
+            runs.push((dst, &p[o * b..(o + 1) * b]));
+            rest = tail;
         }
     }
+    // Runs larger than a group's share are split so the groups come out even.
+    let share = n.div_ceil(threads * 2).max(1);
+    let mut pieces = Vec::with_capacity(runs.len() + threads * 2);
+    for (dst, src) in runs {
+        for (d, s) in dst.chunks_mut(share).zip(src.chunks(share)) {
+            pieces.push((d, s));
+        }
+    }
+    let mut groups: Vec<Vec<(&mut [std::mem::MaybeUninit<T>], &[T])>> = Vec::new();
+    let mut size = share;
+    for piece in pieces {
+        if size + piece.1.len() > share {
+            groups.push(Vec::new());
+            size = 0;
+        }
+        size += piece.1.len();
+        if let Some(g) = groups.last_mut() {
+            g.push(piece);
+        }
+    }
+    crate::ops::matmul::par_each(groups, |group| {
+        for (dst, src) in group {
+            for (d, s) in dst.iter_mut().zip(src) {
+                d.write(s.clone());
+            }
+        }
+    });
+    // SAFETY: the runs cover the first n elements (the blocks of every outer index, in order,
+    // sum to n) and every run was written above.
+    unsafe { out.set_len(n) };
     out
 }
+
+/// Outputs from this size (bytes) are copied by several threads.
+const PAR_CONCAT_BYTES: usize = 256 << 10;
 
 // ---------------------------------------------------------------------------------------------
 // Split
@@ -589,6 +638,39 @@ mod tests {
         assert_eq!(slice_axis(5, 0, 5, 2), (0, 3));
         // a[4:0:-2] -> 4,2
         assert_eq!(slice_axis(5, 4, 0, -2), (4, 2));
+    }
+
+    #[test]
+    fn concat_threaded_matches_definition() {
+        // Outputs large enough for the threaded copy, with 1 and 2 threads, several outer
+        // indices, uneven inputs and strings (a type that is cloned, not copied).
+        for threads in [1, 2] {
+            let _pool = kiln_kernels::par::enter(kiln_kernels::par::build_pool(threads));
+            for (outer, dims, inner) in [(1usize, vec![64usize, 96], 3025usize), (3, vec![5, 1, 9], 40_000), (2, vec![7, 3], 7)] {
+                let parts: Vec<Vec<f32>> = dims.iter().enumerate().map(|(q, &d)| (0..outer * d * inner).map(|i| (q * 1_000_000 + i) as f32).collect()).collect();
+                let blocks: Vec<usize> = dims.iter().map(|d| d * inner).collect();
+                let total: usize = dims.iter().sum::<usize>() * inner * outer;
+                let refs: Vec<&[f32]> = parts.iter().map(|p| p.as_slice()).collect();
+                let got = concat(&refs, &blocks, outer, total);
+                assert_eq!(got.len(), total);
+                let axis_len: usize = dims.iter().sum();
+                for (idx, &g) in got.iter().enumerate() {
+                    // Element (o, a, r) of the output: input q holding axis index a.
+                    let (o, a, r) = (idx / (axis_len * inner), idx / inner % axis_len, idx % inner);
+                    let (mut q, mut a0) = (0, a);
+                    while a0 >= dims[q] {
+                        a0 -= dims[q];
+                        q += 1;
+                    }
+                    assert_eq!(g, parts[q][(o * dims[q] + a0) * inner + r], "{threads} threads, outer {outer}, at {idx}");
+                }
+            }
+            let strs: Vec<Vec<String>> = (0..2).map(|q| (0..20_000).map(|i| format!("{q}-{i}")).collect()).collect();
+            let refs: Vec<&[String]> = strs.iter().map(|p| p.as_slice()).collect();
+            let got = concat(&refs, &[10_000, 10_000], 2, 40_000);
+            let want: Vec<String> = (0..2).flat_map(|o| (0..2).flat_map(move |q| (0..10_000).map(move |i| format!("{q}-{}", o * 10_000 + i)))).collect();
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
