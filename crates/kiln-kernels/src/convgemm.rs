@@ -485,7 +485,7 @@ fn block(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gemm::{available_isas, MatRef};
+    use crate::gemm::{available_isas, Isa, MatRef};
 
     /// Direct definition: y[o, oy, ox] = Σ w[o, ci, a, b] · x[ci, oy·sh + a·dh − ph, ox·sw + b·dw − pw].
     fn naive(g: &Conv2dGeometry, m: usize, x: &[f32], w: &[f32]) -> Vec<f64> {
@@ -541,20 +541,29 @@ mod tests {
             (41, 300, 5, 7, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0),
             (8, 5, 30, 31, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0),
         ];
+        check_cases(&cases, |isa, g, m, x, wv, y, ep, threads| {
+            let pa = PackedA::with_isa(isa, m, g.depth(), MatRef::new(wv, g.depth() as isize, 1));
+            conv2d_gemm(g, x, &pa, y, &Epilogue { row_bias: ep.col_bias, col_bias: None, ..*ep }, threads);
+        });
+    }
+
+    /// Runs `conv` (ISA, geometry, output channels, X, W, Y, epilogue with the bias as
+    /// `col_bias`, threads) on every case for every ISA, with and without ReLU, on 1 and 2
+    /// threads, and compares Y with [`naive`] plus the per-channel bias.
+    #[allow(clippy::type_complexity)]
+    fn check_cases(cases: &[Case], conv: impl Fn(Isa, &Conv2dGeometry, usize, &[f32], &[f32], &mut [MaybeUninit<f32>], &Epilogue<'_>, usize)) {
         for isa in available_isas() {
-            for case in &cases {
+            for case in cases {
                 let (m, g) = (case.0, geometry(case));
-                let (c, ih, iw) = (g.c, g.ih, g.iw);
-                let x: Vec<f32> = (0..c * ih * iw).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+                let x: Vec<f32> = (0..g.c * g.ih * g.iw).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
                 let wv: Vec<f32> = (0..m * g.depth()).map(|i| ((i * 5) % 11) as f32 * 0.25 - 1.0).collect();
                 let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5 - 2.0).collect();
-                let pa = PackedA::with_isa(isa, m, g.depth(), MatRef::new(&wv, g.depth() as isize, 1));
                 let want = naive(&g, m, &x, &wv);
                 for threads in [1, 2] {
                     for relu in [false, true] {
                         let mut y = vec![MaybeUninit::new(f32::NAN); m * g.cols() + 3];
-                        let ep = Epilogue { row_bias: Some(&bias), relu, ..Epilogue::default() };
-                        conv2d_gemm(&g, &x, &pa, &mut y, &ep, threads);
+                        let ep = Epilogue { col_bias: Some(&bias), relu, ..Epilogue::default() };
+                        conv(isa, &g, m, &x, &wv, &mut y, &ep, threads);
                         // SAFETY: every element was initialised (to NaN, then by the kernel).
                         let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
                         for (idx, (&got, &w)) in y.iter().zip(&want).enumerate() {
@@ -585,33 +594,10 @@ mod tests {
             (3, 2, 4, 5, 2, 2, 1, 1, 1, 1, 3, 3, 0, 1),
             (40, 100, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
         ];
-        for isa in available_isas() {
-            for case in &cases {
-                let (m, g) = (case.0, geometry(case));
-                let x: Vec<f32> = (0..g.c * g.ih * g.iw).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
-                let wv: Vec<f32> = (0..m * g.depth()).map(|i| ((i * 5) % 11) as f32 * 0.25 - 1.0).collect();
-                let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5 - 2.0).collect();
-                // Wᵀ [depth × m]: W read column-major.
-                let wt = crate::gemm::PackedB::with_isa(isa, g.depth(), m, MatRef::new(&wv, 1, g.depth() as isize));
-                let want = naive(&g, m, &x, &wv);
-                for threads in [1, 2] {
-                    for relu in [false, true] {
-                        let mut y = vec![MaybeUninit::new(f32::NAN); m * g.cols() + 3];
-                        let ep = Epilogue { col_bias: Some(&bias), relu, ..Epilogue::default() };
-                        conv2d_transposed(&g, &x, &wt, &mut y, &ep, threads);
-                        // SAFETY: every element was initialised (to NaN, then by the kernel).
-                        let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
-                        for (idx, (&got, &w)) in y.iter().zip(&want).enumerate() {
-                            let mut w = w + bias[idx / g.cols()] as f64;
-                            if relu && w < 0.0 {
-                                w = 0.0;
-                            }
-                            assert!((got as f64 - w).abs() <= 1e-3 * (1.0 + w.abs()), "{isa:?} {g:?} at {idx}: {got} vs {w}");
-                        }
-                        assert!(y[m * g.cols()..].iter().all(|v| v.is_nan()), "wrote past Y");
-                    }
-                }
-            }
-        }
+        check_cases(&cases, |isa, g, m, x, wv, y, ep, threads| {
+            // Wᵀ [depth × m]: W read column-major.
+            let wt = crate::gemm::PackedB::with_isa(isa, g.depth(), m, MatRef::new(wv, 1, g.depth() as isize));
+            conv2d_transposed(g, x, &wt, y, ep, threads);
+        });
     }
 }
