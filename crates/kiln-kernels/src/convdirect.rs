@@ -19,6 +19,7 @@ const MR: usize = 6;
 /// Wide pixels per tile with AVX2 (see [`nb`]).
 const NB: usize = 16;
 /// Wide pixels per tile with AVX-512.
+#[cfg(target_arch = "x86_64")]
 const NB512: usize = 32;
 
 /// Wide pixels per tile on this machine.

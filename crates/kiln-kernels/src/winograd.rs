@@ -497,6 +497,7 @@ pub fn choose(m: usize, c: usize, oh: usize, ow: usize) -> Option<TileSize> {
         // F(2×2) (small planes with many channels: 7×7 ones) only pays on AVX2. With AVX-512
         // the GEMM's transposed form is faster on such planes, its weights being 9/16 the size
         // of the transformed ones (ResNet-18: 0.92× the run time at 1 thread, 0.96× at 2).
+        #[cfg(not(target_arch = "wasm32"))]
         if tiles(2) >= 12 && c >= 128 && !avx512() {
             return Some(TileSize::F2);
         }
