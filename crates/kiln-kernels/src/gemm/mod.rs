@@ -242,11 +242,6 @@ impl PackedA {
         }
     }
 
-    /// Rows per packed panel (MR of the kernel family).
-    pub fn panel_rows(&self) -> usize {
-        self.info.mr
-    }
-
     pub fn rows(&self) -> usize {
         self.m
     }

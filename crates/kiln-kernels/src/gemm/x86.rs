@@ -82,6 +82,27 @@ impl Prefetcher {
     }
 }
 
+/// Runs a tile's depth loop: `step(p)` for p in 0..kc, in groups of four (one loop branch and
+/// one prefetch slot per group, see [`Prefetcher`]), then the rest.
+#[inline(always)]
+fn depth_loop(kc: usize, ep: &TileEp, mut step: impl FnMut(usize)) {
+    const UNROLL: usize = 4;
+    let mut pf = Prefetcher::new(kc / UNROLL, ep);
+    let mut p = 0;
+    while p + UNROLL <= kc {
+        pf.step();
+        for u in 0..UNROLL {
+            step(p + u);
+        }
+        p += UNROLL;
+    }
+    while p < kc {
+        step(p);
+        p += 1;
+    }
+    pf.rest();
+}
+
 /// One MR_AVX512 × `w` tile (w = 16 or 32) of `a` panel × `b` panel, stored through `ep`.
 ///
 /// # Safety
@@ -133,13 +154,12 @@ pub(crate) unsafe fn kernel_avx512_direct(kc: usize, a: *const f32, lda: usize, 
 unsafe fn tile512<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, out: &TileOut, ep: &TileEp) {
     prefetch_c(out, 64 * NV);
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    // Depth in steps of UNROLL (one loop branch and one prefetch slot per step), then the rest.
-    const UNROLL: usize = 4;
     let rows: [*const f32; MR] = std::array::from_fn(|i| if DIRECT { a.add(i * lda) } else { a.add(i) });
-    let step = |acc: &mut [[__m512; NV]; MR], p: usize, b: *const f32| {
+    depth_loop(kc, ep, |p| {
+        let bp = b.add(p * 16 * NV);
         let mut bv = [_mm512_setzero_ps(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
-            *x = _mm512_loadu_ps(b.add(16 * v));
+            *x = _mm512_loadu_ps(bp.add(16 * v));
         }
         for (row, r) in acc.iter_mut().zip(rows) {
             let ai = _mm512_set1_ps(*r.add(if DIRECT { p } else { p * lda }));
@@ -147,21 +167,7 @@ unsafe fn tile512<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usiz
                 *x = _mm512_fmadd_ps(ai, bx, *x);
             }
         }
-    };
-    let mut pf = Prefetcher::new(kc / UNROLL, ep);
-    let mut p = 0;
-    while p + UNROLL <= kc {
-        pf.step();
-        for u in 0..UNROLL {
-            step(&mut acc, p + u, b.add((p + u) * 16 * NV));
-        }
-        p += UNROLL;
-    }
-    while p < kc {
-        step(&mut acc, p, b.add(p * 16 * NV));
-        p += 1;
-    }
-    pf.rest();
+    });
     if out.csc == 1 && out.rows <= MR && out.cols <= 16 * NV {
         // Row-contiguous C: full and partial tiles through masked loads and stores.
         let alpha = _mm512_set1_ps(ep.alpha);
@@ -267,13 +273,12 @@ pub(crate) unsafe fn kernel_avx2_direct(kc: usize, a: *const f32, lda: usize, b:
 unsafe fn tile256<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, out: &TileOut, ep: &TileEp) {
     prefetch_c(out, 32 * NV);
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
-    // As in `tile512`.
-    const UNROLL: usize = 4;
     let rows: [*const f32; MR] = std::array::from_fn(|i| if DIRECT { a.add(i * lda) } else { a.add(i) });
-    let step = |acc: &mut [[__m256; NV]; MR], p: usize, b: *const f32| {
+    depth_loop(kc, ep, |p| {
+        let bp = b.add(p * 8 * NV);
         let mut bv = [_mm256_setzero_ps(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
-            *x = _mm256_loadu_ps(b.add(8 * v));
+            *x = _mm256_loadu_ps(bp.add(8 * v));
         }
         for (row, r) in acc.iter_mut().zip(rows) {
             let ai = _mm256_broadcast_ss(&*r.add(if DIRECT { p } else { p * lda }));
@@ -281,21 +286,7 @@ unsafe fn tile256<const MR: usize, const NV: usize, const DIRECT: bool>(kc: usiz
                 *x = _mm256_fmadd_ps(ai, bx, *x);
             }
         }
-    };
-    let mut pf = Prefetcher::new(kc / UNROLL, ep);
-    let mut p = 0;
-    while p + UNROLL <= kc {
-        pf.step();
-        for u in 0..UNROLL {
-            step(&mut acc, p + u, b.add((p + u) * 8 * NV));
-        }
-        p += UNROLL;
-    }
-    while p < kc {
-        step(&mut acc, p, b.add(p * 8 * NV));
-        p += 1;
-    }
-    pf.rest();
+    });
     if out.rows == MR && out.cols == 8 * NV && out.csc == 1 {
         let alpha = _mm256_set1_ps(ep.alpha);
         let cm = _mm256_set1_ps(ep.cmul);
