@@ -157,6 +157,13 @@ export interface Env {
     wasmBinary?: ArrayBuffer | ArrayBufferView | WebAssembly.Module;
     /** URL (or Node path) of kiln_wasm_bg.wasm. */
     wasmPaths?: string | URL;
+    /**
+     * Which of the package's own builds to load when neither wasmBinary nor wasmPaths is set:
+     * undefined (default) the relaxed-SIMD build where the engine supports it, false always the
+     * simd128 build (results independent of whether the CPU fuses multiply-adds), true the
+     * relaxed-SIMD build or an error.
+     */
+    relaxedSimd?: boolean;
     readonly numThreads: number;
     readonly simd: boolean;
   };
@@ -172,6 +179,15 @@ export interface KilnBindings {
 
 /** Instantiates the wasm module now (otherwise the first `create` does); a failure can be retried. */
 export declare function initWasm(source?: WasmSource): Promise<KilnBindings>;
+
+/** Whether this JavaScript engine runs WebAssembly relaxed SIMD. */
+export declare function relaxedSimdSupported(): boolean;
+
+/**
+ * The build that was instantiated: 'relaxed-simd' or 'simd128' (the package's own files),
+ * 'caller' (a module, bytes, URL or path the caller passed), null before loading.
+ */
+export declare function wasmVariant(): 'relaxed-simd' | 'simd128' | 'caller' | null;
 
 /** Removes one cached model, or with no url the whole cache. */
 export declare function clearModelCache(cache: SessionOptions['cache'], url?: string | URL): Promise<void>;

@@ -1,11 +1,11 @@
 // kiln-ml: run ONNX models in browsers and Node.js with an onnxruntime-web-shaped API.
 
 import { Tensor, toFeed, TENSOR_TYPES } from './tensor.js';
-import { env, initWasm, isNode, readSource } from './wasm.js';
+import { env, initWasm, isNode, readSource, relaxedSimdSupported, wasmVariant } from './wasm.js';
 import { readModelCached, clearModelCache } from './cache.js';
 import { splitWeights } from './weights.js';
 
-export { Tensor, TENSOR_TYPES, env, initWasm, clearModelCache };
+export { Tensor, TENSOR_TYPES, env, initWasm, clearModelCache, relaxedSimdSupported, wasmVariant };
 
 function makeTensor(type, data, dims) {
   return new Tensor(type, data, dims);

@@ -2,7 +2,7 @@
 // worker_threads Worker (Node), so inference never blocks the calling thread.
 
 import { Tensor } from './tensor.js';
-import { isNode } from './wasm.js';
+import { env, isNode } from './wasm.js';
 
 export { Tensor };
 
@@ -78,7 +78,7 @@ export class WorkerSession {
 
   async _create(source, options) {
     const { wasm, worker: _w, workerUrl: _u, ...rest } = options;
-    const info = await this.#call({ op: 'create', source: cloneableSource(source), wasm: wasm instanceof URL ? wasm.href : wasm, options: rest });
+    const info = await this.#call({ op: 'create', source: cloneableSource(source), wasm: wasm instanceof URL ? wasm.href : wasm, relaxedSimd: env.wasm.relaxedSimd, options: rest });
     this.#id = info.id;
     this.inputNames = Object.freeze(info.inputNames);
     this.outputNames = Object.freeze(info.outputNames);

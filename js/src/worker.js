@@ -1,7 +1,7 @@
 // The worker side of createWorkerSession: owns sessions and runs them off the main thread.
 // Works as a browser module worker and as a Node worker_threads worker.
 
-import { InferenceSession, Tensor, initWasm } from './index.js';
+import { InferenceSession, Tensor, env, initWasm } from './index.js';
 
 const sessions = new Map();
 let nextId = 1;
@@ -24,6 +24,8 @@ async function handle(msg) {
   const transfer = [];
   switch (msg.op) {
     case 'create': {
+      // The worker loads the build the main thread's env.wasm.relaxedSimd asks for.
+      if (msg.relaxedSimd !== undefined) env.wasm.relaxedSimd = msg.relaxedSimd;
       await initWasm(msg.wasm);
       const s = await InferenceSession.create(msg.source, msg.options ?? {});
       const id = nextId++;

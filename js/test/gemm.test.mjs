@@ -5,8 +5,11 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { InferenceSession, Tensor } from '../src/index.js';
+import { InferenceSession, Tensor, env } from '../src/index.js';
 import { compareTensor } from './compare.mjs';
+
+// KILN_WASM_RELAXED=0: the simd128 build even where relaxed SIMD is supported.
+if (process.env.KILN_WASM_RELAXED === '0') env.wasm.relaxedSimd = false;
 
 // ---- minimal ONNX protobuf writer ----
 

@@ -2,6 +2,7 @@
 // non-tensor outputs, metadata, and bad input (each rejects with a clear Error; nothing breaks).
 //
 // KILN_FIXTURES=a,b limits the fixture models to names containing one of the substrings.
+// KILN_WASM_RELAXED=0 runs everything on the simd128 build where relaxed SIMD is supported.
 
 import { test, describe, before } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,11 +11,14 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-import { InferenceSession, Tensor, initWasm, env, clearModelCache } from '../src/index.js';
+import { execFileSync } from 'node:child_process';
+import { InferenceSession, Tensor, initWasm, env, clearModelCache, relaxedSimdSupported, wasmVariant } from '../src/index.js';
 import { parseNpy } from './npy.mjs';
 import { createWorkerSession } from '../src/worker-session.js';
 import { compareTensor } from './compare.mjs';
 import { splitWeights } from '../src/weights.js';
+
+if (process.env.KILN_WASM_RELAXED === '0') env.wasm.relaxedSimd = false;
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
@@ -339,6 +343,33 @@ describe('loading options', () => {
     const mod = await initWasm(readFileSync(join(here, '..', 'dist', 'kiln_wasm_bg.wasm')));
     assert.equal(typeof mod.version(), 'string');
     assert.equal(env.wasm.numThreads, 1);
+  });
+
+  test('the relaxed-SIMD build is loaded where the engine supports it', async () => {
+    await initWasm();
+    const relaxed = process.env.KILN_WASM_RELAXED !== '0' && relaxedSimdSupported();
+    assert.equal(wasmVariant(), relaxed ? 'relaxed-simd' : 'simd128');
+  });
+
+  test('env.wasm.relaxedSimd picks the build in a fresh process', () => {
+    const index = pathToFileURL(join(here, '..', 'src', 'index.js')).href;
+    const load = (value) => execFileSync(process.execPath, [...process.execArgv, '--input-type=module', '--eval', `
+      const m = await import(${JSON.stringify(index)});
+      m.env.wasm.relaxedSimd = ${value};
+      try {
+        await m.initWasm();
+        console.log(m.wasmVariant());
+      } catch (e) {
+        console.log('error: ' + e.message);
+        await m.initWasm(${JSON.stringify(join(here, '..', 'dist', 'kiln_wasm_bg.wasm'))});
+        console.log('then ' + m.wasmVariant());
+      }`], { encoding: 'utf8' }).trim();
+    assert.equal(load('false'), 'simd128');
+    assert.equal(load('undefined'), relaxedSimdSupported() ? 'relaxed-simd' : 'simd128');
+    // Asking for the relaxed build where it cannot run is an error, and a later load still works.
+    assert.equal(load('true'), relaxedSimdSupported() ? 'relaxed-simd'
+      : 'error: env.wasm.relaxedSimd is true but this JavaScript engine has no WebAssembly relaxed SIMD\nthen caller');
+    assert.match(load('"yes"'), /^error: env\.wasm\.relaxedSimd must be true, false or undefined\nthen caller$/);
   });
 
   test('model cache directory', async () => {

@@ -70,6 +70,15 @@ describe('kiln-ml in Chromium', { skip: existsSync(executablePath) ? false : `${
     if (profile) await rm(profile, { recursive: true, force: true });
   });
 
+  test('the relaxed-SIMD build is loaded where Chromium supports it', async () => {
+    const [variant, supported] = await page.evaluate(async () => {
+      const m = await import('/js/src/index.js');
+      await m.initWasm();
+      return [m.wasmVariant(), m.relaxedSimdSupported()];
+    });
+    assert.equal(variant, supported ? 'relaxed-simd' : 'simd128');
+  });
+
   for (const name of fixtures) {
     test(`fixture ${name}`, async () => {
       const problems = await page.evaluate((n) => window.runFixture(n), name);
