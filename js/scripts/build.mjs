@@ -96,7 +96,7 @@ mkdirSync(dist, { recursive: true });
 // Two builds of the same engine. `kiln_wasm_bg.wasm` uses the 128-bit SIMD every current engine
 // has; `kiln_wasm_relaxed_bg.wasm` also uses relaxed SIMD (the GEMM micro-kernel's fused
 // multiply-add), which src/wasm.js loads where the engine validates it (Chrome/Edge 114+,
-// Firefox 145+, Node 22+). Each has its own cargo target directory so that both stay incremental.
+// Node 22+). Each has its own cargo target directory so that both stay incremental.
 // wasm-bindgen's glue is the same for both; the build checks that.
 const variants = [
   { name: 'simd128', file: 'kiln_wasm_bg.wasm', targetDir: targetRoot, rustflags: [], wasmOptFeatures: [] },
