@@ -1,6 +1,7 @@
 // The engine's matrix-multiply kernels as compiled to WebAssembly: one-node Gemm / MatMul / Conv
 // models built here, on sizes that hit every full and partial tile, transposes, alpha/beta/bias
-// epilogues and constant (prepacked) weights, against a float64 reference computed in JS.
+// epilogues, constant (prepacked) weights and Winograd convolutions, against a float64 reference
+// computed in JS.
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
@@ -148,7 +149,9 @@ describe('matrix-multiply kernels match a float64 reference', () => {
     assert.equal(compareTensor(y, { type: 'float32', data: want, dims: [batch, m, n] }, 1e-5, 1e-5 * (k + 1)), null);
   });
 
-  for (const [group, cin, cout, size, kernel, stride, pad] of [[1, 5, 11, 9, 3, 1, 1], [1, 16, 24, 14, 1, 1, 0], [12, 12, 12, 13, 3, 2, 1], [8, 8, 8, 23, 5, 1, 2]]) {
+  for (const [group, cin, cout, size, kernel, stride, pad] of [[1, 5, 11, 9, 3, 1, 1], [1, 16, 24, 14, 1, 1, 0], [12, 12, 12, 13, 3, 2, 1], [8, 8, 8, 23, 5, 1, 2],
+    // Winograd F(4×4): a partial panel of output channels (22), two depth blocks (300 > 256).
+    [1, 18, 22, 17, 3, 1, 1], [1, 300, 20, 16, 3, 1, 1]]) {
     test(`Conv group=${group} ${cin}->${cout} ${size}x${size} k${kernel} s${stride} p${pad}`, async () => {
       const x = fill(cin * size * size, 6);
       const w = fill(cout * (cin / group) * kernel * kernel, 7);
