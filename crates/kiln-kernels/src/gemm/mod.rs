@@ -470,14 +470,15 @@ fn pack_b(info: &KernelInfo, b: &MatRef<'_>, p0: usize, kc: usize, j0: usize, en
                 zero_into(panel);
             }
             if b.rs == 1 {
-                // Column-major B (a transposed weight): 8×8 blocks are transposed in registers,
-                // the edges element by element.
+                // Column-major B (a transposed weight): square blocks are transposed in
+                // registers, the edges element by element.
                 let cs = b.cs as usize;
-                let (jfull, pfull) = if transpose8_fast() { (valid / 8 * 8, kc / 8 * 8) } else { (0, 0) };
-                for jj in (0..jfull).step_by(8) {
+                let tb = transpose_block();
+                let (jfull, pfull) = if tb > 0 { (valid / tb * tb, kc / tb * tb) } else { (0, 0) };
+                for jj in (0..jfull).step_by(tb.max(1)) {
                     let start = (j + jj) * cs + p0;
-                    for p in (0..pfull).step_by(8) {
-                        transpose8(&b.data[start + p..], cs, &mut panel[p * w + jj..], w);
+                    for p in (0..pfull).step_by(tb) {
+                        transpose_square(&b.data[start + p..], cs, &mut panel[p * w + jj..], w);
                     }
                 }
                 for jj in 0..valid {
@@ -521,33 +522,50 @@ fn zero_into(dst: &mut [MaybeUninit<f32>]) {
     }
 }
 
-/// Whether [`transpose8`] runs on vector registers here (otherwise packing transposes element
-/// by element, which is as fast as the portable 8×8 form).
-fn transpose8_fast() -> bool {
+/// Side of the blocks [`transpose_square`] transposes in registers (0: none, element by element).
+fn transpose_block() -> usize {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     {
-        std::arch::is_x86_feature_detected!("avx")
+        if std::arch::is_x86_feature_detected!("avx") {
+            8
+        } else {
+            0
+        }
     }
-    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
-        false
+        4
+    }
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
+    {
+        0
     }
 }
 
-/// Writes the transpose of the 8×8 block at `src` (row stride `ss`) to `dst` (row stride `ds`):
-/// `dst[q·ds + r] = src[r·ss + q]`.
-fn transpose8(src: &[f32], ss: usize, dst: &mut [MaybeUninit<f32>], ds: usize) {
-    assert!(src.len() >= 7 * ss + 8 && dst.len() >= 7 * ds + 8);
+/// Writes the transpose of the [`transpose_block`]-sided square at `src` (row stride `ss`) to
+/// `dst` (row stride `ds`): `dst[q·ds + r] = src[r·ss + q]`.
+fn transpose_square(src: &[f32], ss: usize, dst: &mut [MaybeUninit<f32>], ds: usize) {
+    let n = transpose_block();
+    assert!(n > 0 && src.len() >= (n - 1) * ss + n && dst.len() >= (n - 1) * ds + n);
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    if std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: AVX was detected; both blocks lie inside their slices (asserted above).
-        unsafe { x86::transpose8_avx(src.as_ptr(), ss, dst.as_mut_ptr().cast::<f32>(), ds) };
-        return;
-    }
-    for r in 0..8 {
-        for q in 0..8 {
-            dst[q * ds + r].write(src[r * ss + q]);
-        }
+    // SAFETY: transpose_block() is 8 only with AVX; both blocks lie inside their slices (asserted).
+    unsafe {
+        x86::transpose8_avx(src.as_ptr(), ss, dst.as_mut_ptr().cast::<f32>(), ds)
+    };
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    // SAFETY: both 4×4 blocks lie inside their slices (asserted above); unaligned loads/stores.
+    unsafe {
+        use core::arch::wasm32::*;
+        let (s, d) = (src.as_ptr(), dst.as_mut_ptr().cast::<f32>());
+        let r: [v128; 4] = core::array::from_fn(|i| v128_load(s.add(i * ss) as *const v128));
+        let t0 = i32x4_shuffle::<0, 4, 1, 5>(r[0], r[1]);
+        let t1 = i32x4_shuffle::<2, 6, 3, 7>(r[0], r[1]);
+        let t2 = i32x4_shuffle::<0, 4, 1, 5>(r[2], r[3]);
+        let t3 = i32x4_shuffle::<2, 6, 3, 7>(r[2], r[3]);
+        v128_store(d as *mut v128, i32x4_shuffle::<0, 1, 4, 5>(t0, t2));
+        v128_store(d.add(ds) as *mut v128, i32x4_shuffle::<2, 3, 6, 7>(t0, t2));
+        v128_store(d.add(2 * ds) as *mut v128, i32x4_shuffle::<0, 1, 4, 5>(t1, t3));
+        v128_store(d.add(3 * ds) as *mut v128, i32x4_shuffle::<2, 3, 6, 7>(t1, t3));
     }
 }
 
