@@ -45,6 +45,21 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+/// A closed stdout (`kiln bench ... | head`) ends the process quietly, as it does other Unix
+/// filters: Rust ignores SIGPIPE, so the next print failed and the panic hook reported an
+/// internal error. `serve` keeps ignoring it: a client that disconnects is an error on that
+/// client's socket, not the end of the server.
+#[cfg(unix)]
+fn default_sigpipe() {
+    // SAFETY: restores the default disposition of one signal, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn default_sigpipe() {}
+
 fn main() -> ExitCode {
     tune_allocator();
     std::panic::set_hook(Box::new(|info| {
@@ -57,6 +72,9 @@ fn main() -> ExitCode {
         eprintln!("kiln: internal error: {msg} (please report this)");
     }));
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("serve") {
+        default_sigpipe();
+    }
     let result = match args.first().map(String::as_str) {
         Some("run") => run::main(&args[1..]),
         Some("inspect") => inspect::main(&args[1..]),

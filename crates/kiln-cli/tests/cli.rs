@@ -178,3 +178,24 @@ fn external_data_is_loaded_relative_to_the_model() {
         assert!((g - w).abs() <= 1e-6 + 1e-5 * w.abs(), "{g} vs {w}");
     }
 }
+
+/// A reader that stops early (`kiln bench ... | head`) ends kiln quietly, without the panic
+/// report of a failed print.
+#[cfg(unix)]
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let model = data("mlp.onnx");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["inspect", model.to_str().expect("utf-8 path")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kiln");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for kiln");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("internal error"), "stderr: {stderr}");
+    assert!(out.status.success() || out.status.signal() == Some(13), "status {:?}", out.status);
+}
