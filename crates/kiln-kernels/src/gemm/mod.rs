@@ -416,7 +416,22 @@ fn pack_a(info: &KernelInfo, a: &MatRef<'_>, i0: usize, rows: usize, p0: usize, 
     for (ip, panel) in dst.chunks_mut(mr * kc).enumerate().take(rows.div_ceil(mr)) {
         let r0 = i0 + ip * mr;
         let valid = mr.min(i0 + rows - r0);
-        if a.cs == 1 {
+        if a.cs == 1 && valid == mr && mr == transpose_block() {
+            // Row-major A, whole panel (the AVX-512 and simd128 panel heights equal the in-register
+            // transpose's side): square blocks transposed in registers, the tail element by element.
+            let rs = a.rs as usize;
+            let start = r0 * rs + p0;
+            let pfull = kc / mr * mr;
+            for p in (0..pfull).step_by(mr) {
+                transpose_square(&a.data[start + p..], rs, &mut panel[p * mr..], mr);
+            }
+            for i in 0..mr {
+                let row = &a.data[start + i * rs..start + i * rs + kc];
+                for (p, &v) in row.iter().enumerate().skip(pfull) {
+                    panel[p * mr + i].write(v);
+                }
+            }
+        } else if a.cs == 1 {
             for i in 0..valid {
                 let start = ((r0 + i) as isize * a.rs) as usize + p0;
                 let src = &a.data[start..start + kc];
