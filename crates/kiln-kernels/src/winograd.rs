@@ -361,7 +361,7 @@ impl WinogradWeights {
         let dst = buf.as_mut_slice();
         match tile {
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            TileSize::F4 if info.mr == SIMD128_MR => transform_weights_f4_simd128(&info, m, c, mpad, w, dst),
+            TileSize::F4 if info.mr == V128_LANES => transform_weights_f4_simd128(&info, m, c, mpad, w, dst),
             TileSize::F4 => transform_weights::<F4>(&info, m, c, mpad, w, dst),
             #[cfg(not(target_arch = "wasm32"))]
             TileSize::F2 => transform_weights::<F2>(&info, m, c, mpad, w, dst),
@@ -460,9 +460,10 @@ fn transform_weights<T: Tile>(info: &KernelInfo, m: usize, c: usize, mpad: usize
     );
 }
 
-/// Panel height of the simd128 GEMM kernel: one vector of output channels.
+/// f32 lanes of a v128: [`transform_weights_f4_simd128`] serves kernels whose panels are one
+/// vector of output channels (the simd128 kernel's MR).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-const SIMD128_MR: usize = 4;
+const V128_LANES: usize = 4;
 
 /// [`transform_weights`] for F(4×4) with the simd128 kernel's panels of four output channels: one
 /// channel per lane of a 4-lane vector, so every transformed value is one panel row (one store),
@@ -472,7 +473,7 @@ const SIMD128_MR: usize = 4;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn transform_weights_f4_simd128(info: &KernelInfo, m: usize, c: usize, mpad: usize, w: &[f32], dst: &mut [f32]) {
     use core::arch::wasm32::*;
-    const MR: usize = SIMD128_MR;
+    const MR: usize = V128_LANES;
     /// F(4×4, 3×3)'s G times (x0, x1, x2), for four channels at once.
     #[inline(always)]
     fn g(x0: v128, x1: v128, x2: v128) -> [v128; 6] {

@@ -416,29 +416,8 @@ fn pack_a(info: &KernelInfo, a: &MatRef<'_>, i0: usize, rows: usize, p0: usize, 
     for (ip, panel) in dst.chunks_mut(mr * kc).enumerate().take(rows.div_ceil(mr)) {
         let r0 = i0 + ip * mr;
         let valid = mr.min(i0 + rows - r0);
-        if a.cs == 1 && valid == mr && mr == transpose_block() {
-            // Row-major A, whole panel (the AVX-512 and simd128 panel heights equal the in-register
-            // transpose's side): square blocks transposed in registers, the tail element by element.
-            let rs = a.rs as usize;
-            let start = r0 * rs + p0;
-            let pfull = kc / mr * mr;
-            for p in (0..pfull).step_by(mr) {
-                transpose_square(&a.data[start + p..], rs, &mut panel[p * mr..], mr);
-            }
-            for i in 0..mr {
-                let row = &a.data[start + i * rs..start + i * rs + kc];
-                for (p, &v) in row.iter().enumerate().skip(pfull) {
-                    panel[p * mr + i].write(v);
-                }
-            }
-        } else if a.cs == 1 {
-            for i in 0..valid {
-                let start = ((r0 + i) as isize * a.rs) as usize + p0;
-                let src = &a.data[start..start + kc];
-                for (p, &v) in src.iter().enumerate() {
-                    panel[p * mr + i].write(v);
-                }
-            }
+        if a.cs == 1 {
+            transpose_into(&a.data[r0 * a.rs as usize + p0..], a.rs as usize, valid, kc, panel, mr);
         } else if a.rs == 1 {
             for p in 0..kc {
                 let start = ((p0 + p) as isize * a.cs) as usize + r0;
@@ -487,24 +466,8 @@ fn pack_b(info: &KernelInfo, b: &MatRef<'_>, p0: usize, kc: usize, j0: usize, en
                 zero_into(panel);
             }
             if b.rs == 1 {
-                // Column-major B (a transposed weight): square blocks are transposed in
-                // registers, the edges element by element.
-                let cs = b.cs as usize;
-                let tb = transpose_block();
-                let (jfull, pfull) = if tb > 0 { (valid / tb * tb, kc / tb * tb) } else { (0, 0) };
-                for jj in (0..jfull).step_by(tb.max(1)) {
-                    let start = (j + jj) * cs + p0;
-                    for p in (0..pfull).step_by(tb) {
-                        transpose_square(&b.data[start + p..], cs, &mut panel[p * w + jj..], w);
-                    }
-                }
-                for jj in 0..valid {
-                    let start = (j + jj) * cs + p0;
-                    let from = if jj < jfull { pfull } else { 0 };
-                    for (p, &v) in b.data[start..start + kc].iter().enumerate().skip(from) {
-                        panel[p * w + jj].write(v);
-                    }
-                }
+                // Column-major B (a transposed weight).
+                transpose_into(&b.data[j * b.cs as usize + p0..], b.cs as usize, valid, kc, panel, w);
             } else {
                 for p in 0..kc {
                     for jj in 0..valid {
@@ -536,6 +499,27 @@ fn copy_n<const N: usize>(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
 fn zero_into(dst: &mut [MaybeUninit<f32>]) {
     for d in dst {
         d.write(0.0);
+    }
+}
+
+/// dst[q·ds + r] = src[r·ss + q] for r < rows, q < cols: the transposed copy both packings make
+/// of a strided operand (row-major A into MR-row panels, column-major B into NR-wide panels).
+/// Whole [`transpose_block`]-sided squares go through registers, the edges element by element.
+fn transpose_into(src: &[f32], ss: usize, rows: usize, cols: usize, dst: &mut [MaybeUninit<f32>], ds: usize) {
+    let tb = transpose_block();
+    let (rfull, qfull) = if tb > 0 { (rows / tb * tb, cols / tb * tb) } else { (0, 0) };
+    if tb > 0 {
+        for r in (0..rfull).step_by(tb) {
+            for q in (0..qfull).step_by(tb) {
+                transpose_square(&src[r * ss + q..], ss, &mut dst[q * ds + r..], ds);
+            }
+        }
+    }
+    for r in 0..rows {
+        let from = if r < rfull { qfull } else { 0 };
+        for (q, &v) in src[r * ss..r * ss + cols].iter().enumerate().skip(from) {
+            dst[q * ds + r].write(v);
+        }
     }
 }
 
