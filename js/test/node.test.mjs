@@ -345,6 +345,14 @@ describe('loading options', () => {
     assert.equal(env.wasm.numThreads, 1);
   });
 
+  test('the relaxed-SIMD probe agrees with what this Node offers', () => {
+    // V8 has relaxed SIMD by default from Node 22; Node 20 only behind the flag.
+    const major = Number(process.versions.node.split('.')[0]);
+    const flagged = process.execArgv.includes('--experimental-wasm-relaxed-simd');
+    if (major >= 22 || flagged) assert.equal(relaxedSimdSupported(), true);
+    else if (major <= 20) assert.equal(relaxedSimdSupported(), false);
+  });
+
   test('the relaxed-SIMD build is loaded where the engine supports it', async () => {
     await initWasm();
     const relaxed = process.env.KILN_WASM_RELAXED !== '0' && relaxedSimdSupported();
