@@ -7,6 +7,8 @@
 //!   applied last) → `Gelu(x, approximate="tanh")`.
 //! - `Act(Conv(...))` for Act in Relu, HardSigmoid, HardSwish, Sigmoid, Swish → the Conv with
 //!   [`CONV_ACTIVATION`] / [`CONV_ACTIVATION_PARAMS`] attributes naming the activation it applies.
+//! - `Add(Conv(...), r)` and `Act(Add(Conv(...), r))` (a residual connection) → the Conv with `r`
+//!   as a fourth input and [`CONV_RESIDUAL`], adding it before the activation.
 //!
 //! - `Add(MatMul(x, W), b)` with constant float32 W [k, n] and b [n] → `MatMul(x, W, b)`, the
 //!   bias applied in the product's epilogue (a third MatMul input exists only in fused graphs).
@@ -29,7 +31,8 @@ use crate::plan::collect_outer_refs;
 /// The graph's nodes with every fusion applied, or `None` when nothing was fused.
 pub(crate) fn fuse_graph(graph: &GraphProto, base_dir: Option<&Path>) -> Option<Vec<NodeProto>> {
     let act = fuse_activations(graph, base_dir);
-    let conv = fuse_conv_activations(graph, act.as_deref().unwrap_or(&graph.node)).or(act);
+    let residual = fuse_conv_residual(graph, act.as_deref().unwrap_or(&graph.node)).or(act);
+    let conv = fuse_conv_activations(graph, residual.as_deref().unwrap_or(&graph.node)).or(residual);
     let bias = fuse_matmul_bias(graph, conv.as_deref().unwrap_or(&graph.node), base_dir).or(conv);
     fuse_matmul_gelu(graph, bias.as_deref().unwrap_or(&graph.node), base_dir).or(bias)
 }
@@ -391,6 +394,103 @@ pub(crate) const CONV_ACTIVATION: &str = "kiln.activation";
 /// Swish alpha).
 pub(crate) const CONV_ACTIVATION_PARAMS: &str = "kiln.activation_params";
 
+/// Attribute of a fused Conv whose fourth input is a residual added to its output before the
+/// activation: `act(Conv(x, w, b) + r)`, from `Add(Conv(...), r)` (either operand order).
+pub(crate) const CONV_RESIDUAL: &str = "kiln.residual";
+
+/// The parameters of an activation node a Conv can apply ([`CONV_ACTIVATION_PARAMS`]), or `None`
+/// when it is not one of them (or has unexpected attributes).
+fn conv_activation_params(act: &NodeProto) -> Option<Vec<f32>> {
+    if !act.domain.is_empty() || act.input.len() != 1 || act.output.len() != 1 || act.output[0].is_empty() {
+        return None;
+    }
+    let float = |name: &str, default: f32| -> Option<f32> {
+        match act.attribute.iter().find(|a| a.name == name) {
+            None => Some(default),
+            Some(a) if a.r#type == AttributeType::Float => Some(a.f),
+            Some(_) => None,
+        }
+    };
+    match act.op_type.as_str() {
+        "Relu" | "HardSwish" | "Sigmoid" if act.attribute.is_empty() => Some(vec![]),
+        "HardSigmoid" => Some(vec![float("alpha", 0.2)?, float("beta", 0.5)?]),
+        "Swish" => Some(vec![float("alpha", 1.0)?]),
+        _ => None,
+    }
+}
+
+/// `conv` applying `act` (whose parameters are `params`) to its output, under `act`'s output name.
+fn with_activation(mut conv: NodeProto, act: &NodeProto, params: Vec<f32>) -> NodeProto {
+    conv.output = act.output.clone();
+    conv.attribute.push(AttributeProto {
+        name: CONV_ACTIVATION.to_string(),
+        r#type: AttributeType::String,
+        s: act.op_type.as_bytes().to_vec(),
+        ..AttributeProto::default()
+    });
+    conv.attribute.push(AttributeProto {
+        name: CONV_ACTIVATION_PARAMS.to_string(),
+        r#type: AttributeType::Floats,
+        floats: params,
+        ..AttributeProto::default()
+    });
+    conv
+}
+
+/// A Conv of the default domain with one output and no fused activation or residual.
+fn plain_conv(n: &NodeProto) -> bool {
+    n.op_type == "Conv"
+        && n.domain.is_empty()
+        && n.output.len() == 1
+        && !n.output[0].is_empty()
+        && (2..=3).contains(&n.input.len())
+        && !n.attribute.iter().any(|a| a.name == CONV_ACTIVATION || a.name == CONV_RESIDUAL)
+}
+
+/// `nodes` with each `Add(Conv(...), r)` (either operand order), and the activation reading the
+/// sum when it is its only reader, replaced by a Conv adding `r` to its output before the
+/// activation ([`CONV_RESIDUAL`]); `None` when there is none. The Conv's output must have the
+/// Add as its only reader. When both operands are such Convs the later one absorbs the Add
+/// (the other's output is then computed before it). The fused node takes the place of the last
+/// node it replaces, after every value it reads. Shapes are not known here: the fused Conv
+/// broadcasts `r` as the Add would when its shape differs from the output's.
+pub(crate) fn fuse_conv_residual(graph: &GraphProto, nodes: &[NodeProto]) -> Option<Vec<NodeProto>> {
+    let uses = Uses::new(graph, nodes);
+    let producer: HashMap<&str, usize> =
+        nodes.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
+    let mut replace: HashMap<usize, NodeProto> = HashMap::new();
+    let mut removed = vec![false; nodes.len()];
+    for (i, add) in nodes.iter().enumerate() {
+        if add.op_type != "Add" || !add.domain.is_empty() || add.input.len() != 2 || add.output.len() != 1 || add.output[0].is_empty() {
+            continue;
+        }
+        // The operand computed by a fusable Conv read only here; the later one when both are.
+        let conv = (0..2)
+            .filter_map(|k| {
+                let c = *producer.get(add.input[k].as_str())?;
+                (plain_conv(&nodes[c]) && !removed[c] && uses.sole_reader(&add.input[k]) == Some(i)).then_some((c, k))
+            })
+            .max();
+        let Some((c, k)) = conv else { continue };
+        let mut fused = nodes[c].clone();
+        fused.input.resize(3, String::new());
+        fused.input.push(add.input[1 - k].clone());
+        fused.output = add.output.clone();
+        fused.attribute.push(AttributeProto { name: CONV_RESIDUAL.to_string(), r#type: AttributeType::Int, i: 1, ..AttributeProto::default() });
+        let mut at = i;
+        if let Some(r) = uses.sole_reader(&add.output[0]).filter(|&r| !removed[r]) {
+            if let Some(params) = conv_activation_params(&nodes[r]) {
+                fused = with_activation(fused, &nodes[r], params);
+                removed[i] = true;
+                at = r;
+            }
+        }
+        removed[c] = true;
+        replace.insert(at, fused);
+    }
+    rewritten(nodes, replace, &removed)
+}
+
 /// `nodes` (the graph's nodes, possibly already rewritten) with each Conv whose only reader is
 /// a supported activation replaced by a Conv applying it; `None` when nothing was fused.
 pub(crate) fn fuse_conv_activations(graph: &GraphProto, nodes: &[NodeProto]) -> Option<Vec<NodeProto>> {
@@ -398,53 +498,16 @@ pub(crate) fn fuse_conv_activations(graph: &GraphProto, nodes: &[NodeProto]) -> 
     let mut replace: HashMap<usize, NodeProto> = HashMap::new();
     let mut removed = vec![false; nodes.len()];
     for (i, n) in nodes.iter().enumerate() {
-        if n.op_type != "Conv" || !n.domain.is_empty() || n.output.len() != 1 || n.attribute.iter().any(|a| a.name == CONV_ACTIVATION) {
+        if !plain_conv(n) {
             continue;
         }
-        let y = n.output[0].as_str();
-        if y.is_empty() {
+        let Some(r) = uses.sole_reader(&n.output[0]) else { continue };
+        if removed[r] {
             continue;
         }
-        let Some(r) = uses.sole_reader(y) else { continue };
-        let act = &nodes[r];
-        if removed[r] || !act.domain.is_empty() || act.input.len() != 1 || act.output.len() != 1 || act.output[0].is_empty() {
-            continue;
-        }
-        let float = |name: &str, default: f32| -> Option<f32> {
-            match act.attribute.iter().find(|a| a.name == name) {
-                None => Some(default),
-                Some(a) if a.r#type == AttributeType::Float => Some(a.f),
-                Some(_) => None,
-            }
-        };
-        let params = match act.op_type.as_str() {
-            "Relu" | "HardSwish" | "Sigmoid" if act.attribute.is_empty() => vec![],
-            "HardSigmoid" => match (float("alpha", 0.2), float("beta", 0.5)) {
-                (Some(a), Some(b)) => vec![a, b],
-                _ => continue,
-            },
-            "Swish" => match float("alpha", 1.0) {
-                Some(a) => vec![a],
-                None => continue,
-            },
-            _ => continue,
-        };
-        let mut fused = n.clone();
-        fused.output = act.output.clone();
-        fused.attribute.push(AttributeProto {
-            name: CONV_ACTIVATION.to_string(),
-            r#type: AttributeType::String,
-            s: act.op_type.as_bytes().to_vec(),
-            ..AttributeProto::default()
-        });
-        fused.attribute.push(AttributeProto {
-            name: CONV_ACTIVATION_PARAMS.to_string(),
-            r#type: AttributeType::Floats,
-            floats: params,
-            ..AttributeProto::default()
-        });
+        let Some(params) = conv_activation_params(&nodes[r]) else { continue };
         removed[r] = true;
-        replace.insert(i, fused);
+        replace.insert(i, with_activation(n.clone(), &nodes[r], params));
     }
     rewritten(nodes, replace, &removed)
 }
@@ -651,5 +714,146 @@ mod tests {
         // W computed at run time.
         let g = graph(vec![node("MatMul", &["x", "v"], "y"), node("Gelu", &["y"], "z")], vec![], &["z"]);
         assert!(fuse_matmul_gelu(&g, &g.node, None).is_none());
+    }
+
+    fn conv_node(inputs: &[&str], output: &str) -> NodeProto {
+        node("Conv", inputs, output)
+    }
+
+    #[test]
+    fn conv_add_relu_becomes_one_conv_with_a_residual() {
+        let g = graph(
+            vec![conv_node(&["x", "w", "b"], "c"), node("Add", &["c", "r"], "s"), node("Relu", &["s"], "z")],
+            vec![init("w", &[4, 3, 1, 1]), init("b", &[4])],
+            &["z"],
+        );
+        let out = fuse_graph(&g, None).expect("fused");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].op_type, "Conv");
+        assert_eq!(out[0].input, ["x", "w", "b", "r"]);
+        assert_eq!(out[0].output, ["z"]);
+        let attr = |name: &str| out[0].attribute.iter().find(|a| a.name == name);
+        assert_eq!(attr(CONV_RESIDUAL).map(|a| a.i), Some(1));
+        assert_eq!(attr(CONV_ACTIVATION).map(|a| a.s.clone()), Some(b"Relu".to_vec()));
+    }
+
+    #[test]
+    fn residual_fusion_keeps_order_and_readers() {
+        // Conv as the second operand, no bias; the sum has two readers, so no activation joins.
+        let g = graph(
+            vec![conv_node(&["x", "w"], "c"), node("Add", &["r", "c"], "s"), node("Relu", &["s"], "z"), node("Neg", &["s"], "n")],
+            vec![init("w", &[4, 3, 1, 1])],
+            &["z", "n"],
+        );
+        let out = fuse_graph(&g, None).expect("fused");
+        let ops: Vec<&str> = out.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Conv", "Relu", "Neg"]);
+        assert_eq!(out[0].input, ["x", "w", "", "r"]);
+        assert_eq!(out[0].output, ["s"]);
+        assert!(out[0].attribute.iter().all(|a| a.name != CONV_ACTIVATION));
+        // Both operands are Convs (a ResNet shortcut): the later one takes the Add, after the other.
+        let g = graph(
+            vec![conv_node(&["x", "w"], "c1"), conv_node(&["x", "w"], "c2"), node("Add", &["c2", "c1"], "s")],
+            vec![init("w", &[4, 3, 1, 1])],
+            &["s"],
+        );
+        let out = fuse_graph(&g, None).expect("fused");
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].output, ["c1"]);
+        assert_eq!(out[1].input, ["x", "w", "", "c1"]);
+        assert_eq!(out[1].output, ["s"]);
+    }
+
+    #[test]
+    fn residual_left_alone_when_the_conv_output_is_shared() {
+        // Read by another node.
+        let g = graph(
+            vec![conv_node(&["x", "w"], "c"), node("Add", &["c", "r"], "s"), node("Neg", &["c"], "n")],
+            vec![init("w", &[4, 3, 1, 1])],
+            &["s", "n"],
+        );
+        assert!(fuse_conv_residual(&g, &g.node).is_none());
+        // A graph output.
+        let g = graph(vec![conv_node(&["x", "w"], "c"), node("Add", &["c", "r"], "s")], vec![init("w", &[4, 3, 1, 1])], &["s", "c"]);
+        assert!(fuse_conv_residual(&g, &g.node).is_none());
+        // Added to itself.
+        let g = graph(vec![conv_node(&["x", "w"], "c"), node("Add", &["c", "c"], "s")], vec![init("w", &[4, 3, 1, 1])], &["s"]);
+        assert!(fuse_conv_residual(&g, &g.node).is_none());
+        // An activation between the Conv and the Add stays where it is (it comes first).
+        let g = graph(
+            vec![conv_node(&["x", "w"], "c"), node("Relu", &["c"], "a"), node("Add", &["a", "r"], "s")],
+            vec![init("w", &[4, 3, 1, 1])],
+            &["s"],
+        );
+        let out = fuse_graph(&g, None).expect("fused");
+        let ops: Vec<&str> = out.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Conv", "Add"]);
+        assert!(out[0].attribute.iter().all(|a| a.name != CONV_RESIDUAL));
+    }
+
+    /// `act(Conv(x, w, b) + r)` for a 1×1 convolution (3 → 4 channels on 4×5 pixels), run
+    /// through a session with r of `r_dims`, against the definition in f64 with r broadcast
+    /// as numpy does.
+    fn check_residual_model(act: Option<&str>, r_dims: &[usize], want_act: impl Fn(f64) -> f64) {
+        let (c, m, hw) = (3usize, 4usize, 20usize);
+        let w: Vec<f32> = (0..m * c).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect();
+        let b: Vec<f32> = (0..m).map(|i| i as f32 * 0.3 - 0.5).collect();
+        let mut nodes = vec![conv_node(&["x", "w", "b"], "y"), node("Add", &["r", "y"], if act.is_some() { "s" } else { "z" })];
+        if let Some(a) = act {
+            nodes.push(node(a, &["s"], "z"));
+        }
+        let mut g = graph(nodes, vec![init_values("w", &[m as i64, c as i64, 1, 1], w.clone()), init_values("b", &[m as i64], b.clone())], &["z"]);
+        g.input = ["x", "r"].iter().map(|n| ValueInfoProto { name: n.to_string(), ..ValueInfoProto::default() }).collect();
+        let model = kiln_onnx::proto::ModelProto {
+            ir_version: 8,
+            opset_import: vec![kiln_onnx::proto::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(g),
+            ..Default::default()
+        };
+        let fused = fuse_graph(model.graph.as_ref().unwrap(), None).expect("fused");
+        assert_eq!(fused.len(), 1, "{act:?}");
+        let x: Vec<f32> = (0..c * hw).map(|i| ((i * 13) % 17) as f32 / 4.0 - 2.0).collect();
+        let rlen: usize = r_dims.iter().product();
+        let r: Vec<f32> = (0..rlen).map(|i| ((i * 5) % 9) as f32 * 0.4 - 1.6).collect();
+        let session = crate::Session::from_proto(&model, None, crate::SessionOptions::default(), &crate::Registry::with_builtin()).expect("session");
+        let feeds = vec![
+            ("x".into(), kiln_tensor::Value::Tensor(kiln_tensor::Tensor::from_vec(vec![1, c, 4, 5], x.clone()).unwrap())),
+            ("r".into(), kiln_tensor::Value::Tensor(kiln_tensor::Tensor::from_vec(r_dims.to_vec(), r.clone()).unwrap())),
+        ];
+        let out = session.run(feeds).expect("run");
+        let kiln_tensor::Value::Tensor(z) = &out[0].1 else { panic!("not a tensor") };
+        // The broadcast output shape: r's dims right-aligned against [1, m, 4, 5].
+        let ys = [1usize, m, 4, 5];
+        let rank = ys.len().max(r_dims.len());
+        let pad = |s: &[usize]| -> Vec<usize> { std::iter::repeat(1).take(rank - s.len()).chain(s.iter().copied()).collect() };
+        let (yp, rp) = (pad(&ys), pad(r_dims));
+        let shape: Vec<usize> = yp.iter().zip(&rp).map(|(&a, &b)| a.max(b)).collect();
+        assert_eq!(z.shape(), &shape[..], "{act:?} r {r_dims:?}");
+        let z = z.as_slice::<f32>().unwrap();
+        let at = |s: &[usize], idx: &[usize]| idx.iter().zip(s).fold(0, |acc, (&i, &d)| acc * d + if d == 1 { 0 } else { i });
+        for (flat, &got) in z.iter().enumerate() {
+            let mut idx = vec![0; rank];
+            let mut rem = flat;
+            for d in (0..rank).rev() {
+                idx[d] = rem % shape[d];
+                rem /= shape[d];
+            }
+            let (o, p) = (idx[rank - 3], idx[rank - 2] * 5 + idx[rank - 1]);
+            let conv = b[o] as f64 + (0..c).map(|ci| w[o * c + ci] as f64 * x[ci * hw + p] as f64).sum::<f64>();
+            let e = want_act(conv + r[at(&rp, &idx)] as f64);
+            assert!((got as f64 - e).abs() < 1e-5 * (1.0 + e.abs()), "{act:?} r {r_dims:?} at {flat}: {got} vs {e}");
+        }
+    }
+
+    #[test]
+    fn fused_residual_matches_definition() {
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        // Same shape (the fused pass), then broadcasts: per channel, and one that adds a batch.
+        check_residual_model(Some("Relu"), &[1, 4, 4, 5], |v| v.max(0.0));
+        check_residual_model(None, &[1, 4, 4, 5], |v| v);
+        check_residual_model(Some("Sigmoid"), &[1, 4, 4, 5], sig);
+        check_residual_model(Some("Relu"), &[4, 1, 1], |v| v.max(0.0));
+        check_residual_model(Some("Sigmoid"), &[2, 4, 4, 5], sig);
+        check_residual_model(None, &[5], |v| v);
     }
 }

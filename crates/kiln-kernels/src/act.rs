@@ -73,6 +73,27 @@ impl Activation {
         unsafe { self.apply_block(xs.as_mut_ptr(), 1, xs.len(), 0, 1) }
     }
 
+    /// y[i] = act(y[i] + r[i]): a residual added to a finished output before its activation.
+    /// Split over the calling thread's pool when long enough to pay for it.
+    ///
+    /// Panics if the lengths differ.
+    pub fn add_apply(self, y: &mut [f32], r: &[f32]) {
+        assert_eq!(y.len(), r.len(), "add_apply: residual length differs from the output's");
+        // Pieces small enough to stay in L1 between the sum and the activation.
+        const PIECE: usize = 2048;
+        crate::par::split_mut(y, PIECE, 1 << 16, |g, part| {
+            let r = &r[g * PIECE..g * PIECE + part.len()];
+            for (y, r) in part.chunks_mut(PIECE).zip(r.chunks(PIECE)) {
+                if self == Activation::Relu {
+                    crate::simd::vectorized(#[inline(always)] || y.iter_mut().zip(r).for_each(|(y, r)| *y = relu(*y + *r)));
+                } else {
+                    crate::simd::vectorized(#[inline(always)] || y.iter_mut().zip(r).for_each(|(y, r)| *y += *r));
+                    self.apply(y);
+                }
+            }
+        });
+    }
+
     /// Applies the activation to the `rows × cols` block of C at `c` (element (i, j) at
     /// `c[i·rsc + j·csc]`).
     ///
@@ -385,5 +406,30 @@ mod tests {
         let mut c: Vec<f32> = (0..12).map(|i| i as f32 - 6.0).collect();
         unsafe { Activation::Relu.apply_block(c.as_mut_ptr(), 2, 2, 1, 4) };
         assert_eq!(c, vec![0.0, 0.0, -4.0, -3.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn add_apply_matches_definition() {
+        // Long enough to be split over two threads, with a partial last piece.
+        let n = (1 << 17) + 2051;
+        let y0: Vec<f32> = (0..n).map(|i| ((i * 7) % 29) as f32 * 0.25 - 3.5).collect();
+        let r: Vec<f32> = (0..n).map(|i| ((i * 11) % 23) as f32 * 0.3 - 3.3).collect();
+        for threads in [1, 2] {
+            let _pool = crate::par::enter(crate::par::build_pool(threads));
+            for act in [Activation::Identity, Activation::Relu, Activation::HardSwish, Activation::Sigmoid] {
+                let mut y = y0.clone();
+                act.add_apply(&mut y, &r);
+                for (i, &got) in y.iter().enumerate() {
+                    let v = y0[i] as f64 + r[i] as f64;
+                    let want = match act {
+                        Activation::Relu => v.max(0.0),
+                        Activation::HardSwish => v * ((v + 3.0).clamp(0.0, 6.0) / 6.0),
+                        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+                        _ => v,
+                    };
+                    assert!((got as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()), "{act:?} threads {threads} at {i}: {got} vs {want}");
+                }
+            }
+        }
     }
 }

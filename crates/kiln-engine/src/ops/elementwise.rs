@@ -43,6 +43,7 @@ macro_rules! dispatch {
 }
 
 mod binary;
+pub(crate) use binary::add_tensors;
 mod cast;
 pub(crate) mod kernels;
 mod unary;

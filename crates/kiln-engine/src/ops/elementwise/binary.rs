@@ -121,6 +121,16 @@ fn arith<T: Num>(a: &[T], sa: &[usize], b: &[T], sb: &[usize], k: B) -> Out<T> {
     }
 }
 
+/// `a + b` with broadcasting, as the Add operator computes it (for fused operators whose operand
+/// shapes are only known at run time).
+pub(crate) fn add_tensors(a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
+    ensure!(a.dtype() == b.dtype(), "Add needs inputs of one type, got {} and {}", a.dtype(), b.dtype());
+    dispatch!(num a.data(), "Add", |va: T| {
+        let (s, o) = arith::<T>(va, a.shape(), b.as_slice::<T>()?, b.shape(), B::Add)?;
+        Ok(Tensor::from_vec(s, o)?)
+    })
+}
+
 fn compare<T: PartialOrd>(a: &[T], sa: &[usize], b: &[T], sb: &[usize], k: B) -> Out<bool> {
     // One loop per type through a function pointer (code size).
     let f: fn(&T, &T) -> bool = match k {

@@ -27,8 +27,12 @@ struct ConvOp {
     group: usize,
     /// Constant float32 weights packed per group at load (not for depthwise convolutions).
     packed: Option<PackedWeights>,
-    /// Applied to the output (fused from a following activation node).
+    /// Applied to the output (fused from a following activation node); after the residual when
+    /// there is one.
     act: Activation,
+    /// Input 3 is added to the output before the activation (fused from a following Add, see
+    /// `fuse::fuse_conv_residual`).
+    residual: bool,
     /// Constant 3×3 weights transformed at load for the Winograd path, when it pays.
     wino: Option<WinogradWeights>,
     /// Constant weights laid out at load for the direct path (shallow convolutions), when it pays.
@@ -82,8 +86,9 @@ fn build_conv(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let group = group as usize;
     let attrs = WindowAttrs::parse(n)?;
     let act = fused_activation(n)?;
-    // The Winograd kernels fuse no activation other than Relu.
-    let wino_act = matches!(act, Activation::Identity | Activation::Relu);
+    let residual = n.attr_int_or(crate::fuse::CONV_RESIDUAL, 0)? != 0;
+    // The Winograd kernels fuse no activation other than Relu (a residual's is applied after).
+    let wino_act = residual || matches!(act, Activation::Identity | Activation::Relu);
     let wino = if group == 1 && wino_act { n.const_tensor(1).and_then(|w| winograd_weights(n, &attrs, w)) } else { None };
     let direct = if group == 1 && wino.is_none() { n.const_tensor(1).and_then(direct_weights) } else { None };
     // With Winograd or direct weights the GEMM path only runs for unexpected shapes; it then
@@ -93,7 +98,7 @@ fn build_conv(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     } else {
         n.const_tensor(1).and_then(|w| PackedWeights::new(w, group, static_out_pixels(n, &attrs, w)))
     };
-    Ok(Box::new(ConvOp { attrs, group, packed, act, wino, direct }))
+    Ok(Box::new(ConvOp { attrs, group, packed, act, residual, wino, direct }))
 }
 
 /// Output pixels per image of a convolution whose input's spatial size is fixed in the model.
@@ -152,7 +157,7 @@ fn direct_weights(w: &Tensor) -> Option<DirectWeights> {
 fn build_conv_integer(n: &NodeInfo) -> OpResult<Box<dyn Op>> {
     let group = n.attr_int_or("group", 1)?;
     ensure!(group >= 1, "group must be >= 1, got {group}");
-    Ok(Box::new(ConvIntegerOp(ConvOp { attrs: WindowAttrs::parse(n)?, group: group as usize, packed: None, act: Activation::Identity, wino: None, direct: None })))
+    Ok(Box::new(ConvIntegerOp(ConvOp { attrs: WindowAttrs::parse(n)?, group: group as usize, packed: None, act: Activation::Identity, residual: false, wino: None, direct: None })))
 }
 
 /// Validated dims of a convolution: X [N, C, in...], W [M, C/group, k...].
@@ -192,6 +197,40 @@ impl ConvOp {
         };
         let sp = self.attrs.infer_spatial(&x.0[2..], &kernel)?;
         Some(nc_shape(x, w.0[0].clone(), sp))
+    }
+
+    /// The activation the convolution kernels apply: none when a residual comes first.
+    fn kernel_act(&self) -> Activation {
+        if self.residual {
+            Activation::Identity
+        } else {
+            self.act
+        }
+    }
+
+    /// `y` with the fused residual (input 3) added and the activation applied, when this Conv has
+    /// a residual; `y` unchanged otherwise. The residual broadcasts as the Add it came from
+    /// would.
+    fn add_residual(&self, y: Tensor, inputs: &Inputs) -> OpResult<Tensor> {
+        if !self.residual {
+            return Ok(y);
+        }
+        let r = inputs.tensor(3)?;
+        let mut y = y;
+        if y.dtype() == DType::F32 && r.dtype() == DType::F32 && r.shape() == y.shape() {
+            self.act.add_apply(y.as_slice_mut::<f32>()?, r.as_slice::<f32>()?);
+            return Ok(y);
+        }
+        let sum = crate::ops::elementwise::add_tensors(&y, r)?;
+        if self.act == Activation::Identity {
+            return Ok(sum);
+        }
+        let dt = sum.dtype();
+        Ok(real_dispatch!(dt, "Conv", |T| {
+            let mut v = T::cow(&sum)?.into_owned();
+            v.iter_mut().for_each(|x| *x = T::from_f64(self.act.eval_f64(x.to_f64())));
+            real_tensor(sum.shape().to_vec(), v, dt)?
+        }))
     }
 }
 
@@ -710,8 +749,9 @@ fn out_shape(d: &ConvDims) -> Vec<usize> {
     s
 }
 
-impl Op for ConvOp {
-    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+impl ConvOp {
+    /// The convolution (with the kernels' activation, see [`ConvOp::kernel_act`]).
+    fn conv(&self, inputs: &Inputs) -> OpResult<Tensor> {
         let x = inputs.tensor(0)?;
         let w = inputs.tensor(1)?;
         let b = inputs.opt_tensor(2)?;
@@ -725,8 +765,8 @@ impl Op for ConvOp {
                 Some(b) => Some(f32::cow(b)?),
                 None => None,
             };
-            let y = depthwise_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, &d, self.group, bias.as_deref(), self.act)?;
-            return Ok(vec![Value::Tensor(Tensor::from_vec(out_shape(&d), y)?)]);
+            let y = depthwise_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, &d, self.group, bias.as_deref(), self.kernel_act())?;
+            return Ok(Tensor::from_vec(out_shape(&d), y)?);
         }
         if dt == DType::F32 && w.dtype() == DType::F32 && !depthwise {
             let packed = self.packed.as_ref().filter(|p| p.shape == w.shape()).map(|p| &p.form);
@@ -736,8 +776,8 @@ impl Op for ConvOp {
             };
             let wino = self.wino.as_ref().filter(|_| w.shape().get(2..) == Some(&[3, 3][..]));
             let direct = self.direct.as_ref().filter(|_| w.shape().len() == 4);
-            let y = conv_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, packed, wino, direct, &d, self.group, bias.as_deref(), self.act)?;
-            return Ok(vec![Value::Tensor(Tensor::from_vec(out_shape(&d), y)?)]);
+            let y = conv_f32(x.as_slice::<f32>()?, w.as_slice::<f32>()?, packed, wino, direct, &d, self.group, bias.as_deref(), self.kernel_act())?;
+            return Ok(Tensor::from_vec(out_shape(&d), y)?);
         }
         let t = real_dispatch!(dt, "Conv", |T| {
             let xv = T::cow(x)?;
@@ -746,20 +786,33 @@ impl Op for ConvOp {
             if let Some(b) = b {
                 add_bias(&mut y, &T::cow(b)?, d.m, d.geo.out_size())?;
             }
-            if self.act != Activation::Identity {
-                y.iter_mut().for_each(|v| *v = T::from_f64(self.act.eval_f64(v.to_f64())));
+            let act = self.kernel_act();
+            if act != Activation::Identity {
+                y.iter_mut().for_each(|v| *v = T::from_f64(act.eval_f64(v.to_f64())));
             }
             real_tensor(out_shape(&d), y, dt)?
         });
-        Ok(vec![Value::Tensor(t)])
+        Ok(t)
     }
+}
+
+impl Op for ConvOp {
+    fn run(&self, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let y = self.conv(inputs)?;
+        Ok(vec![Value::Tensor(self.add_residual(y, inputs)?)])
+    }
+
     fn infer(&self, inputs: &[Option<&ValueType>], _: &[Option<&Tensor>]) -> Option<Vec<ValueType>> {
         let x = inputs.first().copied().flatten()?;
         let dt = x.tensor_dtype()?;
-        let shape = match (x.tensor_shape(), inputs.get(1).copied().flatten().and_then(|w| w.tensor_shape())) {
+        let mut shape = match (x.tensor_shape(), inputs.get(1).copied().flatten().and_then(|w| w.tensor_shape())) {
             (Some(xs), Some(ws)) => self.infer_shape(xs, ws),
             _ => None,
         };
+        // A residual of another shape broadcasts the output to a shape not worked out here.
+        if self.residual && inputs.get(3).copied().flatten().and_then(|r| r.tensor_shape()) != shape.as_ref() {
+            shape = None;
+        }
         Some(vec![ValueType::tensor(dt, shape)])
     }
 }
@@ -1046,7 +1099,7 @@ mod tests {
     /// A convolution with no fused activation and nothing prepacked (the reference-checked paths
     /// pack on demand).
     fn plain_op(attrs: WindowAttrs, group: usize) -> ConvOp {
-        ConvOp { attrs, group, packed: None, act: Activation::Identity, wino: None, direct: None }
+        ConvOp { attrs, group, packed: None, act: Activation::Identity, residual: false, wino: None, direct: None }
     }
 
     #[test]
