@@ -560,6 +560,7 @@ mod tests {
                 let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5 - 2.0).collect();
                 let want = naive(&g, m, &x, &wv);
                 for threads in [1, 2] {
+                    let _pool = crate::par::enter(crate::par::build_pool(threads));
                     for relu in [false, true] {
                         let mut y = vec![MaybeUninit::new(f32::NAN); m * g.cols() + 3];
                         let ep = Epilogue { col_bias: Some(&bias), relu, ..Epilogue::default() };
@@ -584,7 +585,7 @@ mod tests {
     fn transposed_matches_direct_definition() {
         // Few-pixel outputs (the form's purpose), partial pixel panels, stride 2, dilation,
         // uneven padding, a depth over several blocks and more channels than one column panel.
-        let cases: [Case; 8] = [
+        let cases: [Case; 9] = [
             (64, 40, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
             (48, 30, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1),
             (33, 20, 9, 11, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
@@ -593,6 +594,8 @@ mod tests {
             (70, 9, 5, 6, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2),
             (3, 2, 4, 5, 2, 2, 1, 1, 1, 1, 3, 3, 0, 1),
             (40, 100, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
+            // A result large enough that its transposition is split over two threads.
+            (300, 40, 15, 15, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
         ];
         check_cases(&cases, |isa, g, m, x, wv, y, ep, threads| {
             // Wᵀ [depth × m]: W read column-major.

@@ -720,8 +720,7 @@ unsafe fn sgemm_raw(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<'_>, 
         return;
     }
     let parts = split_parts_by(&info, m, n, m.saturating_mul(n).saturating_mul(k), 1 << 20, threads, PARTS_PER_THREAD);
-    let job = |&(i0, i1, j0, j1): &(usize, usize, usize, usize)| {
-        let cp = cp;
+    let block = |cp: CPtr, rsc: isize, csc: isize, (i0, i1, j0, j1): (usize, usize, usize, usize)| {
         PACK_BUFS.with(|bufs| match bufs.try_borrow_mut() {
             Ok(mut bufs) => {
                 let (ba, bb) = &mut *bufs;
@@ -733,7 +732,45 @@ unsafe fn sgemm_raw(info: KernelInfo, m: usize, k: usize, n: usize, a: Lhs<'_>, 
             }
         });
     };
+    // Column-major C over several depth blocks: every block would read and write each tile
+    // again, transposing it in registers each time. A part spanning all rows (so its columns
+    // are a memory range of their own) accumulates row-major in its thread's scratch instead
+    // and is transposed into C once.
+    let via_rows = rsc == 1 && csc >= m as isize && k > info.kc && ep.beta == 0.0;
+    let job = |&(i0, i1, j0, j1): &(usize, usize, usize, usize)| {
+        let cp = cp;
+        if !(via_rows && i0 == 0 && i1 == m) {
+            return block(cp, rsc, csc, (i0, i1, j0, j1));
+        }
+        let w = j1 - j0;
+        ROW_MAJOR_C.with(|cell| {
+            let mut fresh = Vec::new();
+            let mut guard = cell.try_borrow_mut();
+            let scratch = match guard.as_deref_mut() {
+                Ok(v) => v,
+                Err(_) => &mut fresh,
+            };
+            if scratch.len() < m * w {
+                scratch.resize(m * w, 0.0);
+            }
+            // Element (i, j) of this part at scratch[i·w + j − j0] (the block's tile pointers
+            // are formed with wrapping offsets from this origin before column j0).
+            block(CPtr(scratch.as_mut_ptr().wrapping_sub(j0)), w as isize, 1, (i0, i1, j0, j1));
+            let csc = csc as usize;
+            // SAFETY: columns j0..j1 of the m×n view of C (checked above) lie in this range,
+            // which no other part touches: every part spans all rows, parts' columns are
+            // disjoint and csc ≥ m.
+            let dst = unsafe { std::slice::from_raw_parts_mut(cp.0.add(j0 * csc).cast::<MaybeUninit<f32>>(), (w - 1) * csc + m) };
+            transpose_into(&scratch[..m * w], w, m, w, dst, csc);
+        });
+    };
     run_parts(&parts, job);
+}
+
+thread_local! {
+    /// Row-major scratch of one part of a column-major product (see `sgemm_raw`), kept between
+    /// calls.
+    static ROW_MAJOR_C: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Rectangles (rows i0..i1, columns j0..j1) of an m×n product for `threads` threads: one when
@@ -864,7 +901,7 @@ fn gemm_block(
                         let rows = mr.min(ic + mc - i);
                         let out = TileOut {
                             // SAFETY: (i, j) lies inside the m×n view of C checked in `sgemm_with`.
-                            c: unsafe { c.0.offset(i as isize * rsc + j as isize * csc) },
+                            c: c.0.wrapping_offset(i as isize * rsc + j as isize * csc),
                             rsc,
                             csc,
                             rows,
@@ -887,7 +924,7 @@ fn gemm_block(
                     if last {
                         // SAFETY: rows ic..ic+mc × columns j..j+cols lie inside C and belong to
                         // this part only.
-                        unsafe { ep.finish_block(c.0.offset(ic as isize * rsc + j as isize * csc), mc, cols, rsc, csc) };
+                        unsafe { ep.finish_block(c.0.wrapping_offset(ic as isize * rsc + j as isize * csc), mc, cols, rsc, csc) };
                     }
                     boff += w * kc;
                     j += nr;
