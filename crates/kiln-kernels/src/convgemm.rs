@@ -163,7 +163,12 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
         16.. => pieces::<16>(dst, src),
         8..=15 => pieces::<8>(dst, src),
         4..=7 => pieces::<4>(dst, src),
-        _ => dst.copy_from_slice(src),
+        // Runs of 1-3 (where a panel crosses a row of a small output) as single moves: a
+        // variable-length copy_from_slice would be a library call each.
+        3 => dst[..3].copy_from_slice(&src[..3]),
+        2 => dst[..2].copy_from_slice(&src[..2]),
+        1 => dst[0] = src[0],
+        _ => {}
     }
 }
 
