@@ -6,7 +6,7 @@
 //! 6 output channels × 16 wide pixels accumulate in registers over the whole depth, and only
 //! the columns below ow are stored. When packing is most of the work (few output channels per
 //! packed column) this skips it; with many output channels the implicit GEMM is faster.
-//! AVX-512 (tiles of 6 × 32 wide pixels) and AVX2 + FMA (6 × 16) only; elsewhere the implicit
+//! AVX-512 (tiles of 12 × 32 wide pixels) and AVX2 + FMA (6 × 16) only; elsewhere the implicit
 //! GEMM runs.
 
 use std::mem::MaybeUninit;
@@ -187,10 +187,12 @@ fn run(
         // width rather than one chunk at a time.
         for b0 in (c0..c1).step_by(BLOCK) {
             let b1 = (b0 + BLOCK).min(c1);
-            for t in 0..panels {
+            // Two panels at a time (the AVX-512 kernel's tile).
+            for t in (0..panels).step_by(2) {
+                let t1 = (t + 2).min(panels);
                 for ch in b0..b1 {
                     let ahead = (t == 0 && ch + 2 < chunks).then_some((ch + 2) * nb);
-                    unsafe { tiles(xs, offs, &w.buf[t * k * MR..(t + 1) * k * MR], t, ch * nb, ahead, m, &geo, bias, act, yp.0) };
+                    unsafe { tiles(xs, offs, &w.buf[t * k * MR..t1 * k * MR], t, ch * nb, ahead, m, &geo, bias, act, yp.0) };
                 }
             }
         }
@@ -325,14 +327,45 @@ unsafe fn store_runs<const W: usize>(rows: &[[f32; W]], j0: usize, i0: usize, o:
             let cnt = (o.ow - rx).min(len);
             for (r, vals) in rows.iter().enumerate() {
                 // SAFETY: row i0 + r, columns rx..rx+cnt < ow of output row ry < oh (caller).
-                unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr().add(q), y.add((i0 + r) * n + ry * o.ow + rx), cnt) };
+                unsafe { copy_short(vals.as_ptr().add(q), y.add((i0 + r) * n + ry * o.ow + rx), cnt) };
             }
         }
         q += len;
     }
 }
 
-/// As [`tiles_avx2`] for chunks of 32 wide pixels: tiles of 6 output channels × 2 vectors of 16.
+/// dst[..len] = src[..len] as fixed-size moves: a variable-length copy is a library call, and
+/// these runs are short (at most a tile's width).
+///
+/// # Safety
+/// Both ranges valid for `len` elements and not overlapping.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn copy_short(src: *const f32, dst: *mut f32, len: usize) {
+    use std::ptr::copy_nonoverlapping as copy;
+    let mut i = 0;
+    // SAFETY (each copy): i + piece ≤ len (caller: both ranges hold len elements).
+    unsafe {
+        while i + 8 <= len {
+            copy(src.add(i), dst.add(i), 8);
+            i += 8;
+        }
+        if i + 4 <= len {
+            copy(src.add(i), dst.add(i), 4);
+            i += 4;
+        }
+        if i + 2 <= len {
+            copy(src.add(i), dst.add(i), 2);
+            i += 2;
+        }
+        if i < len {
+            copy(src.add(i), dst.add(i), 1);
+        }
+    }
+}
+
+/// As [`tiles_avx2`] for chunks of 32 wide pixels: tiles of 12 output channels (two weight panels;
+/// 6 for a last odd panel) × 2 vectors of 16.
 ///
 /// # Safety
 /// AVX-512F must be available; `xpad[offs[p] + j0 ..][..32]` must be in bounds for every p
@@ -351,63 +384,94 @@ unsafe fn tiles_avx512(xs: &[f32], offs: &[usize], a_all: &[f32], p0: usize, j0:
         }
     }
     let k = offs.len();
-    for (t, a) in a_all.chunks_exact(k * MR).enumerate() {
-        let i0 = (p0 + t) * MR;
-        let rows = MR.min(m - i0);
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        if let Some(b) = bias {
-            for (r, row) in acc.iter_mut().enumerate().take(rows) {
-                let v = _mm512_set1_ps(b[i0 + r]);
-                *row = [v, v];
+    // Two panels (12 output channels) per tile where there are two: 24 accumulators, each tap's
+    // two pixel vectors loaded once for twice the multiply-adds.
+    let panels = a_all.len() / (k * MR);
+    let mut t = 0;
+    while t < panels {
+        // SAFETY: forwarded from the caller; the group's panels lie in `a_all`.
+        unsafe {
+            if t + 1 < panels {
+                tile_group_avx512::<2, { 2 * MR }>(xs, offs, &a_all[t * k * MR..(t + 2) * k * MR], (p0 + t) * MR, j0, m, o, bias, act, y);
+                t += 2;
+            } else {
+                tile_group_avx512::<1, MR>(xs, offs, &a_all[t * k * MR..(t + 1) * k * MR], (p0 + t) * MR, j0, m, o, bias, act, y);
+                t += 1;
             }
         }
-        let xp = xs.as_ptr().add(j0);
-        let ap = a.as_ptr();
-        let fma = |acc: &mut [[__m512; 2]; MR], p: usize, b0: __m512, b1: __m512| {
-            let w = ap.add(p * MR);
-            for (r, row) in acc.iter_mut().enumerate() {
+    }
+}
+
+/// One tile of [`tiles_avx512`]: the `P` consecutive weight panels in `a` (R = 6·P output
+/// channels from `i0`) × the 32 wide pixels from `j0`.
+///
+/// # Safety
+/// As [`tiles_avx512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn tile_group_avx512<const P: usize, const R: usize>(xs: &[f32], offs: &[usize], a: &[f32], i0: usize, j0: usize, m: usize, o: &Out, bias: Option<&[f32]>, act: Activation, y: *mut f32) {
+    use std::arch::x86_64::*;
+    const W: usize = NB512;
+    let k = offs.len();
+    let rows = R.min(m - i0);
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    if let Some(b) = bias {
+        for (r, row) in acc.iter_mut().enumerate().take(rows) {
+            let v = _mm512_set1_ps(b[i0 + r]);
+            *row = [v, v];
+        }
+    }
+    let xp = xs.as_ptr().add(j0);
+    let ap = a.as_ptr();
+    let fma = |acc: &mut [[__m512; 2]; R], p: usize, b0: __m512, b1: __m512| {
+        for q in 0..P {
+            let w = ap.add(q * k * MR + p * MR);
+            for r in 0..MR {
                 let av = _mm512_set1_ps(*w.add(r));
+                let row = &mut acc[q * MR + r];
                 row[0] = _mm512_fmadd_ps(av, b0, row[0]);
                 row[1] = _mm512_fmadd_ps(av, b1, row[1]);
             }
+        }
+    };
+    if j0 + W <= o.readable {
+        for (p, &off) in offs.iter().enumerate() {
+            fma(&mut acc, p, _mm512_loadu_ps(xp.add(off)), _mm512_loadu_ps(xp.add(off + 16)));
+        }
+    } else {
+        // Lanes at or past `readable` are not read (masked loads do not fault there).
+        let valid = o.readable.saturating_sub(j0);
+        let mask = |from: usize| -> __mmask16 {
+            let v = valid.saturating_sub(from).min(16);
+            ((1u32 << v) - 1) as __mmask16
         };
-        if j0 + W <= o.readable {
-            for (p, &off) in offs.iter().enumerate() {
-                fma(&mut acc, p, _mm512_loadu_ps(xp.add(off)), _mm512_loadu_ps(xp.add(off + 16)));
-            }
-        } else {
-            // Lanes at or past `readable` are not read (masked loads do not fault there).
-            let valid = o.readable.saturating_sub(j0);
-            let mask = |from: usize| -> __mmask16 {
-                let v = valid.saturating_sub(from).min(16);
-                ((1u32 << v) - 1) as __mmask16
-            };
-            let (m0, m1) = (mask(0), mask(16));
-            for (p, &off) in offs.iter().enumerate() {
-                fma(&mut acc, p, _mm512_maskz_loadu_ps(m0, xp.wrapping_add(off)), _mm512_maskz_loadu_ps(m1, xp.wrapping_add(off + 16)));
-            }
+        let (m0, m1) = (mask(0), mask(16));
+        for (p, &off) in offs.iter().enumerate() {
+            fma(&mut acc, p, _mm512_maskz_loadu_ps(m0, xp.wrapping_add(off)), _mm512_maskz_loadu_ps(m1, xp.wrapping_add(off + 16)));
         }
-        // The activation on the accumulators, in registers (Sigmoid and Swish included).
-        let f = |v: __m512| crate::act::act512(act, v);
-        let (wq, n) = (o.wq, o.oh * o.ow);
-        let (oy, ox) = (j0 / wq, j0 % wq);
-        if ox + W <= o.ow {
-            // All 32 pixels are consecutive outputs of one row.
-            let base = oy * o.ow + ox;
-            for (r, row) in acc.iter().enumerate().take(rows) {
-                let d = y.add((i0 + r) * n + base);
-                _mm512_storeu_ps(d, f(row[0]));
-                _mm512_storeu_ps(d.add(16), f(row[1]));
-            }
-            continue;
-        }
-        let mut buf = [[0f32; W]; MR];
-        for (r, row) in acc.iter().enumerate().take(rows) {
-            _mm512_storeu_ps(buf[r].as_mut_ptr(), f(row[0]));
-            _mm512_storeu_ps(buf[r].as_mut_ptr().add(16), f(row[1]));
-        }
-        store_runs(&buf[..rows], j0, i0, o, y);
     }
+    // The activation on the accumulators, in registers (Sigmoid and Swish included).
+    let f = |v: __m512| crate::act::act512(act, v);
+    let (wq, n) = (o.wq, o.oh * o.ow);
+    let (oy, ox) = (j0 / wq, j0 % wq);
+    if ox + W <= o.ow {
+        // All 32 pixels are consecutive outputs of one row.
+        let base = oy * o.ow + ox;
+        for (r, row) in acc.iter().enumerate().take(rows) {
+            let d = y.add((i0 + r) * n + base);
+            _mm512_storeu_ps(d, f(row[0]));
+            _mm512_storeu_ps(d.add(16), f(row[1]));
+        }
+        return;
+    }
+    let mut buf = [[0f32; W]; R];
+    for (r, row) in acc.iter().enumerate().take(rows) {
+        _mm512_storeu_ps(buf[r].as_mut_ptr(), f(row[0]));
+        _mm512_storeu_ps(buf[r].as_mut_ptr().add(16), f(row[1]));
+    }
+    store_runs(&buf[..rows], j0, i0, o, y);
 }
 
 #[cfg(test)]
