@@ -287,25 +287,39 @@ unsafe fn tiles_avx2(xs: &[f32], offs: &[usize], a_all: &[f32], p0: usize, j0: u
         }
         // The activation on the accumulators, in registers (Sigmoid and Swish included).
         let f = |v: __m256| crate::act::act256(act, v);
-        let (wq, n) = (o.wq, o.oh * o.ow);
-        let (oy, ox) = (j0 / wq, j0 % wq);
-        if ox + NB <= o.ow {
-            // All 16 pixels are consecutive outputs of one row.
-            let base = oy * o.ow + ox;
-            for (r, row) in acc.iter().enumerate().take(rows) {
-                let d = y.add((i0 + r) * n + base);
-                _mm256_storeu_ps(d, f(row[0]));
-                _mm256_storeu_ps(d.add(8), f(row[1]));
-            }
-            continue;
-        }
-        let mut buf = [[0f32; NB]; MR];
-        for (r, row) in acc.iter().enumerate().take(rows) {
-            _mm256_storeu_ps(buf[r].as_mut_ptr(), f(row[0]));
-            _mm256_storeu_ps(buf[r].as_mut_ptr().add(8), f(row[1]));
-        }
-        store_runs(&buf[..rows], j0, i0, o, y);
+        store_tile::<NB, MR>(rows, j0, i0, o, y, |r, d| {
+            _mm256_storeu_ps(d, f(acc[r][0]));
+            _mm256_storeu_ps(d.add(8), f(acc[r][1]));
+        });
     }
+}
+
+/// Stores the first `rows` rows of a finished tile of `W` wide pixels from `j0` and up to `R`
+/// output channels from `i0`: `write(r, dst)` writes row r's `W` values (activation applied) to
+/// `dst`, straight into Y when the tile's pixels are consecutive outputs of one row, otherwise
+/// into a buffer whose runs of output pixels are then copied (see [`store_runs`]).
+///
+/// # Safety
+/// As [`store_runs`]; `write` writes exactly `W` floats at `dst`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_tile<const W: usize, const R: usize>(rows: usize, j0: usize, i0: usize, o: &Out, y: *mut f32, write: impl Fn(usize, *mut f32)) {
+    let (wq, n) = (o.wq, o.oh * o.ow);
+    let (oy, ox) = (j0 / wq, j0 % wq);
+    if ox + W <= o.ow {
+        let base = oy * o.ow + ox;
+        for r in 0..rows {
+            // SAFETY: row i0 + r, pixels base..base+W of Y (caller).
+            write(r, unsafe { y.add((i0 + r) * n + base) });
+        }
+        return;
+    }
+    let mut buf = [[0f32; W]; R];
+    for (r, row) in buf.iter_mut().enumerate().take(rows) {
+        write(r, row.as_mut_ptr());
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { store_runs(&buf[..rows], j0, i0, o, y) };
 }
 
 /// Stores the rows of a finished tile (`W` wide pixels from `j0`, output channels from `i0`) that
@@ -454,24 +468,10 @@ unsafe fn tile_group_avx512<const P: usize, const R: usize>(xs: &[f32], offs: &[
     }
     // The activation on the accumulators, in registers (Sigmoid and Swish included).
     let f = |v: __m512| crate::act::act512(act, v);
-    let (wq, n) = (o.wq, o.oh * o.ow);
-    let (oy, ox) = (j0 / wq, j0 % wq);
-    if ox + W <= o.ow {
-        // All 32 pixels are consecutive outputs of one row.
-        let base = oy * o.ow + ox;
-        for (r, row) in acc.iter().enumerate().take(rows) {
-            let d = y.add((i0 + r) * n + base);
-            _mm512_storeu_ps(d, f(row[0]));
-            _mm512_storeu_ps(d.add(16), f(row[1]));
-        }
-        return;
-    }
-    let mut buf = [[0f32; W]; R];
-    for (r, row) in acc.iter().enumerate().take(rows) {
-        _mm512_storeu_ps(buf[r].as_mut_ptr(), f(row[0]));
-        _mm512_storeu_ps(buf[r].as_mut_ptr().add(16), f(row[1]));
-    }
-    store_runs(&buf[..rows], j0, i0, o, y);
+    store_tile::<W, R>(rows, j0, i0, o, y, |r, d| {
+        _mm512_storeu_ps(d, f(acc[r][0]));
+        _mm512_storeu_ps(d.add(16), f(acc[r][1]));
+    });
 }
 
 #[cfg(test)]
