@@ -1,7 +1,8 @@
 //! kiln-engine: the ONNX runtime proper — IR compilation, passes, planner and the `Session` API.
 //!
 //! Data flow: `kiln_onnx` decodes the model; `fuse` rewrites exporter activation chains (SiLU,
-//! GELU) into single operators; `plan::compile` builds every operator through the
+//! GELU) into single operators and folds biases, activations and residual Adds into the
+//! products and convolutions before them; `plan::compile` builds every operator through the
 //! `Registry` (ops/ has one file per family), infers types, folds constants, removes dead nodes
 //! and computes liveness; `Session::run` executes the plan. Depends on kiln-tensor, kiln-onnx and
 //! kiln-kernels; knows nothing of the CLI, server or JS front doors.
