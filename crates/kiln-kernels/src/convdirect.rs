@@ -378,6 +378,12 @@ unsafe fn copy_short(src: *const f32, dst: *mut f32, len: usize) {
     }
 }
 
+/// Depth from which the AVX-512 kernel takes two weight panels per tile: shallower tiles spend
+/// too little time in the tap loop to repay the larger epilogue (`conv_bench`: 16→72 pointwise
+/// @56 1.08× slower with pairs, 24→144 @56 0.94×, 16→64 3×3 @55 0.90×).
+#[cfg(target_arch = "x86_64")]
+const PAIR_MIN_DEPTH: usize = 20;
+
 /// As [`tiles_avx2`] for chunks of 32 wide pixels: tiles of 12 output channels (two weight panels;
 /// 6 for a last odd panel) × 2 vectors of 16.
 ///
@@ -405,7 +411,7 @@ unsafe fn tiles_avx512(xs: &[f32], offs: &[usize], a_all: &[f32], p0: usize, j0:
     while t < panels {
         // SAFETY: forwarded from the caller; the group's panels lie in `a_all`.
         unsafe {
-            if t + 1 < panels {
+            if t + 1 < panels && k >= PAIR_MIN_DEPTH {
                 tile_group_avx512::<2, { 2 * MR }>(xs, offs, &a_all[t * k * MR..(t + 2) * k * MR], (p0 + t) * MR, j0, m, o, bias, act, y);
                 t += 2;
             } else {
