@@ -900,7 +900,8 @@ fn gemm_block(
                         let pf = &next[(t * part).min(next.len())..((t + 1) * part).min(next.len())];
                         let rows = mr.min(ic + mc - i);
                         let out = TileOut {
-                            // SAFETY: (i, j) lies inside the m×n view of C checked in `sgemm_with`.
+                            // (i, j) lies inside the m×n view of C checked in `sgemm_raw`, or
+                            // inside the part's row-major scratch there.
                             c: c.0.wrapping_offset(i as isize * rsc + j as isize * csc),
                             rsc,
                             csc,
